@@ -1,0 +1,3 @@
+from manifests.cli import main
+
+raise SystemExit(main())
