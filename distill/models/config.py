@@ -1,0 +1,51 @@
+"""The one dataclass that describes a network; it is what ``config.yaml`` stores under ``model``.
+
+Defaults are sized for CPU: a teacher or student of these sizes trains an epoch over ~150
+two-second items in a few seconds on two cores. The recipe sizes for real runs are given in
+the field comments (and in docs/models.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+
+@dataclass
+class ModelConfig:
+    # Audio encoder (both roles). Real runs: ecapa, audio_channels=1024, emb_dim=192.
+    audio_encoder: str = "ecapa"  # "ecapa" | "xvector"
+    audio_channels: int = 64  # TDNN / SE-Res2Net width; the last (MFA) layer is 3x this
+    emb_dim: int = 64  # encoder embedding width (the teacher's fused embedding has this width too)
+    res2net_scale: int = 8  # ECAPA Res2Net branches; audio_channels must be divisible by it
+
+    # Visual encoder and fusion (teacher only).
+    visual_encoder: str = "attentive"  # "attentive" | "temporal"
+    visual_dim: int = 64  # width of per-frame projections and of the visual embedding
+    fusion: str = "concat"  # "concat" | "gated"
+    face_dropout: float = 0.0  # training-time probability of hiding an item's whole face track
+
+    # Aggregation over segments (sequential setting only).
+    aggregator: str = "attention"  # "bilstm" | "attention" | "transformer"
+    agg_dim: int = 64  # aggregated embedding width (bilstm: 2 x hidden, so must be even)
+    agg_layers: int = 1  # bilstm / transformer depth
+    agg_heads: int = 4  # transformer attention heads; agg_dim must be divisible by it
+
+    # Task header.
+    header: str = "linear"  # "linear" | "aam"
+    aam_margin: float = 0.2  # additive angular margin (radians), speechbrain VoxCeleb recipe
+    aam_scale: float = 30.0  # cosine scale, speechbrain VoxCeleb recipe
+
+    dropout: float = 0.1  # in the visual encoder, fusion MLP and aggregator (not in the audio encoder)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
+        """Build from a (YAML) mapping; unknown keys are an error, not silently dropped."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model option(s) {unknown}; known: {sorted(known)}")
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

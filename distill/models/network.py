@@ -1,0 +1,166 @@
+"""Teacher and student networks assembled from the registries, with one output type for both.
+
+    teacher: (audio encoder ⊕ visual encoder → fusion) per crop/segment [→ aggregator] → header
+    student:  audio encoder                            per crop/segment [→ aggregator] → header
+
+In the sequential setting the segment axis is folded into the batch for the encoder, so one
+encoder call covers all segments, then unfolded for the aggregator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from distill.models.aggregation import AGGREGATORS
+from distill.models.audio import AUDIO_ENCODERS
+from distill.models.config import ModelConfig
+from distill.models.fusion import FUSIONS
+from distill.models.heads import HEADS
+from distill.models.visual import VISUAL_ENCODERS
+
+ROLES = ("teacher", "student")
+SETTINGS = ("nonseq", "seq")
+
+
+@dataclass
+class NetOutput:
+    """What every network returns. ``emb`` is what the header sees and what verification scores."""
+
+    enc: Tensor  # nonseq (B, D); seq (B, S, D) per-segment encoder embeddings
+    agg: Tensor | None  # seq (B, D_agg); nonseq None
+    emb: Tensor  # = enc (nonseq) or agg (seq)
+    logits: Tensor  # (B, C); an AAM header adds its margin only when labels were given
+
+    def levels(self) -> dict[str, Tensor]:
+        """The distillable embeddings by level name, as ``EmbeddingDistillLoss`` and the target cache key them."""
+        return {"enc": self.enc} if self.agg is None else {"enc": self.enc, "agg": self.agg}
+
+
+class AudioVisualEncoder(nn.Module):
+    """The teacher's per-crop encoder: audio and face embeddings fused into one vector.
+
+    ``face=None`` (or an all-False mask) is "video missing": the visual branch then yields its
+    learned "no face" embedding, so the teacher still runs, on audio alone.
+    """
+
+    def __init__(self, audio: nn.Module, visual: nn.Module, fusion: nn.Module) -> None:
+        super().__init__()
+        self.audio, self.visual, self.fusion = audio, visual, fusion
+        self.out_dim = fusion.out_dim
+
+    def forward(self, fbank: Tensor, face: Tensor | None = None, face_mask: Tensor | None = None) -> Tensor:
+        if face is None:
+            face = fbank.new_zeros(fbank.shape[0], 1, self.visual.face_dim)
+            face_mask = torch.zeros(fbank.shape[0], 1, dtype=torch.bool, device=fbank.device)
+        elif face_mask is None:
+            face_mask = torch.ones(face.shape[:2], dtype=torch.bool, device=face.device)
+        if face.shape[0] != fbank.shape[0]:
+            raise ValueError(f"face batch {face.shape[0]} does not match fbank batch {fbank.shape[0]}")
+        return self.fusion(self.audio(fbank), self.visual(face, face_mask))
+
+
+class DistillNetwork(nn.Module):
+    """Encoder [+ aggregator] + header, for one role and one setting.
+
+    Attributes the trainer sizes things by: ``encoder_dim``, ``agg_dim`` (None for nonseq),
+    ``emb_dim``, ``level_dims`` ({"enc": ..., "agg": ...}), ``role``, ``setting``.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head: nn.Module,
+        aggregator: nn.Module | None = None,
+        *,
+        role: str,
+        n_mels: int,
+        face_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; choose one of {ROLES}")
+        if role == "student" and face_dropout:
+            raise ValueError("face_dropout only applies to a teacher; a student never sees faces")
+        self.encoder, self.aggregator, self.head = encoder, aggregator, head
+        self.role, self.n_mels, self.face_dropout = role, n_mels, face_dropout
+        self.setting = "nonseq" if aggregator is None else "seq"
+        self.encoder_dim: int = encoder.out_dim
+        self.agg_dim: int | None = None if aggregator is None else aggregator.out_dim
+        self.emb_dim: int = self.encoder_dim if aggregator is None else aggregator.out_dim
+        self.n_classes: int = head.n_classes
+
+    @property
+    def level_dims(self) -> dict[str, int]:
+        return {"enc": self.encoder_dim} if self.agg_dim is None else {"enc": self.encoder_dim, "agg": self.agg_dim}
+
+    def forward(
+        self,
+        fbank: Tensor,
+        face: Tensor | None = None,
+        face_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        detach_emb: bool = False,
+        seg_mask: Tensor | None = None,
+    ) -> NetOutput:
+        """Shapes: nonseq fbank (B, T, M), face (B, F, 512), face_mask (B, F);
+        seq fbank (B, S, T, M), face (B, S, F, 512), face_mask (B, S, F), seg_mask (B, S).
+
+        A student ignores ``face``/``face_mask`` (one batch dict fits both roles).
+        ``detach_emb`` stops the task loss's gradient at the embedding (``--encoder-grad distill-only``).
+        """
+        lead = 1 if self.setting == "nonseq" else 2
+        if fbank.dim() != lead + 2 or fbank.shape[-1] != self.n_mels:
+            want = "(B, T, n_mels)" if lead == 1 else "(B, S, T, n_mels)"
+            raise ValueError(f"{self.setting} {self.role} expects fbank {want} with n_mels={self.n_mels}, got {tuple(fbank.shape)}")
+        batch = fbank.shape[:lead]
+        if labels is not None and labels.shape != fbank.shape[:1]:
+            raise ValueError(f"labels must have shape ({fbank.shape[0]},), got {tuple(labels.shape)}")
+
+        if self.role == "student":
+            enc = self.encoder(fbank.flatten(0, lead - 1))
+        else:
+            if face is not None and face.shape[:lead] != batch:
+                raise ValueError(f"face {tuple(face.shape)} does not match fbank {tuple(fbank.shape)} in its leading dims")
+            if face is not None and face_mask is None:
+                face_mask = torch.ones(face.shape[:-1], dtype=torch.bool, device=face.device)
+            if face is not None and self.training and self.face_dropout > 0:
+                hidden = torch.rand(fbank.shape[0], device=fbank.device) < self.face_dropout
+                face_mask = face_mask & ~hidden.view(-1, *([1] * (face_mask.dim() - 1)))
+            if face is not None:
+                face, face_mask = face.flatten(0, lead - 1), face_mask.flatten(0, lead - 1)
+            enc = self.encoder(fbank.flatten(0, lead - 1), face, face_mask)
+
+        if self.aggregator is None:
+            agg, emb = None, enc
+        else:
+            enc = enc.unflatten(0, batch)
+            agg = emb = self.aggregator(enc, seg_mask)
+        logits = self.head(emb.detach() if detach_emb else emb, labels)
+        return NetOutput(enc=enc, agg=agg, emb=emb, logits=logits)
+
+
+def build_network(
+    cfg: ModelConfig, *, role: str, setting: str, n_mels: int, n_classes: int, face_dim: int = 512
+) -> DistillNetwork:
+    """Assemble a teacher (audio + faces) or student (audio only) for the nonseq or seq setting."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; choose one of {ROLES}")
+    if setting not in SETTINGS:
+        raise ValueError(f"unknown setting {setting!r}; choose one of {SETTINGS}")
+    audio = AUDIO_ENCODERS[cfg.audio_encoder].from_config(cfg, n_mels=n_mels)
+    if role == "teacher":
+        visual = VISUAL_ENCODERS[cfg.visual_encoder].from_config(cfg, face_dim=face_dim)
+        fusion = FUSIONS[cfg.fusion].from_config(cfg, audio_dim=audio.out_dim, visual_dim=visual.out_dim)
+        encoder: nn.Module = AudioVisualEncoder(audio, visual, fusion)
+    else:
+        encoder = audio
+    aggregator = None
+    if setting == "seq":
+        aggregator = AGGREGATORS[cfg.aggregator].from_config(cfg, in_dim=encoder.out_dim)
+    emb_dim = encoder.out_dim if aggregator is None else aggregator.out_dim
+    head = HEADS[cfg.header].from_config(cfg, in_dim=emb_dim, n_classes=n_classes)
+    face_dropout = cfg.face_dropout if role == "teacher" else 0.0
+    return DistillNetwork(encoder, head, aggregator, role=role, n_mels=n_mels, face_dropout=face_dropout)
