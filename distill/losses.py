@@ -1,0 +1,147 @@
+"""Training losses: task cross-entropy, embedding distillation (the method), and the soft-label
+baselines (Hinton KD; Lopez-Paz generalized distillation).
+
+Conventions (stated once, used everywhere; see docs/models.md):
+
+* Teacher inputs are targets: they are detached, so a live teacher is never trained by a student loss.
+* Distances are means over every leading axis (batch, and segments in the sequential setting), and
+  mse / l1 / smooth_l1 also over the embedding width, so their scale does not grow with the width.
+* Losses are computed in float32, whatever precision the network ran in (AMP-safe).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distill.models.registry import Registry
+
+Distance = Callable[[Tensor, Tensor], Tensor]
+DISTANCES: Registry[Distance] = Registry("distance")
+
+
+def _pair(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
+    if student.shape != teacher.shape:
+        raise ValueError(f"student embedding {tuple(student.shape)} and teacher embedding {tuple(teacher.shape)} differ in shape")
+    return student.float(), teacher.detach().float()
+
+
+@DISTANCES.register("mse")
+def mse_distance(student: Tensor, teacher: Tensor) -> Tensor:
+    """Mean squared error over all elements."""
+    s, t = _pair(student, teacher)
+    return F.mse_loss(s, t)
+
+
+@DISTANCES.register("l1")
+def l1_distance(student: Tensor, teacher: Tensor) -> Tensor:
+    """Mean absolute error over all elements: less pulled by a few large teacher coordinates."""
+    s, t = _pair(student, teacher)
+    return F.l1_loss(s, t)
+
+
+@DISTANCES.register("smooth_l1")
+def smooth_l1_distance(student: Tensor, teacher: Tensor) -> Tensor:
+    """Huber-style (beta = 1): quadratic near the target, linear far from it."""
+    s, t = _pair(student, teacher)
+    return F.smooth_l1_loss(s, t, beta=1.0)
+
+
+@DISTANCES.register("cosine")
+def cosine_distance(student: Tensor, teacher: Tensor) -> Tensor:
+    """Mean of ``1 - cos(s, t)`` per embedding: matches direction only, which is what cosine scoring uses."""
+    s, t = _pair(student, teacher)
+    return (1.0 - F.cosine_similarity(s, t, dim=-1, eps=1e-8)).mean()
+
+
+class EmbeddingDistillLoss(nn.Module):
+    """The method: pull the student's embeddings toward the teacher's, level by level.
+
+    ``levels`` maps a level name ("enc", and "agg" in the sequential setting) to
+    ``(student_dim, teacher_dim)``. Where the widths differ, a learned ``nn.Linear`` maps the
+    student into the teacher's space (the teacher's targets are fixed, so they are not
+    projected); where they match there is no projection, so the student is matched directly.
+    The projections are parameters of this module: give them to the optimizer.
+    """
+
+    def __init__(
+        self,
+        levels: Mapping[str, tuple[int, int]],
+        distance: str = "mse",
+        weights: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        if not levels:
+            raise ValueError("EmbeddingDistillLoss needs at least one level")
+        weights = dict(weights or {})
+        unknown = sorted(set(weights) - set(levels))
+        if unknown:
+            raise ValueError(f"weights given for unknown level(s) {unknown}; levels are {sorted(levels)}")
+        self.levels = {name: (int(s), int(t)) for name, (s, t) in levels.items()}
+        self.weights = {name: float(weights.get(name, 1.0)) for name in self.levels}
+        self.distance_name = distance
+        self.distance = DISTANCES[distance]
+        self.projections = nn.ModuleDict({name: nn.Linear(s, t) for name, (s, t) in self.levels.items() if s != t})
+
+    def forward(self, student: Mapping[str, Tensor], teacher: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Return ``{"embed_<level>": weighted term, ..., "total": their sum}``."""
+        terms: dict[str, Tensor] = {}
+        for name, (s_dim, t_dim) in self.levels.items():
+            for who, given, dim in (("student", student, s_dim), ("teacher", teacher, t_dim)):
+                if name not in given:
+                    raise KeyError(f"{who} embeddings lack level {name!r} (have {sorted(given)})")
+                if given[name].shape[-1] != dim:
+                    raise ValueError(f"{who} level {name!r} has width {given[name].shape[-1]}, expected {dim}")
+            s = student[name]
+            if name in self.projections:
+                s = self.projections[name](s)
+            terms[f"embed_{name}"] = self.weights[name] * self.distance(s, teacher[name])
+        terms["total"] = torch.stack(list(terms.values())).sum()
+        return terms
+
+    def extra_repr(self) -> str:
+        return f"distance={self.distance_name!r}, levels={self.levels}, weights={self.weights}"
+
+
+def task_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy with the ground-truth labels (with an AAM header, the logits already carry the margin)."""
+    return F.cross_entropy(logits.float(), labels)
+
+
+def _check_logits(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> None:
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def hinton_kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """Hinton et al. 2015 soft-label distillation: ``T² · KL(softmax(t/T) ‖ softmax(s/T))``, batch mean.
+
+    Both sides are tempered. The ``T²`` factor keeps the gradient scale independent of ``T``, so
+    ``alpha · hinton_kd + (1 - alpha) · task_loss`` weighs the two terms as ``alpha`` says.
+    """
+    _check_logits(student_logits, teacher_logits, temperature)
+    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature**2
+
+
+def generalized_distillation(
+    student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temperature: float, imitation: float
+) -> Tensor:
+    """Lopez-Paz et al. 2016 (the LUPI baseline): ``(1-λ)·CE(y, σ(s)) + λ·CE(σ(t/T), σ(s))``.
+
+    Only the teacher is tempered; the student's softmax is not (as in the paper), and there is
+    no ``T²`` factor. The soft term is a cross-entropy, so at ``λ = 1`` with identical logits it
+    equals the teacher's entropy, not zero.
+    """
+    _check_logits(student_logits, teacher_logits, temperature)
+    if not 0.0 <= imitation <= 1.0:
+        raise ValueError(f"imitation λ must lie in [0, 1], got {imitation}")
+    s = student_logits.float()
+    soft_targets = F.softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    return (1.0 - imitation) * F.cross_entropy(s, labels) + imitation * F.cross_entropy(s, soft_targets)
