@@ -24,7 +24,6 @@ import numpy as np
 __all__ = [
     "top_k_accuracy",
     "cosine_scores",
-    "pair_trials",
     "det_curve",
     "eer",
     "min_dcf",
@@ -142,19 +141,6 @@ def cosine_scores(enrol_emb, test_emb, eps: float = 1e-12) -> np.ndarray:
         )
     norms = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), eps)
     return np.einsum("ij,ij->i", a, b) / norms
-
-
-def pair_trials(labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every unordered pair (i < j) of items as a trial: (index_i, index_j, is_target).
-
-    Used when a dataset brings no trial list: verification on all test-split pairs.
-    n items give n (n - 1) / 2 trials, so keep n to a few thousand.
-    """
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.size < 2:
-        raise ValueError(f"pair_trials needs a 1-D array of at least 2 labels, got shape {labels.shape}")
-    i, j = np.triu_indices(labels.size, k=1)
-    return i, j, labels[i] == labels[j]
 
 
 def det_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

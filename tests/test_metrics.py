@@ -199,12 +199,6 @@ def test_cosine_scores_row_wise():
         M.cosine_scores(np.ones((2, 3)), np.ones((3, 3)))
 
 
-def test_pair_trials():
-    i, j, target = M.pair_trials(["a", "b", "a", "c"])
-    assert list(zip(i, j)) == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
-    assert target.tolist() == [False, True, False, False, False, False]
-
-
 # ---------------------------------------------------------------------------- emotion
 
 Y_TRUE = [0, 0, 0, 0, 1, 1, 2, 2, 2, 2]
