@@ -1,0 +1,224 @@
+"""Datasets over the feature cache on a fixed crop/segment grid.
+
+Teacher targets are computed once per grid cell, so the student must only ever see inputs that lie
+on that grid: training draws one random cell per item per epoch, evaluation uses every cell and
+averages per utterance. The grid depends on the fbank length alone, so teacher and student agree on
+it without sharing anything but the spec. Only the cache is read (``Cache.read``); video is never
+decoded here.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from distill.config import ConfigError, DataConfig
+
+SPLITS = ("train", "val", "test")
+FACE_DIM = 512
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where cells lie on an utterance of ``n`` fbank frames.
+
+    A cell is ``cell_len`` frames long and cells start every ``hop`` frames; a last cell is
+    aligned with the end so the tail is covered. Utterances shorter than a cell wrap around
+    (deterministic, unlike random padding, so a cached target stays valid). In the sequential
+    setting a cell is a window of ``n_segments`` segments of ``seg_len`` frames, ``seg_hop`` apart.
+    """
+
+    setting: str
+    crop: int
+    hop: int
+    seg_len: int
+    seg_hop: int
+    n_segments: int
+    max_faces: int
+
+    @classmethod
+    def from_config(cls, data: DataConfig) -> "Grid":
+        seq = data.setting == "seq"
+        return cls(setting=data.setting, crop=data.crop, hop=data.crop_hop,
+                   seg_len=data.seg_len if seq else 0, seg_hop=data.seg_hop if seq else 0,
+                   n_segments=data.n_segments if seq else 1, max_faces=data.max_faces)
+
+    @property
+    def cell_len(self) -> int:
+        if self.setting == "seq":
+            return self.seg_len + (self.n_segments - 1) * self.seg_hop
+        return self.crop
+
+    def spec(self) -> dict:
+        """The part of the grid a cached target depends on (what the targets key records)."""
+        return asdict(self)
+
+    def starts(self, n_frames: int) -> np.ndarray:
+        last = max(n_frames - self.cell_len, 0)
+        starts = np.arange(0, last + 1, self.hop)
+        if starts[-1] != last:
+            starts = np.append(starts, last)
+        return starts
+
+    def n_cells(self, n_frames: int) -> int:
+        return len(self.starts(n_frames))
+
+    def frame_index(self, n_frames: int, cell: int) -> np.ndarray:
+        """Fbank rows of a cell: (crop,) for nonseq, (n_segments, seg_len) for seq; wrapped mod n."""
+        start = self.starts(n_frames)[cell]
+        if self.setting == "seq":
+            offsets = (np.arange(self.n_segments)[:, None] * self.seg_hop + np.arange(self.seg_len)[None, :])
+        else:
+            offsets = np.arange(self.crop)
+        return (start + offsets) % n_frames
+
+    def face_index(self, frame_rows: np.ndarray, face_frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Face frames whose timestamp falls in the fbank rows of one crop/segment.
+
+        Returns (max_faces,) indices into the item's face arrays and a validity mask; more faces than
+        ``max_faces`` are thinned evenly, fewer are padded (mask False).
+        """
+        hits = np.flatnonzero(np.isin(face_frame, frame_rows))
+        if len(hits) > self.max_faces:
+            hits = hits[np.linspace(0, len(hits) - 1, self.max_faces).round().astype(int)]
+        index = np.zeros(self.max_faces, dtype=np.int64)
+        mask = np.zeros(self.max_faces, dtype=bool)
+        index[: len(hits)] = hits
+        mask[: len(hits)] = True
+        return index, mask
+
+
+def assign_splits(index: pd.DataFrame, data: DataConfig) -> pd.Series:
+    """The train/val/test split per item: the cache's split column, else a seeded split."""
+    if data.split_column in index.columns:
+        splits = index[data.split_column].astype(str)
+        bad = sorted(set(splits) - set(SPLITS))
+        if bad:
+            raise ConfigError(f"split column {data.split_column!r} holds {bad}; expected train/val/test")
+        return splits
+    from manifests.splits import assign_split
+
+    # Speakers: closed-set identification needs every speaker in every split. Emotion: the
+    # standard speaker-independent protocol (test speakers never heard in training).
+    kind = "speaker-id" if data.task == "speaker" else "leave-speakers-out"
+    try:
+        return assign_split(index, kind, seed=data.split_seed).astype(str)
+    except ValueError as exc:
+        raise ConfigError(f"the cache has no {data.split_column!r} column and a {kind} split failed: {exc}") from exc
+
+
+@dataclass
+class Labels:
+    """Class names (sorted, from the train split) and each item's class id (-1: not a train class)."""
+
+    names: list[str]
+
+    def encode(self, values: pd.Series) -> np.ndarray:
+        lookup = {name: i for i, name in enumerate(self.names)}
+        return np.array([lookup.get(str(v), -1) for v in values], dtype=np.int64)
+
+    @classmethod
+    def from_train(cls, index: pd.DataFrame, splits: pd.Series, column: str) -> "Labels":
+        if column not in index.columns:
+            raise ConfigError(f"the cache index has no {column!r} column; columns: {', '.join(index.columns)}")
+        names = sorted(index.loc[splits == "train", column].dropna().astype(str).unique())
+        if len(names) < 2:
+            raise ConfigError(f"the train split has {len(names)} {column!r} class(es); need at least 2")
+        return cls(names)
+
+
+class GridDataset(Dataset):
+    """Samples of one set of items on a :class:`Grid`.
+
+    ``train=True``: one sample per item, its cell drawn from (seed, epoch, item) so that an epoch
+    is reproducible whatever the worker layout (and after a resume). ``train=False``: every cell
+    of every item, item-major, for evaluation and for writing teacher targets.
+    ``faces=False`` reads fbank only (students). ``targets`` attaches the cached teacher targets of
+    the sampled cell. The cache opens its HDF5 files lazily in each worker process.
+    """
+
+    def __init__(self, cache, utt_ids: list[str], labels: np.ndarray, grid: Grid, *, faces: bool,
+                 train: bool, seed: int = 0, targets=None):
+        self.cache = cache
+        self.utt_ids = list(utt_ids)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.grid = grid
+        self.faces = faces
+        self.train = train
+        self.seed = seed
+        self.targets = targets
+        self.epoch = 0
+        self.hop_s = float(cache.config.get("hop_ms", 10.0)) / 1000.0
+        n_frames = cache.index.loc[self.utt_ids, "n_fbank"].to_numpy()
+        self.n_frames = n_frames.astype(np.int64)
+        self.n_cells = np.array([grid.n_cells(int(n)) for n in self.n_frames], dtype=np.int64)
+        self.cell_item = np.repeat(np.arange(len(self.utt_ids)), self.n_cells)
+        self.cell_id = np.concatenate([np.arange(n) for n in self.n_cells]) if len(self.n_cells) else np.zeros(0, int)
+        self.fields = ("fbank", "face", "face_found", "frame_times") if faces else ("fbank",)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.utt_ids) if self.train else len(self.cell_item)
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """Sample index -> (item, cell)."""
+        if self.train:
+            rng = np.random.default_rng((self.seed, self.epoch, i))
+            return i, int(rng.integers(self.n_cells[i]))
+        return int(self.cell_item[i]), int(self.cell_id[i])
+
+    def __getitem__(self, i: int) -> dict:
+        item, cell = self.locate(i)
+        utt = self.utt_ids[item]
+        arrays = self.cache.read(utt, fields=self.fields)
+        fbank = np.asarray(arrays["fbank"], dtype=np.float32)
+        if len(fbank) != self.n_frames[item]:
+            raise RuntimeError(f"{utt}: cache holds {len(fbank)} fbank frames, its index says {self.n_frames[item]}")
+        rows = self.grid.frame_index(len(fbank), cell)
+        sample = {"fbank": torch.from_numpy(fbank[rows]), "label": int(self.labels[item]),
+                  "item": item, "cell": cell, "utt_id": utt}
+        if self.faces:
+            sample.update(self._faces(arrays, rows, len(fbank)))
+        if self.targets is not None:
+            sample.update({f"t_{k}": torch.from_numpy(v) for k, v in self.targets.lookup(utt, cell).items()})
+        return sample
+
+    def _faces(self, arrays: dict, rows: np.ndarray, n_frames: int) -> dict:
+        face = np.asarray(arrays["face"], dtype=np.float32).reshape(-1, FACE_DIM)
+        found = np.asarray(arrays["face_found"], dtype=bool)
+        face_frame = np.floor(np.asarray(arrays["frame_times"], dtype=np.float64) / self.hop_s + 1e-6).astype(np.int64)
+        face_frame = np.where(face_frame < n_frames, face_frame, -1)  # a face past the audio never counts
+        segments = rows if rows.ndim == 2 else rows[None]
+        faces, masks = [], []
+        for seg_rows in segments:
+            idx, valid = self.grid.face_index(seg_rows, face_frame)
+            if len(face):
+                faces.append(face[idx])
+                masks.append(valid & found[idx])
+            else:  # an item without video: no frames at all
+                faces.append(np.zeros((self.grid.max_faces, FACE_DIM), np.float32))
+                masks.append(np.zeros(self.grid.max_faces, bool))
+        face_t, mask_t = np.stack(faces), np.stack(masks)
+        if rows.ndim == 1:
+            face_t, mask_t = face_t[0], mask_t[0]
+        face_t = np.where(mask_t[..., None], face_t, 0.0).astype(np.float32)
+        return {"face": torch.from_numpy(face_t), "face_mask": torch.from_numpy(mask_t)}
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack tensors, keep ids as lists (so a failing batch can be named by its utt ids)."""
+    out: dict = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        if isinstance(values[0], torch.Tensor):
+            out[key] = torch.stack(values)
+        elif key in ("label", "item", "cell"):
+            out[key] = torch.tensor(values, dtype=torch.long)
+        else:
+            out[key] = values
+    return out

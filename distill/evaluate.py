@@ -1,0 +1,107 @@
+"""Utterance-level evaluation: every grid cell, averaged per utterance, scored by distill.metrics.
+
+The same function serves model selection (val) and the reported numbers (test), for teachers
+(with and without their video) and students alike, so every run in a results table is measured
+by the same code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from distill import metrics as M
+from distill.data import GridDataset, collate
+
+#: The val metric that picks the best checkpoint, per task (higher is better for both).
+SELECTION_METRIC = {"speaker": "accuracy", "emotion": "uar"}
+MAX_ALL_PAIRS = 1_000_000  # above this many test pairs, sample a balanced trial list instead
+BALANCED_TRIALS_PER_CLASS = 50_000
+
+
+@dataclass
+class Predictions:
+    """Per-utterance outputs: mean embedding and mean logits over the utterance's grid cells."""
+
+    utt_ids: list[str]
+    labels: np.ndarray  # class ids, -1 where the class was not seen in training
+    emb: np.ndarray  # (N, D)
+    logits: np.ndarray  # (N, C)
+    extra: dict = field(default_factory=dict)
+
+
+@torch.no_grad()
+def predict(net: torch.nn.Module, dataset: GridDataset, device: torch.device, *, video: bool = True,
+            batch_size: int = 64, num_workers: int = 0, amp_dtype: torch.dtype | None = None) -> Predictions:
+    """Run `net` over every cell of an evaluation dataset and average per utterance.
+
+    ``video=False`` drops the faces even for a teacher: the "video missing" evaluation.
+    """
+    if dataset.train:
+        raise ValueError("predict() needs an evaluation dataset (train=False): every cell of every item")
+    was_training = net.training
+    net.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
+    n = len(dataset.utt_ids)
+    emb_sum = logit_sum = None
+    counts = np.zeros(n)
+    for batch in loader:
+        face = batch["face"].to(device) if video and "face" in batch else None
+        mask = batch["face_mask"].to(device) if video and "face_mask" in batch else None
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out = net(batch["fbank"].to(device), face=face, face_mask=mask)
+        emb, logits = out.emb.float().cpu().numpy(), out.logits.float().cpu().numpy()
+        if emb_sum is None:
+            emb_sum, logit_sum = np.zeros((n, emb.shape[1])), np.zeros((n, logits.shape[1]))
+        items = batch["item"].numpy()
+        np.add.at(emb_sum, items, emb)
+        np.add.at(logit_sum, items, logits)
+        np.add.at(counts, items, 1)
+    net.train(was_training)
+    if emb_sum is None:
+        raise ValueError("nothing to evaluate: the dataset is empty")
+    return Predictions(dataset.utt_ids, dataset.labels, emb_sum / counts[:, None], logit_sum / counts[:, None])
+
+
+def classification(pred: Predictions, task: str) -> dict[str, float]:
+    """Identification (speaker) or emotion metrics over the items whose class was seen in training."""
+    known = pred.labels >= 0
+    if not known.any():
+        raise ValueError("no evaluated item belongs to a training class")
+    scores = M.classification_metrics(pred.logits[known], pred.labels[known], k=5)
+    keys = ("accuracy", "top5_accuracy") if task == "speaker" else ("accuracy", "uar", "war", "macro_f1")
+    return {k: float(scores[k]) for k in keys}
+
+
+def build_trials(index: pd.DataFrame, test_ids: list[str], speaker_column: str, trials_path: str | None,
+                 seed: int = 0) -> pd.DataFrame:
+    """The configured trial list, else every test-split pair (balanced sample when too many)."""
+    from manifests.trials import make_trials, read_trials
+
+    if trials_path:
+        trials = read_trials(trials_path)
+        unknown = sorted((set(trials["enrol"]) | set(trials["test"])) - set(index["utt_id"]))
+        if unknown:
+            raise ValueError(f"trial list {trials_path} names {len(unknown)} item(s) not in the cache, e.g. {unknown[0]!r}")
+        return trials
+    table = index.loc[test_ids, ["utt_id", speaker_column]]
+    n = len(table)
+    per_class = None if n * (n - 1) // 2 <= MAX_ALL_PAIRS else BALANCED_TRIALS_PER_CLASS
+    return make_trials(table, n_per_class=per_class, seed=seed, speaker=speaker_column)
+
+
+def verification(pred: Predictions, trials: pd.DataFrame) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """EER / minDCF from cosine scores of the utterance embeddings; also returns (scores, labels)."""
+    row = {u: i for i, u in enumerate(pred.utt_ids)}
+    missing = sorted((set(trials["enrol"]) | set(trials["test"])) - set(row))
+    if missing:
+        raise ValueError(f"{len(missing)} trial item(s) were not evaluated, e.g. {missing[0]!r}")
+    enrol = pred.emb[[row[u] for u in trials["enrol"]]]
+    test = pred.emb[[row[u] for u in trials["test"]]]
+    scores = M.cosine_scores(enrol, test)
+    labels = trials["label"].to_numpy().astype(bool)
+    out = M.verification_metrics(scores, labels)
+    return {"eer": float(out["eer"]), "min_dcf": float(out["min_dcf"])}, scores, labels

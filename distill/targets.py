@@ -1,0 +1,151 @@
+"""Teacher targets: the teacher's outputs on every grid cell, computed once, read by every student.
+
+A target is only valid for the exact input the student sees, so the file is keyed by the
+teacher checkpoint's sha256, the cache id and the grid spec. A student verifies all three before
+reading (a retrained teacher, another cache or another grid is a clear error, never silently
+wrong targets) and never loads or runs the teacher itself.
+
+Layout of ``targets.h5`` (packed, item-major, one row per cell)::
+
+    enc     (N_cells, D) nonseq | (N_cells, S, D) seq     teacher encoder embedding(s)
+    agg     (N_cells, D2)                                  seq only
+    logits  (N_cells, C)
+    utt_id, cell_offset, n_cells                           per item
+    attrs["key"] = JSON {teacher_sha256, cache_id, grid, labels}
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from distill.checkpoint import BEST, file_sha256
+from distill.data import Grid, GridDataset, collate
+
+TARGETS_FILE = "targets.h5"
+FIELDS = ("enc", "agg", "logits")
+
+
+class TargetMismatchError(RuntimeError):
+    """Cached teacher targets that do not belong to this student's inputs."""
+
+
+def targets_key(teacher_sha256: str, cache_id: str, grid: Grid, labels: list[str]) -> dict:
+    return {"teacher_sha256": teacher_sha256, "cache_id": str(cache_id), "grid": grid.spec(),
+            "labels": list(labels)}
+
+
+@torch.no_grad()
+def compute_targets(net: torch.nn.Module, dataset: GridDataset, device: torch.device,
+                    batch_size: int = 64, num_workers: int = 0, progress: bool = True) -> dict[str, np.ndarray]:
+    """Run `net` (eval mode) over every cell of an evaluation GridDataset; arrays in cell order."""
+    net.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
+    chunks: dict[str, list[np.ndarray]] = {k: [] for k in FIELDS}
+    for batch in tqdm(loader, desc="teacher targets", disable=not progress, leave=False):
+        out = net(batch["fbank"].to(device), face=_opt(batch, "face", device), face_mask=_opt(batch, "face_mask", device))
+        for name in FIELDS:
+            value = getattr(out, name)
+            if value is not None:
+                chunks[name].append(value.float().cpu().numpy())
+    return {k: np.concatenate(v) for k, v in chunks.items() if v}
+
+
+def _opt(batch: dict, key: str, device: torch.device):
+    return batch[key].to(device) if key in batch else None
+
+
+def write_targets(path: str | Path, arrays: dict[str, np.ndarray], dataset: GridDataset, key: dict) -> Path:
+    """Write atomically: a student never reads half a targets file."""
+    path = Path(path)
+    n_rows = int(dataset.n_cells.sum())
+    for name, value in arrays.items():
+        if len(value) != n_rows:
+            raise ValueError(f"targets {name}: {len(value)} rows for {n_rows} grid cells")
+    tmp = path.with_name(f".tmp-{path.name}")
+    with h5py.File(tmp, "w") as h5:
+        for name, value in arrays.items():
+            h5.create_dataset(name, data=value.astype(np.float32))
+        h5.create_dataset("utt_id", data=np.array(dataset.utt_ids, dtype=h5py.string_dtype()))
+        h5.create_dataset("n_cells", data=dataset.n_cells)
+        h5.create_dataset("cell_offset", data=np.concatenate([[0], np.cumsum(dataset.n_cells)[:-1]]).astype(np.int64))
+        h5.attrs["key"] = json.dumps(key, sort_keys=True)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+class TargetStore:
+    """Read access to a targets file; picklable, opens HDF5 lazily per process like the Cache."""
+
+    def __init__(self, path: str | Path, fields: tuple[str, ...] = FIELDS):
+        self.path = Path(path)
+        with h5py.File(self.path, "r") as h5:
+            self.key = json.loads(h5.attrs["key"])
+            utts = [u.decode() if isinstance(u, bytes) else str(u) for u in h5["utt_id"][:]]
+            offsets, counts = h5["cell_offset"][:], h5["n_cells"][:]
+            self.fields = tuple(f for f in fields if f in h5)
+            self.shapes = {f: h5[f].shape[1:] for f in self.fields}
+        self._offset = dict(zip(utts, offsets.tolist()))
+        self._count = dict(zip(utts, counts.tolist()))
+        self._h5: h5py.File | None = None
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_h5"] = None
+        return state
+
+    def _file(self) -> h5py.File:
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5, self._pid = h5py.File(self.path, "r", rdcc_nbytes=1 << 20), os.getpid()
+        return self._h5
+
+    def lookup(self, utt_id: str, cell: int) -> dict[str, np.ndarray]:
+        try:
+            offset, count = self._offset[utt_id], self._count[utt_id]
+        except KeyError:
+            raise TargetMismatchError(f"{self.path} has no teacher targets for item {utt_id!r}") from None
+        if not 0 <= cell < count:
+            raise TargetMismatchError(f"{self.path}: item {utt_id!r} has {count} grid cells, asked for cell {cell}")
+        h5 = self._file()
+        return {f: h5[f][offset + cell] for f in self.fields}
+
+
+def open_targets(teacher_dir: str | Path, cache_id: str, grid: Grid, labels: list[str],
+                 fields: tuple[str, ...] = FIELDS) -> TargetStore:
+    """Open a teacher run's targets after checking they were made for these inputs."""
+    teacher_dir = Path(teacher_dir)
+    path, ckpt = teacher_dir / TARGETS_FILE, teacher_dir / BEST
+    if not path.is_file() or not ckpt.is_file():
+        raise TargetMismatchError(
+            f"{teacher_dir} has no {TARGETS_FILE} / {BEST}: is it a finished `distill teacher` run?")
+    store = TargetStore(path, fields)
+    expected = targets_key(file_sha256(ckpt), cache_id, grid, labels)
+    found = store.key
+    if found.get("teacher_sha256") != expected["teacher_sha256"]:
+        raise TargetMismatchError(
+            f"{path} was computed from another teacher checkpoint than {ckpt} (retrained teacher?); "
+            f"rerun `distill teacher` to refresh its targets")
+    if found.get("cache_id") != expected["cache_id"]:
+        raise TargetMismatchError(
+            f"{path} was computed on cache {found.get('cache_id')}, this run uses cache {cache_id}: "
+            f"train the teacher on this cache")
+    if found.get("grid") != expected["grid"]:
+        diff = {k: (found.get("grid", {}).get(k), v) for k, v in expected["grid"].items()
+                if found.get("grid", {}).get(k) != v}
+        detail = ", ".join(f"{k}: teacher {a} vs student {b}" for k, (a, b) in diff.items())
+        raise TargetMismatchError(f"{path} was computed on another crop/segment grid ({detail})")
+    if found.get("labels") != expected["labels"]:
+        raise TargetMismatchError(f"{path}: the teacher's classes differ from this run's (another split or label column?)")
+    missing = [f for f in fields if f not in store.fields and f != "agg"]
+    if missing:
+        raise TargetMismatchError(f"{path} lacks target field(s) {missing}")
+    return store

@@ -1,0 +1,528 @@
+"""One training run, teacher or student: epochs, checkpoints, resume, selection on val, test metrics.
+
+The loop is the same for every role and method; what differs lives in :class:`Objective` (which
+loss terms) and in what a batch carries (faces for a teacher, cached teacher targets for a
+distilling student). Reproducibility rests on three things: every random draw of an epoch is a
+function of (seed, epoch) (sampler order, grid cells), the global RNG states are checkpointed at
+each epoch end, and a resumed run restarts from the last completed epoch; so a run killed
+mid-epoch and resumed ends with the same metrics as one that never stopped.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from distill.checkpoint import BEST, LAST, file_sha256, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from distill.config import ConfigError, DistillConfig, RunConfig, dump_config, read_run_config
+from distill.data import Grid, GridDataset, Labels, assign_splits, collate
+from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, init_distributed
+from distill.evaluate import SELECTION_METRIC, Predictions, build_trials, classification, predict, verification
+from distill.losses import EmbeddingDistillLoss, generalized_distillation, hinton_kd, task_loss
+from distill.models import DistillNetwork, NetOutput, build_network
+from distill.targets import TARGETS_FILE, TargetStore, compute_targets, open_targets, targets_key, write_targets
+
+TRAIN_LOG = "train_log.csv"
+METRICS = "metrics.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the run stops and keeps its last good checkpoint."""
+
+
+# --------------------------------------------------------------------------- data of a run
+
+
+@dataclass
+class RunData:
+    """Everything a run derives from the cache and the data config, once."""
+
+    cache: object
+    grid: Grid
+    labels: Labels
+    ids: dict[str, list[str]]  # split -> utt ids (cache order)
+    y: dict[str, np.ndarray]  # split -> class ids (-1: class unseen in training)
+
+    @classmethod
+    def load(cls, cfg: RunConfig, cache) -> "RunData":
+        index = cache.index
+        if len(index) == 0:
+            raise ConfigError(f"cache {cache.dir} holds no items")
+        splits = assign_splits(index, cfg.data)
+        labels = Labels.from_train(index, splits, cfg.data.label)
+        ids = {s: index.loc[(splits == s).to_numpy(), "utt_id"].tolist() for s in ("train", "val", "test")}
+        for split in ("train", "val", "test"):
+            if not ids[split]:
+                raise ConfigError(f"the {split} split of cache {cache.dir} is empty")
+        y = {s: labels.encode(index.loc[ids[s], cfg.data.label]) for s in ids}
+        return cls(cache, Grid.from_config(cfg.data), labels, ids, y)
+
+    def dataset(self, split: str, *, faces: bool, train: bool, seed: int = 0, targets=None) -> GridDataset:
+        return GridDataset(self.cache, self.ids[split], self.y[split], self.grid, faces=faces, train=train,
+                           seed=seed, targets=targets)
+
+    def all_items(self, *, faces: bool) -> GridDataset:
+        """Every item of the cache (all splits), for teacher targets."""
+        utts = [u for s in ("train", "val", "test") for u in self.ids[s]]
+        y = np.concatenate([self.y[s] for s in ("train", "val", "test")])
+        return GridDataset(self.cache, utts, y, self.grid, faces=faces, train=False)
+
+
+# --------------------------------------------------------------------------- the objective
+
+
+class Objective(nn.Module):
+    """The loss of one batch, as named terms (each logged) plus their weighted ``total``.
+
+    Methods: ``none`` (labels), ``embed`` (labels + embedding distance to the teacher's encoder
+    [and aggregated] embeddings, through a learned projection when widths differ), ``softlabel``
+    (Hinton KD), ``gkd`` (Lopez-Paz generalized distillation), ``embed+softlabel``. A teacher
+    uses the labels only.
+    """
+
+    def __init__(self, distill: DistillConfig, role: str, student_dims: dict[str, int],
+                 teacher_dims: dict[str, int] | None = None):
+        super().__init__()
+        self.cfg = distill
+        self.method = "none" if role == "teacher" else distill.method
+        self.embed = None
+        if self.method in ("embed", "embed+softlabel"):
+            levels = {k: (student_dims[k], teacher_dims[k]) for k in student_dims if k in (teacher_dims or {})}
+            weights = {"enc": distill.weight_enc, "agg": distill.weight_agg}
+            self.embed = EmbeddingDistillLoss(levels=levels, distance=distill.distance,
+                                              weights={k: weights[k] for k in levels})
+
+    @property
+    def detach_emb(self) -> bool:
+        """distill-only: the header learns from labels, the encoder only from the teacher."""
+        return self.embed is not None and self.cfg.encoder_grad == "distill-only"
+
+    def forward(self, out: NetOutput, labels: torch.Tensor, teacher: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        task = task_loss(out.logits, labels)
+        terms = {"task": task}
+        if self.method == "none":
+            terms["total"] = task
+            return terms
+        total = task.new_zeros(())
+        if self.embed is not None:
+            student = {k: v.float() for k, v in out.levels().items() if k in teacher}
+            emb_terms = self.embed(student, {k: teacher[k].float() for k in student})
+            terms.update({k: v for k, v in emb_terms.items() if k != "total"})
+            total = total + emb_terms["total"] + cfg.task_weight * task
+        if self.method in ("softlabel", "embed+softlabel"):
+            kd = hinton_kd(out.logits.float(), teacher["logits"].float(), cfg.temperature)
+            terms["kd"] = kd
+            task_part = 0.0 if self.embed is not None else (1 - cfg.alpha) * task  # embed already adds it
+            total = total + task_part + cfg.alpha * kd
+        if self.method == "gkd":
+            total = terms["gkd"] = generalized_distillation(out.logits, teacher["logits"], labels,
+                                                            cfg.temperature, cfg.imitation)
+        terms["total"] = total
+        return terms
+
+
+class StepModule(nn.Module):
+    """Network + objective as one module, so DDP syncs the projection's gradients as well."""
+
+    def __init__(self, net: DistillNetwork, objective: Objective):
+        super().__init__()
+        self.net, self.objective = net, objective
+
+    def forward(self, batch: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]):
+        out = self.net(batch["fbank"], face=batch.get("face"), face_mask=batch.get("face_mask"),
+                       labels=batch["label"], detach_emb=self.objective.detach_emb)
+        return self.objective(out, batch["label"], teacher)
+
+
+# --------------------------------------------------------------------------- teachers for students
+
+
+class CachedTeacher:
+    """Targets read from the teacher run's targets.h5 by the dataset (the normal path)."""
+
+    live = False
+
+    def __init__(self, store: TargetStore):
+        self.store = store
+        self.dims = {k: int(store.shapes[k][-1]) for k in ("enc", "agg") if k in store.shapes}
+
+    def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
+        return {k[2:]: v for k, v in batch.items() if k.startswith("t_")}
+
+
+class LiveTeacher:
+    """The teacher network run on every batch (the slow path; kept for the benchmark's comparison)."""
+
+    live = True
+
+    def __init__(self, teacher_dir: Path, n_mels: int, device: torch.device):
+        tcfg = read_run_config(teacher_dir)
+        state = load_checkpoint(Path(teacher_dir) / BEST, map_location=device)
+        self.net = build_network(tcfg.model, role="teacher", setting=tcfg.data.setting, n_mels=n_mels,
+                                 n_classes=len(state["meta"]["labels"])).to(device).eval()
+        self.net.load_state_dict(state["model"])
+        self.dims = dict(self.net.level_dims)
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
+        out = self.net(batch["fbank"], face=batch["face"], face_mask=batch["face_mask"])
+        return {**out.levels(), "logits": out.logits}
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Trains one run into ``out_dir``; rank 0 writes everything."""
+
+    def __init__(self, cfg: RunConfig, out_dir: str | Path, *, env: DistEnv | None = None,
+                 live_teacher: bool = False, progress: bool = True):
+        from extract import open_cache
+
+        if cfg.cache is None:
+            raise ConfigError("no cache given (--cache or cache: in the config)")
+        self.cfg, self.out = cfg, Path(out_dir)
+        self.env = env or init_distributed(cfg.train.device)
+        self.device = self.env.device
+        self.progress = progress and self.env.is_main
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        seed_everything(cfg.train.seed)
+        self.cache = open_cache(cfg.cache)
+        self.data = RunData.load(cfg, self.cache)
+        self.is_teacher = cfg.role == "teacher"
+        self.teacher = self._teacher_source(live_teacher)
+        self.net = build_network(cfg.model, role=cfg.role, setting=cfg.data.setting, n_mels=self.cache.n_mels,
+                                 n_classes=len(self.data.labels.names)).to(self.device)
+        teacher_dims = self.teacher.dims if self.teacher else None
+        self.objective = Objective(cfg.distill, cfg.role, self.net.level_dims, teacher_dims).to(self.device)
+        self.step_module: nn.Module = StepModule(self.net, self.objective)
+        if self.env.distributed:
+            self.step_module = DistributedDataParallel(
+                self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.optimizer = self._optimizer()
+        self.scheduler = self._scheduler()
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.epoch = 0  # epochs completed
+        self.best: dict = {"metric": -math.inf, "epoch": 0}
+        self.bad_epochs = 0
+        self.history: list[dict] = []
+
+    # -- construction helpers
+    def _teacher_source(self, live: bool):
+        d = self.cfg.distill
+        if self.is_teacher or not d.needs_teacher:
+            return None
+        if not d.teacher:
+            raise ConfigError(f"--method {d.method} needs --teacher RUN_DIR")
+        if live:
+            return LiveTeacher(Path(d.teacher), self.cache.n_mels, self.device)
+        fields = tuple(f for f in ("enc", "agg", "logits")
+                       if (f != "logits" or d.uses_logits) and (f == "logits" or d.uses_embeddings))
+        store = open_targets(d.teacher, self.cache.cache_id, self.data.grid, self.data.labels.names, fields)
+        return CachedTeacher(store)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        t = self.cfg.train
+        params = self.step_module.parameters()
+        if t.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
+        cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+        return cls(params, lr=t.lr, weight_decay=t.weight_decay)
+
+    def _scheduler(self):
+        t = self.cfg.train
+        if t.scheduler == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=t.epochs, eta_min=t.lr * 0.01)
+        if t.scheduler == "step":
+            return torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=max(1, t.epochs // 3), gamma=0.3)
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        on = self.cfg.train.amp == "on" or (self.cfg.train.amp == "auto" and self.device.type == "cuda")
+        if not on:
+            return None
+        if self.device.type != "cuda":
+            return torch.bfloat16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def train_dataset(self) -> GridDataset:
+        faces = self.is_teacher or bool(self.teacher and self.teacher.live)
+        targets = self.teacher.store if isinstance(self.teacher, CachedTeacher) else None
+        return self.data.dataset("train", faces=faces, train=True, seed=self.cfg.train.seed, targets=targets)
+
+    def train_loader(self, dataset: GridDataset) -> tuple[DataLoader, DistributedSampler]:
+        # DistributedSampler with one replica is a seeded per-epoch permutation: one code path for both.
+        sampler = DistributedSampler(dataset, num_replicas=self.env.world_size, rank=self.env.rank,
+                                     shuffle=True, seed=self.cfg.train.seed)
+        bs = self.cfg.data.batch_size
+        loader = DataLoader(dataset, batch_size=bs, sampler=sampler, num_workers=self.cfg.data.num_workers,
+                            collate_fn=collate, drop_last=len(sampler) > bs,  # no size-1 batch for BatchNorm
+                            pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init)
+        return loader, sampler
+
+    # -- state
+    def state(self) -> dict:
+        return {
+            "model": self.net.state_dict(), "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "epoch": self.epoch, "best": dict(self.best),
+            "bad_epochs": self.bad_epochs, "history": list(self.history), "rng": rng_state(),
+            "meta": self.meta(),
+        }
+
+    def meta(self) -> dict:
+        return {"role": self.cfg.role, "labels": list(self.data.labels.names), "n_mels": self.cache.n_mels,
+                "cache_id": self.cache.cache_id, "cache_config": json.dumps(self.cache.config, sort_keys=True),
+                "setting": self.cfg.data.setting, "task": self.cfg.data.task}
+
+    def load_state(self, state: dict) -> None:
+        if state["meta"]["cache_id"] != self.cache.cache_id:
+            raise ConfigError(f"cannot resume: the checkpoint was trained on cache {state['meta']['cache_id']}, "
+                              f"this run points at cache {self.cache.cache_id}")
+        self.net.load_state_dict(state["model"])
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.best, self.bad_epochs = state["epoch"], dict(state["best"]), state["bad_epochs"]
+        self.history = list(state["history"])
+        set_rng_state(state["rng"])
+
+    def resume(self) -> bool:
+        """Continue from last.pt if there is one; False when starting fresh."""
+        path = self.out / LAST
+        if not path.is_file():
+            return False
+        self.load_state(load_checkpoint(path, map_location=self.device))
+        return True
+
+    # -- the loop
+    def fit(self) -> dict:
+        """Train the remaining epochs, then evaluate the best checkpoint; returns metrics (rank 0)."""
+        if self.env.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            dump_config(self.cfg, self.out / "config.yaml")
+        dataset = self.train_dataset()
+        loader, sampler = self.train_loader(dataset)
+        val = self.data.dataset("val", faces=self.is_teacher, train=False)
+        stop = False
+        while self.epoch < self.cfg.train.epochs and not stop:
+            epoch = self.epoch + 1
+            started = time.perf_counter()
+            sampler.set_epoch(epoch)
+            dataset.set_epoch(epoch)
+            losses = self.train_epoch(loader, epoch)
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.scheduler.step()
+            self.epoch = epoch
+            if self.env.is_main:
+                stop = self.end_epoch(epoch, losses, val, lr, time.perf_counter() - started)
+            stop = broadcast_flag(self.env, stop)
+            barrier(self.env)
+        if not self.env.is_main:
+            return {}
+        return self.finish()
+
+    def train_epoch(self, loader: DataLoader, epoch: int) -> dict[str, float]:
+        self.step_module.train()
+        sums: dict[str, float] = {}
+        count = 0
+        clip = self.cfg.train.grad_clip
+        bar = tqdm(loader, desc=f"{self.cfg.role} epoch {epoch}/{self.cfg.train.epochs}", disable=not self.progress,
+                   leave=False)
+        for step, batch in enumerate(bar, start=1):
+            batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                     for k, v in batch.items()}
+            teacher = self.teacher(batch) if self.teacher else {}
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                terms = self.step_module(self._inputs(batch), teacher)
+            total = terms["total"]
+            if not _all_finite(self.env, total):
+                raise NonFiniteLossError(
+                    f"non-finite loss ({total.item()}) at epoch {epoch}, step {step}; batch items: "
+                    f"{', '.join(batch['utt_id'])}. Stopped; the last good checkpoint ({LAST}, epoch {self.epoch}) is kept")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(total).backward()
+            if clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.step_module.parameters(), clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            n = len(batch["utt_id"])
+            count += n
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+            bar.set_postfix(loss=f"{float(total.detach()):.3f}")
+        keys = sorted(sums)
+        reduced = all_reduce_sum(self.env, torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64))
+        return {k: float(reduced[i] / reduced[-1]) for i, k in enumerate(keys)}
+
+    def _inputs(self, batch: dict) -> dict:
+        keep = ("fbank", "label") + (("face", "face_mask") if self.is_teacher else ())
+        return {k: batch[k] for k in keep}
+
+    def end_epoch(self, epoch: int, losses: dict, val: GridDataset, lr: float, seconds: float) -> bool:
+        """Validate, log, checkpoint (rank 0); True when patience says stop."""
+        key = SELECTION_METRIC[self.cfg.data.task]
+        scores = classification(self.predict(val), self.cfg.data.task)
+        row = {"epoch": epoch, **{f"train_{k}": v for k, v in losses.items()},
+               **{f"val_{k}": v for k, v in scores.items()}, "lr": lr, "seconds": round(seconds, 3)}
+        self.history.append(row)
+        improved = scores[key] > self.best["metric"]
+        if improved:
+            self.best = {"metric": scores[key], "epoch": epoch}
+            self.bad_epochs = 0
+            save_checkpoint({"model": self.net.state_dict(), "meta": self.meta(), "epoch": epoch}, self.out / BEST)
+        else:
+            self.bad_epochs += 1
+        save_checkpoint(self.state(), self.out / LAST)  # after BEST: a resume never lacks its best
+        write_log(self.history, self.out / TRAIN_LOG)
+        patience = self.cfg.train.patience
+        return bool(patience and self.bad_epochs >= patience)
+
+    def predict(self, dataset: GridDataset, video: bool = True) -> Predictions:
+        return predict(self.net, dataset, self.device, video=video, batch_size=max(64, self.cfg.data.batch_size),
+                       amp_dtype=self.amp_dtype)
+
+    # -- after training
+    def finish(self) -> dict:
+        """Test metrics of the best checkpoint (+ video missing and targets for a teacher), plots."""
+        self.net.load_state_dict(load_checkpoint(self.out / BEST, map_location=self.device)["model"])
+        metrics = evaluate_network(self, plots=True)
+        if self.is_teacher:
+            self.write_targets()
+        return metrics
+
+    def write_targets(self) -> Path:
+        items = self.data.all_items(faces=True)
+        arrays = compute_targets(self.net, items, self.device, batch_size=max(64, self.cfg.data.batch_size),
+                                 progress=self.progress)
+        key = targets_key(file_sha256(self.out / BEST), self.cache.cache_id, self.data.grid, self.data.labels.names)
+        return write_targets(self.out / TARGETS_FILE, arrays, items, key)
+
+
+def _all_finite(env: DistEnv, loss: torch.Tensor) -> bool:
+    """Every rank's loss finite (all ranks stop together, nobody hangs in an all-reduce)."""
+    bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0])
+    return all_reduce_sum(env, bad).item() == 0
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # N loader workers x M threads would oversubscribe the cores
+
+
+def write_log(history: list[dict], path: Path) -> None:
+    """train_log.csv, rewritten whole each epoch (so a resumed run never holds rows twice)."""
+    if not history:
+        return
+    columns = list(dict.fromkeys(k for row in history for k in row))
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------- evaluation of a run
+
+
+def evaluate_network(trainer: Trainer, plots: bool = True) -> dict:
+    """metrics.json (+ video_missing for a teacher) and the plots, for the trainer's current weights."""
+    cfg, out = trainer.cfg, trainer.out
+    test = trainer.data.dataset("test", faces=trainer.is_teacher, train=False)
+    metrics, extras = test_metrics(trainer, trainer.predict(test))
+    if trainer.is_teacher:
+        metrics["video_missing"], _ = test_metrics(trainer, trainer.predict(test, video=False))
+    metrics["best_epoch"] = trainer.best["epoch"]
+    tmp = out / f".tmp-{METRICS}"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.replace(out / METRICS)
+    if plots:
+        write_plots(trainer, extras)
+    return metrics
+
+
+def test_metrics(trainer: Trainer, pred: Predictions) -> tuple[dict, dict]:
+    cfg = trainer.cfg
+    metrics = classification(pred, cfg.data.task)
+    extras: dict = {"pred": pred}
+    if cfg.data.task == "speaker":
+        trials = build_trials(trainer.cache.index, pred.utt_ids, cfg.data.label, cfg.data.trials, cfg.train.seed)
+        ver, scores, labels = verification(pred, trials)
+        metrics.update(ver)
+        extras.update(scores=scores, trial_labels=labels)
+    return metrics, extras
+
+
+def write_plots(trainer: Trainer, extras: dict) -> None:
+    from distill import metrics as M
+    from distill import plots
+
+    out, pred = trainer.out, extras["pred"]
+    plots.plot_training_curves(out / TRAIN_LOG, out / "curves.png")
+    known = pred.labels >= 0
+    names = trainer.data.labels.names
+    if "scores" in extras:
+        plots.plot_det_curve(extras["scores"], extras["trial_labels"], out / "det.png")
+    else:
+        cm = M.confusion_matrix(pred.labels[known], pred.logits[known].argmax(1), n_classes=len(names))
+        pd.DataFrame(cm, index=names, columns=names).to_csv(out / "confusion_matrix.csv")
+        plots.plot_confusion_matrix(cm, names, out / "confusion.png")
+    plots.plot_embeddings(pred.emb[known], np.asarray(names)[pred.labels[known]], out / "embeddings.png")
+
+
+def evaluate_run(run_dir: str | Path, cache: str | None = None) -> dict:
+    """``distill eval``: recompute metrics.json and plots from a run's config and best checkpoint."""
+    cfg = read_run_config(run_dir)
+    if cache:
+        cfg.cache = str(cache)
+    trainer = _eval_trainer(cfg, run_dir)
+    state = load_checkpoint(Path(run_dir) / BEST, map_location=trainer.device)
+    trainer.net.load_state_dict(state["model"])
+    last = Path(run_dir) / LAST
+    if last.is_file():
+        full = load_checkpoint(last, map_location="cpu")
+        trainer.best, trainer.history = dict(full["best"]), list(full["history"])
+    return evaluate_network(trainer)
+
+
+def _eval_trainer(cfg: RunConfig, run_dir: str | Path) -> Trainer:
+    # Evaluation never needs the teacher's targets: an `embed` student is scored like any other.
+    eval_cfg = RunConfig(role=cfg.role, cache=cfg.cache, data=cfg.data, model=cfg.model, train=cfg.train,
+                         distill=DistillConfig(method="none"))
+    trainer = Trainer(eval_cfg, run_dir, progress=False)
+    trainer.cfg = cfg
+    return trainer
+
+
+def run_training(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> dict:
+    """Train one run end to end (what the CLI calls); rank 0 returns the test metrics."""
+    out = Path(out_dir)
+    if not resume and (out / LAST).exists():
+        raise ConfigError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose another --out")
+    trainer = Trainer(cfg, out)
+    if resume:
+        trainer.resume()
+    return trainer.fit()
