@@ -1,0 +1,138 @@
+"""``extract run | info | verify`` (also ``python -m extract``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+
+from extract.cache import CacheBusyError, CacheError
+from extract.config import ExtractConfig
+from extract.faces import FaceWeightsError
+from extract.run import BACKENDS, ManifestError, RunOptions, StorageError, run_extraction
+
+#: Exit codes, so scripts can tell "some items failed" from "could not run at all".
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_BUSY, EXIT_STORAGE = 0, 1, 2, 3, 4
+
+_DEFAULTS = {f.name: f.default for f in fields(ExtractConfig)}
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="extract",
+        description="Decode audio-visual videos into a sharded HDF5 feature cache (log-mel + face embeddings).",
+        epilog=f"exit codes: {EXIT_OK} ok, {EXIT_FAILURES} items failed (all, or any with --strict) / verify "
+        f"found corruption, {EXIT_USAGE} bad manifest or arguments, {EXIT_BUSY} cache in use, "
+        f"{EXIT_STORAGE} cannot write (disk full)",
+        formatter_class=fmt,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="extract every manifest item not yet cached",
+        description="Extract every manifest item not yet in CACHE_ROOT/<config hash>/ (rerun to resume). "
+        "The last word printed is the cache directory.",
+        formatter_class=fmt,
+    )
+    run.add_argument("--manifest", required=True, help="CSV or parquet with at least utt_id,path")
+    run.add_argument("--cache-root", default="cache", help="features go to CACHE_ROOT/<config hash>/")
+    run.add_argument("--workers", type=int, default=1, help="parallel worker processes (dask: local cluster size)")
+    run.add_argument("--backend", choices=BACKENDS, default="loky", help="joblib backend")
+    run.add_argument("--scheduler", help="dask scheduler address (tcp://HOST:PORT); default: a LocalCluster")
+    run.add_argument("--shard-size", type=int, default=RunOptions.shard_size, help="items per shard and per task")
+    run.add_argument("--strict", action="store_true", help="exit non-zero if any item failed")
+    run.add_argument("--repair", action="store_true", help="re-extract the items `extract verify` finds corrupt")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    features = run.add_argument_group("feature settings (each changes the cache directory)")
+    features.add_argument("--sample-rate", type=int, default=_DEFAULTS["sample_rate"], help="Hz")
+    features.add_argument("--n-mels", type=int, default=_DEFAULTS["n_mels"], help="log-mel bands")
+    features.add_argument("--win-ms", type=float, default=_DEFAULTS["win_ms"], help="analysis window")
+    features.add_argument("--hop-ms", type=float, default=_DEFAULTS["hop_ms"], help="frame hop")
+    features.add_argument("--fps", type=float, default=_DEFAULTS["fps"], help="video frames sampled per second")
+    features.add_argument("--frame-size", type=int, default=_DEFAULTS["frame_size"], help="frames letterboxed to this square, in ffmpeg")
+    features.add_argument(
+        "--face-weights",
+        default=_DEFAULTS["face_weights"],
+        help="vggface2 | casia-webface (torch hub cache, else download) | random (seeded) | PATH to a state dict",
+    )
+    features.add_argument("--face-seed", type=int, default=_DEFAULTS["face_seed"], help="seed for --face-weights random")
+    features.add_argument("--min-face-size", type=int, default=_DEFAULTS["min_face_size"], help="MTCNN smallest face (px)")
+    features.add_argument("--dtype", choices=("float16", "float32"), default=_DEFAULTS["dtype"], help="stored precision")
+    run.add_argument("--face-batch", type=int, default=_DEFAULTS["face_batch"], help="frames per face-model batch (speed only)")
+
+    info = sub.add_parser("info", help="summarise a cache", formatter_class=fmt)
+    info.add_argument("cache_dir")
+    info.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    verify = sub.add_parser(
+        "verify", help="read everything back; exit 0 only if every item is whole and finite", formatter_class=fmt
+    )
+    verify.add_argument("cache_dir")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> ExtractConfig:
+    names = {f.name for f in fields(ExtractConfig)}
+    return ExtractConfig(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.workers < 1 or args.shard_size < 1:
+        raise ValueError("--workers and --shard-size must be ≥ 1")
+    if args.scheduler and args.backend != "dask":
+        raise ValueError("--scheduler needs --backend dask")
+    options = RunOptions(
+        workers=args.workers,
+        backend=args.backend,
+        scheduler=args.scheduler,
+        shard_size=args.shard_size,
+        repair=args.repair,
+        progress=not args.no_progress,
+    )
+    summary = run_extraction(args.manifest, args.cache_root, _config(args), options)
+    for failure in summary.failures[:20]:
+        print(f"failed {failure.utt_id} [{failure.stage}] {failure.reason}", file=sys.stderr)
+    if len(summary.failures) > 20:
+        print(f"... and {len(summary.failures) - 20} more in {summary.cache_dir / 'failures.csv'}", file=sys.stderr)
+    print(summary.line(), flush=True)
+    return summary.exit_code(args.strict)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from extract.info import cache_info, format_info
+
+    info = cache_info(args.cache_dir)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from extract.verify import verify_cache
+
+    report = verify_cache(args.cache_dir)
+    for utt, reason in report.bad_items.items():
+        print(f"corrupt: item {utt!r}: {reason}")
+    print(report.line())
+    return EXIT_OK if report.ok else EXIT_FAILURES
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"run": _run, "info": _info, "verify": _verify}[args.command]
+    try:
+        return handler(args)
+    except (ManifestError, FaceWeightsError, CacheError, ValueError) as err:
+        print(f"extract {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except CacheBusyError as err:
+        print(f"extract {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_BUSY
+    except StorageError as err:
+        print(f"extract {args.command}: error: {err.strerror}", file=sys.stderr)
+        return EXIT_STORAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

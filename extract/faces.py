@@ -1,0 +1,157 @@
+"""Face detection (MTCNN) and embedding (InceptionResnetV1), batched over a clip's frames.
+
+``fixed_image_standardization`` is applied exactly once: by MTCNN (``post_process=True``) when it
+cuts the aligned 160×160 crops; the embedder takes those crops as they are.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from facenet_pytorch import MTCNN, InceptionResnetV1
+from torch import nn
+
+from extract.config import ExtractConfig
+
+FACE_DIM = 512
+CROP_SIZE = 160
+
+#: Pretrained facenet-pytorch weights, by the name configs and the CLI use.
+PRETRAINED_FILES = {
+    "vggface2": "20180402-114759-vggface2.pt",
+    "casia-webface": "20180408-102900-casia-webface.pt",
+}
+
+
+class FaceWeightsError(RuntimeError):
+    """The requested face-embedding weights cannot be had; raised before any item is touched."""
+
+
+@dataclass(frozen=True)
+class FaceWeights:
+    """Where the embedder's weights come from, resolved once by the driver for every worker."""
+
+    spec: str  # the --face-weights value
+    path: Path | None  # a local state-dict file, or None for `random`
+    identity: str  # recorded in config.json and hashed into the cache id
+
+    def build(self, seed: int) -> nn.Module:
+        """An eval-mode InceptionResnetV1 with these weights (never downloads: the driver did)."""
+        if self.path is None:
+            torch.manual_seed(seed)  # `random` is reproducible: same seed, same embedder
+            return InceptionResnetV1(pretrained=None, classify=False).eval()
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("logits.")}  # classifier head unused
+        model = InceptionResnetV1(pretrained=None, classify=False)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise FaceWeightsError(
+                f"{self.path} is not an InceptionResnetV1 state dict "
+                f"(missing {sorted(missing)[:3]}..., unexpected {sorted(unexpected)[:3]}...)"
+            )
+        return model.eval()
+
+
+def _torch_hub_checkpoints() -> Path:
+    return Path(torch.hub.get_dir()).parent / "checkpoints"  # where facenet-pytorch caches
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download_pretrained(name: str) -> Path:
+    from facenet_pytorch.models.inception_resnet_v1 import load_weights
+
+    target = _torch_hub_checkpoints() / PRETRAINED_FILES[name]
+    if not target.exists():
+        try:
+            load_weights(InceptionResnetV1(pretrained=None, classify=False, num_classes=None), name)
+        except Exception as err:  # urllib's errors vary by platform; all mean "not reachable"
+            raise FaceWeightsError(
+                f"--face-weights {name}: not in the torch hub cache ({target}) and the download failed "
+                f"({type(err).__name__}: {err}). Offline, pass --face-weights PATH (a state dict file) or "
+                "--face-weights random (seeded, for tests and pipelines that ignore face identity)."
+            ) from None
+    return target
+
+
+def resolve_face_weights(spec: str, seed: int = 0) -> FaceWeights:
+    """Turn a --face-weights value into a local file and an identity, failing now if it cannot."""
+    if spec == "random":
+        return FaceWeights(spec, None, f"random(seed={seed})")
+    if spec in PRETRAINED_FILES:
+        path = _download_pretrained(spec)
+        return FaceWeights(spec, path, f"{spec}:sha256={_sha256(path)[:16]}")
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise FaceWeightsError(
+            f"--face-weights {spec!r} is neither a known name ({', '.join([*PRETRAINED_FILES, 'random'])}) "
+            "nor an existing file"
+        )
+    path = path.resolve()
+    FaceWeights(spec, path, "").build(seed)  # fail now, not in every worker, if the file is wrong
+    return FaceWeights(spec, path, f"file:sha256={_sha256(path)[:16]}")
+
+
+class FaceEmbedder(nn.Module):
+    """uint8 RGB frames (F, H, W, 3) → per-frame 512-d embedding and a found mask.
+
+    Frames where MTCNN finds no face get a zero row and ``found=False``; they are never given a
+    crop or an embedding that could pass for a face.
+    """
+
+    def __init__(self, cfg: ExtractConfig, weights: FaceWeights) -> None:
+        super().__init__()
+        self.batch = cfg.face_batch
+        self.detector = MTCNN(
+            image_size=CROP_SIZE,
+            margin=cfg.face_margin,
+            min_face_size=cfg.min_face_size,
+            thresholds=list(cfg.face_thresholds),
+            post_process=True,  # applies fixed_image_standardization: the one and only time
+            select_largest=True,  # the speaker is the face closest to the camera
+            keep_all=False,
+            device="cpu",
+        )
+        self.embedder = weights.build(cfg.face_seed)
+        self.eval()
+
+    @torch.inference_mode()
+    def crops(self, frames: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Standardised aligned crops (N_found, 3, 160, 160) and the found mask (F,)."""
+        _check_frames(frames)
+        found = np.zeros(len(frames), dtype=bool)
+        crops: list[torch.Tensor] = []
+        # A uint8 tensor keeps facenet-pytorch on its torch resize path (its numpy path needs cv2).
+        batch = torch.tensor(frames)  # a copy: decoded frames are a read-only buffer
+        for lo in range(0, len(frames), self.batch):
+            for i, crop in enumerate(self.detector(batch[lo : lo + self.batch]), start=lo):
+                if crop is not None:
+                    found[i] = True
+                    crops.append(crop)
+        stacked = torch.stack(crops) if crops else torch.zeros(0, 3, CROP_SIZE, CROP_SIZE)
+        return stacked, found
+
+    @torch.inference_mode()
+    def forward(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        crops, found = self.crops(frames)
+        emb = np.zeros((len(frames), FACE_DIM), dtype=np.float32)
+        if len(crops):
+            out = torch.cat([self.embedder(crops[lo : lo + self.batch]) for lo in range(0, len(crops), self.batch)])
+            emb[found] = out.numpy()
+        return emb, found
+
+
+def _check_frames(frames: np.ndarray) -> None:
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 RGB (F, H, W, 3), got {frames.dtype} {frames.shape}")
