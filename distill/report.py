@@ -1,0 +1,271 @@
+"""Results tables from finished run directories: one row per run, mean ± std over seeds.
+
+A run directory holds ``config.yaml`` and ``metrics.json`` (docs/architecture.md).  The
+report reads nothing else, so it works on runs copied off a cluster, on a sweep's output,
+and on runs made by hand, and it tolerates config layouts: ``task``/``setting``/``method``/
+``seed`` are taken from the top level or from their sections (``data.task``,
+``data.setting``, ``distill.method``, ``train.seed``).  A teacher's ``metrics.json`` also
+carries ``video_missing: {...}``, which becomes a second row with method
+``teacher-no-video``: the failure that audio-only students exist to avoid.
+
+    python -m distill.report runs/ --out results/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+__all__ = [
+    "METHOD_ORDER",
+    "SETTING_ORDER",
+    "CONTRACT_METRICS",
+    "HEADLINE_METRIC",
+    "collect_runs",
+    "summarize",
+    "format_markdown",
+    "write_results",
+    "main",
+]
+
+#: Upper bound first, then its failure mode, the baseline, the LUPI baselines, the method.
+METHOD_ORDER = ("teacher", "teacher-no-video", "none", "softlabel", "gkd", "embed", "embed+softlabel")
+SETTING_ORDER = ("nonseq", "seq")
+#: metrics.json keys of the interface contract (DESIGN.md), in table order.
+CONTRACT_METRICS = ("accuracy", "top5_accuracy", "eer", "min_dcf", "uar", "war", "macro_f1")
+LOWER_IS_BETTER = frozenset({"eer", "min_dcf"})
+#: the metric each task's bar chart shows: verification is what a speaker embedding is for,
+#: UAR is the emotion metric that class imbalance cannot inflate.
+HEADLINE_METRIC = {"speaker": "eer", "emotion": "uar"}
+
+KEY_COLUMNS = ("task", "setting", "method")
+_FIELD_SECTIONS = {"task": "data", "setting": "data", "method": "distill", "seed": "train"}
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+VIDEO_MISSING = "video_missing"
+
+
+# ------------------------------------------------------------------------ collecting
+
+
+def _config_field(config: dict, name: str):
+    """``config[name]``, else ``config[section][name]`` (e.g. ``data.task``), else None."""
+    if name in config:
+        return config[name]
+    section = config.get(_FIELD_SECTIONS[name])
+    return section.get(name) if isinstance(section, dict) else None
+
+
+def _read_run(run_dir: Path, name: str) -> list[dict]:
+    """The table rows of one finished run: one, or two for a teacher with video_missing."""
+    config_path, metrics_path = run_dir / CONFIG_FILE, run_dir / METRICS_FILE
+    for path in (config_path, metrics_path):
+        if not path.is_file():
+            raise ValueError(f"{run_dir}: not a finished run directory (no {path.name})")
+    try:
+        config = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{config_path}: not valid YAML ({exc})") from exc
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{metrics_path}: not valid JSON ({exc})") from exc
+    if not isinstance(config, dict) or not isinstance(metrics, dict):
+        raise ValueError(f"{run_dir}: config.yaml and metrics.json must each hold a mapping")
+
+    base = {"run": name, **{field: _config_field(config, field) for field in ("task", "setting", "method", "seed")}}
+    for field in KEY_COLUMNS:  # group keys must be values, not NaN, to group and sort on
+        base[field] = "unknown" if base[field] is None else str(base[field])
+    if config.get("role") == "teacher":
+        base["method"] = "teacher"  # a teacher's distill section is unused (method defaults to none)
+    rows = [{**base, **_scalar_metrics(metrics)}]
+    if isinstance(metrics.get(VIDEO_MISSING), dict):
+        rows.append({**base, "method": "teacher-no-video", **_scalar_metrics(metrics[VIDEO_MISSING])})
+    for row in rows:
+        row["run_dir"] = str(run_dir)
+    return rows
+
+
+def _scalar_metrics(metrics: dict) -> dict[str, float]:
+    """Numeric top-level entries; nested sections (video_missing) and strings are not metrics."""
+    return {
+        key: float(value)
+        for key, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
+def _find_runs(path: Path) -> list[Path]:
+    """``path`` itself when it is a run; else every finished run below it (unfinished ones skipped)."""
+    if (path / METRICS_FILE).is_file():
+        return [path]
+    return sorted(p.parent for p in path.rglob(METRICS_FILE))
+
+
+def collect_runs(root_or_run_dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """One row per run (two for a teacher): run, task, setting, method, seed, every metric.
+
+    Accepts run directories, folders holding run directories at any depth, or a mix.  A
+    run is named by its path relative to the folder it was found in.
+    """
+    paths = [root_or_run_dirs] if isinstance(root_or_run_dirs, (str, Path)) else list(root_or_run_dirs)
+    rows: list[dict] = []
+    for given in map(Path, paths):
+        if not given.is_dir():
+            raise ValueError(f"{given}: no such run directory or folder")
+        runs = _find_runs(given)
+        if not runs and (given / CONFIG_FILE).is_file():
+            raise ValueError(f"{given}: not a finished run directory (no {METRICS_FILE})")
+        for run_dir in runs:
+            name = run_dir.name if run_dir == given else run_dir.relative_to(given).as_posix()
+            rows.extend(_read_run(run_dir, name))
+    if not rows:
+        raise ValueError(f"no finished runs (directories with {METRICS_FILE}) under {', '.join(map(str, paths))}")
+    df = pd.DataFrame(rows)
+    metrics = [c for c in CONTRACT_METRICS if c in df.columns]
+    extras = [c for c in df.columns if c not in ("run", *KEY_COLUMNS, "seed", "run_dir", *metrics)]
+    return df[["run", *KEY_COLUMNS, "seed", *metrics, *extras, "run_dir"]]
+
+
+# ----------------------------------------------------------------------- summarising
+
+
+def _sort_groups(df: pd.DataFrame) -> pd.DataFrame:
+    """Tasks alphabetically, settings and methods in their fixed order (unknown values last)."""
+    orders = {"task": (), "setting": SETTING_ORDER, "method": METHOD_ORDER}
+
+    def rank(values: pd.Series) -> pd.Series:
+        order = {v: i for i, v in enumerate(orders[values.name])}
+        return values.map(lambda v: f"{order.get(v, len(order)):03d}:{v}")
+
+    return df.sort_values(list(KEY_COLUMNS), key=rank, kind="stable").reset_index(drop=True)
+
+
+def default_metrics(df: pd.DataFrame) -> list[str]:
+    """The contract metrics that at least one run reports, in table order."""
+    return [m for m in CONTRACT_METRICS if m in df.columns and df[m].notna().any()]
+
+
+def summarize(df: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean and sample std (ddof 1; NaN for one run) per (task, setting, method), and n runs.
+
+    Columns: task, setting, method, n, then ``<metric>_mean`` and ``<metric>_std`` per metric.
+    """
+    metrics = list(metrics) if metrics is not None else default_metrics(df)
+    missing = [m for m in metrics if m not in df.columns]
+    if missing:
+        raise ValueError(f"no run reports {', '.join(missing)} (available: {', '.join(default_metrics(df))})")
+    grouped = df.groupby(list(KEY_COLUMNS), dropna=False, sort=False)
+    out = grouped.size().rename("n").to_frame()
+    for m in metrics:
+        out[f"{m}_mean"] = grouped[m].mean()
+        out[f"{m}_std"] = grouped[m].std(ddof=1)
+    return _sort_groups(out.reset_index())
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _cell(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def format_markdown(summary: pd.DataFrame, metrics: Sequence[str]) -> str:
+    """One markdown table (setting, method, n, metrics) for the rows of ``summary``.
+
+    Per setting and metric the best mean among the audio-only-at-test rows (every method
+    but ``teacher``) is bold, so the table shows at a glance which student wins, if any.
+    """
+    header = ["setting", "method", "n", *(f"{m} {'↓' if m in LOWER_IS_BETTER else '↑'}" for m in metrics)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    best: dict[tuple, float] = {}
+    audio_only = summary[summary["method"] != "teacher"]
+    for m in metrics:
+        for setting, rows in audio_only.groupby("setting", dropna=False):
+            values = rows[f"{m}_mean"].dropna()
+            if not values.empty:
+                best[(setting, m)] = values.min() if m in LOWER_IS_BETTER else values.max()
+    for _, row in summary.iterrows():
+        cells = [str(row["setting"]), str(row["method"]), str(int(row["n"]))]
+        for m in metrics:
+            text = _cell(row[f"{m}_mean"], row[f"{m}_std"])
+            if row["method"] != "teacher" and best.get((row["setting"], m)) == row[f"{m}_mean"]:
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(df: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] | None = None) -> dict[str, Path]:
+    """results.csv (per run), results.md (mean ± std per task) and one bar chart per task.
+
+    Returns the written paths keyed ``csv``, ``md`` and ``bar:<task>``.
+    """
+    from distill.plots import plot_results_bar
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    df.to_csv(out_dir / "results.csv", index=False)
+    written["csv"] = out_dir / "results.csv"
+
+    sections = [
+        "# Results",
+        "",
+        "Mean ± sample standard deviation over seeds on the test split; n = runs; ↓/↑: lower/higher is better.",
+        "Bold: best mean among the audio-only-at-test rows (all but `teacher`) of a setting.",
+    ]
+    for task, task_df in df.groupby("task", dropna=False, sort=True):
+        task_metrics = [m for m in (metrics or default_metrics(task_df)) if m in task_df and task_df[m].notna().any()]
+        sections += ["", f"## {task}", "", format_markdown(summarize(task_df, task_metrics), task_metrics)]
+        headline = HEADLINE_METRIC.get(str(task))
+        bar_metric = headline if headline in task_metrics else (task_metrics[0] if task_metrics else None)
+        if bar_metric is not None:
+            png = out_dir / f"results_{task}.png"
+            plot_results_bar(task_df, bar_metric, png, hue_order=METHOD_ORDER, title=f"{task}: {bar_metric}, mean ± std over seeds")
+            written[f"bar:{task}"] = png
+    (out_dir / "results.md").write_text("\n".join(sections) + "\n")
+    written["md"] = out_dir / "results.md"
+    return written
+
+
+# --------------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m distill.report",
+        description="Collect finished runs (config.yaml + metrics.json) into results.csv, results.md "
+        "(mean ± std over seeds per task/setting/method) and a bar chart per task.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories, or folders searched recursively for them")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="folder for results.csv, results.md and the charts")
+    parser.add_argument("--metrics", nargs="+", choices=CONTRACT_METRICS, default=None,
+                        help="metrics in the markdown table (default: every contract metric a run reports)")
+    args = parser.parse_args(argv)
+    try:
+        df = collect_runs(args.runs)
+        written = write_results(df, args.out, args.metrics)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(written["md"].read_text())
+    n_groups = len(df.groupby(list(KEY_COLUMNS), dropna=False))
+    n_charts = sum(key.startswith("bar:") for key in written)
+    print(f"{len(df)} rows from {df['run_dir'].nunique()} runs in {n_groups} groups -> {args.out} "
+          f"(results.csv, results.md, {n_charts} chart(s))")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""distill.report over run directories written here as real config.yaml / metrics.json files."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from distill import report
+
+
+def _run(root, name, config, metrics):
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return run_dir
+
+
+def _sectioned(role, task, setting, method, seed):
+    """The trainer's layout: sections, top-level role, a teacher's method left at its default."""
+    return {
+        "role": role,
+        "data": {"task": task, "setting": setting, "crop": 100},
+        "model": {"audio_encoder": "ecapa"},
+        "train": {"seed": seed, "epochs": 2},
+        "distill": {"method": method, "distance": "mse"},
+    }
+
+
+EER = {  # (method, seed) -> eer of a speaker nonseq run
+    ("none", 0): 0.30, ("none", 1): 0.34, ("none", 2): 0.29,
+    ("embed", 0): 0.20, ("embed", 1): 0.26,
+}
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    for (method, seed), eer in EER.items():
+        _run(root, f"spk-nonseq-{method}-s{seed}", _sectioned("student", "speaker", "nonseq", method, seed),
+             {"accuracy": 1 - eer, "top5_accuracy": 0.9, "eer": eer, "min_dcf": 2 * eer, "best_epoch": 3})
+    for seed, (acc, missing_acc) in enumerate([(0.95, 0.40), (0.91, 0.44)]):
+        _run(root, f"teachers/spk-nonseq-teacher-s{seed}", _sectioned("teacher", "speaker", "nonseq", "none", seed),
+             {"accuracy": acc, "eer": 0.05, "video_missing": {"accuracy": missing_acc, "eer": 0.45}})
+    # Flat layout, as a hand-made or older run might have it.
+    _run(root, "emo-seq-gkd", {"task": "emotion", "setting": "seq", "method": "gkd", "seed": 7},
+         {"uar": 0.5, "war": 0.6, "macro_f1": 0.45, "accuracy": 0.6})
+    (root / "unfinished").mkdir()
+    (root / "unfinished" / "config.yaml").write_text("role: student\n")
+    return root
+
+
+def test_collect_runs_reads_every_layout(runs):
+    df = report.collect_runs(runs)
+    assert len(df) == len(EER) + 2 * 2 + 1  # the unfinished run is skipped
+    assert list(df.columns[:5]) == ["run", "task", "setting", "method", "seed"]
+    teacher = df[df["run"] == "teachers/spk-nonseq-teacher-s1"].set_index("method")
+    assert teacher.loc["teacher", "accuracy"] == 0.91
+    assert teacher.loc["teacher-no-video", "accuracy"] == 0.44
+    assert teacher.loc["teacher-no-video", "eer"] == 0.45
+    assert math.isnan(teacher.loc["teacher", "top5_accuracy"])
+    emo = df[df["run"] == "emo-seq-gkd"].iloc[0]
+    assert (emo["task"], emo["setting"], emo["method"], emo["seed"]) == ("emotion", "seq", "gkd", 7)
+    assert "best_epoch" in df.columns  # non-contract numbers are kept too
+
+
+def test_summarize_means_and_sample_stds(runs):
+    df = report.collect_runs(runs)
+    summary = report.summarize(df[df["task"] == "speaker"], ["eer", "accuracy"])
+    assert summary["method"].tolist() == ["teacher", "teacher-no-video", "none", "embed"]
+    by_method = summary.set_index("method")
+    none = [EER[("none", s)] for s in range(3)]
+    assert by_method.loc["none", "n"] == 3
+    assert by_method.loc["none", "eer_mean"] == pytest.approx(np.mean(none))
+    assert by_method.loc["none", "eer_std"] == pytest.approx(np.std(none, ddof=1))
+    assert by_method.loc["embed", "eer_std"] == pytest.approx(np.std([0.20, 0.26], ddof=1))
+    assert by_method.loc["teacher-no-video", "accuracy_mean"] == pytest.approx(0.42)
+    assert by_method.loc["teacher", "accuracy_std"] == pytest.approx(np.std([0.95, 0.91], ddof=1))
+
+
+def test_summarize_single_run_has_no_std_and_rejects_unknown_metric(runs):
+    df = report.collect_runs(runs)
+    summary = report.summarize(df[df["task"] == "emotion"], ["uar"])
+    assert summary["n"].tolist() == [1] and math.isnan(summary["uar_std"].iloc[0])
+    with pytest.raises(ValueError, match="no run reports nonsense"):
+        report.summarize(df, ["nonsense"])
+
+
+def test_write_results(runs, tmp_path):
+    df = report.collect_runs(runs)
+    written = report.write_results(df, tmp_path / "out")
+    assert set(written) == {"csv", "md", "bar:speaker", "bar:emotion"}
+    back = pd.read_csv(written["csv"])
+    assert len(back) == len(df) and back["eer"].sum() == pytest.approx(df["eer"].sum())
+    md = written["md"].read_text()
+    speaker = md.split("## speaker")[1]
+    none_row = next(line for line in speaker.splitlines() if "| none |" in line)
+    mean, std = np.mean([0.30, 0.34, 0.29]), np.std([0.30, 0.34, 0.29], ddof=1)
+    assert f"{mean:.3f} ± {std:.3f}" in none_row
+    # embed has the lowest EER among audio-only rows; the teacher's lower one is not bolded.
+    embed_row = next(line for line in speaker.splitlines() if "| embed |" in line)
+    assert "**0.230 ± 0.042**" in embed_row
+    assert "**" not in next(line for line in speaker.splitlines() if "| teacher |" in line)
+    emotion = md.split("## emotion")[1].split("## speaker")[0]  # tasks in alphabetical order
+    assert "uar ↑" in emotion and "eer" not in emotion
+    for png in (written["bar:speaker"], written["bar:emotion"]):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_collect_runs_errors_name_the_run(tmp_path):
+    with pytest.raises(ValueError, match="no finished runs"):
+        report.collect_runs(tmp_path)
+    bad = _run(tmp_path, "bad", {"role": "student"}, {})
+    (bad / "metrics.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"bad/metrics.json: not valid JSON"):
+        report.collect_runs([bad])
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text("role: student\n")
+    with pytest.raises(ValueError, match="unfinished: not a finished run directory"):
+        report.collect_runs([unfinished])
+    (bad / "config.yaml").unlink()
+    (bad / "metrics.json").write_text("{}")
+    with pytest.raises(ValueError, match="bad: not a finished run directory \\(no config.yaml\\)"):
+        report.collect_runs([bad])
+
+
+def test_main_cli(runs, tmp_path, capsys):
+    assert report.main([str(runs / "emo-seq-gkd"), "--out", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert "| seq | gkd | 1 |" in out
+    assert out.strip().splitlines()[-1].startswith("1 rows from 1 runs in 1 groups")
+    assert (tmp_path / "cli" / "results.md").is_file()
+    assert report.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "cli2")]) == 1
+    assert "nowhere: no such run directory" in capsys.readouterr().err
