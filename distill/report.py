@@ -250,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run directories, or folders searched recursively for them")
     parser.add_argument("--out", type=Path, default=Path("results"), help="folder for results.csv, results.md and the charts")
-    parser.add_argument("--metrics", nargs="+", choices=CONTRACT_METRICS, default=None,
-                        help="metrics in the markdown table (default: every contract metric a run reports)")
+    parser.add_argument("--metrics", nargs="+", choices=CONTRACT_METRICS, default=list(CONTRACT_METRICS), metavar="METRIC",
+                        help="metrics in the markdown table; each task shows those its runs report")
     args = parser.parse_args(argv)
     try:
         df = collect_runs(args.runs)
