@@ -72,6 +72,7 @@ def all_reduce_sum(env: DistEnv, values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def shutdown(env: DistEnv) -> None:
-    if env.distributed and dist.is_initialized():
+def shutdown() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

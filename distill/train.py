@@ -517,12 +517,12 @@ def _eval_trainer(cfg: RunConfig, run_dir: str | Path) -> Trainer:
     return trainer
 
 
-def run_training(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> dict:
+def run_training(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> dict:
     """Train one run end to end (what the CLI calls); rank 0 returns the test metrics."""
     out = Path(out_dir)
     if not resume and (out / LAST).exists():
         raise ConfigError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose another --out")
-    trainer = Trainer(cfg, out)
+    trainer = Trainer(cfg, out, progress=progress)
     if resume:
         trainer.resume()
     return trainer.fit()

@@ -1,0 +1,97 @@
+"""Audio-only embeddings of new files with a trained run: the deployment path of the method.
+
+Audio is decoded and turned into log-mels by the extraction code itself (``extract.decode``,
+``extract.fbank``) with the settings stored in the run's checkpoint, so features at inference
+match the features the network was trained on. No faces are needed; a teacher run embeds with
+its video missing. A file is embedded on the run's grid: every cell, embeddings averaged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from distill.checkpoint import BEST, load_checkpoint
+from distill.config import ConfigError, read_run_config
+from distill.data import Grid
+from distill.models import build_network
+
+
+def extraction_config(cache_config: dict):
+    """The ExtractConfig a cache was built with, from its config.json record."""
+    from extract.config import ExtractConfig
+
+    if cache_config.get("synthetic"):
+        raise ConfigError("this run was trained on a synthetic cache: there is no extraction config to decode new audio with")
+    names = {f.name for f in dataclasses.fields(ExtractConfig)}
+    values = {k: v for k, v in cache_config.items() if k in names}
+    if "face_thresholds" in values:
+        values["face_thresholds"] = tuple(values["face_thresholds"])
+    return ExtractConfig(**values)
+
+
+class Embedder:
+    """A run's best network plus the feature pipeline it was trained on."""
+
+    def __init__(self, run_dir: str | Path, device: str = "cpu"):
+        run_dir = Path(run_dir)
+        cfg = read_run_config(run_dir)
+        state = load_checkpoint(run_dir / BEST, map_location=device)
+        meta = state["meta"]
+        self.net = build_network(cfg.model, role=cfg.role, setting=cfg.data.setting, n_mels=meta["n_mels"],
+                                 n_classes=len(meta["labels"]))
+        self.net.load_state_dict(state["model"])
+        self.net.to(device).eval()
+        self.device = torch.device(device)
+        self.grid = Grid.from_config(cfg.data)
+        self.cache_config = json.loads(meta["cache_config"])
+
+    @torch.no_grad()
+    def embed_fbank(self, fbank: np.ndarray) -> np.ndarray:
+        """(T, n_mels) log-mels -> one embedding: the mean over the grid's cells."""
+        rows = np.stack([self.grid.frame_index(len(fbank), c) for c in range(self.grid.n_cells(len(fbank)))])
+        x = torch.from_numpy(np.asarray(fbank, dtype=np.float32)[rows]).to(self.device)
+        return self.net(x).emb.mean(0).cpu().numpy()
+
+    def embed_file(self, path: str | Path) -> np.ndarray:
+        from extract.decode import decode_audio
+        from extract.fbank import LogMel
+
+        ecfg = extraction_config(self.cache_config)
+        if not hasattr(self, "_logmel"):
+            self._logmel = LogMel(ecfg)
+        audio = decode_audio(Path(path), ecfg.sample_rate)
+        if len(audio) < ecfg.win_samples:
+            raise ValueError(f"{path}: {len(audio)} audio samples, shorter than one feature window")
+        return self.embed_fbank(self._logmel(audio))
+
+
+def embed_files(run_dir: str | Path, files: list[str]) -> np.ndarray:
+    embedder = Embedder(run_dir)
+    out = []
+    for path in files:
+        try:
+            out.append(embedder.embed_file(path))
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"{path}: cannot embed ({type(exc).__name__}: {exc})") from exc
+    return np.stack(out).astype(np.float32)
+
+
+def write_embeddings(emb: np.ndarray, files: list[str], out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, emb)
+    elif out.suffix == ".csv":
+        table = pd.DataFrame(emb, columns=[f"e{i}" for i in range(emb.shape[1])])
+        table.insert(0, "path", list(files))
+        table.to_csv(out, index=False)
+    else:
+        raise ConfigError(f"--out {out}: use a .npy or .csv file name")
+    return out

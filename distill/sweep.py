@@ -1,0 +1,193 @@
+"""Sweeps: one teacher per task x setting, every student variant x seed on its cached targets.
+
+The teacher and its targets are the expensive shared part, so a sweep trains each exactly once
+and every student reads the same targets file. A run directory that already holds metrics.json
+is finished and skipped, one with only last.pt is resumed: rerunning a sweep (or ``make demo``)
+after a crash or with a new variant only does the missing work.
+
+SWEEP.yaml::
+
+    cache: cache/abcd            # optional; --cache overrides
+    out: results/demo            # optional; --out overrides
+    seeds: [0, 1, 2]             # student seeds (the teacher uses teacher_seed, default seeds[0])
+    combos:                      # task x setting pairs (or: tasks: [...] and settings: [...])
+      - {task: speaker, setting: nonseq}
+    base: {train: {epochs: 3}}   # config tree shared by teachers and students
+    teacher: {train: {epochs: 4}}  # extra config for the teachers only
+    variants:                    # students: a name, a method, optional dotted overrides
+      - {name: none, method: none}
+      - {name: embed-cosine, method: embed, set: {distill.distance: cosine}}
+
+Layout: ``OUT/<task>-<setting>/teacher`` and ``OUT/<task>-<setting>/<variant>/seed<k>``; then
+``OUT/results.csv``, ``OUT/results.md`` and ``OUT/results_<task>.png`` via distill.report.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from distill.config import METHODS, ConfigError, RunConfig, load_config, merge
+from distill.train import LAST, METRICS, run_training
+
+
+@dataclass
+class Variant:
+    name: str
+    method: str
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class SweepSpec:
+    cache: str | None
+    out: str
+    seeds: list[int]
+    combos: list[tuple[str, str]]
+    base: dict
+    teacher: dict
+    variants: list[Variant]
+    teacher_seed: int
+
+    @classmethod
+    def load(cls, path: str | Path, cache: str | None = None, out: str | None = None) -> "SweepSpec":
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read sweep file {path}: {exc}") from exc
+        known = {"cache", "out", "seeds", "combos", "tasks", "settings", "base", "teacher", "variants", "teacher_seed"}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) {unknown}; valid: {sorted(known)}")
+        if "combos" in raw:
+            combos = [(str(c["task"]), str(c["setting"])) for c in raw["combos"]]
+        else:
+            combos = [(t, s) for t in raw.get("tasks", ["speaker"]) for s in raw.get("settings", ["nonseq"])]
+        variants = []
+        for i, v in enumerate(raw.get("variants") or []):
+            if not isinstance(v, dict) or "method" not in v:
+                raise ConfigError(f"{path}: variant {i} needs at least a method (one of {', '.join(METHODS)})")
+            if v["method"] not in METHODS:
+                raise ConfigError(f"{path}: variant {v.get('name', i)} has method {v['method']!r}; one of {', '.join(METHODS)}")
+            variants.append(Variant(str(v.get("name", v["method"])), v["method"], dict(v.get("set") or {})))
+        names = [v.name for v in variants]
+        if len(set(names)) != len(names) or "teacher" in names:
+            raise ConfigError(f"{path}: variant names must be unique and not 'teacher', got {names}")
+        seeds = [int(s) for s in raw.get("seeds", [0])]
+        spec = cls(cache=cache or raw.get("cache"), out=out or raw.get("out") or "results/sweep", seeds=seeds,
+                   combos=combos, base=dict(raw.get("base") or {}), teacher=dict(raw.get("teacher") or {}),
+                   variants=variants, teacher_seed=int(raw.get("teacher_seed", seeds[0])))
+        if not spec.cache:
+            raise ConfigError(f"{path}: no cache (give cache: in the file or --cache)")
+        return spec
+
+    def teacher_config(self, task: str, setting: str) -> RunConfig:
+        tree = merge(self.base, self.teacher)
+        return load_config(base=tree, overrides={"role": "teacher", "cache": self.cache, "data.task": task,
+                                                 "data.setting": setting, "train.seed": self.teacher_seed})
+
+    def student_config(self, task: str, setting: str, variant: Variant, seed: int, teacher_dir: Path) -> RunConfig:
+        overrides = {"role": "student", "cache": self.cache, "data.task": task, "data.setting": setting,
+                     "train.seed": seed, "distill.method": variant.method, "distill.teacher": str(teacher_dir),
+                     **variant.overrides}
+        return load_config(base=self.base, overrides=overrides)
+
+
+@dataclass
+class RunRecord:
+    name: str
+    run_dir: Path
+    status: str  # trained | resumed | skipped | failed
+    seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class SweepResult:
+    out: Path
+    runs: list[RunRecord]
+    results: dict = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[RunRecord]:
+        return [r for r in self.runs if r.status == "failed"]
+
+    def summary(self) -> str:
+        trained = [r for r in self.runs if r.status in ("trained", "resumed")]
+        mean = sum(r.seconds for r in trained) / len(trained) if trained else 0.0
+        skipped = sum(r.status == "skipped" for r in self.runs)
+        text = (f"sweep: {len(trained)} run(s) trained ({mean:.1f} s each on average), {skipped} reused, "
+                f"{len(self.failed)} failed -> {self.results.get('md', self.out)}")
+        return text
+
+
+def _train_or_reuse(cfg: RunConfig, run_dir: Path, name: str) -> RunRecord:
+    if (run_dir / METRICS).is_file():
+        return RunRecord(name, run_dir, "skipped")
+    resume = (run_dir / LAST).is_file()
+    started = time.perf_counter()
+    try:
+        run_training(cfg, run_dir, resume=resume, progress=False)
+    except Exception as exc:  # one failed run must not lose the others; it is reported and exits 1
+        (run_dir / "error.txt").parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+        return RunRecord(name, run_dir, "failed", time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
+    return RunRecord(name, run_dir, "resumed" if resume else "trained", time.perf_counter() - started)
+
+
+def run_sweep(path: str | Path, cache: str | None = None, out: str | None = None, progress: bool = True) -> SweepResult:
+    spec = SweepSpec.load(path, cache=cache, out=out)
+    out_dir = Path(spec.out)
+    records: list[RunRecord] = []
+    total = len(spec.combos) * (1 + len(spec.variants) * len(spec.seeds))
+    bar = tqdm(total=total, desc="sweep", unit="run", disable=not progress)
+    for task, setting in spec.combos:
+        combo_dir = out_dir / f"{task}-{setting}"
+        teacher_dir = combo_dir / "teacher"
+        record = _train_or_reuse(spec.teacher_config(task, setting), teacher_dir, f"{task}-{setting}/teacher")
+        records.append(record)
+        _report(bar, record)
+        for variant in spec.variants:
+            for seed in spec.seeds:
+                name = f"{task}-{setting}/{variant.name}/seed{seed}"
+                if record.status == "failed" and variant.method != "none":
+                    records.append(RunRecord(name, combo_dir / variant.name / f"seed{seed}", "failed",
+                                             error="its teacher failed"))
+                    _report(bar, records[-1])
+                    continue
+                cfg = spec.student_config(task, setting, variant, seed, teacher_dir)
+                records.append(_train_or_reuse(cfg, combo_dir / variant.name / f"seed{seed}", name))
+                _report(bar, records[-1])
+    bar.close()
+    result = SweepResult(out_dir, records)
+    result.results = write_sweep_results(spec, out_dir)
+    return result
+
+
+def _report(bar: tqdm, record: RunRecord) -> None:
+    bar.update(1)
+    detail = f"{record.seconds:.1f} s" if record.status in ("trained", "resumed") else record.error
+    bar.write(f"  {record.status:>7}  {record.name}  {detail}".rstrip())
+
+
+def write_sweep_results(spec: SweepSpec, out_dir: Path) -> dict:
+    """results.csv/.md and bar charts over the sweep's finished runs, students named by variant."""
+    from distill.report import collect_runs, write_results
+
+    dirs = [out_dir / f"{t}-{s}" for t, s in spec.combos if (out_dir / f"{t}-{s}").is_dir()]
+    if not dirs:
+        return {}
+    df = collect_runs(dirs)
+    # Two variants of one method (e.g. embed with mse vs cosine) must stay two rows of the table.
+    variant_of = {}
+    for t, s in spec.combos:
+        for v in spec.variants:
+            for seed in spec.seeds:
+                variant_of[str(out_dir / f"{t}-{s}" / v.name / f"seed{seed}")] = v.name
+    is_student = df["run_dir"].isin(variant_of)
+    df.loc[is_student, "method"] = df.loc[is_student, "run_dir"].map(variant_of)
+    return write_results(df, out_dir)
