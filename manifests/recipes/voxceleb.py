@@ -25,19 +25,23 @@ IDEN_SPLIT = {"1": "train", "2": "val", "3": "test"}
 GENDER = {"m": "male", "f": "female"}
 
 
+def _entries(folder: Path | str) -> list[os.DirEntry]:
+    """A folder's entries by name, hidden ones (``.DS_Store``, ``._*``) left out."""
+    return sorted((e for e in os.scandir(folder) if not e.name.startswith(".")), key=lambda e: e.name)
+
+
 def _scan_tree(base: Path, ext: str, skipped: SkipLog, desc: str) -> dict[str, Path]:
     """``base/idXXXXX/<youtube-id>/<nnnnn>.<ext>`` -> {utt_id: path}; anything else is reported."""
     found: dict[str, Path] = {}
-    speakers = sorted(e for e in os.scandir(base) if e.is_dir())
-    for spk in tqdm(speakers, desc=desc, unit="spk", disable=None):
-        if not SPEAKER_RE.match(spk.name):
-            skipped.add(spk.path, "speaker folder is not named idNNNNN")
+    for spk in tqdm(_entries(base), desc=desc, unit="spk", disable=None):
+        if not (spk.is_dir() and SPEAKER_RE.match(spk.name)):
+            skipped.add(spk.path, "not a speaker folder named idNNNNN")
             continue
-        for video in sorted(os.scandir(spk.path), key=lambda e: e.name):
+        for video in _entries(spk.path):
             if not video.is_dir():
                 skipped.add(video.path, "file where a YouTube-id folder was expected")
                 continue
-            for clip in sorted(os.scandir(video.path), key=lambda e: e.name):
+            for clip in _entries(video.path):
                 stem, dot, suffix = clip.name.rpartition(".")
                 if not (clip.is_file() and dot and suffix == ext and CLIP_RE.match(stem)):
                     skipped.add(clip.path, f"not a <nnnnn>.{ext} clip")
