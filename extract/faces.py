@@ -1,7 +1,7 @@
 """Face detection (MTCNN) and embedding (InceptionResnetV1), batched over a clip's frames.
 
-``fixed_image_standardization`` is applied exactly once: by MTCNN (``post_process=True``) when it
-cuts the aligned 160×160 crops; the embedder takes those crops as they are.
+``fixed_image_standardization`` is applied exactly once, in :meth:`FaceEmbedder.crops`, to the
+aligned 160×160 crops; the embedder takes those crops as they are.
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from typing import Callable
 import numpy as np
 import torch
 from facenet_pytorch import MTCNN, InceptionResnetV1
+from facenet_pytorch.models.mtcnn import fixed_image_standardization
+from facenet_pytorch.models.utils.detect_face import detect_face, extract_face
 from torch import nn
 
 from extract.config import ExtractConfig
@@ -107,24 +109,40 @@ class FaceEmbedder(nn.Module):
     """uint8 RGB frames (F, H, W, 3) → per-frame 512-d embedding and a found mask.
 
     Frames where MTCNN finds no face get a zero row and ``found=False``; they are never given a
-    crop or an embedding that could pass for a face.
+    crop or an embedding that could pass for a face. When a frame holds several faces the largest
+    is kept (the speaker is usually the face nearest the camera).
+
+    Detection calls facenet-pytorch's batched ``detect_face`` directly rather than ``MTCNN.forward``:
+    the latter fails on a batch that mixes frames with and without faces under numpy ≥ 2, and doing
+    the selection here makes the one standardisation step explicit.
     """
 
     def __init__(self, cfg: ExtractConfig, weights: FaceWeights) -> None:
         super().__init__()
         self.batch = cfg.face_batch
+        self.margin = cfg.face_margin
         self.detector = MTCNN(
             image_size=CROP_SIZE,
             margin=cfg.face_margin,
             min_face_size=cfg.min_face_size,
             thresholds=list(cfg.face_thresholds),
-            post_process=True,  # applies fixed_image_standardization: the one and only time
-            select_largest=True,  # the speaker is the face closest to the camera
-            keep_all=False,
             device="cpu",
         )
         self.embedder = weights.build(cfg.face_seed)
         self.eval()
+
+    def _largest_boxes(self, frames: torch.Tensor) -> list[np.ndarray | None]:
+        d = self.detector
+        boxes, _ = detect_face(frames, d.min_face_size, d.pnet, d.rnet, d.onet, d.thresholds, d.factor, "cpu")
+        picked: list[np.ndarray | None] = []
+        for found in boxes:
+            found = np.asarray(found, dtype=np.float64).reshape(-1, 5)  # x1, y1, x2, y2, probability
+            if len(found) == 0:
+                picked.append(None)
+                continue
+            area = (found[:, 2] - found[:, 0]) * (found[:, 3] - found[:, 1])
+            picked.append(found[np.argmax(area), :4])
+        return picked
 
     @torch.inference_mode()
     def crops(self, frames: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
@@ -133,14 +151,16 @@ class FaceEmbedder(nn.Module):
         found = np.zeros(len(frames), dtype=bool)
         crops: list[torch.Tensor] = []
         # A uint8 tensor keeps facenet-pytorch on its torch resize path (its numpy path needs cv2).
-        batch = torch.tensor(frames)  # a copy: decoded frames are a read-only buffer
+        video = torch.tensor(frames)  # a copy: decoded frames are a read-only buffer
         for lo in range(0, len(frames), self.batch):
-            for i, crop in enumerate(self.detector(batch[lo : lo + self.batch]), start=lo):
-                if crop is not None:
-                    found[i] = True
-                    crops.append(crop)
-        stacked = torch.stack(crops) if crops else torch.zeros(0, 3, CROP_SIZE, CROP_SIZE)
-        return stacked, found
+            batch = video[lo : lo + self.batch]
+            for i, box in enumerate(self._largest_boxes(batch)):
+                if box is not None:
+                    found[lo + i] = True
+                    crops.append(extract_face(batch[i], box, CROP_SIZE, self.margin))  # 0..255 floats
+        if not crops:
+            return torch.zeros(0, 3, CROP_SIZE, CROP_SIZE), found
+        return fixed_image_standardization(torch.stack(crops)), found  # the one and only time
 
     @torch.inference_mode()
     def forward(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

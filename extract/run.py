@@ -189,8 +189,8 @@ class RunSummary:
         return f"extract: {', '.join(parts)}{failed} in {self.seconds:.1f} s ({rate:.2f} items/s) → {self.cache_dir}"
 
     def exit_code(self, strict: bool = False) -> int:
-        """0 when something was extracted (or nothing was left to do); 1 on total failure, or any with strict."""
-        if self.failures and (strict or self.extracted == 0):
+        """0 when the cache holds something of this manifest; 1 when every item failed, or any did with strict."""
+        if self.failures and (strict or self.extracted + self.skipped == 0):
             return 1
         return 0
 
