@@ -79,7 +79,7 @@ def _as_class_labels(y, name: str) -> np.ndarray:
     if y.size == 0:
         raise ValueError(f"{name} is empty")
     if not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.mod(y, 1) == 0):
+        if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_) or not np.all(np.mod(y, 1) == 0):
             raise ValueError(f"{name} must hold integer class indices, got dtype {y.dtype}")
         y = y.astype(np.int64)
     if y.min() < 0:
@@ -150,7 +150,10 @@ def det_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     score (reject all: fpr 0, fnr 1; finite, so it survives JSON); the first point accepts
     everything (fpr 1, fnr 0).  fnr rises and fpr falls along the arrays.
     """
-    scores, is_target = _as_trials(scores, labels)
+    return _det_curve(*_as_trials(scores, labels))
+
+
+def _det_curve(scores: np.ndarray, is_target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     order = np.argsort(scores, kind="stable")
     sorted_scores = scores[order]
     sorted_target = is_target[order]
@@ -284,7 +287,7 @@ def verification_metrics(
 ) -> dict[str, float]:
     """EER and minDCF of one trial list (one sort shared by both), keyed as in metrics.json."""
     scores, is_target = _as_trials(scores, labels)
-    det = det_curve(scores, is_target)
+    det = _det_curve(scores, is_target)
     eer_value, eer_threshold = _eer_from_det(*det)
     dcf_value, dcf_threshold = _min_dcf_from_det(*det, p_target, c_miss, c_fa)
     return {

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy.stats import norm
 
-from distill.metrics import det_curve, eer, min_dcf
+from distill.metrics import det_curve, verification_metrics
 
 __all__ = [
     "LOWER_IS_BETTER",
@@ -130,10 +130,10 @@ def plot_det_curve(scores, labels, out_png, title: str | None = None, p_target: 
     shows where a system departs from that and the interesting low-error corner is
     stretched instead of squashed into the origin.
     """
-    fpr, fnr, _ = det_curve(scores, labels)
-    eer_value, _ = eer(scores, labels)
-    n_target = int(np.count_nonzero(np.asarray(labels) == 1))
-    n_nontarget = int(np.asarray(labels).size) - n_target
+    fpr, fnr, thresholds = det_curve(scores, labels)
+    summary = verification_metrics(scores, labels, p_target=p_target)
+    n_target, n_nontarget = summary["n_target_trials"], summary["n_nontarget_trials"]
+    best = int(np.searchsorted(thresholds, summary["min_dcf_threshold"]))  # the minDCF operating point
     # Rates of exactly 0 or 1 have no normal deviate: pin them just inside the frame.
     lo = min(max(0.5 / max(n_target, n_nontarget), _DET_TICKS[0]), 0.01)
     hi = _DET_TICKS[-1]
@@ -145,12 +145,10 @@ def plot_det_curve(scores, labels, out_png, title: str | None = None, p_target: 
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(probit(fpr), probit(fnr), color="C0", label="DET")
     ax.plot([probit(lo), probit(hi)], [probit(lo), probit(hi)], ":", color="grey", linewidth=0.8)
+    eer_value = summary["eer"]
     ax.plot(probit(eer_value), probit(eer_value), "o", color="C3", label=f"EER {100 * eer_value:.2f}%")
-
-    cost = p_target * fnr + (1 - p_target) * fpr
-    best = int(np.argmin(cost))
-    dcf_value, _ = min_dcf(scores, labels, p_target=p_target)
-    ax.plot(probit(fpr[best]), probit(fnr[best]), "s", color="C2", label=f"minDCF {dcf_value:.3f} (p={p_target:g})")
+    ax.plot(probit(fpr[best]), probit(fnr[best]), "s", color="C2",
+            label=f"minDCF {summary['min_dcf']:.3f} (p_target {p_target:g})")
 
     ticks = _DET_TICKS[_DET_TICKS >= lo]
     tick_labels = [f"{100 * t:g}" for t in ticks]

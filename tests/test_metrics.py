@@ -239,6 +239,10 @@ def test_emotion_metrics_reject_bad_input():
         M.war([0, 1], [0, -1])
     with pytest.raises(ValueError, match="y_true is empty"):
         M.macro_f1([], [])
+    with pytest.raises(ValueError, match="y_true must hold integer class indices"):
+        M.uar(["sad", "happy"], [0, 1])
+    with pytest.raises(ValueError, match="y_pred must hold integer class indices"):
+        M.war([0, 1], [0.0, 0.5])
 
 
 # ------------------------------------------------------------------------ convenience
