@@ -32,6 +32,8 @@ def write_manifest(df: pd.DataFrame, out: Path | str) -> Path:
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"manifest has no column {', '.join(missing)}")
+    if df["utt_id"].duplicated().any():
+        raise ValueError(f"{out}: duplicate utt_id {df['utt_id'][df['utt_id'].duplicated()].iloc[0]!r}")
     out.parent.mkdir(parents=True, exist_ok=True)
     base = out.parent.resolve()
 

@@ -77,25 +77,25 @@ def _check_ratios(ratios: Sequence[float]) -> Ratios:
 
 
 def allocate(n: int, ratios: Ratios) -> tuple[int, int, int]:
-    """How many of ``n`` units go to train/val/test.
+    """How many of ``n`` units go to train/val/test (largest-remainder rounding).
 
     Any split with a non-zero ratio gets at least one unit when there are enough units to go
-    round, because an empty validation or test split silently breaks model selection.
-    Train is served first (1 unit: train; 2 units: train + test).
+    round, because an empty validation or test split silently breaks model selection. Ties and
+    shortages are served in the order train, test, val (1 unit: train; 2 units: train + test).
     """
-    wanted = [i for i in (0, 2, 1) if ratios[i] > 0]
+    priority = [i for i in (0, 2, 1) if ratios[i] > 0]
     counts = [0, 0, 0]
-    if n < len(wanted):
-        for i in wanted[:n]:
+    if n < len(priority):
+        for i in priority[:n]:
             counts[i] = 1
         return tuple(counts)  # type: ignore[return-value]
-    for i in (1, 2):
-        counts[i] = max(1, round(n * ratios[i])) if ratios[i] > 0 else 0
-    counts[0] = n - counts[1] - counts[2]
-    if counts[0] < 1 and ratios[0] > 0:
-        big = 1 if counts[1] >= counts[2] else 2
-        counts[big] -= 1
-        counts[0] += 1
+    exact = [n * r for r in ratios]
+    for i in priority:
+        counts[i] = max(1, int(exact[i]))
+    while sum(counts) < n:
+        counts[max(priority, key=lambda i: exact[i] - counts[i])] += 1
+    while sum(counts) > n:  # the minimum of one unit overshot: take back where it hurts least
+        counts[max((i for i in priority if counts[i] > 1), key=lambda i: counts[i] - exact[i])] -= 1
     return tuple(counts)  # type: ignore[return-value]
 
 
