@@ -51,12 +51,15 @@ def _is_metric(column: str) -> bool:
     return any(base == m or base.endswith("_" + m) for m in METRIC_NAMES)
 
 
-_LOSS_NAMES = frozenset({"task", "kd", "gkd", "ce", "nll", "distill"})
+_LOSS_NAMES = frozenset({"total", "task", "kd", "gkd", "ce", "nll", "distill"})
+_SPLIT_PREFIXES = ("train_", "val_", "valid_", "test_", "train/", "val/", "valid/", "test/")
 
 
 def _is_loss(column: str) -> bool:
-    """``loss``, ``task``, ``kd``, ``embed_enc``, ``val_loss``: loss terms the trainer logs."""
+    """``loss``, ``train_task``, ``train_total``, ``train_embed_enc``, ``kd``: logged loss terms."""
     name = column.lower()
+    for prefix in _SPLIT_PREFIXES:
+        name = name.removeprefix(prefix)
     return "loss" in name or name in _LOSS_NAMES or name.startswith("embed")
 
 
@@ -82,7 +85,8 @@ def plot_training_curves(train_log_csv, out_png) -> Path:
     The log is read generically: every numeric column except the index columns (epoch,
     step, ...) is drawn; metric-named columns go to the right panel, the rest (loss terms)
     to the left, anything else (e.g. lr) to a third.  Rows are averaged per epoch and, if
-    the log has a ``split`` column, per split (train solid, val dashed).
+    the log has a ``split`` column, per split.  Validation curves (a ``val`` split or a
+    ``val_`` column) are dashed, training ones solid.
     """
     log = pd.read_csv(train_log_csv)
     if "epoch" not in log.columns:
@@ -100,13 +104,14 @@ def plot_training_curves(train_log_csv, out_png) -> Path:
         ax = fig.add_subplot(1, len(panels), i + 1)
         for split, rows in log.groupby(splits, sort=True):
             per_epoch = rows.groupby("epoch")[cols].mean()
-            style = "--" if split in ("val", "valid", "validation", "dev") else "-"
             for j, col in enumerate(cols):
                 series = per_epoch[col].dropna()
                 if series.empty:
                     continue
+                validation = split in ("val", "valid", "validation", "dev") or col.lower().startswith(("val_", "val/", "valid"))
                 label = f"{col} ({split})" if split else col
-                ax.plot(series.index, series.values, style, marker="o", markersize=3, color=f"C{j}", label=label)
+                ax.plot(series.index, series.values, "--" if validation else "-", marker="o", markersize=3,
+                        color=f"C{j}", label=label)
         logged = log[cols].to_numpy(dtype=float)
         if name == "losses" and np.all(logged[~np.isnan(logged)] > 0):
             ax.set_yscale("log")

@@ -18,11 +18,19 @@ def _image(path):
 
 def test_group_log_columns():
     columns = ["epoch", "step", "loss", "task", "embed_enc", "embed_agg", "kd", "val_loss",
-               "val_accuracy", "val/eer", "uar", "val_top5_accuracy", "lr", "grad_norm"]
+               "val_accuracy", "val/eer", "uar", "val_top5_accuracy", "lr", "grad_norm", "seconds"]
     assert plots.group_log_columns(columns) == {
         "losses": ["loss", "task", "embed_enc", "embed_agg", "kd", "val_loss"],
         "metrics": ["val_accuracy", "val/eer", "uar", "val_top5_accuracy"],
         "other": ["lr", "grad_norm"],
+    }
+    # The trainer's layout: one row per epoch, split-prefixed loss terms and metrics.
+    trainer = ["epoch", "train_embed_enc", "train_embed_agg", "train_task", "train_total", "train_gkd",
+               "val_accuracy", "val_uar", "lr", "seconds"]
+    assert plots.group_log_columns(trainer) == {
+        "losses": ["train_embed_enc", "train_embed_agg", "train_task", "train_total", "train_gkd"],
+        "metrics": ["val_accuracy", "val_uar"],
+        "other": ["lr"],
     }
 
 
