@@ -116,6 +116,26 @@ def test_video_missing_is_finite_and_same_as_no_face_input(fusion, setting):
     assert not torch.allclose(present.enc, absent.enc)
 
 
+def test_teacher_trains_the_visual_branch_and_no_face_only_when_a_face_is_missing():
+    net = build(TINY, "teacher", "nonseq").train()
+    x, labels = inputs("nonseq"), torch.tensor([0, 1, 2])
+    F.cross_entropy(net(**x, labels=labels).logits, labels).backward()
+    visual = net.encoder.visual
+    assert visual.frame[0].weight.grad.abs().sum() > 0
+    assert visual.no_face.grad is None or not visual.no_face.grad.any()
+    net.zero_grad()
+    x["face_mask"][2] = False
+    F.cross_entropy(net(**x, labels=labels).logits, labels).backward()
+    assert visual.no_face.grad.abs().sum() > 0
+
+
+def test_ecapa_training_batch_of_one_is_a_clear_error():
+    net = build(TINY, "student", "nonseq").train()
+    with pytest.raises(ValueError, match="at least 2"):
+        net(torch.randn(1, T, N_MELS))
+    assert net.eval()(torch.randn(1, T, N_MELS)).enc.shape == (1, TINY.emb_dim)
+
+
 def test_face_dropout_hides_the_whole_face_track_in_training_only():
     cfg = replace(TINY, face_dropout=1.0)
     net = build(cfg, "teacher", "nonseq").train()

@@ -50,6 +50,9 @@ class EcapaEncoder(nn.Module):
 
     def forward(self, fbank: Tensor) -> Tensor:
         _check_fbank(fbank, self.n_mels)
+        if self.training and fbank.shape[0] < 2:
+            # BatchNorm over one pooled vector per item has no batch statistics to learn from.
+            raise ValueError("ecapa: training needs at least 2 crops/segments per batch (use drop_last=True)")
         return self.net(fbank).squeeze(1)
 
 

@@ -96,6 +96,21 @@ class DistillNetwork(nn.Module):
     def level_dims(self) -> dict[str, int]:
         return {"enc": self.encoder_dim} if self.agg_dim is None else {"enc": self.encoder_dim, "agg": self.agg_dim}
 
+    def _fold_faces(
+        self, face: Tensor | None, face_mask: Tensor | None, fbank: Tensor, lead: int
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Check faces against fbank, apply face dropout, fold segments into the batch."""
+        if face is None:
+            return None, None
+        if face.shape[:lead] != fbank.shape[:lead]:
+            raise ValueError(f"face {tuple(face.shape)} does not match fbank {tuple(fbank.shape)} in its leading dims")
+        if face_mask is None:
+            face_mask = torch.ones(face.shape[:-1], dtype=torch.bool, device=face.device)
+        if self.training and self.face_dropout > 0:
+            hidden = torch.rand(fbank.shape[0], device=fbank.device) < self.face_dropout
+            face_mask = face_mask & ~hidden.view(-1, *([1] * (face_mask.dim() - 1)))
+        return face.flatten(0, lead - 1), face_mask.flatten(0, lead - 1)
+
     def forward(
         self,
         fbank: Tensor,
@@ -115,28 +130,19 @@ class DistillNetwork(nn.Module):
         if fbank.dim() != lead + 2 or fbank.shape[-1] != self.n_mels:
             want = "(B, T, n_mels)" if lead == 1 else "(B, S, T, n_mels)"
             raise ValueError(f"{self.setting} {self.role} expects fbank {want} with n_mels={self.n_mels}, got {tuple(fbank.shape)}")
-        batch = fbank.shape[:lead]
         if labels is not None and labels.shape != fbank.shape[:1]:
             raise ValueError(f"labels must have shape ({fbank.shape[0]},), got {tuple(labels.shape)}")
 
         if self.role == "student":
             enc = self.encoder(fbank.flatten(0, lead - 1))
         else:
-            if face is not None and face.shape[:lead] != batch:
-                raise ValueError(f"face {tuple(face.shape)} does not match fbank {tuple(fbank.shape)} in its leading dims")
-            if face is not None and face_mask is None:
-                face_mask = torch.ones(face.shape[:-1], dtype=torch.bool, device=face.device)
-            if face is not None and self.training and self.face_dropout > 0:
-                hidden = torch.rand(fbank.shape[0], device=fbank.device) < self.face_dropout
-                face_mask = face_mask & ~hidden.view(-1, *([1] * (face_mask.dim() - 1)))
-            if face is not None:
-                face, face_mask = face.flatten(0, lead - 1), face_mask.flatten(0, lead - 1)
+            face, face_mask = self._fold_faces(face, face_mask, fbank, lead)
             enc = self.encoder(fbank.flatten(0, lead - 1), face, face_mask)
 
         if self.aggregator is None:
             agg, emb = None, enc
         else:
-            enc = enc.unflatten(0, batch)
+            enc = enc.unflatten(0, fbank.shape[:lead])
             agg = emb = self.aggregator(enc, seg_mask)
         logits = self.head(emb.detach() if detach_emb else emb, labels)
         return NetOutput(enc=enc, agg=agg, emb=emb, logits=logits)
