@@ -1,0 +1,117 @@
+"""The demo corpus: real decodable videos, consistent labels and splits, deterministic for a seed."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from manifests.demo import EMOTIONS, FACE, DemoConfig, make_demo_corpus, make_speakers, main, render_frames
+from manifests.io import read_manifest
+from manifests.media import ffmpeg_exe, lfw_faces
+from manifests.voice import Prosody, Voice, synthesize
+
+SMALL = dict(speakers=3, utts_per_speaker=4, seed=0)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    return make_demo_corpus(out, **SMALL, progress=False)
+
+
+def md5(path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_manifest_labels_and_splits(corpus):
+    df = read_manifest(corpus)
+    assert list(df.columns) == ["utt_id", "path", "speaker", "emotion", "gender", "split", "emotion_split",
+                                "duration", "snr_db"]
+    assert len(df) == 12 and df["speaker"].nunique() == 3
+    # Every speaker says every emotion equally often, and keeps one gender.
+    assert (pd.crosstab(df["speaker"], df["emotion"]) == 1).all().all()
+    assert set(df["emotion"]) == set(EMOTIONS)
+    assert (df.groupby("speaker")["gender"].nunique() == 1).all()
+    # Speaker identification: every speaker in train, val and test.
+    assert (pd.crosstab(df["speaker"], df["split"])[["train", "val", "test"]] > 0).all().all()
+    # Emotion: speaker-independent, one held-out speaker each for val and test here.
+    assert (df.groupby("speaker")["emotion_split"].nunique() == 1).all()
+    assert df.groupby("emotion_split")["speaker"].nunique().to_dict() == {"test": 1, "train": 1, "val": 1}
+    assert df["duration"].between(1.5, 2.5).all() and df["snr_db"].between(0, 10).all()
+    raw = pd.read_csv(corpus)
+    assert raw["path"].str.startswith("videos/").all()  # relative: the corpus folder moves as a unit
+
+
+def test_files_are_real_h264_aac_videos(corpus):
+    df = read_manifest(corpus)
+    row = df.iloc[5]
+    probe = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", row["path"]], capture_output=True, text=True).stderr
+    assert "Video: h264" in probe and "Audio: aac" in probe and "160x160" in probe
+    video = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", row["path"], "-f", "rawvideo", "-pix_fmt", "rgb24",
+                            "-"], capture_output=True, check=True).stdout
+    frames = np.frombuffer(video, np.uint8).reshape(-1, 160, 160, 3)
+    assert abs(len(frames) - row["duration"] * 25) <= 2
+    assert frames[:, 60:100, 60:100].std() > 10  # a textured face in the middle, not a blank frame
+    audio = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", row["path"], "-f", "f32le", "-ac", "1", "-ar", "16000",
+                            "-"], capture_output=True, check=True).stdout
+    samples = np.frombuffer(audio, np.float32)
+    assert abs(len(samples) / 16000 - row["duration"]) < 0.1
+    assert 0.01 < np.sqrt(np.mean(samples**2)) < 0.5
+
+
+def test_deterministic_for_a_seed_and_reused(corpus, tmp_path):
+    again = make_demo_corpus(tmp_path / "again", **SMALL, progress=False)
+    a, b = read_manifest(corpus, absolute=False), read_manifest(again, absolute=False)
+    assert a.equals(b)
+    assert md5(corpus.parent / a["path"][0]) == md5(again.parent / b["path"][0])
+    stamp = (again.parent / b["path"][0]).stat().st_mtime_ns
+    assert make_demo_corpus(tmp_path / "again", **SMALL, progress=False) == again
+    assert (again.parent / b["path"][0]).stat().st_mtime_ns == stamp  # reused, not rewritten
+    other = make_demo_corpus(tmp_path / "other", **{**SMALL, "seed": 1, "utts_per_speaker": 1}, progress=False)
+    assert md5(other.parent / "videos" / "spk00_u000.mp4") != md5(corpus.parent / "videos" / "spk00_u000.mp4")
+
+
+def test_voice_pitch_follows_speaker_and_emotion():
+    def f0_of(x: np.ndarray, sr: int = 16000) -> float:
+        x = x - x.mean()
+        ac = np.correlate(x, x, "full")[len(x) - 1:]
+        lo, hi = sr // 400, sr // 60
+        return sr / (lo + np.argmax(ac[lo:hi]))
+
+    rng = np.random.default_rng(0)
+    for f0 in (110.0, 210.0):
+        estimates = [f0_of(synthesize(Voice(f0, 1.0, 0.6, 4.0), Prosody(f0_range=0.5), 1.0, rng)) for _ in range(5)]
+        assert abs(np.median(estimates) / f0 - 1) < 0.1, (f0, estimates)
+    low = synthesize(Voice(120, 1.0, 0.6, 4.0), Prosody(energy=0.8), 1.0, rng)
+    high = synthesize(Voice(120, 1.0, 0.6, 4.0), Prosody(energy=1.25), 1.0, rng)
+    assert np.sqrt(np.mean(high**2)) / np.sqrt(np.mean(low**2)) == pytest.approx(1.25 / 0.8, rel=0.01)
+
+
+def test_speakers_resemble_each_other_but_have_distinct_faces():
+    cast = make_speakers(DemoConfig(speakers=10))
+    assert len({s.face for s in cast}) == 10
+    female = [s.voice.f0 for s in cast if s.gender == "female"]
+    assert max(female) / min(female) < 2 ** (4 / 12) + 1e-9  # within four semitones
+    assert all(0.95 <= s.voice.formant_scale / (1.15 if s.gender == "female" else 1.0) <= 1.05 for s in cast)
+
+
+def test_each_emotion_changes_the_face_consistently():
+    cfg = DemoConfig()
+    face = lfw_faces()[3]
+    rng = np.random.default_rng(0)
+    mean_frame = {e: render_frames(cfg, face, FACE[e], 10, rng).mean(axis=(0, 3)) for e in EMOTIONS}
+    again = {e: render_frames(cfg, face, FACE[e], 10, rng).mean(axis=(0, 3)) for e in EMOTIONS}
+    for e in EMOTIONS:  # the same emotion twice is closer than any other emotion
+        d_same = np.abs(mean_frame[e] - again[e]).mean()
+        assert all(d_same < np.abs(mean_frame[e] - again[o]).mean() for o in EMOTIONS if o != e), e
+
+
+def test_cli(tmp_path, capsys):
+    assert main([str(tmp_path / "c"), "--speakers", "2", "--utts-per-speaker", "1", "--frame-size", "96"]) == 0
+    assert "2 utterances, 2 speakers" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / "d"), "--speakers", "1"])
+    assert exc.value.code == 2
