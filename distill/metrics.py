@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "METRIC_KEYS",
+    "LOWER_IS_BETTER",
     "top_k_accuracy",
     "cosine_scores",
     "det_curve",
@@ -34,6 +36,11 @@ __all__ = [
     "classification_metrics",
     "verification_metrics",
 ]
+
+#: The metrics.json keys of the interface contract (DESIGN.md), in table order.
+METRIC_KEYS = ("accuracy", "top5_accuracy", "eer", "min_dcf", "uar", "war", "macro_f1")
+#: Error rates and costs; every other metric is higher-is-better.
+LOWER_IS_BETTER = frozenset({"eer", "min_dcf"})
 
 
 # --------------------------------------------------------------------------- validation

@@ -18,10 +18,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy.stats import norm
 
-from distill.metrics import det_curve, verification_metrics
+from distill.metrics import LOWER_IS_BETTER, METRIC_KEYS, det_curve, verification_metrics
 
 __all__ = [
-    "LOWER_IS_BETTER",
     "group_log_columns",
     "plot_training_curves",
     "plot_det_curve",
@@ -30,9 +29,6 @@ __all__ = [
     "plot_results_bar",
 ]
 
-#: metrics.json keys and their variants a train log may carry as columns.
-METRIC_NAMES = ("accuracy", "top5_accuracy", "eer", "min_dcf", "uar", "war", "macro_f1")
-LOWER_IS_BETTER = frozenset({"eer", "min_dcf"})
 #: train-log columns that index rows rather than measure anything.
 _INDEX_COLUMNS = frozenset({"epoch", "step", "iteration", "global_step", "time", "seconds", "elapsed", "wall_s"})
 
@@ -48,7 +44,7 @@ def _save(fig: Figure, out_png) -> Path:
 def _is_metric(column: str) -> bool:
     """``val_eer``, ``val/uar``, ``test_accuracy`` and ``eer`` are all metric columns."""
     base = column.lower().replace("/", "_")
-    return any(base == m or base.endswith("_" + m) for m in METRIC_NAMES)
+    return any(base == m or base.endswith("_" + m) for m in METRIC_KEYS)
 
 
 _LOSS_NAMES = frozenset({"total", "task", "kd", "gkd", "ce", "nll", "distill"})

@@ -23,10 +23,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from distill.metrics import LOWER_IS_BETTER, METRIC_KEYS
+
 __all__ = [
     "METHOD_ORDER",
     "SETTING_ORDER",
-    "CONTRACT_METRICS",
     "HEADLINE_METRIC",
     "collect_runs",
     "summarize",
@@ -38,9 +39,6 @@ __all__ = [
 #: Upper bound first, then its failure mode, the baseline, the LUPI baselines, the method.
 METHOD_ORDER = ("teacher", "teacher-no-video", "none", "softlabel", "gkd", "embed", "embed+softlabel")
 SETTING_ORDER = ("nonseq", "seq")
-#: metrics.json keys of the interface contract (DESIGN.md), in table order.
-CONTRACT_METRICS = ("accuracy", "top5_accuracy", "eer", "min_dcf", "uar", "war", "macro_f1")
-LOWER_IS_BETTER = frozenset({"eer", "min_dcf"})
 #: the metric each task's bar chart shows: verification is what a speaker embedding is for,
 #: UAR is the emotion metric that class imbalance cannot inflate.
 HEADLINE_METRIC = {"speaker": "eer", "emotion": "uar"}
@@ -117,6 +115,7 @@ def collect_runs(root_or_run_dirs: str | Path | Iterable[str | Path]) -> pd.Data
     """
     paths = [root_or_run_dirs] if isinstance(root_or_run_dirs, (str, Path)) else list(root_or_run_dirs)
     rows: list[dict] = []
+    seen: set[Path] = set()  # a run named directly and again through its parent counts once
     for given in map(Path, paths):
         if not given.is_dir():
             raise ValueError(f"{given}: no such run directory or folder")
@@ -124,12 +123,15 @@ def collect_runs(root_or_run_dirs: str | Path | Iterable[str | Path]) -> pd.Data
         if not runs and (given / CONFIG_FILE).is_file():
             raise ValueError(f"{given}: not a finished run directory (no {METRICS_FILE})")
         for run_dir in runs:
+            if run_dir.resolve() in seen:
+                continue
+            seen.add(run_dir.resolve())
             name = run_dir.name if run_dir == given else run_dir.relative_to(given).as_posix()
             rows.extend(_read_run(run_dir, name))
     if not rows:
         raise ValueError(f"no finished runs (directories with {METRICS_FILE}) under {', '.join(map(str, paths))}")
     df = pd.DataFrame(rows)
-    metrics = [c for c in CONTRACT_METRICS if c in df.columns]
+    metrics = [c for c in METRIC_KEYS if c in df.columns]
     extras = [c for c in df.columns if c not in ("run", *KEY_COLUMNS, "seed", "run_dir", *metrics)]
     return df[["run", *KEY_COLUMNS, "seed", *metrics, *extras, "run_dir"]]
 
@@ -150,7 +152,7 @@ def _sort_groups(df: pd.DataFrame) -> pd.DataFrame:
 
 def default_metrics(df: pd.DataFrame) -> list[str]:
     """The contract metrics that at least one run reports, in table order."""
-    return [m for m in CONTRACT_METRICS if m in df.columns and df[m].notna().any()]
+    return [m for m in METRIC_KEYS if m in df.columns and df[m].notna().any()]
 
 
 def summarize(df: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
@@ -190,15 +192,15 @@ def format_markdown(summary: pd.DataFrame, metrics: Sequence[str]) -> str:
     best: dict[tuple, float] = {}
     audio_only = summary[summary["method"] != "teacher"]
     for m in metrics:
-        for setting, rows in audio_only.groupby("setting", dropna=False):
+        for (task, setting), rows in audio_only.groupby(["task", "setting"]):
             values = rows[f"{m}_mean"].dropna()
             if not values.empty:
-                best[(setting, m)] = values.min() if m in LOWER_IS_BETTER else values.max()
+                best[(task, setting, m)] = values.min() if m in LOWER_IS_BETTER else values.max()
     for _, row in summary.iterrows():
         cells = [str(row["setting"]), str(row["method"]), str(int(row["n"]))]
         for m in metrics:
             text = _cell(row[f"{m}_mean"], row[f"{m}_std"])
-            if row["method"] != "teacher" and best.get((row["setting"], m)) == row[f"{m}_mean"]:
+            if row["method"] != "teacher" and best.get((row["task"], row["setting"], m)) == row[f"{m}_mean"]:
                 text = f"**{text}**"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
@@ -250,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run directories, or folders searched recursively for them")
     parser.add_argument("--out", type=Path, default=Path("results"), help="folder for results.csv, results.md and the charts")
-    parser.add_argument("--metrics", nargs="+", choices=CONTRACT_METRICS, default=list(CONTRACT_METRICS), metavar="METRIC",
+    parser.add_argument("--metrics", nargs="+", choices=METRIC_KEYS, default=list(METRIC_KEYS), metavar="METRIC",
                         help="metrics in the markdown table; each task shows those its runs report")
     args = parser.parse_args(argv)
     try:

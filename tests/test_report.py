@@ -65,6 +65,8 @@ def test_collect_runs_reads_every_layout(runs):
     emo = df[df["run"] == "emo-seq-gkd"].iloc[0]
     assert (emo["task"], emo["setting"], emo["method"], emo["seed"]) == ("emotion", "seq", "gkd", 7)
     assert "best_epoch" in df.columns  # non-contract numbers are kept too
+    # A run named directly and again through its parent folder is one run.
+    assert len(report.collect_runs([runs, runs / "emo-seq-gkd"])) == len(df)
 
 
 def test_summarize_means_and_sample_stds(runs):
