@@ -194,7 +194,7 @@ def format_markdown(summary: pd.DataFrame, metrics: Sequence[str]) -> str:
     for m in metrics:
         for (task, setting), rows in audio_only.groupby(["task", "setting"]):
             values = rows[f"{m}_mean"].dropna()
-            if not values.empty:
+            if values.nunique() > 1:  # when every row ties, bold would single nothing out
                 best[(task, setting, m)] = values.min() if m in LOWER_IS_BETTER else values.max()
     for _, row in summary.iterrows():
         cells = [str(row["setting"]), str(row["method"]), str(int(row["n"]))]
