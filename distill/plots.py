@@ -296,7 +296,9 @@ def plot_results_bar(
     better = "lower" if metric in LOWER_IS_BETTER else "higher"
     ax.set_ylabel(f"{metric} ({better} is better)")
     runs = f"{counts.iloc[0]} run(s) per bar" if uniform_n else "n = runs per bar"
-    ax.set_title(title or f"{metric}: mean ± std over seeds ({runs})")
+    ax.set_title(f"{title or f'{metric}: mean ± std over seeds'} ({runs})")
+    top = float((stats["mean"] + stats["std"].fillna(0.0)).max())
+    ax.set_ylim(0.0, 1.15 * top if top > 0 else 1.0)  # every metric here is >= 0
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="small", ncols=min(len(hues), 4), loc="upper center", bbox_to_anchor=(0.5, -0.15))
     return _save(fig, out_png)
