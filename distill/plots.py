@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from scipy.stats import norm
 
 from distill.metrics import LOWER_IS_BETTER, METRIC_KEYS, det_curve, verification_metrics
@@ -79,10 +80,10 @@ def plot_training_curves(train_log_csv, out_png) -> Path:
     """Loss terms and validation metrics per epoch from a run's ``train_log.csv``.
 
     The log is read generically: every numeric column except the index columns (epoch,
-    step, ...) is drawn; metric-named columns go to the right panel, the rest (loss terms)
-    to the left, anything else (e.g. lr) to a third.  Rows are averaged per epoch and, if
-    the log has a ``split`` column, per split.  Validation curves (a ``val`` split or a
-    ``val_`` column) are dashed, training ones solid.
+    step, ...) is drawn.  Loss terms go to the left panel (log scale when they span more
+    than a decade), metric-named columns to the middle, anything else (e.g. lr) to the
+    right.  Rows are averaged per epoch and, if the log has a ``split`` column, per split.
+    Validation curves (a ``val`` split or a ``val_`` column) are dashed, training ones solid.
     """
     log = pd.read_csv(train_log_csv)
     if "epoch" not in log.columns:
@@ -109,8 +110,10 @@ def plot_training_curves(train_log_csv, out_png) -> Path:
                 ax.plot(series.index, series.values, "--" if validation else "-", marker="o", markersize=3,
                         color=f"C{j}", label=label)
         logged = log[cols].to_numpy(dtype=float)
-        if name == "losses" and np.all(logged[~np.isnan(logged)] > 0):
-            ax.set_yscale("log")
+        logged = logged[~np.isnan(logged)]
+        if name == "losses" and logged.size and logged.min() > 0 and logged.max() / logged.min() > 10:
+            ax.set_yscale("log")  # loss terms of different magnitudes stay readable side by side
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_title(name)
         ax.grid(alpha=0.3)
