@@ -86,6 +86,8 @@ class DemoConfig:
             raise ValueError(f"speakers must be in [2, 100] (one distinct LFW face each), got {self.speakers}")
         if self.utts_per_speaker < 1:
             raise ValueError(f"utts_per_speaker must be >= 1, got {self.utts_per_speaker}")
+        if self.frame_size < 64:
+            raise ValueError(f"frame_size must be >= 64 px so the face detector finds the face, got {self.frame_size}")
         if not 0 < self.min_duration <= self.max_duration:
             raise ValueError(f"need 0 < min_duration <= max_duration, got {self.min_duration}, {self.max_duration}")
 

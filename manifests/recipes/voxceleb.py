@@ -162,6 +162,7 @@ def voxceleb1(root: Path | str) -> RecipeResult:
         rows.append(row)
 
     trials = {}
+    known = pd.Index(list(clips))
     for name in TRIAL_FILES:
         path = root / name
         if not path.is_file():
@@ -169,7 +170,7 @@ def voxceleb1(root: Path | str) -> RecipeResult:
         table = read_trials(path)
         table["enrol"] = table["enrol"].str.rsplit(".", n=1).str[0]
         table["test"] = table["test"].str.rsplit(".", n=1).str[0]
-        present = table["enrol"].isin(clips.keys()) & table["test"].isin(clips.keys())
+        present = table["enrol"].isin(known) & table["test"].isin(known)
         if not present.all():
             skipped.add(path, f"{int((~present).sum())} of {len(table)} trials name utterances not found; dropped")
         if present.any():
