@@ -101,20 +101,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     df = result.manifest
-    written = [write_manifest(df, args.out)]
+    if args.trials:  # before writing anything: a usage error must not leave half the outputs behind
+        test = df[df["split"] == "test"] if "split" in df else df.iloc[:0]
+        if test.empty:
+            parser.error("--trials needs a test split; choose a --split that makes one")
+        try:
+            result.trials["trials.txt"] = make_trials(test, args.trials, seed=args.seed)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+
     stem = args.out.with_suffix("")
+    write_manifest(df, args.out)
     if len(result.skipped):
-        result.skipped.to_csv(written_skip := Path(f"{stem}.skipped.csv"), index=False)
-        written.append(written_skip)
+        result.skipped.to_csv(f"{stem}.skipped.csv", index=False)
+        print(f"wrote {stem}.skipped.csv", file=sys.stderr)
     for name, trials in result.trials.items():
-        written.append(write_trials(trials, f"{stem}.{name}"))
-    if args.trials:
-        if "split" not in df or not (df["split"] == "test").any():
-            parser.error("--trials needs a test split; choose a --split")
-        generated = make_trials(df[df["split"] == "test"], args.trials, seed=args.seed)
-        written.append(write_trials(generated, f"{stem}.trials.txt"))
-        result.trials["generated"] = generated
-    for path in written[1:]:
-        print(f"wrote {path}", file=sys.stderr)
+        print(f"wrote {write_trials(trials, f'{stem}.{name}')}", file=sys.stderr)
     print(f"{args.out}: {result.summary()}")
     return 0

@@ -37,7 +37,7 @@ def test_cli_writes_manifest_skip_report_and_trials(tmp_path, ravdess_root, caps
     assert rc == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith(f"{out}: 48 items, 6 speakers, emotion angry=12 happy=12 neutral=12 sad=12")
-    assert summary.endswith("10 trials in generated, 1 skipped")
+    assert summary.endswith("10 trials in trials.txt, 1 skipped")
     df = read_manifest(out)
     assert len(df) == 48 and df["speaker"].nunique() == 6
     assert all(Path(p).is_file() for p in df["path"])
@@ -66,6 +66,9 @@ def test_cli_exit_codes(tmp_path, ravdess_root, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["ravdess", str(ravdess_root), "--out", str(tmp_path / "m.txt")])
     assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["ravdess", str(ravdess_root), "--out", str(tmp_path / "m.csv"), "--split", "none", "--trials", "3"])
+    assert exc.value.code == 2 and "--trials needs a test split" in capsys.readouterr().err
     assert not (tmp_path / "m.csv").exists()
 
 

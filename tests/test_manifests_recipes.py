@@ -295,6 +295,14 @@ def test_generic_bad_inputs(tmp_path):
         generic(tmp_path, labels=bad)
 
 
+def test_emotion_labels_share_one_spelling():
+    from manifests.demo import EMOTIONS as DEMO
+    from manifests.recipes import EMOTIONS, cremad as c, iemocap as i, ravdess as r
+
+    for labels in (c.EMOTIONS.values(), r.EMOTIONS.values(), i.CODES.values(), i.FOUR_CLASS.values(), DEMO):
+        assert set(labels) <= set(EMOTIONS)
+
+
 # --- every recipe fails clearly on a root that is not its dataset -----------------------------
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
