@@ -1,9 +1,11 @@
 """Synthetic LUPI caches: the face channel carries the label cleanly, the audio only weakly.
 
 Built with ``extract.cache.build_cache`` (no video, no ffmpeg), so trainer tests run in seconds.
-Each class has an audio prototype (a spectral pattern, added at low amplitude to loud noise) and
-a face prototype (a 512-d vector, plus a little noise). The face track covers every item, so a
-teacher learns a clean class geometry; the student hears only the weak audio pattern.
+Each item has a latent point ``u`` (its class centre plus within-class spread, like a speaker's
+voice/face traits varying across recordings). The face track shows ``u`` almost noise-free; the
+audio shows it as a weak spectral pattern under loud noise. The label only says which class
+centre ``u`` came from, while a teacher's embedding, computed from the faces, also locates ``u``
+inside its class: exactly the extra, privileged, information a student can distil.
 """
 from __future__ import annotations
 
@@ -19,23 +21,26 @@ EMOTIONS = ("angry", "happy", "neutral", "sad", "fear", "disgust")
 def make_lupi_items(n_classes: int = 4, per_class: int = 12, *, n_frames: int = 120, n_mels: int = 20,
                     audio_snr: float = 0.5, face_noise: float = 0.1, fps: float = 10.0, seed: int = 0,
                     split_ratios: tuple[float, float, float] = (0.5, 0.25, 0.25), length_jitter: int = 0,
-                    with_split: bool = True) -> list[dict]:
+                    latent_dim: int = 8, within_class: float = 0.6, with_split: bool = True) -> list[dict]:
     """Item dicts for ``build_cache``: columns speaker, emotion (one per class) and split.
 
-    ``audio_snr`` scales the class pattern against unit noise; ``face_noise`` is the std of
-    per-frame noise around the class face prototype. Every class is in every split.
+    ``audio_snr`` scales the latent's spectral pattern against unit noise; ``face_noise`` is the
+    std of per-frame noise on the face embedding; ``within_class`` the spread of ``u`` around its
+    class centre. Every class is in every split.
     """
     rng = np.random.default_rng(seed)
-    audio_proto = rng.standard_normal((n_classes, n_mels)).astype(np.float32)
-    face_proto = rng.standard_normal((n_classes, 512)).astype(np.float32)
+    centres = rng.standard_normal((n_classes, latent_dim))
+    to_audio = rng.standard_normal((latent_dim, n_mels)) / np.sqrt(latent_dim)
+    to_face = rng.standard_normal((latent_dim, 512)) / np.sqrt(latent_dim)
     n_train, n_val = int(round(per_class * split_ratios[0])), int(round(per_class * split_ratios[1]))
     items = []
     for c in range(n_classes):
         for k in range(per_class):
             t = n_frames + (int(rng.integers(-length_jitter, length_jitter + 1)) if length_jitter else 0)
-            fbank = rng.standard_normal((t, n_mels)).astype(np.float32) + audio_snr * audio_proto[c]
+            u = centres[c] + within_class * rng.standard_normal(latent_dim)
+            fbank = (rng.standard_normal((t, n_mels)) + audio_snr * (u @ to_audio)).astype(np.float32)
             n_face = max(1, int(t / 100 * fps))
-            face = face_proto[c] + face_noise * rng.standard_normal((n_face, 512)).astype(np.float32)
+            face = (u @ to_face + face_noise * rng.standard_normal((n_face, 512))).astype(np.float32)
             item = {
                 "utt_id": f"c{c}_u{k:03d}",
                 "fbank": fbank,
@@ -56,3 +61,29 @@ def make_lupi_items(n_classes: int = 4, per_class: int = 12, *, n_frames: int = 
 def make_lupi_cache(cache_dir: str | Path, n_classes: int = 4, per_class: int = 12, **kwargs) -> Path:
     """A cache of :func:`make_lupi_items`; returns its directory."""
     return build_cache(cache_dir, make_lupi_items(n_classes, per_class, **kwargs), shard_size=32)
+
+
+#: Overrides that make a run take about a second on one CPU thread (tests only).
+TINY = {
+    "model.audio_channels": 16,
+    "model.emb_dim": 16,
+    "model.visual_dim": 16,
+    "model.agg_dim": 16,
+    "model.res2net_scale": 4,
+    "data.batch_size": 8,
+    "data.crop": 60,
+    "data.crop_hop": 30,
+    "data.seg_len": 30,
+    "data.seg_hop": 15,
+    "data.n_segments": 3,
+    "train.epochs": 1,
+    "train.threads": 1,
+}
+
+
+def tiny_config(cache: str | Path, role: str = "teacher", **overrides):
+    """A RunConfig of :data:`TINY` size on `cache`; keyword overrides use __ for dots (data__task)."""
+    from distill.config import load_config
+
+    dotted = {k.replace("__", "."): v for k, v in overrides.items()}
+    return load_config(overrides={**TINY, "cache": str(cache), "role": role, **dotted})
