@@ -21,7 +21,14 @@ def _pair_from_index(p: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     """
     p = np.asarray(p, dtype=np.int64)
     i = m - 2 - np.floor(np.sqrt(-8.0 * p + 4.0 * m * (m - 1) - 7) / 2.0 - 0.5).astype(np.int64)
-    j = p + i + 1 - m * (m - 1) // 2 + (m - i) * (m - i - 1) // 2
+
+    def row_start(r: np.ndarray) -> np.ndarray:
+        return r * m - r * (r + 1) // 2
+
+    # The float square root can land one row off for very large m; settle it exactly.
+    i = np.where(p < row_start(i), i - 1, i)
+    i = np.where(p >= row_start(i + 1), i + 1, i)
+    j = p - row_start(i) + i + 1
     return i, j
 
 

@@ -96,7 +96,7 @@ def test_unknown_kind_and_bad_ratios():
 
 # --- trials ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("m", [2, 3, 7, 50_000])
+@pytest.mark.parametrize("m", [2, 3, 7, 50_000, 3_000_000])
 def test_pair_index_decoding_matches_enumeration(m):
     rng = np.random.default_rng(0)
     total = m * (m - 1) // 2
