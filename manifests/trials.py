@@ -63,8 +63,8 @@ def make_trials(df: pd.DataFrame, n_per_class: int | None = None, seed: int = 0,
 
     rng = np.random.default_rng(seed)
     # Targets: enumerate per speaker by count, sample linear indices, decode within each speaker.
-    codes, members = np.unique(spk, return_inverse=True)
-    by_speaker = [np.flatnonzero(members == k) for k in range(len(codes))]
+    _, members, counts = np.unique(spk, return_inverse=True, return_counts=True)
+    by_speaker = np.split(np.argsort(members, kind="stable"), np.cumsum(counts)[:-1])
     sizes = np.array([len(ix) * (len(ix) - 1) // 2 for ix in by_speaker], dtype=np.int64)
     n_target, n_all = int(sizes.sum()), len(utts) * (len(utts) - 1) // 2
     k = min(n_per_class, n_target, n_all - n_target)
