@@ -1,0 +1,127 @@
+"""The trainer: every method x setting x task, checkpoints, the NaN guard, live vs cached teacher."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from distill.checkpoint import BEST, LAST
+from distill.config import METHODS
+from distill.train import LiveTeacher, NonFiniteLossError, Trainer, run_training
+from synthetic import make_lupi_cache, tiny_config
+
+TASK_KEYS = {"speaker": {"accuracy", "top5_accuracy", "eer", "min_dcf"},
+             "emotion": {"accuracy", "uar", "war", "macro_f1"}}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return make_lupi_cache(tmp_path_factory.mktemp("train") / "cache", n_classes=3, per_class=8, n_frames=90)
+
+
+@pytest.fixture(scope="module")
+def teachers(cache, tmp_path_factory):
+    """One trained teacher per task x setting (1 epoch each)."""
+    root = tmp_path_factory.mktemp("teachers")
+    out = {}
+    for task in ("speaker", "emotion"):
+        for setting in ("nonseq", "seq"):
+            run = root / f"{task}-{setting}"
+            run_training(tiny_config(cache, "teacher", data__task=task, data__setting=setting), run, progress=False)
+            out[task, setting] = run
+    return out
+
+
+def read_log(run) -> list[dict]:
+    with open(run / "train_log.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("task", ["speaker", "emotion"])
+@pytest.mark.parametrize("setting", ["nonseq", "seq"])
+def test_teacher_run_directory(teachers, task, setting):
+    run = teachers[task, setting]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert TASK_KEYS[task] <= set(metrics) and TASK_KEYS[task] <= set(metrics["video_missing"])
+    for value in [metrics[k] for k in TASK_KEYS[task]] + [metrics["video_missing"][k] for k in TASK_KEYS[task]]:
+        assert 0.0 <= value <= 1.0
+    for name in ("config.yaml", BEST, LAST, "targets.h5", "curves.png", "embeddings.png"):
+        assert (run / name).is_file(), name
+    assert (run / ("det.png" if task == "speaker" else "confusion.png")).is_file()
+    assert set(read_log(run)[0]) >= {"epoch", "train_task", "train_total", "lr", "seconds"}
+
+
+EXPECTED_TERMS = {"none": {"task"}, "embed": {"task", "embed_enc"}, "softlabel": {"task", "kd"},
+                  "gkd": {"task", "gkd"}, "embed+softlabel": {"task", "embed_enc", "kd"}}
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("task,setting", [("speaker", "nonseq"), ("speaker", "seq"), ("emotion", "nonseq"), ("emotion", "seq")])
+def test_every_student_method_trains_and_logs_each_loss_term(cache, teachers, tmp_path, method, task, setting):
+    cfg = tiny_config(cache, "student", data__task=task, data__setting=setting, distill__method=method,
+                      distill__teacher=str(teachers[task, setting]))
+    metrics = run_training(cfg, tmp_path / "s", progress=False)
+    assert TASK_KEYS[task] <= set(metrics) and "video_missing" not in metrics
+    assert all(0.0 <= metrics[k] <= 1.0 for k in TASK_KEYS[task])
+    terms = EXPECTED_TERMS[method] | ({"embed_agg"} if setting == "seq" and "embed" in method else set())
+    row = read_log(tmp_path / "s")[0]
+    logged = {k[len("train_"):] for k in row if k.startswith("train_")}
+    assert logged == terms | {"total"}
+    assert all(math.isfinite(float(row[f"train_{t}"])) for t in terms)
+
+
+def test_checkpoints_load_with_weights_only(teachers):
+    run = teachers["speaker", "nonseq"]
+    last = torch.load(run / LAST, weights_only=True)
+    assert {"model", "optimizer", "scheduler", "epoch", "rng", "history"} <= set(last)
+    best = torch.load(run / BEST, weights_only=True)
+    assert best["meta"]["labels"] == ["spk0", "spk1", "spk2"]
+
+
+def test_distill_only_keeps_the_task_gradient_out_of_the_encoder(cache, teachers, tmp_path):
+    cfg = tiny_config(cache, "student", distill__method="embed", distill__encoder_grad="distill-only",
+                      distill__weight_enc=0.0, distill__teacher=str(teachers["speaker", "nonseq"]))
+    trainer = Trainer(cfg, tmp_path / "s", progress=False)
+    before = {k: v.clone() for k, v in trainer.net.encoder.state_dict().items() if v.dtype.is_floating_point}
+    trainer.train_epoch(trainer.train_loader(trainer.train_dataset())[0], 1)
+    after = trainer.net.encoder.state_dict()
+    # with the embedding weight at 0 and the task loss detached, only weight decay moves the encoder
+    moved = max(float((after[k] - v).abs().max() / (v.abs().max() + 1e-12)) for k, v in before.items()
+                if not k.endswith(("running_mean", "running_var")))
+    assert moved < 1e-2
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cache, tmp_path):
+    cfg = tiny_config(cache, "teacher", train__epochs=2)
+    trainer = Trainer(cfg, tmp_path / "t", progress=False)
+    cfg.train.epochs = 1
+    trainer.fit()
+    good = torch.load(tmp_path / "t" / LAST, weights_only=True)
+    cfg.train.epochs = 2
+    with torch.no_grad():  # a diverged weight: every later loss is NaN
+        next(trainer.net.head.parameters()).fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 1; batch items: c\d_u\d+"):
+        trainer.fit()
+    kept = torch.load(tmp_path / "t" / LAST, weights_only=True)
+    assert kept["epoch"] == 1
+    assert all(torch.equal(kept["model"][k], good["model"][k]) for k in good["model"])
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.dtype.is_floating_point)
+
+
+@pytest.mark.parametrize("setting", ["nonseq", "seq"])
+def test_cached_targets_equal_the_live_teachers_outputs(cache, teachers, tmp_path, setting):
+    teacher_dir = teachers["speaker", setting]
+    cfg = tiny_config(cache, "student", data__setting=setting, distill__method="embed+softlabel",
+                      distill__teacher=str(teacher_dir))
+    cached = Trainer(cfg, tmp_path / "a", progress=False)
+    live = LiveTeacher(teacher_dir, n_mels=20, device=torch.device("cpu"))
+    dataset = cached.data.dataset("train", faces=True, train=True, seed=0, targets=cached.teacher.store)
+    from distill.data import collate
+
+    batch = collate([dataset[i] for i in range(6)])
+    from_cache, from_net = cached.teacher(batch), live(batch)
+    for key in from_cache:
+        torch.testing.assert_close(from_cache[key], from_net[key], atol=1e-4, rtol=1e-4)
