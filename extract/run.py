@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -148,13 +149,23 @@ def extract_chunk(
                 failures.append(result)
         try:
             rows = writer.close()
-        except OSError as err:
+        # HDF5 reports a failed write (ENOSPC, EFBIG, EIO) as OSError or, from inside its own
+        # flush/close, as RuntimeError; close() only writes, so either means the shard is lost.
+        except (OSError, RuntimeError) as err:
             raise StorageError(
-                err.errno,
-                f"cannot write shard {writer.tmp_path}: {err.strerror or err} — free space (or raise the "
+                getattr(err, "errno", None),
+                f"cannot write shard {writer.tmp_path}: {_io_reason(err)} — free space (or raise the "
                 "limit) and rerun; everything committed so far is kept and skipped",
             ) from None
     return rows, failures
+
+
+def _io_reason(err: BaseException) -> str:
+    """The OS-level cause in an h5py/OS error ("No space left on device"), else the whole message."""
+    found = re.search(r"error message = '([^']+)'", str(err))
+    if found:
+        return found.group(1)
+    return getattr(err, "strerror", None) or str(err).splitlines()[0]
 
 
 # --------------------------------------------------------------------------- driver
