@@ -34,7 +34,7 @@ from manifests.media import face_frame, lfw_faces, write_video
 from manifests.splits import assign_split
 from manifests.voice import Prosody, Voice, add_noise, synthesize
 
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2  # bump whenever the corpus or its manifest changes: stale copies are regenerated
 EMOTIONS = ("neutral", "happy", "sad", "angry")
 
 #: How each emotion changes the voice: mild, the same order as between-utterance variation.
@@ -167,7 +167,7 @@ def _write_utterance(cfg: DemoConfig, spk: Speaker, k: int, emotion: str, path: 
     n_frames = int(round(duration * cfg.fps))
     frames = render_frames(cfg, lfw_faces()[spk.face], FACE[emotion], n_frames, rng)
     write_video(path, frames, cfg.fps, audio, cfg.sample_rate)
-    return {"duration": round(duration, 3), "snr_db": round(snr, 2)}
+    return {"snr_db": round(snr, 2)}
 
 
 def _is_complete(out_dir: Path, cfg: DemoConfig) -> bool:
@@ -189,7 +189,8 @@ def make_demo_corpus(out_dir: Path | str, speakers: int = 10, utts_per_speaker: 
     :class:`DemoConfig` fields (``frame_size``, ``fps``, ``snr_db``, ...).
     Manifest columns: utt_id, path, speaker, emotion, gender, split (speaker identification:
     every speaker in train/val/test), emotion_split (speaker-independent: two held-out speakers
-    each for val and test at the defaults), duration, snr_db.
+    each for val and test at the defaults), snr_db. (No ``duration``: the cache index owns that
+    name and measures it from the decoded file.)
     """
     cfg = DemoConfig(speakers=speakers, utts_per_speaker=utts_per_speaker, seed=seed, **settings)
     out_dir = Path(out_dir)
@@ -211,7 +212,7 @@ def make_demo_corpus(out_dir: Path | str, speakers: int = 10, utts_per_speaker: 
     # Speaker-independent emotion split; needs three speakers (one each for train, val, test).
     df["emotion_split"] = (assign_split(df, "leave-speakers-out", seed=seed, fold=0, n_folds=min(5, cfg.speakers))
                            if cfg.speakers >= 3 else "train")
-    cols = ["utt_id", "path", "speaker", "emotion", "gender", "split", "emotion_split", "duration", "snr_db"]
+    cols = ["utt_id", "path", "speaker", "emotion", "gender", "split", "emotion_split", "snr_db"]
     write_manifest(df[cols], manifest)
     speakers_info = [{"speaker": s.name, "gender": s.gender, "lfw_index": s.face, **asdict(s.voice)} for s in cast]
     (out_dir / "corpus.json").write_text(json.dumps({"config": asdict(cfg), "speakers": speakers_info,
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                                 overwrite=args.overwrite, frame_size=args.frame_size)
     df = pd.read_csv(manifest)
     print(f"{manifest}: {len(df)} utterances, {df['speaker'].nunique()} speakers, "
-          f"{df['emotion'].nunique()} emotions, {df['duration'].sum():.0f} s of video")
+          f"{df['emotion'].nunique()} emotions")
     return 0
 
 

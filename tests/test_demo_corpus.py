@@ -29,7 +29,7 @@ def md5(path) -> str:
 def test_manifest_labels_and_splits(corpus):
     df = read_manifest(corpus)
     assert list(df.columns) == ["utt_id", "path", "speaker", "emotion", "gender", "split", "emotion_split",
-                                "duration", "snr_db"]
+                                "snr_db"]
     assert len(df) == 12 and df["speaker"].nunique() == 3
     # Every speaker says every emotion equally often, and keeps one gender.
     assert (pd.crosstab(df["speaker"], df["emotion"]) == 1).all().all()
@@ -40,7 +40,7 @@ def test_manifest_labels_and_splits(corpus):
     # Emotion: speaker-independent, one held-out speaker each for val and test here.
     assert (df.groupby("speaker")["emotion_split"].nunique() == 1).all()
     assert df.groupby("emotion_split")["speaker"].nunique().to_dict() == {"test": 1, "train": 1, "val": 1}
-    assert df["duration"].between(1.5, 2.5).all() and df["snr_db"].between(0, 10).all()
+    assert df["snr_db"].between(0, 10).all()
     raw = pd.read_csv(corpus)
     assert raw["path"].str.startswith("videos/").all()  # relative: the corpus folder moves as a unit
 
@@ -53,12 +53,12 @@ def test_files_are_real_h264_aac_videos(corpus):
     video = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", row["path"], "-f", "rawvideo", "-pix_fmt", "rgb24",
                             "-"], capture_output=True, check=True).stdout
     frames = np.frombuffer(video, np.uint8).reshape(-1, 160, 160, 3)
-    assert abs(len(frames) - row["duration"] * 25) <= 2
+    assert 1.5 * 25 - 1 <= len(frames) <= 2.5 * 25 + 1
     assert frames[:, 60:100, 60:100].std() > 10  # a textured face in the middle, not a blank frame
     audio = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", row["path"], "-f", "f32le", "-ac", "1", "-ar", "16000",
                             "-"], capture_output=True, check=True).stdout
     samples = np.frombuffer(audio, np.float32)
-    assert abs(len(samples) / 16000 - row["duration"]) < 0.1
+    assert abs(len(samples) / 16000 - len(frames) / 25) < 0.1  # audio and video cover the same span
     assert 0.01 < np.sqrt(np.mean(samples**2)) < 0.5
 
 
