@@ -15,6 +15,7 @@ Layout of ``targets.h5`` (packed, item-major, one row per cell)::
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -34,6 +35,18 @@ FIELDS = ("enc", "agg", "logits")
 
 class TargetMismatchError(RuntimeError):
     """Cached teacher targets that do not belong to this student's inputs."""
+
+
+def cache_identity(cache) -> str:
+    """The cache's config hash plus a digest of its index.
+
+    The config hash alone names *how* features were made, not *which* items: two corpora
+    extracted with the same settings share it. The index digest (utt ids, shard files, offsets)
+    tells them apart, and changes when items are repaired or added.
+    """
+    columns = ["utt_id", "shard", "fbank_offset", "n_fbank"]
+    blob = cache.index[columns].to_csv(index=False).encode()
+    return f"{cache.cache_id}:{hashlib.sha256(blob).hexdigest()[:16]}"
 
 
 def targets_key(teacher_sha256: str, cache_id: str, grid: Grid, labels: list[str]) -> dict:

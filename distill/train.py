@@ -32,7 +32,8 @@ from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag
 from distill.evaluate import SELECTION_METRIC, Predictions, build_trials, classification, predict, verification
 from distill.losses import EmbeddingDistillLoss, generalized_distillation, hinton_kd, task_loss
 from distill.models import DistillNetwork, NetOutput, build_network
-from distill.targets import TARGETS_FILE, TargetStore, compute_targets, open_targets, targets_key, write_targets
+from distill.targets import (TARGETS_FILE, TargetStore, cache_identity, compute_targets, open_targets, targets_key,
+                             write_targets)
 
 TRAIN_LOG = "train_log.csv"
 METRICS = "metrics.json"
@@ -239,7 +240,7 @@ class Trainer:
             return LiveTeacher(Path(d.teacher), self.cache.n_mels, self.device)
         fields = tuple(f for f in ("enc", "agg", "logits")
                        if (f != "logits" or d.uses_logits) and (f == "logits" or d.uses_embeddings))
-        store = open_targets(d.teacher, self.cache.cache_id, self.data.grid, self.data.labels.names, fields)
+        store = open_targets(d.teacher, cache_identity(self.cache), self.data.grid, self.data.labels.names, fields)
         return CachedTeacher(store)
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -293,13 +294,13 @@ class Trainer:
 
     def meta(self) -> dict:
         return {"role": self.cfg.role, "labels": list(self.data.labels.names), "n_mels": self.cache.n_mels,
-                "cache_id": self.cache.cache_id, "cache_config": json.dumps(self.cache.config, sort_keys=True),
+                "cache_id": cache_identity(self.cache), "cache_config": json.dumps(self.cache.config, sort_keys=True),
                 "setting": self.cfg.data.setting, "task": self.cfg.data.task}
 
     def load_state(self, state: dict) -> None:
-        if state["meta"]["cache_id"] != self.cache.cache_id:
+        if state["meta"]["cache_id"] != cache_identity(self.cache):
             raise ConfigError(f"cannot resume: the checkpoint was trained on cache {state['meta']['cache_id']}, "
-                              f"this run points at cache {self.cache.cache_id}")
+                              f"this run points at cache {cache_identity(self.cache)}")
         self.net.load_state_dict(state["model"])
         self.objective.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -418,7 +419,8 @@ class Trainer:
         items = self.data.all_items(faces=True)
         arrays = compute_targets(self.net, items, self.device, batch_size=max(64, self.cfg.data.batch_size),
                                  progress=self.progress)
-        key = targets_key(file_sha256(self.out / BEST), self.cache.cache_id, self.data.grid, self.data.labels.names)
+        key = targets_key(file_sha256(self.out / BEST), cache_identity(self.cache), self.data.grid,
+                          self.data.labels.names)
         return write_targets(self.out / TARGETS_FILE, arrays, items, key)
 
 
