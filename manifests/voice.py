@@ -103,11 +103,10 @@ def synthesize(voice: Voice, prosody: Prosody, duration: float, rng: np.random.G
             b, a = _resonator(min(f, 0.45 * sr), bw, sr)
             y = lfilter(b, a, y)
         y = y / (np.sqrt(np.mean(y**2)) + 1e-9)
+        y = y * np.sin(np.linspace(0.0, np.pi, len(y))) ** 0.6  # syllable envelope
         onset = min(len(y) // 3, int(rng.uniform(0.02, 0.06) * sr))
         burst = np.diff(rng.standard_normal(onset + 1)) * 0.25  # high-passed noise: a plosive/fricative
-        env = np.sin(np.linspace(0.0, np.pi, len(y))) ** 0.6
-        y = y * env
-        y[:onset] += burst * np.hanning(2 * onset)[onset:] if onset else 0.0
+        y[:onset] += burst * np.hanning(2 * onset)[onset:]
         out[s:e] = y * (0.6 + 0.4 * rng.random())
 
     rms = np.sqrt(np.mean(out**2)) + 1e-9
