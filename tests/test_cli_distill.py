@@ -1,0 +1,120 @@
+"""The distill CLI: exit codes, summaries, kill-and-resume equality, eval and embed."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from distill.cli import main
+from distill.train import run_training
+from extract.cache import build_cache
+from synthetic import TINY, make_lupi_cache, make_lupi_items, tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+SETS = [arg for k, v in TINY.items() if k not in ("train.epochs",) for arg in ("--set", f"{k}={v}")]
+
+
+def distill(*args: str, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "distill", *args], capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=300, **kw)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return make_lupi_cache(tmp_path_factory.mktemp("cli") / "cache", n_classes=3, per_class=8, n_frames=90)
+
+
+def test_help_and_usage_errors(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["teacher", "--help"])
+    assert exc.value.code == 0 and "--setting" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["teacher", "--task", "singing", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert main(["student", "--method", "embed", "--out", str(tmp_path / "s")]) == 2
+    assert "needs --teacher" in capsys.readouterr().err
+    assert main(["teacher", "--out", str(tmp_path / "t"), "--cache", "x", "--set", "distill.distance=hamming"]) == 2
+    assert "hamming" in capsys.readouterr().err
+
+
+def test_teacher_then_student_through_the_cli(cache, tmp_path, capsys):
+    t, s = tmp_path / "t", tmp_path / "s"
+    assert main(["teacher", "--cache", str(cache), "--task", "speaker", "--setting", "seq", "--out", str(t), "--quiet", *SETS]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("teacher speaker/seq: accuracy=")
+    assert main(["student", "--teacher", str(t), "--method", "embed", "--distance", "cosine", "--out", str(s), "--quiet"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("student[embed] speaker/seq: accuracy=") and "eer=" in line
+    import yaml
+
+    cfg = yaml.safe_load((s / "config.yaml").read_text())
+    assert cfg["data"]["setting"] == "seq" and cfg["distill"]["distance"] == "cosine"  # inherited / flag
+    assert cfg["model"]["emb_dim"] == TINY["model.emb_dim"]
+    # a second run into the same directory must be an explicit resume
+    assert main(["student", "--teacher", str(t), "--method", "embed", "--out", str(s), "--quiet"]) == 2
+    # targets that do not fit the student's grid: a failed run (1), with the reason
+    assert main(["student", "--teacher", str(t), "--method", "embed", "--out", str(tmp_path / "s2"), "--quiet",
+                 "--set", "data.seg_len=20"]) == 1
+    assert "seg_len: teacher 30 vs student 20" in capsys.readouterr().err
+    before = json.loads((s / "metrics.json").read_text())
+    (s / "metrics.json").unlink()
+    assert main(["eval", str(s)]) == 0
+    assert json.loads((s / "metrics.json").read_text()) == before
+
+
+@pytest.mark.slow
+def test_killed_mid_epoch_and_resumed_ends_with_the_same_metrics(tmp_path):
+    cache = make_lupi_cache(tmp_path / "cache", n_classes=4, per_class=16, n_frames=90)
+    args = ["teacher", "--cache", str(cache), "--task", "speaker", "--setting", "nonseq", "--epochs", "4", "--quiet", *SETS]
+    reference = distill(*args, "--out", str(tmp_path / "ref"))
+    assert reference.returncode == 0, reference.stderr
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "distill", *args, "--out", str(tmp_path / "run")], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "run" / "train_log.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and len(log.read_text().strip().splitlines()) >= 3:  # header + 2 epochs: now in epoch 3
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+    resumed = distill(*args, "--out", str(tmp_path / "run"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    ref = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    got = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert got == ref
+    ref_log = pd.read_csv(tmp_path / "ref" / "train_log.csv").drop(columns="seconds")
+    got_log = pd.read_csv(tmp_path / "run" / "train_log.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(got_log, ref_log)
+
+
+def test_embed_decodes_new_audio_with_the_extraction_path(tmp_path, clips, capsys):
+    from extract.config import ExtractConfig
+
+    record = ExtractConfig(n_mels=20, face_weights="random").to_record("random")
+    cache = build_cache(tmp_path / "cache", make_lupi_items(3, 8, n_frames=90), config=record)
+    run_training(tiny_config(cache, "student", distill__method="none"), tmp_path / "run", progress=False)
+    files = [str(clips["wav"].path), str(clips["mp4"].path)]
+    assert main(["embed", str(tmp_path / "run"), *files, "--out", str(tmp_path / "e.npy")]) == 0
+    emb = np.load(tmp_path / "e.npy")
+    assert emb.shape == (2, TINY["model.emb_dim"]) and np.isfinite(emb).all()
+    assert not np.allclose(emb[0], emb[1])
+    assert main(["embed", str(tmp_path / "run"), files[0], "--out", str(tmp_path / "e.csv")]) == 0
+    table = pd.read_csv(tmp_path / "e.csv")
+    assert table["path"].tolist() == files[:1]
+    np.testing.assert_allclose(table.drop(columns="path").to_numpy()[0], emb[0], rtol=1e-5, atol=1e-6)
+    assert main(["embed", str(tmp_path / "run"), str(tmp_path / "missing.wav"), "--out", str(tmp_path / "x.npy")]) == 1
+    assert "missing.wav" in capsys.readouterr().err
