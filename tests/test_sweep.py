@@ -1,0 +1,65 @@
+"""Sweeps: one teacher per task x setting shared by all students, finished runs reused."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import yaml
+
+from distill.cli import main
+from distill.config import ConfigError
+from distill.sweep import SweepSpec, run_sweep
+from synthetic import TINY, make_lupi_cache
+
+
+def nested(dotted: dict) -> dict:
+    tree: dict = {}
+    for key, value in dotted.items():
+        section, name = key.split(".")
+        tree.setdefault(section, {})[name] = value
+    return tree
+
+
+@pytest.fixture
+def sweep_file(tmp_path):
+    cache = make_lupi_cache(tmp_path / "cache", n_classes=3, per_class=8, n_frames=70)
+    spec = {
+        "cache": str(cache),
+        "out": str(tmp_path / "out"),
+        "seeds": [0, 1],
+        "combos": [{"task": "emotion", "setting": "nonseq"}],
+        "base": nested(TINY),
+        "variants": [{"name": "none", "method": "none"},
+                     {"name": "embed-cosine", "method": "embed", "set": {"distill.distance": "cosine"}}],
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_sweep_trains_one_teacher_reuses_it_and_skips_finished_runs(sweep_file, tmp_path, capsys):
+    result = run_sweep(sweep_file, progress=False)
+    assert not result.failed and [r.status for r in result.runs] == ["trained"] * 5
+    out = tmp_path / "out"
+    teacher = out / "emotion-nonseq" / "teacher"
+    student_cfg = yaml.safe_load((out / "emotion-nonseq" / "embed-cosine" / "seed1" / "config.yaml").read_text())
+    assert student_cfg["distill"]["teacher"] == str(teacher) and student_cfg["distill"]["distance"] == "cosine"
+    assert student_cfg["train"]["seed"] == 1
+    table = pd.read_csv(out / "results.csv")
+    assert set(table["method"]) == {"teacher", "teacher-no-video", "none", "embed-cosine"}
+    assert (table["method"] == "embed-cosine").sum() == 2
+    assert "embed-cosine" in (out / "results.md").read_text() and (out / "results_emotion.png").is_file()
+
+    stamp = (teacher / "best.pt").stat().st_mtime_ns
+    assert main(["sweep", str(sweep_file), "--quiet"]) == 0  # the rerun does nothing but the tables
+    assert "0 run(s) trained" in capsys.readouterr().out
+    assert (teacher / "best.pt").stat().st_mtime_ns == stamp
+
+
+def test_sweep_file_errors_name_the_problem(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"cache": "c", "variants": [{"name": "x", "method": "telepathy"}]}))
+    with pytest.raises(ConfigError, match="telepathy"):
+        SweepSpec.load(path)
+    path.write_text(yaml.safe_dump({"variants": [{"method": "none"}]}))
+    with pytest.raises(ConfigError, match="no cache"):
+        SweepSpec.load(path)
