@@ -10,8 +10,9 @@ SWEEP.yaml::
     cache: cache/abcd            # optional; --cache overrides
     out: results/demo            # optional; --out overrides
     seeds: [0, 1, 2]             # student seeds (the teacher uses teacher_seed, default seeds[0])
-    combos:                      # task x setting pairs (or: tasks: [...] and settings: [...])
-      - {task: speaker, setting: nonseq}
+    combos:                      # task x setting pairs (or: tasks: [...] and settings: [...]),
+      - {task: speaker, setting: nonseq}   # each with optional dotted overrides for all its runs:
+      - {task: emotion, setting: seq, set: {data.split_column: emotion_split}}
     base: {train: {epochs: 3}}   # config tree shared by teachers and students
     teacher: {train: {epochs: 4}}  # extra config for the teachers only
     variants:                    # students: a name, a method, optional dotted overrides
@@ -48,6 +49,7 @@ class SweepSpec:
     out: str
     seeds: list[int]
     combos: list[tuple[str, str]]
+    combo_overrides: dict[tuple[str, str], dict]
     base: dict
     teacher: dict
     variants: list[Variant]
@@ -63,8 +65,14 @@ class SweepSpec:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) {unknown}; valid: {sorted(known)}")
+        combo_overrides: dict[tuple[str, str], dict] = {}
         if "combos" in raw:
-            combos = [(str(c["task"]), str(c["setting"])) for c in raw["combos"]]
+            combos = []
+            for i, c in enumerate(raw["combos"]):
+                if not isinstance(c, dict) or not {"task", "setting"} <= set(c):
+                    raise ConfigError(f"{path}: combo {i} needs a task and a setting, got {c!r}")
+                combos.append((str(c["task"]), str(c["setting"])))
+                combo_overrides[combos[-1]] = dict(c.get("set") or {})
         else:
             combos = [(t, s) for t in raw.get("tasks", ["speaker"]) for s in raw.get("settings", ["nonseq"])]
         variants = []
@@ -79,7 +87,7 @@ class SweepSpec:
             raise ConfigError(f"{path}: variant names must be unique and not 'teacher', got {names}")
         seeds = [int(s) for s in raw.get("seeds", [0])]
         spec = cls(cache=cache or raw.get("cache"), out=out or raw.get("out") or "results/sweep", seeds=seeds,
-                   combos=combos, base=dict(raw.get("base") or {}), teacher=dict(raw.get("teacher") or {}),
+                   combos=combos, combo_overrides=combo_overrides, base=dict(raw.get("base") or {}), teacher=dict(raw.get("teacher") or {}),
                    variants=variants, teacher_seed=int(raw.get("teacher_seed", seeds[0])))
         if not spec.cache:
             raise ConfigError(f"{path}: no cache (give cache: in the file or --cache)")
@@ -88,12 +96,13 @@ class SweepSpec:
     def teacher_config(self, task: str, setting: str) -> RunConfig:
         tree = merge(self.base, self.teacher)
         return load_config(base=tree, overrides={"role": "teacher", "cache": self.cache, "data.task": task,
-                                                 "data.setting": setting, "train.seed": self.teacher_seed})
+                                                 "data.setting": setting, "train.seed": self.teacher_seed,
+                                                 **self.combo_overrides.get((task, setting), {})})
 
     def student_config(self, task: str, setting: str, variant: Variant, seed: int, teacher_dir: Path) -> RunConfig:
         overrides = {"role": "student", "cache": self.cache, "data.task": task, "data.setting": setting,
                      "train.seed": seed, "distill.method": variant.method, "distill.teacher": str(teacher_dir),
-                     **variant.overrides}
+                     **self.combo_overrides.get((task, setting), {}), **variant.overrides}
         return load_config(base=self.base, overrides=overrides)
 
 
