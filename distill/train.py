@@ -14,6 +14,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -471,8 +472,13 @@ def test_metrics(trainer: Trainer, pred: Predictions) -> tuple[dict, dict]:
     metrics = classification(pred, cfg.data.task)
     extras: dict = {"pred": pred}
     if cfg.data.task == "speaker":
-        trials = build_trials(trainer.cache.index, pred.utt_ids, cfg.data.label, cfg.data.trials, cfg.train.seed)
-        ver, scores, labels = verification(pred, trials)
+        try:
+            trials = build_trials(trainer.cache.index, pred.utt_ids, cfg.data.label, cfg.data.trials, cfg.train.seed)
+            ver, scores, labels = verification(pred, trials)
+        except ValueError as exc:  # e.g. one test utterance per speaker: no target trial exists
+            # Losing a trained run to an impossible metric helps nobody: say so, keep the rest.
+            warnings.warn(f"{trainer.out}: no verification metrics ({exc})", stacklevel=2)
+            return metrics, extras
         metrics.update(ver)
         extras.update(scores=scores, trial_labels=labels)
     return metrics, extras
