@@ -76,7 +76,7 @@ class DistillConfig:
     """How a student learns from the teacher (ignored for role=teacher)."""
 
     method: str = "none"  # none | embed | softlabel | gkd | embed+softlabel
-    distance: str = "mse"  # mse | cosine | l1 | smooth_l1
+    distance: str = "cosine"  # mse | cosine | l1 | smooth_l1 (cosine: the teacher's norm is arbitrary)
     weight_enc: float = 1.0  # embedding loss weight, encoder level (per segment in seq)
     weight_agg: float = 1.0  # embedding loss weight, aggregated level (seq only)
     task_weight: float = 1.0  # weight of the ground-truth loss next to the embedding loss

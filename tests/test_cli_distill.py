@@ -50,13 +50,13 @@ def test_teacher_then_student_through_the_cli(cache, tmp_path, capsys):
     t, s = tmp_path / "t", tmp_path / "s"
     assert main(["teacher", "--cache", str(cache), "--task", "speaker", "--setting", "seq", "--out", str(t), "--quiet", *SETS]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("teacher speaker/seq: accuracy=")
-    assert main(["student", "--teacher", str(t), "--method", "embed", "--distance", "cosine", "--out", str(s), "--quiet"]) == 0
+    assert main(["student", "--teacher", str(t), "--method", "embed", "--distance", "l1", "--out", str(s), "--quiet"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("student[embed] speaker/seq: accuracy=") and "eer=" in line
     import yaml
 
     cfg = yaml.safe_load((s / "config.yaml").read_text())
-    assert cfg["data"]["setting"] == "seq" and cfg["distill"]["distance"] == "cosine"  # inherited / flag
+    assert cfg["data"]["setting"] == "seq" and cfg["distill"]["distance"] == "l1"  # inherited / flag
     assert cfg["model"]["emb_dim"] == TINY["model.emb_dim"]
     # a second run into the same directory must be an explicit resume
     assert main(["student", "--teacher", str(t), "--method", "embed", "--out", str(s), "--quiet"]) == 2
