@@ -20,13 +20,11 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from distill.config import load_config  # noqa: E402
-from distill.data import collate  # noqa: E402
 from distill.train import Trainer, run_training  # noqa: E402
 from extract.cache import build_cache  # noqa: E402
 from synthetic import make_lupi_items  # noqa: E402
@@ -84,7 +82,6 @@ def main() -> int:
     dataset = trainer.train_dataset()
     loader, sampler = trainer.train_loader(dataset)
     sampler.set_epoch(1)
-    dataset.set_epoch(1)
     in_memory = list(loader)
     timed_epoch(trainer, in_memory)  # warm-up (allocator, kernels)
     t_hdf5, n = timed_epoch(trainer, loader)
@@ -106,15 +103,13 @@ def main() -> int:
     print(f"(b) student epoch: cached targets {results['cached']:.2f} s, live teacher {results['live']:.2f} s "
           f"-> ratio {ratio_b:.2f} (target <= 0.5)")
 
-    # (c) loader RSS over epochs, several workers
+    # (c) RSS of the training loader (persistent workers) over epochs: main process + workers
     proc = psutil.Process()
     rss = []
-    ld = DataLoader(dataset, batch_size=student.data.batch_size, shuffle=True, num_workers=args.workers,
-                    collate_fn=collate)
     for epoch in tqdm(range(1, args.epochs_rss + 1), desc="(c) loader epochs"):
-        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         peak = 0
-        for i, _ in enumerate(ld):
+        for i, _ in enumerate(loader):
             if i % 4 == 0:
                 peak = max(peak, rss_tree(proc))
         rss.append(peak)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from distill.config import ConfigError, DataConfig
 
@@ -165,15 +165,21 @@ class GridDataset(Dataset):
     def __len__(self) -> int:
         return len(self.utt_ids) if self.train else len(self.cell_item)
 
-    def locate(self, i: int) -> tuple[int, int]:
+    def locate(self, i: int, epoch: int | None = None) -> tuple[int, int]:
         """Sample index -> (item, cell)."""
         if self.train:
-            rng = np.random.default_rng((self.seed, self.epoch, i))
+            rng = np.random.default_rng((self.seed, self.epoch if epoch is None else epoch, i))
             return i, int(rng.integers(self.n_cells[i]))
         return int(self.cell_item[i]), int(self.cell_id[i])
 
-    def __getitem__(self, i: int) -> dict:
-        item, cell = self.locate(i)
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """``ds[i]``, or ``ds[(epoch, i)]`` as :class:`EpochTaggedSampler` yields them.
+
+        The tagged form lets persistent loader workers (which hold a copy of the dataset made
+        once) follow the epoch without being told.
+        """
+        epoch, i = key if isinstance(key, tuple) else (None, key)
+        item, cell = self.locate(i, epoch)
         utt = self.utt_ids[item]
         arrays = self.cache.read(utt, fields=self.fields)
         fbank = np.asarray(arrays["fbank"], dtype=np.float32)
@@ -208,6 +214,20 @@ class GridDataset(Dataset):
             face_t, mask_t = face_t[0], mask_t[0]
         face_t = np.where(mask_t[..., None], face_t, 0.0).astype(np.float32)
         return {"face": torch.from_numpy(face_t), "face_mask": torch.from_numpy(mask_t)}
+
+
+class EpochTaggedSampler(Sampler):
+    """Wraps a sampler with an ``epoch`` attribute (e.g. DistributedSampler): yields (epoch, index)."""
+
+    def __init__(self, sampler: Sampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        epoch = self.sampler.epoch
+        return ((epoch, i) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 def collate(samples: list[dict]) -> dict:

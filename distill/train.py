@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from distill.checkpoint import BEST, LAST, file_sha256, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from distill.config import ConfigError, DistillConfig, RunConfig, dump_config, read_run_config
-from distill.data import Grid, GridDataset, Labels, assign_splits, collate
+from distill.data import EpochTaggedSampler, Grid, GridDataset, Labels, assign_splits, collate
 from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, init_distributed
 from distill.evaluate import SELECTION_METRIC, Predictions, build_trials, classification, predict, verification
 from distill.losses import EmbeddingDistillLoss, generalized_distillation, hinton_kd, task_loss
@@ -277,10 +277,12 @@ class Trainer:
         # DistributedSampler with one replica is a seeded per-epoch permutation: one code path for both.
         sampler = DistributedSampler(dataset, num_replicas=self.env.world_size, rank=self.env.rank,
                                      shuffle=True, seed=self.cfg.train.seed)
-        bs = self.cfg.data.batch_size
-        loader = DataLoader(dataset, batch_size=bs, sampler=sampler, num_workers=self.cfg.data.num_workers,
+        bs, workers = self.cfg.data.batch_size, self.cfg.data.num_workers
+        # Indices carry their epoch, so workers can persist across epochs (no restart cost per epoch).
+        loader = DataLoader(dataset, batch_size=bs, sampler=EpochTaggedSampler(sampler), num_workers=workers,
                             collate_fn=collate, drop_last=len(sampler) > bs,  # no size-1 batch for BatchNorm
-                            pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init)
+                            pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init,
+                            persistent_workers=workers > 0)
         return loader, sampler
 
     # -- state
@@ -333,7 +335,6 @@ class Trainer:
             epoch = self.epoch + 1
             started = time.perf_counter()
             sampler.set_epoch(epoch)
-            dataset.set_epoch(epoch)
             losses = self.train_epoch(loader, epoch)
             lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()

@@ -131,3 +131,19 @@ def test_labels_come_from_the_train_split_and_unknowns_are_minus_one(cache):
     assert labels.encode(cache.index["speaker"].replace({"spk2": "stranger"})).min() == -1
     with pytest.raises(ValueError, match="no 'accent' column"):
         Labels.from_train(cache.index, splits, "accent")
+
+
+def test_persistent_workers_follow_the_epoch_through_tagged_indices(cache):
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from distill.data import EpochTaggedSampler
+
+    utts = list(cache)
+    ds = GridDataset(cache, utts, np.zeros(len(utts), int), nonseq(crop=10, hop=5), faces=False, train=True, seed=3)
+    sampler = DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=3)
+    loader = DataLoader(ds, batch_size=4, sampler=EpochTaggedSampler(sampler), num_workers=2,
+                        persistent_workers=True, collate_fn=collate)
+    for epoch in (1, 2, 3):
+        sampler.set_epoch(epoch)
+        got = {(int(i), int(c)) for b in loader for i, c in zip(b["item"], b["cell"])}
+        assert got == {ds.locate(i, epoch) for i in range(len(ds))}
