@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import torch
 from tqdm import tqdm

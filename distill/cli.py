@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from distill.config import METHODS, SETTINGS, TASK_LABEL_COLUMNS, ConfigError, RunConfig, load_config, read_run_config
 

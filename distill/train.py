@@ -35,6 +35,7 @@ from distill.losses import EmbeddingDistillLoss, generalized_distillation, hinto
 from distill.models import DistillNetwork, NetOutput, build_network
 from distill.targets import (TARGETS_FILE, TargetStore, cache_identity, compute_targets, open_targets, targets_key,
                              write_targets)
+from extract import open_cache
 
 TRAIN_LOG = "train_log.csv"
 METRICS = "metrics.json"
@@ -198,8 +199,6 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, out_dir: str | Path, *, env: DistEnv | None = None,
                  live_teacher: bool = False, progress: bool = True):
-        from extract import open_cache
-
         if cfg.cache is None:
             raise ConfigError("no cache given (--cache or cache: in the config)")
         self.cfg, self.out = cfg, Path(out_dir)
@@ -239,8 +238,7 @@ class Trainer:
             raise ConfigError(f"--method {d.method} needs --teacher RUN_DIR")
         if live:
             return LiveTeacher(Path(d.teacher), self.cache.n_mels, self.device)
-        fields = tuple(f for f in ("enc", "agg", "logits")
-                       if (f != "logits" or d.uses_logits) and (f == "logits" or d.uses_embeddings))
+        fields = (("enc", "agg") if d.uses_embeddings else ()) + (("logits",) if d.uses_logits else ())
         store = open_targets(d.teacher, cache_identity(self.cache), self.data.grid, self.data.labels.names, fields)
         return CachedTeacher(store)
 
