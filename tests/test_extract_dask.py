@@ -1,0 +1,121 @@
+"""The same extraction on dask (issue 6): a LocalCluster, and a scheduler + two workers started as
+separate processes on loopback, one of them killed mid-run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from extract import open_cache
+from extract.cache import read_index_rows
+from extract.config import ExtractConfig
+from extract.run import RunOptions, run_extraction
+from extract.verify import verify_cache
+from tests.conftest import write_manifest
+
+pytest.importorskip("distributed")
+
+CFG = ExtractConfig(face_weights="random", frame_size=128)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def manifest(clips, tmp_path_factory) -> Path:
+    names = ["mp4", "noface", "wav", "webm", "mkv", "m4a", "flv", "avi"]
+    rows = [{"utt_id": f"d{i}", "path": str(clips[n].path), "speaker": f"s{i % 2}"} for i, n in enumerate(names)]
+    return write_manifest(tmp_path_factory.mktemp("dask") / "manifest.csv", rows)
+
+
+@pytest.fixture(scope="module")
+def loky_cache(manifest, tmp_path_factory) -> Path:
+    return run_extraction(manifest, tmp_path_factory.mktemp("loky"), CFG, RunOptions(shard_size=3, progress=False)).cache_dir
+
+
+def assert_same_cache(got: Path, want: Path) -> None:
+    a, b = open_cache(got), open_cache(want)
+    assert a.cache_id == b.cache_id and sorted(a) == sorted(b)
+    for utt in b:
+        x, y = a[utt], b[utt]
+        for key in ("fbank", "face", "face_found", "frame_times"):
+            np.testing.assert_array_equal(x[key], y[key], err_msg=f"{utt}.{key}")
+        assert x["speaker"] == y["speaker"] and x["has_video"] == y["has_video"]
+
+
+@pytest.mark.slow
+def test_local_cluster_equals_loky(manifest, loky_cache, tmp_path):
+    options = RunOptions(workers=2, backend="dask", shard_size=3, progress=False)
+    summary = run_extraction(manifest, tmp_path, CFG, options)
+    assert summary.extracted == 8 and not summary.failures
+    assert summary.cache_dir.name == loky_cache.name  # the backend is not a feature setting
+    assert_same_cache(summary.cache_dir, loky_cache)
+
+
+def _spawn(*args: str, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", *args], cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        start_new_session=True,  # killpg takes a worker's nanny and its process down together
+    )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_separate_scheduler_and_workers_survive_a_killed_worker(manifest, loky_cache, tmp_path):
+    sched_file = tmp_path / "scheduler.json"
+    procs = [_spawn("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                    "--scheduler-file", str(sched_file), log=tmp_path / "scheduler.log")]
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists():
+            assert time.monotonic() < deadline, (tmp_path / "scheduler.log").read_text()
+            time.sleep(0.1)
+        time.sleep(0.2)  # the file is written in one go, but give the writer a moment to close it
+        address = json.loads(sched_file.read_text())["address"]
+        for i in range(2):
+            procs.append(_spawn("distributed.cli.dask_worker", address, "--nthreads", "1", "--host", "127.0.0.1",
+                                "--no-dashboard", "--name", f"w{i}", log=tmp_path / f"worker{i}.log"))
+        from distributed import Client
+
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=120)
+
+        cache_root = tmp_path / "cache"
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "extract", "run", "--manifest", str(manifest), "--cache-root", str(cache_root),
+             "--backend", "dask", "--scheduler", address, "--shard-size", "1", "--face-weights", "random",
+             "--frame-size", "128", "--no-progress"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        index = cache_root / loky_cache.name / "index.jsonl"
+        deadline = time.monotonic() + 180
+        while not (index.exists() and index.stat().st_size):  # first shard committed: both workers busy
+            assert driver.poll() is None and time.monotonic() < deadline, driver.stderr.read()
+            time.sleep(0.02)
+        os.killpg(procs[1].pid, signal.SIGKILL)
+        committed_at_kill = len(read_index_rows(cache_root / loky_cache.name))
+
+        out, err = driver.communicate(timeout=300)
+        assert driver.returncode == 0, err
+        assert out.strip().splitlines()[-1].split()[-1] == str(cache_root / loky_cache.name)
+        assert committed_at_kill < 8, "the worker was killed after the run had finished"
+        assert verify_cache(cache_root / loky_cache.name).ok
+        assert_same_cache(cache_root / loky_cache.name, loky_cache)
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
