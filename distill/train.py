@@ -500,28 +500,27 @@ def write_plots(trainer: Trainer, extras: dict) -> None:
     plots.plot_embeddings(pred.emb[known], np.asarray(names)[pred.labels[known]], out / "embeddings.png")
 
 
-def evaluate_run(run_dir: str | Path, cache: str | None = None) -> dict:
-    """``distill eval``: recompute metrics.json and plots from a run's config and best checkpoint."""
+def load_run(run_dir: str | Path, cache: str | None = None) -> Trainer:
+    """A Trainer holding a finished run's best weights (for evaluation; no targets are opened)."""
     cfg = read_run_config(run_dir)
     if cache:
         cfg.cache = str(cache)
-    trainer = _eval_trainer(cfg, run_dir)
-    state = load_checkpoint(Path(run_dir) / BEST, map_location=trainer.device)
-    trainer.net.load_state_dict(state["model"])
-    last = Path(run_dir) / LAST
-    if last.is_file():
-        full = load_checkpoint(last, map_location="cpu")
-        trainer.best, trainer.history = dict(full["best"]), list(full["history"])
-    return evaluate_network(trainer)
-
-
-def _eval_trainer(cfg: RunConfig, run_dir: str | Path) -> Trainer:
     # Evaluation never needs the teacher's targets: an `embed` student is scored like any other.
     eval_cfg = RunConfig(role=cfg.role, cache=cfg.cache, data=cfg.data, model=cfg.model, train=cfg.train,
                          distill=DistillConfig(method="none"))
     trainer = Trainer(eval_cfg, run_dir, progress=False)
     trainer.cfg = cfg
+    trainer.net.load_state_dict(load_checkpoint(Path(run_dir) / BEST, map_location=trainer.device)["model"])
+    last = Path(run_dir) / LAST
+    if last.is_file():
+        full = load_checkpoint(last, map_location="cpu")
+        trainer.best, trainer.history = dict(full["best"]), list(full["history"])
     return trainer
+
+
+def evaluate_run(run_dir: str | Path, cache: str | None = None) -> dict:
+    """``distill eval``: recompute metrics.json and plots from a run's config and best checkpoint."""
+    return evaluate_network(load_run(run_dir, cache))
 
 
 def run_training(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> dict:
