@@ -96,7 +96,14 @@ def write_targets(path: str | Path, arrays: dict[str, np.ndarray], dataset: Grid
 
 
 class TargetStore:
-    """Read access to a targets file; picklable, opens HDF5 lazily per process like the Cache."""
+    """Read access to a targets file; picklable, opens HDF5 lazily per process like the Cache.
+
+    A file up to ``max_in_memory`` bytes is read whole, once per process, on first use: a
+    student step then costs no HDF5 call per sample for its targets (larger files are read a
+    row at a time). The arrays are never pickled, so loader workers each load their own.
+    """
+
+    max_in_memory = 256 * 2**20
 
     def __init__(self, path: str | Path, fields: tuple[str, ...] = FIELDS):
         self.path = Path(path)
@@ -106,20 +113,28 @@ class TargetStore:
             offsets, counts = h5["cell_offset"][:], h5["n_cells"][:]
             self.fields = tuple(f for f in fields if f in h5)
             self.shapes = {f: h5[f].shape[1:] for f in self.fields}
+            self.nbytes = sum(h5[f].size * h5[f].dtype.itemsize for f in self.fields)
         self._offset = dict(zip(utts, offsets.tolist()))
         self._count = dict(zip(utts, counts.tolist()))
-        self._h5: h5py.File | None = None
+        self._arrays: dict | None = None
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_h5"] = None
+        state["_arrays"] = None
         return state
 
-    def _file(self) -> h5py.File:
-        if self._h5 is None or self._pid != os.getpid():
-            self._h5, self._pid = h5py.File(self.path, "r", rdcc_nbytes=1 << 20), os.getpid()
-        return self._h5
+    def _source(self) -> dict:
+        """Per process: the whole arrays (small file) or the open HDF5 datasets (large file)."""
+        if self._arrays is None or self._pid != os.getpid():
+            h5 = h5py.File(self.path, "r", rdcc_nbytes=1 << 20)
+            if self.nbytes <= self.max_in_memory:
+                self._arrays = {f: h5[f][:] for f in self.fields}
+                h5.close()
+            else:
+                self._arrays = {f: h5[f] for f in self.fields}
+            self._pid = os.getpid()
+        return self._arrays
 
     def lookup(self, utt_id: str, cell: int) -> dict[str, np.ndarray]:
         try:
@@ -128,8 +143,8 @@ class TargetStore:
             raise TargetMismatchError(f"{self.path} has no teacher targets for item {utt_id!r}") from None
         if not 0 <= cell < count:
             raise TargetMismatchError(f"{self.path}: item {utt_id!r} has {count} grid cells, asked for cell {cell}")
-        h5 = self._file()
-        return {f: h5[f][offset + cell] for f in self.fields}
+        source = self._source()
+        return {f: np.asarray(source[f][offset + cell]) for f in self.fields}
 
 
 def open_targets(teacher_dir: str | Path, cache_id: str, grid: Grid, labels: list[str],
