@@ -6,10 +6,8 @@ aligned 160×160 crops; the embedder takes those crops as they are.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

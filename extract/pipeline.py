@@ -14,10 +14,6 @@ from extract.decode import DecodeError, decode
 from extract.faces import FaceEmbedder, FaceWeights
 from extract.fbank import LogMel
 
-#: Manifest columns the extractor reads; every other column is a label carried into the index.
-CONTROL_COLUMNS = ("utt_id", "path", "start", "end", "crop")
-
-
 @dataclass(frozen=True)
 class ManifestItem:
     utt_id: str
