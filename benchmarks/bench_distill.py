@@ -21,7 +21,10 @@ import psutil
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+ROOT = Path(__file__).resolve().parents[1]
+# The repo root first: the editable install resolves the packages as namespace packages when the
+# script's own folder is sys.path[0]; tests/ for the synthetic-cache helper.
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from distill.config import load_config  # noqa: E402
 from distill.train import Trainer, run_training  # noqa: E402
