@@ -43,7 +43,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs-rss", type=int, default=10, help="epochs of the RSS measurement")
     p.add_argument("--teacher-channels", type=int, default=256,
                    help="teacher audio width for (b); the student keeps the default width (64)")
-    p.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
+    p.add_argument("--work", help="scratch directory; a fresh temp dir when not given")
     return p.parse_args()
 
 
