@@ -125,3 +125,14 @@ def test_cached_targets_equal_the_live_teachers_outputs(cache, teachers, tmp_pat
     from_cache, from_net = cached.teacher(batch), live(batch)
     for key in from_cache:
         torch.testing.assert_close(from_cache[key], from_net[key], atol=1e-4, rtol=1e-4)
+
+
+def test_autocast_path_runs_on_cpu_in_bfloat16(cache, teachers, tmp_path):
+    """train.amp=on is what CUDA runs get by default; on CPU it autocasts to bfloat16."""
+    cfg = tiny_config(cache, "student", train__amp="on", data__setting="seq", distill__method="embed+softlabel",
+                      distill__teacher=str(teachers["speaker", "seq"]))
+    trainer = Trainer(cfg, tmp_path / "s", progress=False)
+    assert trainer.amp_dtype == torch.bfloat16
+    metrics = trainer.fit()
+    assert all(0.0 <= metrics[k] <= 1.0 for k in TASK_KEYS["speaker"])
+    assert all(math.isfinite(float(v)) for v in read_log(tmp_path / "s")[0].values())
