@@ -510,7 +510,11 @@ def load_run(run_dir: str | Path, cache: str | None = None) -> Trainer:
                          distill=DistillConfig(method="none"))
     trainer = Trainer(eval_cfg, run_dir, progress=False)
     trainer.cfg = cfg
-    trainer.net.load_state_dict(load_checkpoint(Path(run_dir) / BEST, map_location=trainer.device)["model"])
+    state = load_checkpoint(Path(run_dir) / BEST, map_location=trainer.device)
+    if state["meta"]["labels"] != trainer.data.labels.names:
+        raise ConfigError(f"{run_dir} was trained on classes {state['meta']['labels']}; the training split of "
+                          f"{cfg.cache} has {trainer.data.labels.names}: its scores would not be comparable")
+    trainer.net.load_state_dict(state["model"])
     last = Path(run_dir) / LAST
     if last.is_file():
         full = load_checkpoint(last, map_location="cpu")
