@@ -37,11 +37,16 @@ from manifests.media import face_frame, ffmpeg_exe, lfw_faces, write_video  # no
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--videos", type=int, default=6, help="generated videos")
-    p.add_argument("--seconds", type=float, default=4.0, help="length of each video")
+    p.add_argument("--videos", type=int, default=4, help="generated videos")
+    p.add_argument("--seconds", type=float, default=3.0, help="length of each video")
     p.add_argument("--native-fps", type=float, default=25.0, help="frame rate the videos are encoded at")
     p.add_argument("--width", type=int, default=640, help="native frame width")
     p.add_argument("--height", type=int, default=360, help="native frame height")
+    p.add_argument(
+        "--threads", type=int, default=1,
+        help="torch threads for every measured path (more than 1 on a busy shared machine makes "
+        "OpenMP barriers spin and timings meaningless)",
+    )
     p.add_argument("--face-weights", default="random", help="as extract run --face-weights")
     p.add_argument("--work", type=Path, default=Path(".bench/extract"), help="scratch folder (emptied)")
     p.add_argument("--json", type=Path, default=Path(".bench/extract.json"), help="where the figures go")
@@ -76,9 +81,9 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - began, out
 
 
-def ours(manifest: Path, cache_root: Path, cfg: ExtractConfig, workers: int, warm: Path) -> float:
+def ours(manifest: Path, cache_root: Path, cfg: ExtractConfig, workers: int, warm: Path, threads: int) -> float:
     """Steady-state wall time: the workers (and their models) are warmed up on other videos first."""
-    options = RunOptions(workers=workers, shard_size=1 if workers > 1 else 16, progress=False)
+    options = RunOptions(workers=workers, shard_size=1 if workers > 1 else 16, threads=threads, progress=False)
     run_extraction(warm, cache_root / f"warm{workers}", cfg, options)
     seconds, summary = timed(run_extraction, manifest, cache_root / f"w{workers}", cfg, options)
     assert summary.extracted and not summary.failures, summary.failures
@@ -145,7 +150,7 @@ def main() -> int:
     args = parse_args()
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)  # what `extract run --workers 1` uses
+    torch.set_num_threads(args.threads)
     shutil.rmtree(args.work, ignore_errors=True)
     media = args.work / "media"
     media.mkdir(parents=True)
@@ -169,9 +174,9 @@ def main() -> int:
     floor(warm_paths, cfg, embedder)
 
     print("(a) ours, 1 worker ...")
-    t_ours = ours(manifest, cache_root, cfg, 1, warm)
+    t_ours = ours(manifest, cache_root, cfg, 1, warm, args.threads)
     print("(a) ours, 2 workers ...")
-    t_ours2 = ours(manifest, cache_root, cfg, 2, warm)
+    t_ours2 = ours(manifest, cache_root, cfg, 2, warm, args.threads)
     print("(c) floor ...")
     t_floor = floor(paths, cfg, embedder)
     print("(b) naive ...")
@@ -180,7 +185,7 @@ def main() -> int:
 
     cache16 = cache_root / "w1" / cfg.hash(weights.identity)
     cfg32 = ExtractConfig(face_weights=args.face_weights, dtype="float32")
-    run_extraction(manifest, cache_root / "f32", cfg32, RunOptions(progress=False))
+    run_extraction(manifest, cache_root / "f32", cfg32, RunOptions(threads=args.threads, progress=False))
     cache32 = cache_root / "f32" / cfg32.hash(weights.identity)
     info16, info32 = cache_info(cache16), cache_info(cache32)
 
@@ -189,6 +194,7 @@ def main() -> int:
         "seconds_per_video": args.seconds,
         "native": f"{args.width}x{args.height}@{args.native_fps:g}fps",
         "cores": os.cpu_count(),
+        "threads_per_worker": args.threads,
         "wall_s": {"ours_1_worker": t_ours, "ours_2_workers": t_ours2, "naive": t_naive, "floor": t_floor},
         "naive_over_ours": t_naive / t_ours,
         "ours_over_floor": t_ours / t_floor,

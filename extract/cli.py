@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=BACKENDS, default="loky", help="joblib backend")
     run.add_argument("--scheduler", help="dask scheduler address (tcp://HOST:PORT); default: a LocalCluster")
     run.add_argument("--shard-size", type=int, default=RunOptions.shard_size, help="items per shard and per task")
+    run.add_argument(
+        "--threads", type=int, default=None, help="torch threads per worker (default: cores // workers)"
+    )
     run.add_argument("--strict", action="store_true", help="exit non-zero if any item failed")
     run.add_argument("--repair", action="store_true", help="re-extract the items `extract verify` finds corrupt")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -89,6 +92,7 @@ def _run(args: argparse.Namespace) -> int:
         backend=args.backend,
         scheduler=args.scheduler,
         shard_size=args.shard_size,
+        threads=args.threads,
         repair=args.repair,
         progress=not args.no_progress,
     )

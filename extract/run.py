@@ -115,16 +115,18 @@ def _extractor(cfg: ExtractConfig, weights: FaceWeights) -> ItemExtractor:
     return _EXTRACTORS[key]
 
 
-def _threads_here(workers_per_host: int | None) -> int:
-    cores = os.cpu_count() or 1
-    if workers_per_host is None:  # on a dask worker: share this host's cores among its task threads
-        try:
-            from distributed import get_worker
+def _threads_per_worker(options: "RunOptions") -> int:
+    """Torch threads per worker so workers do not oversubscribe the cores.
 
-            workers_per_host = get_worker().state.nthreads
-        except (ImportError, ValueError, AttributeError):
-            workers_per_host = 1
-    return max(1, cores // max(1, workers_per_host))
+    Local workers share this machine's cores. On a remote dask cluster the driver cannot see the
+    worker hosts, so the default is 1 (right for the usual one-process-per-core `dask worker`
+    setup); pass --threads for fewer, fatter workers.
+    """
+    if options.threads:
+        return options.threads
+    if options.backend == "dask" and options.scheduler:
+        return 1
+    return max(1, (os.cpu_count() or 1) // options.workers)
 
 
 def extract_chunk(
@@ -132,12 +134,12 @@ def extract_chunk(
     cfg: ExtractConfig,
     weights: FaceWeights,
     cache_dir: str,
-    workers_per_host: int | None = 1,
+    threads: int = 1,
 ) -> tuple[list[dict], list[Failure]]:
     """Extract items into one new shard; return its index rows (uncommitted) and the failures."""
     import torch
 
-    torch.set_num_threads(_threads_here(workers_per_host))
+    torch.set_num_threads(threads)
     extractor = _extractor(cfg, weights)
     failures: list[Failure] = []
     with ShardWriter(cache_dir, dtype=cfg.dtype) as writer:
@@ -177,6 +179,7 @@ class RunOptions:
     backend: str = "loky"
     scheduler: str | None = None  # dask scheduler address; None with --backend dask: a LocalCluster
     shard_size: int = 16  # items per shard (= per task): small enough to lose little to a kill
+    threads: int | None = None  # torch threads per worker; None: see _threads_per_worker
     repair: bool = False
     progress: bool = True
 
@@ -281,9 +284,9 @@ def run_extraction(
             with _backend(options) as n_jobs, tqdm(
                 total=len(todo), unit="item", desc="extract", disable=not options.progress, smoothing=0.1
             ) as bar:
-                per_host = options.workers if options.backend == "loky" else None
+                threads = _threads_per_worker(options)
                 tasks = (
-                    joblib.delayed(extract_chunk)(chunk, cfg, weights, str(cache_dir), per_host) for chunk in chunks
+                    joblib.delayed(extract_chunk)(chunk, cfg, weights, str(cache_dir), threads) for chunk in chunks
                 )
                 for rows, failures in joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks):
                     commit_rows(cache_dir, rows)

@@ -35,7 +35,8 @@ def manifest(clips, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def loky_cache(manifest, tmp_path_factory) -> Path:
-    return run_extraction(manifest, tmp_path_factory.mktemp("loky"), CFG, RunOptions(shard_size=3, progress=False)).cache_dir
+    options = RunOptions(shard_size=3, threads=1, progress=False)
+    return run_extraction(manifest, tmp_path_factory.mktemp("loky"), CFG, options).cache_dir
 
 
 def assert_same_cache(got: Path, want: Path) -> None:
@@ -50,7 +51,7 @@ def assert_same_cache(got: Path, want: Path) -> None:
 
 @pytest.mark.slow
 def test_local_cluster_equals_loky(manifest, loky_cache, tmp_path):
-    options = RunOptions(workers=2, backend="dask", shard_size=3, progress=False)
+    options = RunOptions(workers=2, backend="dask", shard_size=3, threads=1, progress=False)
     summary = run_extraction(manifest, tmp_path, CFG, options)
     assert summary.extracted == 8 and not summary.failures
     assert summary.cache_dir.name == loky_cache.name  # the backend is not a feature setting

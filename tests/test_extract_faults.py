@@ -24,7 +24,7 @@ from extract.verify import verify_cache
 from tests.conftest import write_manifest
 
 CFG = ExtractConfig(face_weights="random", frame_size=128)
-ARGS = ["--face-weights", "random", "--frame-size", "128", "--no-progress"]
+ARGS = ["--face-weights", "random", "--frame-size", "128", "--threads", "1", "--no-progress"]
 CACHE_ID = CFG.hash("random(seed=0)")
 
 
@@ -38,7 +38,8 @@ def manifest(clips, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(manifest, tmp_path_factory) -> dict[str, dict]:
-    summary = run_extraction(manifest, tmp_path_factory.mktemp("ref"), CFG, RunOptions(shard_size=4, progress=False))
+    options = RunOptions(shard_size=4, threads=1, progress=False)
+    summary = run_extraction(manifest, tmp_path_factory.mktemp("ref"), CFG, options)
     cache = open_cache(summary.cache_dir)
     return {utt: cache[utt] for utt in cache}
 

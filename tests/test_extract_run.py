@@ -21,7 +21,7 @@ from tests.conftest import tone, write_manifest
 
 # Small letterboxed frames keep MTCNN's image pyramid (most of the time per item) cheap in tests.
 CFG = ExtractConfig(face_weights="random", frame_size=128)
-RANDOM = ["--face-weights", "random", "--frame-size", "128", "--no-progress"]
+RANDOM = ["--face-weights", "random", "--frame-size", "128", "--threads", "1", "--no-progress"]
 
 GOOD = ["mp4", "mkv", "avi", "webm", "flv", "weird", "noface", "wav", "m4a"]
 # bad item → (stage, words the reason must contain)
@@ -61,7 +61,7 @@ def corpus(clips, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def extracted(corpus, tmp_path_factory):
     cache_root = tmp_path_factory.mktemp("cache")
-    summary = run_extraction(corpus, cache_root, CFG, RunOptions(workers=1, shard_size=4, progress=False))
+    summary = run_extraction(corpus, cache_root, CFG, RunOptions(workers=1, shard_size=4, threads=1, progress=False))
     return summary, cache_root
 
 
@@ -155,14 +155,14 @@ def test_paths_are_relative_to_the_manifest_and_parquet_works(tmp_path, clips):
     (tmp_path / "media").mkdir()
     (tmp_path / "media" / "a clip.wav").write_bytes(clips["wav"].path.read_bytes())
     pd.DataFrame([{"utt_id": "rel", "path": "media/a clip.wav", "emotion": "hap"}]).to_parquet(tmp_path / "m.parquet")
-    summary = run_extraction(tmp_path / "m.parquet", tmp_path / "c", CFG, RunOptions(progress=False))
+    summary = run_extraction(tmp_path / "m.parquet", tmp_path / "c", CFG, RunOptions(threads=1, progress=False))
     assert summary.extracted == 1 and open_cache(summary.cache_dir)["rel"]["emotion"] == "hap"
 
 
 def test_settings_change_the_cache_directory(tmp_path, clips, extracted):
     manifest = write_manifest(tmp_path / "m.csv", [{"utt_id": "v", "path": str(clips["wav"].path)}])
     cfg40 = ExtractConfig(face_weights="random", frame_size=128, n_mels=40)
-    summary = run_extraction(manifest, tmp_path / "c", cfg40, RunOptions(progress=False))
+    summary = run_extraction(manifest, tmp_path / "c", cfg40, RunOptions(threads=1, progress=False))
     assert summary.cache_dir.name != extracted[0].cache_dir.name
     assert open_cache(summary.cache_dir)["v"]["fbank"].shape[1] == 40
     assert ExtractConfig(face_batch=1).hash() == ExtractConfig(face_batch=64).hash()  # speed-only setting
