@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", help="dask scheduler address (tcp://HOST:PORT); default: a LocalCluster")
     run.add_argument("--shard-size", type=int, default=RunOptions.shard_size, help="items per shard and per task")
     run.add_argument(
-        "--threads", type=int, default=None, help="torch threads per worker (default: cores // workers)"
+        "--threads", type=int, default=None, help="torch threads per worker; None: cores // workers, or 1 on a remote dask cluster"
     )
     run.add_argument("--strict", action="store_true", help="exit non-zero if any item failed")
     run.add_argument("--repair", action="store_true", help="re-extract the items `extract verify` finds corrupt")
@@ -83,8 +83,8 @@ def _config(args: argparse.Namespace) -> ExtractConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.workers < 1 or args.shard_size < 1:
-        raise ValueError("--workers and --shard-size must be ≥ 1")
+    if args.workers < 1 or args.shard_size < 1 or (args.threads is not None and args.threads < 1):
+        raise ValueError("--workers, --shard-size and --threads must be ≥ 1")
     if args.scheduler and args.backend != "dask":
         raise ValueError("--scheduler needs --backend dask")
     options = RunOptions(
