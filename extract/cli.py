@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--threads", type=int, default=None, help="torch threads per worker; None: cores // workers, or 1 on a remote dask cluster"
     )
+    run.add_argument(
+        "--device", default=RunOptions.device, help="face models on auto (CUDA if present) | cpu | cuda[:K]; not hashed"
+    )
     run.add_argument("--strict", action="store_true", help="exit non-zero if any item failed")
     run.add_argument("--repair", action="store_true", help="re-extract the items `extract verify` finds corrupt")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -93,6 +96,7 @@ def _run(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         shard_size=args.shard_size,
         threads=args.threads,
+        device=args.device,
         repair=args.repair,
         progress=not args.no_progress,
     )

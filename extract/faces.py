@@ -115,23 +115,24 @@ class FaceEmbedder(nn.Module):
     the selection here makes the one standardisation step explicit.
     """
 
-    def __init__(self, cfg: ExtractConfig, weights: FaceWeights) -> None:
+    def __init__(self, cfg: ExtractConfig, weights: FaceWeights, device: str = "cpu") -> None:
         super().__init__()
         self.batch = cfg.face_batch
         self.margin = cfg.face_margin
+        self.device = torch.device(resolve_device(device))
         self.detector = MTCNN(
             image_size=CROP_SIZE,
             margin=cfg.face_margin,
             min_face_size=cfg.min_face_size,
             thresholds=list(cfg.face_thresholds),
-            device="cpu",
+            device=self.device,
         )
-        self.embedder = weights.build(cfg.face_seed)
+        self.embedder = weights.build(cfg.face_seed).to(self.device)
         self.eval()
 
     def _largest_boxes(self, frames: torch.Tensor) -> list[np.ndarray | None]:
-        d = self.detector
-        boxes, _ = detect_face(frames, d.min_face_size, d.pnet, d.rnet, d.onet, d.thresholds, d.factor, "cpu")
+        d = self.detector  # detect_face moves the frames to the device itself
+        boxes, _ = detect_face(frames, d.min_face_size, d.pnet, d.rnet, d.onet, d.thresholds, d.factor, self.device)
         picked: list[np.ndarray | None] = []
         for found in boxes:
             found = np.asarray(found, dtype=np.float64).reshape(-1, 5)  # x1, y1, x2, y2, probability
@@ -155,7 +156,7 @@ class FaceEmbedder(nn.Module):
             for i, box in enumerate(self._largest_boxes(batch)):
                 if box is not None:
                     found[lo + i] = True
-                    crops.append(extract_face(batch[i], box, CROP_SIZE, self.margin))  # 0..255 floats
+                    crops.append(extract_face(batch[i], box, CROP_SIZE, self.margin))  # CPU, 0..255 floats
         if not crops:
             return torch.zeros(0, 3, CROP_SIZE, CROP_SIZE), found
         return fixed_image_standardization(torch.stack(crops)), found  # the one and only time
@@ -165,9 +166,18 @@ class FaceEmbedder(nn.Module):
         crops, found = self.crops(frames)
         emb = np.zeros((len(frames), FACE_DIM), dtype=np.float32)
         if len(crops):
-            out = torch.cat([self.embedder(crops[lo : lo + self.batch]) for lo in range(0, len(crops), self.batch)])
-            emb[found] = out.numpy()
+            batches = (crops[lo : lo + self.batch].to(self.device) for lo in range(0, len(crops), self.batch))
+            emb[found] = torch.cat([self.embedder(b).cpu() for b in batches]).numpy()
         return emb, found
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → cuda when available, else cpu. A runtime choice: it never changes the cache id."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    return device
 
 
 def _check_frames(frames: np.ndarray) -> None:

@@ -38,10 +38,10 @@ class Failure:
 class ItemExtractor:
     """decode → log-mel → faces, with the models built once per worker process."""
 
-    def __init__(self, cfg: ExtractConfig, weights: FaceWeights) -> None:
+    def __init__(self, cfg: ExtractConfig, weights: FaceWeights, device: str = "cpu") -> None:
         self.cfg = cfg
-        self.logmel = LogMel(cfg)
-        self.faces = FaceEmbedder(cfg, weights)
+        self.logmel = LogMel(cfg)  # on CPU: cheap next to the face models
+        self.faces = FaceEmbedder(cfg, weights, device)
 
     def __call__(self, item: ManifestItem) -> ItemFeatures | Failure:
         cfg = self.cfg

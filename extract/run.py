@@ -33,7 +33,7 @@ from extract.cache import (
 )
 from extract.config import ExtractConfig
 from extract.decode import CROPS
-from extract.faces import FaceWeights, resolve_face_weights
+from extract.faces import FaceWeights, resolve_device, resolve_face_weights
 from extract.pipeline import Failure, ItemExtractor, ManifestItem, manifest_items
 
 FAILURES_FILE = "failures.csv"
@@ -104,14 +104,14 @@ def load_manifest(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
 
 # --------------------------------------------------------------------------- worker side
 
-_EXTRACTORS: dict[tuple[ExtractConfig, str], ItemExtractor] = {}
+_EXTRACTORS: dict[tuple[ExtractConfig, str, str], ItemExtractor] = {}
 
 
-def _extractor(cfg: ExtractConfig, weights: FaceWeights) -> ItemExtractor:
+def _extractor(cfg: ExtractConfig, weights: FaceWeights, device: str) -> ItemExtractor:
     """Models are built once per worker process and reused by every chunk it runs."""
-    key = (cfg, weights.identity)
+    key = (cfg, weights.identity, device)
     if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = ItemExtractor(cfg, weights)
+        _EXTRACTORS[key] = ItemExtractor(cfg, weights, device)
     return _EXTRACTORS[key]
 
 
@@ -135,12 +135,13 @@ def extract_chunk(
     weights: FaceWeights,
     cache_dir: str,
     threads: int = 1,
+    device: str = "cpu",
 ) -> tuple[list[dict], list[Failure]]:
     """Extract items into one new shard; return its index rows (uncommitted) and the failures."""
     import torch
 
     torch.set_num_threads(threads)
-    extractor = _extractor(cfg, weights)
+    extractor = _extractor(cfg, weights, device)
     failures: list[Failure] = []
     with ShardWriter(cache_dir, dtype=cfg.dtype) as writer:
         for item in items:
@@ -180,6 +181,7 @@ class RunOptions:
     scheduler: str | None = None  # dask scheduler address; None with --backend dask: a LocalCluster
     shard_size: int = 16  # items per shard (= per task): small enough to lose little to a kill
     threads: int | None = None  # torch threads per worker; None: see _threads_per_worker
+    device: str = "auto"  # face models on: auto (cuda if the worker has it) | cpu | cuda[:k]; not hashed
     repair: bool = False
     progress: bool = True
 
@@ -261,6 +263,8 @@ def run_extraction(
     table, root = load_manifest(manifest)
     items = manifest_items(table, root)
     weights = resolve_face_weights(cfg.face_weights, cfg.face_seed)  # fails here, before any work
+    if options.backend == "loky":
+        resolve_device(options.device)  # local workers see this machine's devices: check them now
     cache_dir = Path(cache_root).resolve() / cfg.hash(weights.identity)
     summary = RunSummary(cache_dir, total=len(items))
 
@@ -286,7 +290,8 @@ def run_extraction(
             ) as bar:
                 threads = _threads_per_worker(options)
                 tasks = (
-                    joblib.delayed(extract_chunk)(chunk, cfg, weights, str(cache_dir), threads) for chunk in chunks
+                    joblib.delayed(extract_chunk)(chunk, cfg, weights, str(cache_dir), threads, options.device)
+                    for chunk in chunks
                 )
                 for rows, failures in joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks):
                     commit_rows(cache_dir, rows)

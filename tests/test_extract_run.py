@@ -189,3 +189,14 @@ def test_console_entry_point(extracted, corpus):
     assert "--face-weights" in subprocess.run(
         [sys.executable, "-m", "extract", "run", "--help"], capture_output=True, text=True, timeout=60
     ).stdout
+
+
+def test_device_is_checked_before_work_and_not_hashed(tmp_path, clips, capsys, extracted):
+    manifest = write_manifest(tmp_path / "m.csv", [{"utt_id": "v", "path": str(clips["wav"].path)}])
+    args = ["run", "--manifest", str(manifest), "--cache-root", str(tmp_path / "c"), *RANDOM]
+    if not __import__("torch").cuda.is_available():
+        assert main([*args, "--device", "cuda"]) == EXIT_USAGE
+        assert "CUDA is not available" in capsys.readouterr().err
+        assert not (tmp_path / "c").exists()
+    assert main([*args, "--device", "cpu"]) == EXIT_OK
+    assert capsys.readouterr().out.split()[-1].endswith(extracted[0].cache_dir.name)  # same id as auto
