@@ -112,9 +112,18 @@ class Objective(nn.Module):
         """distill-only: the header learns from labels, the encoder only from the teacher."""
         return self.embed is not None and self.cfg.encoder_grad == "distill-only"
 
-    def forward(self, out: NetOutput, labels: torch.Tensor, teacher: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    @property
+    def uses_teacher_logits(self) -> bool:
+        return self.method in ("softlabel", "embed+softlabel", "gkd")
+
+    def forward(self, out: NetOutput, labels: torch.Tensor, teacher: dict[str, torch.Tensor],
+                soft_logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``soft_logits``: the student's label-free logits for the soft-label terms, when the header
+        adds a training margin to ``out.logits`` (AAM); the teacher's cached logits are margin-free,
+        so imitating them with margin-shifted student logits would compare unlike things."""
         cfg = self.cfg
         task = task_loss(out.logits, labels)
+        soft = out.logits if soft_logits is None else soft_logits
         terms = {"task": task}
         if self.method == "none":
             terms["total"] = task
@@ -126,13 +135,14 @@ class Objective(nn.Module):
             terms.update({k: v for k, v in emb_terms.items() if k != "total"})
             total = total + emb_terms["total"] + cfg.task_weight * task
         if self.method in ("softlabel", "embed+softlabel"):
-            kd = hinton_kd(out.logits.float(), teacher["logits"].float(), cfg.temperature)
+            kd = hinton_kd(soft.float(), teacher["logits"].float(), cfg.temperature)
             terms["kd"] = kd
             task_part = 0.0 if self.embed is not None else (1 - cfg.alpha) * task  # embed already adds it
             total = total + task_part + cfg.alpha * kd
         if self.method == "gkd":
-            total = terms["gkd"] = generalized_distillation(out.logits, teacher["logits"], labels,
-                                                            cfg.temperature, cfg.imitation)
+            # (1-λ)·CE(y, s) + λ·CE(σ(t/T), σ(s)), the label term on the margin logits as the task loss is
+            imitate = generalized_distillation(soft, teacher["logits"], labels, cfg.temperature, imitation=1.0)
+            total = terms["gkd"] = (1.0 - cfg.imitation) * task + cfg.imitation * imitate
         terms["total"] = total
         return terms
 
@@ -145,9 +155,13 @@ class StepModule(nn.Module):
         self.net, self.objective = net, objective
 
     def forward(self, batch: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]):
+        detach = self.objective.detach_emb
         out = self.net(batch["fbank"], face=batch.get("face"), face_mask=batch.get("face_mask"),
-                       labels=batch["label"], detach_emb=self.objective.detach_emb)
-        return self.objective(out, batch["label"], teacher)
+                       labels=batch["label"], detach_emb=detach)
+        soft = None
+        if self.objective.uses_teacher_logits and self.net.head.uses_labels:
+            soft = self.net.head(out.emb.detach() if detach else out.emb)
+        return self.objective(out, batch["label"], teacher, soft_logits=soft)
 
 
 # --------------------------------------------------------------------------- teachers for students

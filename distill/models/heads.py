@@ -17,6 +17,10 @@ HEADS: Registry[type[nn.Module]] = Registry("header")
 class LinearHead(nn.Module):
     """Plain softmax classifier; the default for emotion and small speaker sets."""
 
+    #: Whether ``labels`` change the logits (a training margin); soft-label losses then need a
+    #: second, label-free call.
+    uses_labels = False
+
     def __init__(self, in_dim: int, n_classes: int) -> None:
         super().__init__()
         self.n_classes = n_classes
@@ -38,6 +42,8 @@ class AAMHead(nn.Module):
     margin (``cos(theta_y + m)`` on the true class) is applied only when ``labels`` are given:
     it shapes training, while evaluation and soft-label targets must see the plain cosines.
     """
+
+    uses_labels = True
 
     def __init__(self, in_dim: int, n_classes: int, margin: float = 0.2, scale: float = 30.0) -> None:
         super().__init__()
