@@ -156,12 +156,13 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(manifest, re
     work = time.monotonic() - began
     assert verify_cache(tmp_path / "timing" / CACHE_ID).ok
 
-    # Five SIGKILLs, each at a random moment of the work the killed run had left.
+    # Five SIGKILLs, each at a random moment of the work the killed run had left; every other run
+    # uses two loky worker processes, so kills also land while workers (not the driver) write shards.
     rng = np.random.default_rng(6)
     progress = []
-    for _ in range(5):
+    for k in range(5):
         left = len(reference) - (len(read_index_rows(cache_dir)) if cache_dir.exists() else 0)
-        proc = _cli(*run)
+        proc = _cli(*run, "--workers", str(1 + k % 2))
         if wait_for_lock(proc, cache_dir):
             time.sleep(rng.uniform(0.05, 0.9) * work * left / len(reference))
         os.killpg(proc.pid, signal.SIGKILL)
