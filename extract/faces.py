@@ -16,9 +16,9 @@ from facenet_pytorch.models.mtcnn import fixed_image_standardization
 from facenet_pytorch.models.utils.detect_face import detect_face, extract_face
 from torch import nn
 
+from extract.cache import FACE_DIM
 from extract.config import ExtractConfig
 
-FACE_DIM = 512
 CROP_SIZE = 160
 
 #: Pretrained facenet-pytorch weights, by the name configs and the CLI use.
