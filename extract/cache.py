@@ -22,6 +22,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import math
 import os
@@ -155,8 +156,13 @@ class ShardWriter:
         if not self._items:
             return []
         try:
-            rows = self._write()
-            with open(self.tmp_path, "rb") as fh:
+            rows, image = self._build()
+            # HDF5 builds the file in memory; the disk sees one plain write. A full disk is then an
+            # ordinary OSError, and no half-written file is left open inside the HDF5 library
+            # (which, after a failed write to disk, could crash the process at exit).
+            with open(self.tmp_path, "wb") as fh:
+                fh.write(image)
+                fh.flush()
                 os.fsync(fh.fileno())
             os.replace(self.tmp_path, self.path)
             _fsync_dir(self.shard_dir)
@@ -177,7 +183,8 @@ class ShardWriter:
         if exc_type is not None:
             self.abort()
 
-    def _write(self) -> list[dict[str, Any]]:
+    def _build(self) -> tuple[list[dict[str, Any]], bytes]:
+        """The index rows and the bytes of the shard file (an in-memory HDF5 image)."""
         items = self._items
         fbank = np.concatenate([it.fbank for it in items]).astype(self.dtype)
         face = np.concatenate([it.face for it in items]).astype(self.dtype).reshape(-1, FACE_DIM)
@@ -203,14 +210,15 @@ class ShardWriter:
             fb_off += len(it.fbank)
             face_off += len(it.face_found)
 
-        with h5py.File(self.tmp_path, "w", libver="latest") as h5:
+        buffer = io.BytesIO()
+        with h5py.File(buffer, "w", libver="latest") as h5:
             _put(h5, "fbank", fbank, _FBANK_CHUNK_ROWS)
             _put(h5, "face", face, _FACE_CHUNK_ROWS)
             _put(h5, "face_found", found, 4096)
             _put(h5, "frame_times", times, 4096)
             h5.create_dataset("utt_id", data=np.array([it.utt_id for it in items], dtype=h5py.string_dtype()))
             h5.attrs["n_items"] = len(items)
-        return rows
+        return rows, buffer.getvalue()
 
 
 def _put(h5: h5py.File, name: str, data: np.ndarray, chunk_rows: int) -> None:

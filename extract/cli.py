@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import fields
 
@@ -140,11 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BUSY
     except StorageError as err:
         print(f"extract {args.command}: error: {err.strerror}", file=sys.stderr)
-        # After a failed write HDF5 keeps the broken file open internally and can crash while
-        # shutting its library down at exit; the index is already consistent, so leave at once.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_STORAGE)
+        return EXIT_STORAGE
 
 
 if __name__ == "__main__":
