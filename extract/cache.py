@@ -254,7 +254,12 @@ def commit_rows(cache_dir: str | os.PathLike, rows: Sequence[dict[str, Any]]) ->
 
 
 def read_index_rows(cache_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every committed row, later rows for an utt_id superseding earlier ones, in first-commit order."""
+    """Every committed row, later rows for an utt_id superseding earlier ones, sorted by utt_id.
+
+    Parallel workers commit in completion order; sorting makes the item order (and everything
+    derived from it: training order, the cache identity that keys teacher targets) independent of
+    how the cache was extracted.
+    """
     path = Path(cache_dir) / INDEX_FILE
     if not path.exists():
         return []
@@ -269,8 +274,8 @@ def read_index_rows(cache_dir: str | os.PathLike) -> list[dict[str, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise CacheError(f"{path}: line {number} is not valid JSON ({err}); the index is corrupt") from err
-        latest[row["utt_id"]] = row  # dict keeps first-insertion order, value is the newest row
-    return list(latest.values())
+        latest[row["utt_id"]] = row
+    return [latest[utt] for utt in sorted(latest)]
 
 
 def committed_utt_ids(cache_dir: str | os.PathLike) -> set[str]:

@@ -39,6 +39,14 @@ def make_item(i: int, n_face: int = 6, rng: np.random.Generator | None = None) -
     }
 
 
+def test_items_are_in_utt_id_order_whatever_the_commit_order(tmp_path):
+    items = [make_item(i) for i in (5, 1, 3, 0)]
+    build_cache(tmp_path / "a", items, shard_size=1)
+    build_cache(tmp_path / "b", items[::-1], shard_size=3)
+    assert list(open_cache(tmp_path / "a")) == list(open_cache(tmp_path / "b")) == ["utt000", "utt001", "utt003", "utt005"]
+    assert open_cache(tmp_path / "a").index["utt_id"].tolist() == ["utt000", "utt001", "utt003", "utt005"]
+
+
 def test_round_trip_within_float16_precision(tmp_path):
     items = [make_item(i) for i in range(7)]
     build_cache(tmp_path / "c", items, shard_size=3)
