@@ -35,14 +35,10 @@ from extract.config import ExtractConfig
 from extract.decode import CROPS
 from extract.faces import FaceWeights, resolve_device, resolve_face_weights
 from extract.pipeline import Failure, ItemExtractor, ManifestItem, manifest_items
+from manifests.io import REQUIRED, ManifestError, read_manifest
 
 FAILURES_FILE = "failures.csv"
-REQUIRED_COLUMNS = ("utt_id", "path")
 BACKENDS = ("loky", "dask")
-
-
-class ManifestError(ValueError):
-    """The manifest cannot be used as it is; raised before any item is extracted."""
 
 
 class StorageError(OSError):
@@ -53,35 +49,21 @@ class StorageError(OSError):
 
 
 def load_manifest(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
-    """Read and validate a CSV/parquet manifest; returns the table and the folder paths are relative to."""
+    """Read and validate a CSV/parquet manifest; returns the table and the folder paths are relative to.
+
+    ``manifests.io.read_manifest`` reads it (identifier columns as text, the manifest contract
+    checked); what is checked here is what extraction needs on top: no blank ids or paths, and
+    usable ``crop``/``start``/``end`` values.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"manifest {path} does not exist")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            table = pd.read_parquet(path)
-        else:
-            table = pd.read_csv(path, dtype={"utt_id": str, "path": str}, keep_default_na=False, na_values=[""])
-    except Exception as err:
-        raise ManifestError(f"manifest {path} cannot be read as {'parquet' if path.suffix == '.parquet' else 'CSV'}: {err}") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
-    if missing:
-        raise ManifestError(
-            f"manifest {path} lacks required column(s) {', '.join(missing)} "
-            f"(it has: {', '.join(map(str, table.columns)) or 'none'})"
-        )
+    table = read_manifest(path, absolute=False)
     if table.empty:
         raise ManifestError(f"manifest {path} has no rows")
-    for column in REQUIRED_COLUMNS:
+    for column in REQUIRED:
         blank = table[column].isna() | (table[column].astype(str).str.strip() == "")
         if blank.any():
             rows = ", ".join(str(i + 2) for i in table.index[blank][:5])  # +2: header line, 1-based
             raise ManifestError(f"manifest {path}: empty {column} on line(s) {rows}")
-    table["utt_id"] = table["utt_id"].astype(str)
-    duplicated = table["utt_id"][table["utt_id"].duplicated()].unique()
-    if len(duplicated):
-        shown = ", ".join(repr(u) for u in duplicated[:5])
-        raise ManifestError(f"manifest {path}: {len(duplicated)} duplicate utt_id(s), e.g. {shown}; utt_ids must be unique")
     if "crop" in table.columns:
         bad = ~table["crop"].isna() & ~table["crop"].astype(str).isin([*CROPS, ""])
         if bad.any():

@@ -13,11 +13,29 @@ TEXT_COLUMNS = ("utt_id", "path", "speaker", "session", "emotion", "gender", "sp
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
+class ManifestError(ValueError):
+    """A manifest that cannot be used as it is; the message names the file, the row and the reason."""
+
+
+def check_manifest(df: pd.DataFrame, where: Path | str) -> None:
+    """The contract every manifest meets: ``utt_id`` and ``path`` columns, unique utt_ids."""
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ManifestError(f"manifest {where} lacks required column(s) {', '.join(missing)} "
+                            f"(it has: {', '.join(map(str, df.columns)) or 'none'})")
+    ids = df["utt_id"].astype(str)
+    duplicated = ids[ids.duplicated()].unique()
+    if len(duplicated):
+        shown = ", ".join(repr(u) for u in duplicated[:5])
+        raise ManifestError(f"manifest {where}: {len(duplicated)} duplicate utt_id(s), e.g. {shown}; "
+                            "utt_ids must be unique")
+
+
 def _format(path: Path) -> str:
     try:
         return FORMATS[path.suffix.lower()]
     except KeyError:
-        raise ValueError(f"{path}: manifest must end in {', '.join(FORMATS)}") from None
+        raise ManifestError(f"{path}: manifest must end in {', '.join(FORMATS)}") from None
 
 
 def write_manifest(df: pd.DataFrame, out: Path | str) -> Path:
@@ -29,11 +47,7 @@ def write_manifest(df: pd.DataFrame, out: Path | str) -> Path:
     """
     out = Path(out)
     fmt = _format(out)
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise ValueError(f"manifest has no column {', '.join(missing)}")
-    if df["utt_id"].duplicated().any():
-        raise ValueError(f"{out}: duplicate utt_id {df['utt_id'][df['utt_id'].duplicated()].iloc[0]!r}")
+    check_manifest(df, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     base = out.parent.resolve()
 
@@ -61,18 +75,17 @@ def read_manifest(path: Path | str, absolute: bool = True) -> pd.DataFrame:
     path = Path(path)
     fmt = _format(path)
     if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} does not exist")
-    if fmt == "csv":
-        head = pd.read_csv(path, nrows=0).columns
-        df = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS if c in head}, keep_default_na=False,
-                         na_values={c: [""] for c in head if c not in TEXT_COLUMNS})
-    else:
-        df = pd.read_parquet(path)
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: manifest has no column {', '.join(missing)} (columns: {', '.join(df.columns)})")
-    if df["utt_id"].duplicated().any():
-        raise ValueError(f"{path}: duplicate utt_id {df['utt_id'][df['utt_id'].duplicated()].iloc[0]!r}")
+        raise ManifestError(f"manifest {path} does not exist")
+    try:
+        if fmt == "csv":
+            head = pd.read_csv(path, nrows=0).columns
+            df = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS if c in head}, keep_default_na=False,
+                             na_values={c: [""] for c in head if c not in TEXT_COLUMNS})
+        else:
+            df = pd.read_parquet(path)
+    except Exception as err:  # pandas/pyarrow raise many types; the user needs the file and the cause
+        raise ManifestError(f"manifest {path} cannot be read as {fmt}: {err}") from None
+    check_manifest(df, path)
     if absolute:
         base = path.parent.resolve()
         df["path"] = [p if os.path.isabs(p) else str(base / p) for p in df["path"].astype(str)]
