@@ -43,8 +43,7 @@ class FaceWeights:
     def build(self, seed: int) -> nn.Module:
         """An eval-mode InceptionResnetV1 with these weights (never downloads: the driver did)."""
         if self.path is None:
-            torch.manual_seed(seed)  # `random` is reproducible: same seed, same embedder
-            return InceptionResnetV1(pretrained=None, classify=False).eval()
+            return random_embedder(seed)
         state = torch.load(self.path, map_location="cpu", weights_only=True)
         state = {k: v for k, v in state.items() if not k.startswith("logits.")}  # classifier head unused
         model = InceptionResnetV1(pretrained=None, classify=False)
@@ -55,6 +54,25 @@ class FaceWeights:
                 f"(missing {sorted(missing)[:3]}..., unexpected {sorted(unexpected)[:3]}...)"
             )
         return model.eval()
+
+
+def random_embedder(seed: int) -> nn.Module:
+    """A seeded InceptionResnetV1 whose random weights keep different faces apart.
+
+    PyTorch's default init shrinks activations layer by layer; through InceptionResnetV1's depth
+    every face then maps to nearly the same vector (mean pairwise cosine 0.99996 on the demo
+    corpus, speaker nearest-class-mean accuracy 0.61 on standardised embeddings). He initialisation
+    (normal, fan-in, ReLU gain) preserves the signal's scale: cosine 0.989 and accuracy 0.91, on a
+    par with the aligned crops' own pixels (0.92). See docs/extract.md.
+    """
+    torch.manual_seed(seed)  # reproducible: same seed, same embedder
+    model = InceptionResnetV1(pretrained=None, classify=False)
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model.eval()
 
 
 def _torch_hub_checkpoints() -> Path:
@@ -88,7 +106,7 @@ def _download_pretrained(name: str) -> Path:
 def resolve_face_weights(spec: str, seed: int = 0) -> FaceWeights:
     """Turn a --face-weights value into a local file and an identity, failing now if it cannot."""
     if spec == "random":
-        return FaceWeights(spec, None, f"random(seed={seed})")
+        return FaceWeights(spec, None, f"random(seed={seed},init=he)")
     if spec in PRETRAINED_FILES:
         path = _download_pretrained(spec)
         return FaceWeights(spec, path, f"{spec}:sha256={_sha256(path)[:16]}")

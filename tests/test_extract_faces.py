@@ -9,6 +9,7 @@ from facenet_pytorch.models.mtcnn import fixed_image_standardization
 
 from extract.config import ExtractConfig
 from extract.faces import FaceEmbedder, FaceWeightsError, resolve_face_weights
+from manifests.media import face_frame, lfw_faces
 from tests.conftest import face_frames
 
 CFG = ExtractConfig(face_weights="random", face_batch=4)
@@ -55,6 +56,20 @@ def test_random_weights_are_seeded(embedder):
     other = FaceEmbedder(ExtractConfig(face_weights="random", face_seed=1), resolve_face_weights("random", 1))(frames)[0]
     np.testing.assert_array_equal(embedder(frames)[0], again)
     assert np.abs(embedder(frames)[0] - other).max() > 1e-3
+
+
+def test_random_weights_keep_different_people_apart(embedder):
+    """With PyTorch's default init every face collapses onto one vector (cosine ≈ 0.99996)."""
+    faces = lfw_faces()[:8]
+    centred = np.stack([face_frame(f, (128, 128)) for f in faces])
+    shifted = np.stack([face_frame(f, (128, 128), box=(30, 20, 80, 80)) for f in faces])
+    a, found_a = embedder(centred)
+    b, found_b = embedder(shifted)
+    assert found_a.all() and found_b.all()
+    cosine = a @ a.T
+    assert cosine[~np.eye(8, dtype=bool)].mean() < 0.999
+    # a re-framed copy of a face is nearer to itself than to the other seven people
+    assert ((b @ a.T).argmax(axis=1) == np.arange(8)).mean() >= 7 / 8
 
 
 def test_weights_from_a_file_and_identity(tmp_path, embedder):

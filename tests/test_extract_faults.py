@@ -21,11 +21,12 @@ from extract.cli import EXIT_BUSY, EXIT_FAILURES, EXIT_OK, EXIT_STORAGE, main
 from extract.config import ExtractConfig
 from extract.run import RunOptions, run_extraction
 from extract.verify import verify_cache
+from extract.faces import resolve_face_weights
 from tests.conftest import write_manifest
 
 CFG = ExtractConfig(face_weights="random", frame_size=128)
 ARGS = ["--face-weights", "random", "--frame-size", "128", "--threads", "1", "--no-progress"]
-CACHE_ID = CFG.hash("random(seed=0)")
+CACHE_ID = CFG.hash(resolve_face_weights("random", 0).identity)
 
 
 @pytest.fixture(scope="module")

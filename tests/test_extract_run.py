@@ -16,6 +16,7 @@ from extract.cache import cache_lock
 from extract.cli import EXIT_BUSY, EXIT_FAILURES, EXIT_OK, EXIT_USAGE, main
 from extract.config import ExtractConfig
 from extract.run import ManifestError, RunOptions, load_manifest, run_extraction
+from extract.faces import resolve_face_weights
 from manifests.media import write_video
 from tests.conftest import tone, write_manifest
 
@@ -86,8 +87,8 @@ def test_good_items_are_stored_with_their_labels(extracted, clips):
             np.testing.assert_allclose(np.linalg.norm(item["face"], axis=1), 1.0, atol=2e-3)  # float16
         else:
             assert not item["face_found"].any() and not item["face"].any()  # never filled
-    assert cache.config["hash"] == summary.cache_dir.name == CFG.hash("random(seed=0)")
-    assert cache.config["face_weights_identity"] == "random(seed=0)" and "torch" in cache.config["versions"]
+    assert cache.config["hash"] == summary.cache_dir.name == CFG.hash(resolve_face_weights("random", 0).identity)
+    assert cache.config["face_weights_identity"] == "random(seed=0,init=he)" and "torch" in cache.config["versions"]
 
 
 def test_every_bad_input_gets_a_failure_row(extracted):
