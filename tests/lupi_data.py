@@ -6,8 +6,8 @@ under frame noise, next to a loud nuisance ("channel"/speaking-style offsets) in
 orthogonal to ``z``'s and unrelated to the label. With few labelled training items the audio-only
 problem is under-determined: labels alone say little about which audio directions carry ``z``.
 A teacher's embedding, computed mostly from the clean face, varies with ``z`` (within class too)
-and not with the nuisance, so regressing it gives dense targets per item that point at the right
-directions: the supervision labels alone lack.
+and not with the nuisance, so regressing it should give dense targets per item that point at the
+right directions: the supervision labels alone lack (tests/test_lupi.py says what was measured).
 
 The nuisance drifts (a new draw every ``nuisance_block`` frames) rather than staying fixed per
 utterance: a fixed offset lets any student memorise each training item by its offset, after which
