@@ -39,6 +39,7 @@ bench-extract: $(STAMP)  ## extraction: ours vs naive vs compute floor
 
 bench-distill: $(STAMP)  ## training: HDF5 vs memory, cached vs live teacher, RSS, metrics at 1M trials
 	$(PY) benchmarks/bench_distill.py
+	$(PY) benchmarks/bench_metrics.py
 
 clean:  ## remove generated data (keeps .venv)
 	rm -rf $(DEMO_DIR) results .bench .pytest_cache
