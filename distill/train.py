@@ -31,8 +31,8 @@ from distill.config import ConfigError, DistillConfig, RunConfig, dump_config, r
 from distill.data import EpochTaggedSampler, Grid, GridDataset, Labels, assign_splits, collate
 from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, init_distributed
 from distill.evaluate import SELECTION_METRIC, Predictions, build_trials, classification, predict, verification
-from distill.losses import EmbeddingDistillLoss, generalized_distillation, hinton_kd, task_loss
-from distill.models import DistillNetwork, NetOutput, build_network
+from distill.models import build_network
+from distill.objective import Objective, StepModule
 from distill.targets import (TARGETS_FILE, TargetStore, cache_identity, compute_targets, open_targets, targets_key,
                              write_targets)
 from extract import open_cache
@@ -81,87 +81,6 @@ class RunData:
         utts = [u for s in ("train", "val", "test") for u in self.ids[s]]
         y = np.concatenate([self.y[s] for s in ("train", "val", "test")])
         return GridDataset(self.cache, utts, y, self.grid, faces=faces, train=False)
-
-
-# --------------------------------------------------------------------------- the objective
-
-
-class Objective(nn.Module):
-    """The loss of one batch, as named terms (each logged) plus their weighted ``total``.
-
-    Methods: ``none`` (labels), ``embed`` (labels + embedding distance to the teacher's encoder
-    [and aggregated] embeddings, through a learned projection when widths differ), ``softlabel``
-    (Hinton KD), ``gkd`` (Lopez-Paz generalized distillation), ``embed+softlabel``. A teacher
-    uses the labels only.
-    """
-
-    def __init__(self, distill: DistillConfig, role: str, student_dims: dict[str, int],
-                 teacher_dims: dict[str, int] | None = None):
-        super().__init__()
-        self.cfg = distill
-        self.method = "none" if role == "teacher" else distill.method
-        self.embed = None
-        if self.method in ("embed", "embed+softlabel"):
-            levels = {k: (student_dims[k], teacher_dims[k]) for k in student_dims if k in (teacher_dims or {})}
-            weights = {"enc": distill.weight_enc, "agg": distill.weight_agg}
-            self.embed = EmbeddingDistillLoss(levels=levels, distance=distill.distance,
-                                              weights={k: weights[k] for k in levels})
-
-    @property
-    def detach_emb(self) -> bool:
-        """distill-only: the header learns from labels, the encoder only from the teacher."""
-        return self.embed is not None and self.cfg.encoder_grad == "distill-only"
-
-    @property
-    def uses_teacher_logits(self) -> bool:
-        return self.method in ("softlabel", "embed+softlabel", "gkd")
-
-    def forward(self, out: NetOutput, labels: torch.Tensor, teacher: dict[str, torch.Tensor],
-                soft_logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """``soft_logits``: the student's label-free logits for the soft-label terms, when the header
-        adds a training margin to ``out.logits`` (AAM); the teacher's cached logits are margin-free,
-        so imitating them with margin-shifted student logits would compare unlike things."""
-        cfg = self.cfg
-        task = task_loss(out.logits, labels)
-        soft = out.logits if soft_logits is None else soft_logits
-        terms = {"task": task}
-        if self.method == "none":
-            terms["total"] = task
-            return terms
-        total = task.new_zeros(())
-        if self.embed is not None:
-            student = {k: v.float() for k, v in out.levels().items() if k in teacher}
-            emb_terms = self.embed(student, {k: teacher[k].float() for k in student})
-            terms.update({k: v for k, v in emb_terms.items() if k != "total"})
-            total = total + emb_terms["total"] + cfg.task_weight * task
-        if self.method in ("softlabel", "embed+softlabel"):
-            kd = hinton_kd(soft.float(), teacher["logits"].float(), cfg.temperature)
-            terms["kd"] = kd
-            task_part = 0.0 if self.embed is not None else (1 - cfg.alpha) * task  # embed already adds it
-            total = total + task_part + cfg.alpha * kd
-        if self.method == "gkd":
-            # (1-λ)·CE(y, s) + λ·CE(σ(t/T), σ(s)), the label term on the margin logits as the task loss is
-            imitate = generalized_distillation(soft, teacher["logits"], labels, cfg.temperature, imitation=1.0)
-            total = terms["gkd"] = (1.0 - cfg.imitation) * task + cfg.imitation * imitate
-        terms["total"] = total
-        return terms
-
-
-class StepModule(nn.Module):
-    """Network + objective as one module, so DDP syncs the projection's gradients as well."""
-
-    def __init__(self, net: DistillNetwork, objective: Objective):
-        super().__init__()
-        self.net, self.objective = net, objective
-
-    def forward(self, batch: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]):
-        detach = self.objective.detach_emb
-        out = self.net(batch["fbank"], face=batch.get("face"), face_mask=batch.get("face_mask"),
-                       labels=batch["label"], detach_emb=detach)
-        soft = None
-        if self.objective.uses_teacher_logits and self.net.head.uses_labels:
-            soft = self.net.head(out.emb.detach() if detach else out.emb)
-        return self.objective(out, batch["label"], teacher, soft_logits=soft)
 
 
 # --------------------------------------------------------------------------- teachers for students
@@ -466,7 +385,7 @@ def write_log(history: list[dict], path: Path) -> None:
 
 def evaluate_network(trainer: Trainer, plots: bool = True) -> dict:
     """metrics.json (+ video_missing for a teacher) and the plots, for the trainer's current weights."""
-    cfg, out = trainer.cfg, trainer.out
+    out = trainer.out
     test = trainer.data.dataset("test", faces=trainer.is_teacher, train=False)
     metrics, extras = test_metrics(trainer, trainer.predict(test))
     if trainer.is_teacher:

@@ -8,7 +8,7 @@ import torch
 from distill.config import DistillConfig
 from distill.losses import generalized_distillation, hinton_kd
 from distill.models import ModelConfig, build_network
-from distill.train import Objective, StepModule
+from distill.objective import Objective, StepModule
 
 N_CLASSES, N_MELS = 4, 20
 
