@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from extract.cache import SHARD_DIR, CacheError, open_cache, read_index_rows
+from extract.cache import SHARD_DIR, CacheError, open_cache
 
 
 @dataclass
@@ -40,7 +40,7 @@ class VerifyReport:
 def verify_cache(cache_dir: str | os.PathLike) -> VerifyReport:
     cache = open_cache(cache_dir)  # CacheError if config.json is missing
     report = VerifyReport(cache.dir, n_items=len(cache))
-    shards = {row["utt_id"]: row["shard"] for row in read_index_rows(cache.dir)}
+    shards = dict(zip(cache.index["utt_id"], cache.index["shard"]))  # already parsed by open_cache
     referenced = set(shards.values())
     report.n_shards = len(referenced)
     shard_dir = cache.dir / SHARD_DIR
