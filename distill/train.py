@@ -401,8 +401,13 @@ def evaluate_network(trainer: Trainer, plots: bool = True) -> dict:
 
 def test_metrics(trainer: Trainer, pred: Predictions) -> tuple[dict, dict]:
     cfg = trainer.cfg
-    metrics = classification(pred, cfg.data.task)
     extras: dict = {"pred": pred}
+    if cfg.data.task == "speaker" and not (pred.labels >= 0).any():
+        # Open-set verification (e.g. train on VoxCeleb2, test on VoxCeleb1): no test speaker was a
+        # training class, so identification is undefined; verification below is what is reported.
+        metrics = {}
+    else:
+        metrics = classification(pred, cfg.data.task)
     if cfg.data.task == "speaker":
         try:
             trials = build_trials(trainer.cache.index, pred.utt_ids, cfg.data.label, cfg.data.trials, cfg.train.seed)
@@ -430,7 +435,9 @@ def write_plots(trainer: Trainer, extras: dict) -> None:
         cm = M.confusion_matrix(pred.labels[known], pred.logits[known].argmax(1), n_classes=len(names))
         pd.DataFrame(cm, index=names, columns=names).to_csv(out / "confusion_matrix.csv")
         plots.plot_confusion_matrix(cm, names, out / "confusion.png")
-    plots.plot_embeddings(pred.emb[known], np.asarray(names)[pred.labels[known]], out / "embeddings.png")
+    # Coloured by the items' own labels, so test speakers unseen in training are shown too.
+    shown = trainer.cache.index.loc[pred.utt_ids, trainer.cfg.data.label].astype(str).to_numpy()
+    plots.plot_embeddings(pred.emb, shown, out / "embeddings.png")
 
 
 def load_run(run_dir: str | Path, cache: str | None = None) -> Trainer:
