@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from distill.config import ConfigError, DataConfig
+from extract.cache import FACE_DIM
 
 SPLITS = ("train", "val", "test")
-FACE_DIM = 512
 
 
 @dataclass(frozen=True)
