@@ -7,7 +7,7 @@ its video missing. A file is embedded on the run's grid: every cell, embeddings 
 """
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -27,11 +27,7 @@ def extraction_config(cache_config: dict):
 
     if cache_config.get("synthetic"):
         raise ConfigError("this run was trained on a synthetic cache: there is no extraction config to decode new audio with")
-    names = {f.name for f in dataclasses.fields(ExtractConfig)}
-    values = {k: v for k, v in cache_config.items() if k in names}
-    if "face_thresholds" in values:
-        values["face_thresholds"] = tuple(values["face_thresholds"])
-    return ExtractConfig(**values)
+    return ExtractConfig.from_record(cache_config)
 
 
 class Embedder:
@@ -57,17 +53,23 @@ class Embedder:
         x = torch.from_numpy(np.asarray(fbank, dtype=np.float32)[rows]).to(self.device)
         return self.net(x).emb.mean(0).cpu().numpy()
 
-    def embed_file(self, path: str | Path) -> np.ndarray:
-        from extract.decode import decode_audio
+    @functools.cached_property
+    def features(self):
+        """The extraction settings and log-mel of the run's cache (built on first use: a run on a
+        synthetic cache can still embed log-mels, just not files)."""
         from extract.fbank import LogMel
 
         ecfg = extraction_config(self.cache_config)
-        if not hasattr(self, "_logmel"):
-            self._logmel = LogMel(ecfg)
+        return ecfg, LogMel(ecfg)
+
+    def embed_file(self, path: str | Path) -> np.ndarray:
+        from extract.decode import decode_audio
+
+        ecfg, logmel = self.features
         audio = decode_audio(Path(path), ecfg.sample_rate)
         if len(audio) < ecfg.win_samples:
             raise ValueError(f"{path}: {len(audio)} audio samples, shorter than one feature window")
-        return self.embed_fbank(self._logmel(audio))
+        return self.embed_fbank(logmel(audio))
 
 
 def embed_files(run_dir: str | Path, files: list[str]) -> np.ndarray:

@@ -77,6 +77,15 @@ class ExtractConfig:
         return record
 
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "ExtractConfig":
+        """The settings back from a config.json record (the inverse of :meth:`to_record`)."""
+        values = {f.name: record[f.name] for f in fields(cls) if f.name in record}
+        if "face_thresholds" in values:
+            values["face_thresholds"] = tuple(values["face_thresholds"])  # JSON has no tuples
+        return cls(**values)
+
+
 def library_versions() -> dict[str, str]:
     """Versions of everything that computes stored numbers (recorded, deliberately not hashed:
     a patch release must not orphan a million-video cache, but a reader can always check)."""

@@ -201,3 +201,9 @@ def test_device_is_checked_before_work_and_not_hashed(tmp_path, clips, capsys, e
         assert not (tmp_path / "c").exists()
     assert main([*args, "--device", "cpu"]) == EXIT_OK
     assert capsys.readouterr().out.split()[-1].endswith(extracted[0].cache_dir.name)  # same id as auto
+
+
+def test_config_round_trips_through_its_record():
+    cfg = ExtractConfig(n_mels=40, fps=2.5, face_weights="random", face_thresholds=(0.5, 0.6, 0.7))
+    record = json.loads(json.dumps(cfg.to_record("random(seed=0,init=he)")))  # as config.json holds it
+    assert ExtractConfig.from_record(record) == cfg
