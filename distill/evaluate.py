@@ -34,25 +34,37 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(net: torch.nn.Module, dataset: GridDataset, device: torch.device, *, video: bool = True,
-            batch_size: int = 64, num_workers: int = 0, amp_dtype: torch.dtype | None = None) -> Predictions:
-    """Run `net` over every cell of an evaluation dataset and average per utterance.
+def forward_cells(net: torch.nn.Module, dataset: GridDataset, device: torch.device, *, video: bool = True,
+                  batch_size: int = 64, num_workers: int = 0, amp_dtype: torch.dtype | None = None):
+    """Yield ``(batch, NetOutput)`` for every cell of an evaluation dataset, in order, in eval mode.
 
-    ``video=False`` drops the faces even for a teacher: the "video missing" evaluation.
+    ``video=False`` drops the faces even for a teacher: the "video missing" evaluation. The
+    network's train/eval mode is restored when the iteration ends.
     """
     if dataset.train:
-        raise ValueError("predict() needs an evaluation dataset (train=False): every cell of every item")
+        raise ValueError("needs an evaluation dataset (train=False): every cell of every item")
     was_training = net.training
     net.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
+    try:
+        for batch in loader:
+            face = batch["face"].to(device) if video and "face" in batch else None
+            mask = batch["face_mask"].to(device) if video and "face_mask" in batch else None
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                out = net(batch["fbank"].to(device), face=face, face_mask=mask)
+            yield batch, out
+    finally:
+        net.train(was_training)
+
+
+def predict(net: torch.nn.Module, dataset: GridDataset, device: torch.device, *, video: bool = True,
+            batch_size: int = 64, num_workers: int = 0, amp_dtype: torch.dtype | None = None) -> Predictions:
+    """Run `net` over every cell of an evaluation dataset and average per utterance."""
     n = len(dataset.utt_ids)
     emb_sum = logit_sum = None
     counts = np.zeros(n)
-    for batch in loader:
-        face = batch["face"].to(device) if video and "face" in batch else None
-        mask = batch["face_mask"].to(device) if video and "face_mask" in batch else None
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            out = net(batch["fbank"].to(device), face=face, face_mask=mask)
+    for batch, out in forward_cells(net, dataset, device, video=video, batch_size=batch_size,
+                                    num_workers=num_workers, amp_dtype=amp_dtype):
         emb, logits = out.emb.float().cpu().numpy(), out.logits.float().cpu().numpy()
         if emb_sum is None:
             emb_sum, logit_sum = np.zeros((n, emb.shape[1])), np.zeros((n, logits.shape[1]))
@@ -60,7 +72,6 @@ def predict(net: torch.nn.Module, dataset: GridDataset, device: torch.device, *,
         np.add.at(emb_sum, items, emb)
         np.add.at(logit_sum, items, logits)
         np.add.at(counts, items, 1)
-    net.train(was_training)
     if emb_sum is None:
         raise ValueError("nothing to evaluate: the dataset is empty")
     return Predictions(dataset.utt_ids, dataset.labels, emb_sum / counts[:, None], logit_sum / counts[:, None])

@@ -23,11 +23,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from distill.checkpoint import BEST, file_sha256
-from distill.data import Grid, GridDataset, collate
+from distill.data import Grid, GridDataset
+from distill.evaluate import forward_cells
 
 TARGETS_FILE = "targets.h5"
 FIELDS = ("enc", "agg", "logits")
@@ -54,24 +54,18 @@ def targets_key(teacher_sha256: str, cache_id: str, grid: Grid, labels: list[str
             "labels": list(labels)}
 
 
-@torch.no_grad()
 def compute_targets(net: torch.nn.Module, dataset: GridDataset, device: torch.device,
                     batch_size: int = 64, num_workers: int = 0, progress: bool = True) -> dict[str, np.ndarray]:
     """Run `net` (eval mode) over every cell of an evaluation GridDataset; arrays in cell order."""
-    net.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
     chunks: dict[str, list[np.ndarray]] = {k: [] for k in FIELDS}
-    for batch in tqdm(loader, desc="teacher targets", disable=not progress, leave=False):
-        out = net(batch["fbank"].to(device), face=_opt(batch, "face", device), face_mask=_opt(batch, "face_mask", device))
+    cells = forward_cells(net, dataset, device, batch_size=batch_size, num_workers=num_workers)
+    total = -(-len(dataset) // batch_size)
+    for _, out in tqdm(cells, total=total, desc="teacher targets", disable=not progress, leave=False):
         for name in FIELDS:
             value = getattr(out, name)
             if value is not None:
                 chunks[name].append(value.float().cpu().numpy())
     return {k: np.concatenate(v) for k, v in chunks.items() if v}
-
-
-def _opt(batch: dict, key: str, device: torch.device):
-    return batch[key].to(device) if key in batch else None
 
 
 def write_targets(path: str | Path, arrays: dict[str, np.ndarray], dataset: GridDataset, key: dict) -> Path:
