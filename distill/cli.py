@@ -11,6 +11,7 @@ import sys
 import time
 
 from distill.config import METHODS, SETTINGS, TASK_LABEL_COLUMNS, ConfigError, RunConfig, load_config, read_run_config
+from distill.metrics import METRIC_KEYS
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -124,7 +125,7 @@ def student_config(args: argparse.Namespace) -> RunConfig:
 
 
 def _summary(cfg: RunConfig, metrics: dict, seconds: float, out: str) -> str:
-    keys = [k for k in ("accuracy", "top5_accuracy", "eer", "min_dcf", "uar", "war", "macro_f1") if k in metrics]
+    keys = [k for k in METRIC_KEYS if k in metrics]
     text = " ".join(f"{k}={metrics[k]:.3f}" for k in keys)
     if "video_missing" in metrics:
         vm = metrics["video_missing"]
