@@ -23,11 +23,7 @@ def cache_info(cache_dir: str | os.PathLike) -> dict[str, Any]:
     seconds = float(index["duration"].sum()) if len(index) else 0.0
     shard_bytes = sum(p.stat().st_size for p in cache.shard_paths() if p.exists())
     hours = seconds / 3600
-    found = frames = 0
-    for utt in index.index[index["has_video"].astype(bool)] if len(index) else []:
-        mask = cache.read(utt, fields=("face_found",))["face_found"]
-        found += int(mask.sum())
-        frames += len(mask)
+    found, frames = cache.count_faces_found() if len(index) else (0, 0)
     cache.close()
     failures: dict[str, int] = {}
     failures_path = Path(cache_dir) / FAILURES_FILE

@@ -109,6 +109,20 @@ def test_torn_index_line_is_ignored_then_cut_on_next_commit(tmp_path):
     assert (tmp_path / INDEX_FILE).read_bytes().count(b"\n") == 2
 
 
+def test_count_faces_found_counts_only_current_rows_of_video_items(tmp_path):
+    items = [make_item(i, n_face=3 + i) for i in range(7)]
+    items[2]["has_video"] = False  # its face rows, had it any, are no evidence
+    items[2].update(face=np.zeros((0, 512), np.float32), face_found=np.zeros(0, bool), frame_times=np.zeros(0, np.float32))
+    build_cache(tmp_path, items, shard_size=3)
+    writer = ShardWriter(tmp_path)  # utt004 re-extracted: its old rows stay in the old shard
+    writer.add(make_item(4, n_face=20, rng=np.random.default_rng(7)))
+    commit_rows(tmp_path, writer.close())
+    cache = open_cache(tmp_path)
+    masks = [cache.read(u, fields=("face_found",))["face_found"] for u in cache]
+    assert cache.count_faces_found() == (sum(int(m.sum()) for m in masks), sum(len(m) for m in masks))
+    assert cache.count_faces_found()[1] == sum(3 + i for i in range(7) if i not in (2, 4)) + 20
+
+
 def test_later_row_supersedes_and_old_shard_becomes_orphan(tmp_path):
     build_cache(tmp_path, [make_item(0)])
     old_shard = open_cache(tmp_path).shard_paths()[0]
