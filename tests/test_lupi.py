@@ -41,8 +41,13 @@ itself would do 0.98-1.00 on every draw. `embed` wins exactly where the probe sa
 geometry beats one-hot. The teacher's visual-branch embedding probes better than its fused one
 (0.94, 0.84, 0.94). Distilling it (an experiment, not an option yet: targets.h5's ``enc`` rewritten
 with the visual branch's 64-d output, the student's projection widening to it) gave +0.18 / -0.01 /
-+0.14 with mse (mean +0.11) and +0.10 / -0.01 / +0.02 with cosine: the most promising lead, still
-not a gain on draw 1, where `none` (0.88) is already near the teacher (0.94).
++0.14 with mse (mean +0.11) and +0.10 / -0.01 / +0.02 with cosine, but over five corpora x two
+student seeds the lead shrank to noise: mean gain +0.055 (visual, mse) against +0.038 for the
+default (fused, cosine) and +0.041 (fused, mse); on corpora 3 and 4 `none` already reaches 0.93,
+the teacher's level. With equidistant class centres (a rotated simplex: no class is nearer to
+another, so the teacher's class geometry has nothing to pass on) `embed` gained nothing (-0.01 and
+-0.02 over four corpora at two separations): what the collapsed teacher teaches here is which
+classes resemble each other, not where an item lies within its class.
 Designs tried that missed the margin (mean gain over three corpora, student seed 0, each
 against its own `none` on the same corpora): wider within-class spread (+0.02); 24
 classes (+0.04); labels = nearest centre (+0.01); a per-class training session offset in the
