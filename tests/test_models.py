@@ -129,8 +129,9 @@ def test_teacher_trains_the_visual_branch_and_no_face_only_when_a_face_is_missin
     assert visual.no_face.grad.abs().sum() > 0
 
 
-def test_ecapa_training_batch_of_one_is_a_clear_error():
-    net = build(TINY, "student", "nonseq").train()
+@pytest.mark.parametrize("encoder", ["ecapa", "resnet"])
+def test_training_batch_of_one_is_a_clear_error_for_batchnorm_pooled_encoders(encoder):
+    net = build(replace(TINY, audio_encoder=encoder), "student", "nonseq").train()
     with pytest.raises(ValueError, match="at least 2"):
         net(torch.randn(1, T, N_MELS))
     assert net.eval()(torch.randn(1, T, N_MELS)).enc.shape == (1, TINY.emb_dim)

@@ -136,3 +136,18 @@ def test_autocast_path_runs_on_cpu_in_bfloat16(cache, teachers, tmp_path):
     metrics = trainer.fit()
     assert all(0.0 <= metrics[k] <= 1.0 for k in TASK_KEYS["speaker"])
     assert all(math.isfinite(float(v)) for v in read_log(tmp_path / "s")[0].values())
+
+
+@pytest.mark.parametrize("encoder", ["xvector", "resnet"])
+def test_alternative_audio_encoders_train_a_student_from_the_config(cache, teachers, tmp_path, encoder):
+    """The registry name and its options travel through config.yaml, and `distill eval` rebuilds the net."""
+    from distill.config import read_run_config
+    from distill.train import evaluate_run
+
+    overrides = {"model__audio_encoder": encoder, "model__resnet_blocks": [1, 1, 1, 1]}
+    cfg = tiny_config(cache, "student", distill__method="embed", distill__teacher=str(teachers["speaker", "nonseq"]),
+                      **overrides)
+    metrics = run_training(cfg, tmp_path / "s", progress=False)
+    saved = read_run_config(tmp_path / "s").model
+    assert saved.audio_encoder == encoder and saved.resnet_blocks == [1, 1, 1, 1]
+    assert evaluate_run(tmp_path / "s")["accuracy"] == pytest.approx(metrics["accuracy"])

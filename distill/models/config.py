@@ -7,17 +7,19 @@ the field comments (and in docs/models.md).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 
 @dataclass
 class ModelConfig:
-    # Audio encoder (both roles). Real runs: ecapa, audio_channels=1024, emb_dim=192.
-    audio_encoder: str = "ecapa"  # "ecapa" | "xvector"
-    audio_channels: int = 64  # TDNN / SE-Res2Net width; the last (MFA) layer is 3x this
+    # Audio encoder (both roles). Real runs: ecapa, audio_channels=1024, emb_dim=192
+    # (or resnet, audio_channels=128, emb_dim=256).
+    audio_encoder: str = "ecapa"  # "ecapa" | "xvector" | "resnet"
+    audio_channels: int = 64  # TDNN / SE-Res2Net width (the MFA layer is 3x this); resnet: first stage
     emb_dim: int = 64  # encoder embedding width (the teacher's fused embedding has this width too)
     res2net_scale: int = 8  # ECAPA Res2Net branches; audio_channels must be divisible by it
+    resnet_blocks: list[int] = field(default_factory=lambda: [3, 4, 6, 3])  # per stage: ResNet-34
 
     # Visual encoder and fusion (teacher only).
     visual_encoder: str = "attentive"  # "attentive" | "temporal"
