@@ -36,6 +36,7 @@ bench: bench-extract bench-distill  ## all benchmarks (figures go in docs/perfor
 
 bench-extract: $(STAMP)  ## extraction: ours vs naive vs compute floor
 	$(PY) benchmarks/bench_extract.py
+	$(PY) benchmarks/bench_info.py
 
 bench-distill: $(STAMP)  ## training: HDF5 vs memory, cached vs live teacher, RSS, metrics at 1M trials
 	$(PY) benchmarks/bench_distill.py
