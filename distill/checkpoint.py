@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from distill.config import RunConfig, read_run_config
+from distill.models import DistillNetwork, build_network
+
 BEST = "best.pt"
 LAST = "last.pt"
 
@@ -34,6 +37,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def load_best_network(run_dir: str | Path, device: str | torch.device = "cpu"
+                      ) -> tuple[DistillNetwork, RunConfig, dict[str, Any]]:
+    """A finished run's best network (eval mode, on ``device``), its config and checkpoint meta.
+
+    Sized from what the run saved (its config, and the meta's ``n_mels`` and ``labels``), so it
+    loads without the cache it was trained on.
+    """
+    cfg = read_run_config(run_dir)
+    state = load_checkpoint(Path(run_dir) / BEST, map_location=device)
+    meta = state["meta"]
+    net = build_network(cfg.model, role=cfg.role, setting=cfg.data.setting, n_mels=meta["n_mels"],
+                        n_classes=len(meta["labels"]))
+    net.load_state_dict(state["model"])
+    return net.to(device).eval(), cfg, meta
 
 
 def file_sha256(path: str | Path) -> str:

@@ -15,10 +15,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from distill.checkpoint import BEST, load_checkpoint
-from distill.config import ConfigError, read_run_config
+from distill.checkpoint import load_best_network
+from distill.config import ConfigError
 from distill.data import Grid
-from distill.models import build_network
 
 
 def extraction_config(cache_config: dict):
@@ -34,14 +33,7 @@ class Embedder:
     """A run's best network plus the feature pipeline it was trained on."""
 
     def __init__(self, run_dir: str | Path, device: str = "cpu"):
-        run_dir = Path(run_dir)
-        cfg = read_run_config(run_dir)
-        state = load_checkpoint(run_dir / BEST, map_location=device)
-        meta = state["meta"]
-        self.net = build_network(cfg.model, role=cfg.role, setting=cfg.data.setting, n_mels=meta["n_mels"],
-                                 n_classes=len(meta["labels"]))
-        self.net.load_state_dict(state["model"])
-        self.net.to(device).eval()
+        self.net, cfg, meta = load_best_network(run_dir, device)
         self.device = torch.device(device)
         self.grid = Grid.from_config(cfg.data)
         self.cache_config = json.loads(meta["cache_config"])

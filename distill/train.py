@@ -26,7 +26,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from distill.checkpoint import BEST, LAST, file_sha256, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from distill.checkpoint import (BEST, LAST, file_sha256, load_best_network, load_checkpoint, rng_state, save_checkpoint,
+                                set_rng_state)
 from distill.config import ConfigError, DistillConfig, RunConfig, dump_config, read_run_config
 from distill.data import EpochTaggedSampler, Grid, GridDataset, Labels, assign_splits, collate
 from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, init_distributed
@@ -104,12 +105,8 @@ class LiveTeacher:
 
     live = True
 
-    def __init__(self, teacher_dir: Path, n_mels: int, device: torch.device):
-        tcfg = read_run_config(teacher_dir)
-        state = load_checkpoint(Path(teacher_dir) / BEST, map_location=device)
-        self.net = build_network(tcfg.model, role="teacher", setting=tcfg.data.setting, n_mels=n_mels,
-                                 n_classes=len(state["meta"]["labels"])).to(device).eval()
-        self.net.load_state_dict(state["model"])
+    def __init__(self, teacher_dir: Path, device: torch.device):
+        self.net, _, _ = load_best_network(teacher_dir, device)
         self.dims = dict(self.net.level_dims)
 
     @torch.no_grad()
@@ -170,7 +167,7 @@ class Trainer:
         if not d.teacher:
             raise ConfigError(f"--method {d.method} needs --teacher RUN_DIR")
         if live:
-            return LiveTeacher(Path(d.teacher), self.cache.n_mels, self.device)
+            return LiveTeacher(Path(d.teacher), self.device)
         fields = (("enc", "agg") if d.uses_embeddings else ()) + (("logits",) if d.uses_logits else ())
         store = open_targets(d.teacher, cache_identity(self.cache), self.data.grid, self.data.labels.names, fields)
         return CachedTeacher(store)

@@ -20,9 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.checkpoint import BEST, load_checkpoint
-from distill.config import read_run_config
-from distill.models import build_network
+from distill.checkpoint import load_best_network
 from extract.cache import open_cache
 
 
@@ -40,12 +38,11 @@ def within_class_share(y: np.ndarray, labels: np.ndarray) -> float:
 
 @torch.no_grad()
 def probe(cache_dir: str | Path, teacher_dir: str | Path, label_column: str = "speaker") -> dict[str, float]:
-    cache, cfg = open_cache(cache_dir), read_run_config(teacher_dir)
-    state = load_checkpoint(Path(teacher_dir) / BEST)
-    names = state["meta"]["labels"]
-    net = build_network(cfg.model, role="teacher", setting="nonseq", n_mels=cache.n_mels, n_classes=len(names)).eval()
-    net.load_state_dict(state["model"])
-    av = net.encoder
+    cache = open_cache(cache_dir)
+    net, cfg, meta = load_best_network(teacher_dir)
+    if cfg.role != "teacher" or cfg.data.setting != "nonseq":
+        raise ValueError(f"{teacher_dir}: the probe reads nonseq teachers, this is a {cfg.data.setting} {cfg.role}")
+    names, av = meta["labels"], net.encoder
     rows: dict[str, list] = {k: [] for k in ("audio", "faces", "visual", "hidden", "fused", "logits")}
     split, label = [], []
     for utt in cache:

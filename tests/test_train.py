@@ -117,7 +117,7 @@ def test_cached_targets_equal_the_live_teachers_outputs(cache, teachers, tmp_pat
     cfg = tiny_config(cache, "student", data__setting=setting, distill__method="embed+softlabel",
                       distill__teacher=str(teacher_dir))
     cached = Trainer(cfg, tmp_path / "a", progress=False)
-    live = LiveTeacher(teacher_dir, n_mels=20, device=torch.device("cpu"))
+    live = LiveTeacher(teacher_dir, device=torch.device("cpu"))
     dataset = cached.data.dataset("train", faces=True, train=True, seed=0, targets=cached.teacher.store)
     from distill.data import collate
 
