@@ -129,6 +129,15 @@ def test_teacher_trains_the_visual_branch_and_no_face_only_when_a_face_is_missin
     assert visual.no_face.grad.abs().sum() > 0
 
 
+def test_resnet_blocks_set_each_stage_depth_and_bad_counts_are_refused():
+    net = build(replace(TINY, audio_encoder="resnet", resnet_blocks=[1, 2, 1, 3]), "student", "nonseq")
+    resnet = net.encoder.net
+    assert [len(stage) for stage in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)] == [1, 2, 1, 3]
+    for bad in ([3, 4, 6], [1, 0, 1, 1]):
+        with pytest.raises(ValueError, match="4 positive counts"):
+            build(replace(TINY, audio_encoder="resnet", resnet_blocks=bad), "student", "nonseq")
+
+
 @pytest.mark.parametrize("encoder", ["ecapa", "resnet"])
 def test_training_batch_of_one_is_a_clear_error_for_batchnorm_pooled_encoders(encoder):
     net = build(replace(TINY, audio_encoder=encoder), "student", "nonseq").train()
