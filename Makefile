@@ -38,9 +38,10 @@ bench-extract: $(STAMP)  ## extraction: ours vs naive vs compute floor
 	$(PY) benchmarks/bench_extract.py
 	$(PY) benchmarks/bench_info.py
 
-bench-distill: $(STAMP)  ## training: HDF5 vs memory, cached vs live teacher, RSS, metrics at 1M trials
+bench-distill: $(STAMP)  ## training: HDF5 vs memory, cached vs live teacher, RSS, metrics at 1M trials, encoders
 	$(PY) benchmarks/bench_distill.py
 	$(PY) benchmarks/bench_metrics.py
+	$(PY) benchmarks/bench_encoders.py
 
 clean:  ## remove generated data (keeps .venv)
 	rm -rf $(DEMO_DIR) results .bench .pytest_cache
