@@ -17,6 +17,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 EPILOG = """examples:
   distill teacher --cache cache/3f2a --task speaker --setting seq --out runs/t
+  distill teacher --cache cache/3f2a --task emotion --face-recon 10 --out runs/t-recon
   distill student --cache cache/3f2a --teacher runs/t --method embed --out runs/s --set distill.distance=cosine
   torchrun --nproc_per_node 2 -m distill teacher --cache cache/3f2a --task emotion --setting nonseq --out runs/t2
   distill eval runs/s
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "write its targets for every grid cell, for the students to read.")
     p.add_argument("--task", choices=sorted(TASK_LABEL_COLUMNS), help="label column to learn (data.task)")
     p.add_argument("--setting", choices=SETTINGS, help="one crop (nonseq) or segments + aggregation (seq)")
+    p.add_argument("--face-recon", type=float, metavar="WEIGHT",
+                   help="weight of the face reconstruction term that keeps the faces in the teacher's targets "
+                        "(distill.face_recon; config default 0 = cross-entropy only; see docs/method.md)")
     _run_options(p)
 
     p = sub.add_parser("student", formatter_class=_formatter, help="train an audio-only student",
@@ -102,7 +106,8 @@ def _common_flags(args: argparse.Namespace) -> dict:
 
 
 def teacher_config(args: argparse.Namespace) -> RunConfig:
-    flags = {**_common_flags(args), "role": "teacher", "data.task": args.task, "data.setting": args.setting}
+    flags = {**_common_flags(args), "role": "teacher", "data.task": args.task, "data.setting": args.setting,
+             "distill.face_recon": args.face_recon}
     return load_config(args.config, _overrides(args, flags))
 
 

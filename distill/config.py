@@ -73,7 +73,7 @@ class TrainConfig:
 
 @dataclass
 class DistillConfig:
-    """How a student learns from the teacher (ignored for role=teacher)."""
+    """How a student learns from the teacher (ignored for role=teacher), and what a teacher keeps for it (``face_recon``)."""
 
     method: str = "none"  # none | embed | softlabel | gkd | embed+softlabel
     distance: str = "cosine"  # mse | cosine | l1 | smooth_l1 (cosine: the teacher's norm is arbitrary)
@@ -84,6 +84,11 @@ class DistillConfig:
     alpha: float = 0.5  # softlabel: weight of the KD term, (1 - alpha) on the hard labels
     imitation: float = 0.5  # gkd: imitation parameter lambda
     encoder_grad: str = "joint"  # joint | distill-only: does the task loss reach the encoder?
+    # Teacher only: weight of a term asking a linear map of the teacher's encoder embedding to
+    # reconstruct the mean face embedding of its crop/segment (relative squared error), so its
+    # targets keep what the faces show instead of collapsing to a class code. 0 = the paper's
+    # cross-entropy-only teacher.
+    face_recon: float = 0.0
     teacher: str | None = None  # teacher run dir (from --teacher)
 
     @property
@@ -127,6 +132,8 @@ class RunConfig:
             raise ConfigError("distill.alpha and distill.imitation must lie in [0, 1]")
         if self.distill.temperature <= 0:
             raise ConfigError(f"distill.temperature must be > 0, got {self.distill.temperature}")
+        if self.distill.face_recon < 0:
+            raise ConfigError(f"distill.face_recon must be >= 0, got {self.distill.face_recon}")
         return self
 
     def to_dict(self) -> dict:

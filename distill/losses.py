@@ -1,5 +1,6 @@
-"""Training losses: task cross-entropy, embedding distillation (the method), and the soft-label
-baselines (Hinton KD; Lopez-Paz generalized distillation).
+"""Training losses: task cross-entropy, embedding distillation (the method), the soft-label
+baselines (Hinton KD; Lopez-Paz generalized distillation), and the teacher's optional face
+reconstruction term.
 
 Conventions (stated once, used everywhere; see docs/models.md):
 
@@ -104,6 +105,38 @@ class EmbeddingDistillLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"distance={self.distance_name!r}, levels={self.levels}, weights={self.weights}"
+
+
+class FaceReconstructionLoss(nn.Module):
+    """Teacher-side: its fused embedding must still say what the faces showed.
+
+    A cross-entropy teacher collapses each class to a point (neural collapse), so its embeddings
+    end up a class code that tells a student little beyond the label. This term asks a linear map
+    of the teacher's encoder embedding (per crop, or per segment) to point the way of the mean
+    embedding of the faces found in that crop/segment, so what the faces hold within a class
+    (and against a wrong label) stays in the targets. The error is relative,
+    ``‖W·e + b − f̄‖² / ‖f̄‖²`` per crop (1 − R² of one sample), so a weight means the same for
+    unit-norm FaceNet embeddings as for unnormalised ones; unlike a cosine it also keeps the
+    faces' norm. Crops/segments without a found face are left out; a batch without any gives a zero term.
+    """
+
+    def __init__(self, emb_dim: int, face_dim: int) -> None:
+        super().__init__()
+        self.decode = nn.Linear(emb_dim, face_dim)
+
+    def forward(self, enc: Tensor, face: Tensor, face_mask: Tensor) -> Tensor:
+        """``enc`` (..., D); ``face`` (..., F, face_dim) and ``face_mask`` (..., F) on the same leading axes."""
+        if face.shape[:-1] != face_mask.shape or enc.shape[:-1] != face.shape[:-2]:
+            raise ValueError(f"embedding {tuple(enc.shape)}, faces {tuple(face.shape)} and mask "
+                             f"{tuple(face_mask.shape)} do not share their leading axes")
+        present = face_mask.any(-1)
+        if not present.any():
+            return enc.float().sum() * 0.0  # keeps the graph (DDP) without pulling anything
+        weight = face_mask.unsqueeze(-1).float()
+        mean_face = (face.float() * weight).sum(-2) / weight.sum(-2).clamp(min=1.0)
+        target = mean_face[present]
+        error = (self.decode(enc.float())[present] - target).pow(2).sum(-1)
+        return (error / target.pow(2).sum(-1).clamp(min=1e-8)).mean()
 
 
 def task_loss(logits: Tensor, labels: Tensor) -> Tensor:

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from distill.config import DistillConfig
-from distill.losses import EmbeddingDistillLoss, generalized_distillation, hinton_kd, task_loss
+from distill.losses import (EmbeddingDistillLoss, FaceReconstructionLoss, generalized_distillation, hinton_kd,
+                             task_loss)
 from distill.models import DistillNetwork, NetOutput
 
 
@@ -19,14 +20,20 @@ class Objective(nn.Module):
     Methods: ``none`` (labels), ``embed`` (labels + embedding distance to the teacher's encoder
     [and aggregated] embeddings, through a learned projection when widths differ), ``softlabel``
     (Hinton KD), ``gkd`` (Lopez-Paz generalized distillation), ``embed+softlabel``. A teacher
-    uses the labels only.
+    uses the labels, plus, with ``distill.face_recon > 0``, a term keeping its encoder
+    embeddings able to reconstruct the faces it saw (``face_dim`` sizes that term).
     """
 
     def __init__(self, distill: DistillConfig, role: str, student_dims: dict[str, int],
-                 teacher_dims: dict[str, int] | None = None):
+                 teacher_dims: dict[str, int] | None = None, face_dim: int | None = None):
         super().__init__()
         self.cfg = distill
         self.method = "none" if role == "teacher" else distill.method
+        self.face_recon = None
+        if role == "teacher" and distill.face_recon > 0:
+            if face_dim is None:
+                raise ValueError("distill.face_recon > 0 needs the teacher's face_dim")
+            self.face_recon = FaceReconstructionLoss(student_dims["enc"], face_dim)
         self.embed = None
         if self.method in ("embed", "embed+softlabel"):
             levels = {k: (student_dims[k], teacher_dims[k]) for k in student_dims if k in (teacher_dims or {})}
@@ -44,16 +51,21 @@ class Objective(nn.Module):
         return self.method in ("softlabel", "embed+softlabel", "gkd")
 
     def forward(self, out: NetOutput, labels: torch.Tensor, teacher: dict[str, torch.Tensor],
-                soft_logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                soft_logits: torch.Tensor | None = None, face: torch.Tensor | None = None,
+                face_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``soft_logits``: the student's label-free logits for the soft-label terms, when the header
         adds a training margin to ``out.logits`` (AAM); the teacher's cached logits are margin-free,
-        so imitating them with margin-shifted student logits would compare unlike things."""
+        so imitating them with margin-shifted student logits would compare unlike things.
+        ``face``/``face_mask``: the batch's faces, read by the teacher's face reconstruction term."""
         cfg = self.cfg
         task = task_loss(out.logits, labels)
         soft = out.logits if soft_logits is None else soft_logits
         terms = {"task": task}
         if self.method == "none":
             terms["total"] = task
+            if self.face_recon is not None and face is not None:
+                terms["face_recon"] = self.face_recon(out.enc, face, face_mask)
+                terms["total"] = task + cfg.face_recon * terms["face_recon"]
             return terms
         total = task.new_zeros(())
         if self.embed is not None:
@@ -88,4 +100,5 @@ class StepModule(nn.Module):
         soft = None
         if self.objective.uses_teacher_logits and self.net.head.uses_labels:
             soft = self.net.head(out.emb.detach() if detach else out.emb)
-        return self.objective(out, batch["label"], teacher, soft_logits=soft)
+        return self.objective(out, batch["label"], teacher, soft_logits=soft, face=batch.get("face"),
+                              face_mask=batch.get("face_mask"))

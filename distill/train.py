@@ -145,7 +145,9 @@ class Trainer:
         self.net = build_network(cfg.model, role=cfg.role, setting=cfg.data.setting, n_mels=self.cache.n_mels,
                                  n_classes=len(self.data.labels.names)).to(self.device)
         teacher_dims = self.teacher.dims if self.teacher else None
-        self.objective = Objective(cfg.distill, cfg.role, self.net.level_dims, teacher_dims).to(self.device)
+        face_dim = self.net.encoder.visual.face_dim if self.is_teacher else None
+        self.objective = Objective(cfg.distill, cfg.role, self.net.level_dims, teacher_dims,
+                                   face_dim=face_dim).to(self.device)
         self.step_module: nn.Module = StepModule(self.net, self.objective)
         if self.env.distributed:
             self.step_module = DistributedDataParallel(

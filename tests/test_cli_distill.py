@@ -73,7 +73,9 @@ def test_teacher_then_student_through_the_cli(cache, tmp_path, capsys):
 @pytest.mark.slow
 def test_killed_mid_epoch_and_resumed_ends_with_the_same_metrics(tmp_path):
     cache = make_lupi_cache(tmp_path / "cache", n_classes=4, per_class=16, n_frames=90)
-    args = ["teacher", "--cache", str(cache), "--task", "speaker", "--setting", "nonseq", "--epochs", "4", "--quiet", *SETS]
+    # --face-recon: the objective's own parameters (the face decoder) must resume too
+    args = ["teacher", "--cache", str(cache), "--task", "speaker", "--setting", "nonseq", "--epochs", "4", "--quiet",
+            "--face-recon", "1", *SETS]
     reference = distill(*args, "--out", str(tmp_path / "ref"))
     assert reference.returncode == 0, reference.stderr
 
@@ -99,6 +101,7 @@ def test_killed_mid_epoch_and_resumed_ends_with_the_same_metrics(tmp_path):
     ref_log = pd.read_csv(tmp_path / "ref" / "train_log.csv").drop(columns="seconds")
     got_log = pd.read_csv(tmp_path / "run" / "train_log.csv").drop(columns="seconds")
     pd.testing.assert_frame_equal(got_log, ref_log)
+    assert "train_face_recon" in got_log.columns
 
 
 def test_embed_decodes_new_audio_with_the_extraction_path(tmp_path, clips, capsys):

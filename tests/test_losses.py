@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.losses import DISTANCES, EmbeddingDistillLoss, generalized_distillation, hinton_kd, task_loss
+from distill.losses import (DISTANCES, EmbeddingDistillLoss, FaceReconstructionLoss, generalized_distillation, hinton_kd,
+                            task_loss)
 
 torch.set_num_threads(1)
 
@@ -109,3 +110,50 @@ def test_generalized_distillation_hand_computed_and_limits():
     assert generalized_distillation(z, z, torch.tensor([0]), 1.0, 1.0).item() == pytest.approx(entropy, rel=1e-6)
     with pytest.raises(ValueError, match="imitation"):
         generalized_distillation(s, t, y, 1.0, 1.5)
+
+
+def _identity_recon(dim: int) -> FaceReconstructionLoss:
+    loss = FaceReconstructionLoss(dim, dim)
+    with torch.no_grad():
+        loss.decode.weight.copy_(torch.eye(dim))
+        loss.decode.bias.zero_()
+    return loss
+
+
+def test_face_reconstruction_reads_only_found_faces():
+    loss = _identity_recon(3)
+    face = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 50.0]]])  # the last frame: no face found
+    mask = torch.tensor([[True, True, False]])
+    at_mean = torch.tensor([[0.5, 0.5, 0.0]])
+    assert loss(at_mean, face, mask).item() == pytest.approx(0.0, abs=1e-6)
+    # an embedding at the unfound frame is far off: |(0,0,1) - (.5,.5,0)|^2 / |(.5,.5,0)|^2 = 1.5 / 0.5
+    assert loss(torch.tensor([[0.0, 0.0, 1.0]]), face, mask).item() == pytest.approx(3.0, abs=1e-6)
+    # relative: the same miss on faces ten times larger costs the same
+    assert loss(torch.tensor([[0.0, 0.0, 10.0]]), 10 * face, mask).item() == pytest.approx(3.0, abs=1e-5)
+
+
+def test_face_reconstruction_skips_crops_without_faces_and_keeps_the_graph():
+    loss = _identity_recon(2)
+    face = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    mask = torch.tensor([[True], [False]])
+    enc = torch.tensor([[1.0, 1.0], [5.0, -3.0]], requires_grad=True)
+    # only crop 0 counts: |(1,1) - (1,0)|^2 / |(1,0)|^2 = 1
+    assert loss(enc, face, mask).item() == pytest.approx(1.0, abs=1e-6)
+    none_found = loss(enc, face, torch.zeros_like(mask))
+    none_found.backward()
+    assert none_found.item() == 0.0 and enc.grad is not None and not enc.grad.any()
+
+
+def test_face_reconstruction_per_segment_and_shape_errors():
+    loss = FaceReconstructionLoss(4, 6)
+    enc, face = torch.randn(2, 3, 4), torch.randn(2, 3, 5, 6)
+    mask = torch.rand(2, 3, 5) > 0.3
+    value = loss(enc, face, mask)
+    present = mask.any(-1)
+    w = mask.unsqueeze(-1).float()
+    target = (face * w).sum(-2) / w.sum(-2).clamp(min=1)
+    error = (loss.decode(enc)[present] - target[present]).pow(2).sum(-1) / target[present].pow(2).sum(-1)
+    expected = error.mean()
+    assert value.item() == pytest.approx(expected.item(), abs=1e-6)
+    with pytest.raises(ValueError, match="leading axes"):
+        loss(torch.randn(2, 4), face, mask)

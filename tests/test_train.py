@@ -52,6 +52,26 @@ def test_teacher_run_directory(teachers, task, setting):
         assert (run / name).is_file(), name
     assert (run / ("det.png" if task == "speaker" else "confusion.png")).is_file()
     assert set(read_log(run)[0]) >= {"epoch", "train_task", "train_total", "lr", "seconds"}
+    assert "train_face_recon" not in read_log(run)[0]  # the paper's teacher: cross-entropy only
+
+
+@pytest.mark.parametrize("setting", ["nonseq", "seq"])
+def test_teacher_face_reconstruction_is_weighted_logged_learned_and_checkpointed(cache, tmp_path, setting):
+    cfg = tiny_config(cache, "teacher", data__setting=setting, distill__face_recon=2.5, train__epochs=12,
+                      train__lr=0.02)
+    run_training(cfg, tmp_path / "t", progress=False)
+    rows = read_log(tmp_path / "t")
+    for row in rows:  # per-epoch means of per-batch terms: the total is the same weighted sum
+        assert float(row["train_total"]) == pytest.approx(
+            float(row["train_task"]) + 2.5 * float(row["train_face_recon"]), rel=1e-4)
+    assert float(rows[-1]["train_face_recon"]) < 0.8 * float(rows[0]["train_face_recon"])
+    objective = torch.load(tmp_path / "t" / LAST, weights_only=True)["objective"]
+    assert {"face_recon.decode.weight", "face_recon.decode.bias"} <= set(objective)
+    # a student ignores the option: no decoder, no term
+    student = tiny_config(cache, "student", data__setting=setting, distill__method="embed", distill__face_recon=2.5,
+                          distill__teacher=str(tmp_path / "t"))
+    run_training(student, tmp_path / "s", progress=False)
+    assert "train_face_recon" not in read_log(tmp_path / "s")[0]
 
 
 EXPECTED_TERMS = {"none": {"task"}, "embed": {"task", "embed_enc"}, "softlabel": {"task", "kd"},
