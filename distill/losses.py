@@ -131,7 +131,8 @@ class FaceReconstructionLoss(nn.Module):
                              f"{tuple(face_mask.shape)} do not share their leading axes")
         present = face_mask.any(-1)
         if not present.any():
-            return enc.float().sum() * 0.0  # keeps the graph (DDP) without pulling anything
+            # zero, but through the decoder: under DDP every parameter must be in every rank's graph
+            return self.decode(enc.float()).sum() * 0.0
         weight = face_mask.unsqueeze(-1).float()
         mean_face = (face.float() * weight).sum(-2) / weight.sum(-2).clamp(min=1.0)
         target = mean_face[present]

@@ -19,7 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 def test_two_process_training_matches_one_process(tmp_path):
     cache = make_lupi_cache(tmp_path / "cache", n_classes=3, per_class=16, n_frames=90)
     sets = [a for k, v in {**TINY, "train.epochs": 3}.items() if k != "data.batch_size" for a in ("--set", f"{k}={v}")]
-    common = ["teacher", "--cache", str(cache), "--task", "speaker", "--setting", "nonseq", "--quiet", *sets]
+    # --face-recon: the objective's own parameters (the face decoder) are synchronised too
+    common = ["teacher", "--cache", str(cache), "--task", "speaker", "--setting", "nonseq", "--quiet",
+              "--face-recon", "1", *sets]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     # The same 8 items per optimiser step: one process with batch 8, or two with 4 each.
     single = subprocess.run([sys.executable, "-m", "distill", *common, "--set", "data.batch_size=8",

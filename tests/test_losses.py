@@ -142,6 +142,8 @@ def test_face_reconstruction_skips_crops_without_faces_and_keeps_the_graph():
     none_found = loss(enc, face, torch.zeros_like(mask))
     none_found.backward()
     assert none_found.item() == 0.0 and enc.grad is not None and not enc.grad.any()
+    # the decoder is still in the graph (DDP needs every parameter in every rank's backward)
+    assert loss.decode.weight.grad is not None and not loss.decode.weight.grad.any()
 
 
 def test_face_reconstruction_per_segment_and_shape_errors():
