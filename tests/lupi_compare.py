@@ -8,6 +8,7 @@ gain over `none`. One thread, about 10 s a run.
     python tests/lupi_compare.py --draws 0 1 2 --face-recon 0                 # cross-entropy-only teacher
     python tests/lupi_compare.py --variants embed-joint softlabel gkd         # the other students
     python tests/lupi_compare.py --label-noise 0 --train-per-class 4          # the clean-label design
+    python tests/lupi_compare.py --setting seq                                # segments + aggregation
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--draws", type=int, nargs="+", default=[0, 1, 2], help="corpus seeds")
     p.add_argument("--face-recon", type=float, default=10.0, help="the teacher's distill.face_recon")
     p.add_argument("--variants", nargs="+", default=["embed"], choices=sorted(VARIANTS), help="students besides none")
+    p.add_argument("--setting", choices=("nonseq", "seq"), default="nonseq", help="data.setting of every run")
     p.add_argument("--seed", type=int, default=0, help="student seed")
     p.add_argument("--label-noise", type=float, default=LupiDesign.label_noise)
     p.add_argument("--train-per-class", type=int, default=LupiDesign.train_per_class)
@@ -52,17 +54,17 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.out or tempfile.mkdtemp(prefix="lupi-"))
     names = ["none", *args.variants]
     acc = {n: [] for n in names}
-    print(f"design {design}\nteacher face_recon={args.face_recon}; runs in {root}")
+    print(f"design {design}\n{args.setting}; teacher face_recon={args.face_recon}; runs in {root}")
     for draw in args.draws:
         run = root / f"draw{draw}"
         cache = make_lupi_cache(run / "cache", design, seed=draw)
-        teacher = run_training(tiny_config(cache, "teacher", distill__face_recon=args.face_recon, **TEACHER),
-                               run / "teacher", progress=False)
+        teacher = run_training(tiny_config(cache, "teacher", distill__face_recon=args.face_recon,
+                                           data__setting=args.setting, **TEACHER), run / "teacher", progress=False)
         cells = [f"draw {draw}: teacher {teacher['accuracy']:.2f} (video missing {teacher['video_missing']['accuracy']:.2f})"]
         for name in names:
             extra = {"distill__method": "none"} if name == "none" else VARIANTS[name]
             cfg = tiny_config(cache, "student", distill__teacher=str(run / "teacher"), train__seed=args.seed,
-                              **{**SCHEDULE, **extra})
+                              data__setting=args.setting, **{**SCHEDULE, **extra})
             m = run_training(cfg, run / name, progress=False)
             acc[name].append(m["accuracy"])
             cells.append(f"{name} {m['accuracy']:.3f} / EER {m['eer']:.3f}")
