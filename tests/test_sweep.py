@@ -1,6 +1,8 @@
 """Sweeps: one teacher per task x setting shared by all students, finished runs reused."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import yaml
@@ -9,6 +11,8 @@ from distill.cli import main
 from distill.config import ConfigError
 from distill.sweep import SweepSpec, run_sweep
 from synthetic import TINY, make_lupi_cache
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def nested(dotted: dict) -> dict:
@@ -63,3 +67,24 @@ def test_sweep_file_errors_name_the_problem(tmp_path):
     path.write_text(yaml.safe_dump({"variants": [{"method": "none"}]}))
     with pytest.raises(ConfigError, match="no cache"):
         SweepSpec.load(path)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*sweep*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweeps_resolve_to_valid_run_configs(path, tmp_path):
+    """A typo in a shipped sweep (a key, a method, a value) fails here, not hours into a user's run."""
+    spec = SweepSpec.load(path, cache=str(tmp_path / "cache"), out=str(tmp_path / "out"))
+    assert spec.variants and spec.combos
+    for task, setting in spec.combos:
+        teacher = spec.teacher_config(task, setting)
+        assert (teacher.role, teacher.data.task, teacher.data.setting) == ("teacher", task, setting)
+        for variant in spec.variants:
+            student = spec.student_config(task, setting, variant, spec.seeds[0], tmp_path / "teacher")
+            assert student.role == "student" and student.distill.method == variant.method
+
+
+def test_noisy_labels_sweep_is_the_recipe_of_the_docs():
+    spec = SweepSpec.load(REPO / "configs" / "noisy_labels_sweep.yaml", cache="c")
+    task, setting = spec.combos[0]
+    assert spec.teacher_config(task, setting).distill.face_recon == 10.0
+    grads = {v.name: spec.student_config(task, setting, v, 0, REPO).distill.encoder_grad for v in spec.variants}
+    assert grads["embed-distill-only"] == "distill-only" and grads["embed-joint"] == "joint"
