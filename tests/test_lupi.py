@@ -22,7 +22,7 @@ Measured (test accuracy, none -> embed, student seed 0, six draws; nonseq unless
     +0.09 mean, softlabel +0.07, gkd +0.07: the noisy labels reach the encoder in all three.
 Without label noise the margin does not appear: with 8 clean items a class `none` already reaches
 0.88-0.94 and `embed` moves it by -0.07 to +0.03; with 4 clean items a class the gain follows the
-draw (+0.13, -0.10, +0.08 with face_recon; the CE-only teacher's class geometry beats one-hot
+draw (+0.14, -0.10, +0.09 with face_recon; the CE-only teacher's class geometry beats one-hot
 labels on some draws and not on others). docs/method.md records those measurements and the ~20
 variants tried on the clean-label design, with the linear probe (tests/lupi_probe.py) behind them.
 """
