@@ -160,8 +160,19 @@ class Trainer:
         self.best: dict = {"metric": -math.inf, "epoch": 0}
         self.bad_epochs = 0
         self.history: list[dict] = []
+        if self.is_teacher and self.env.is_main:
+            self._warn_without_faces()
 
     # -- construction helpers
+    def _warn_without_faces(self) -> None:
+        """A teacher on a cache without a single found face is an audio-only model under another
+        name: say so before hours of training, not after a student fails to gain anything."""
+        found, frames = self.cache.count_faces_found()
+        if found == 0:
+            recon = "; distill.face_recon has nothing to reconstruct" if self.cfg.distill.face_recon else ""
+            warnings.warn(f"cache {self.cache.dir}: no face found in any item ({frames} face frames sampled), so the "
+                          f"teacher trains on audio only and has no privileged information to pass on{recon}",
+                          stacklevel=3)
     def _teacher_source(self, live: bool):
         d = self.cfg.distill
         if self.is_teacher or not d.needs_teacher:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -11,7 +12,8 @@ import torch
 from distill.checkpoint import BEST, LAST
 from distill.config import METHODS
 from distill.train import LiveTeacher, NonFiniteLossError, Trainer, run_training
-from synthetic import make_lupi_cache, tiny_config
+from extract.cache import build_cache
+from synthetic import make_lupi_cache, make_lupi_items, tiny_config
 
 TASK_KEYS = {"speaker": {"accuracy", "top5_accuracy", "eer", "min_dcf"},
              "emotion": {"accuracy", "uar", "war", "macro_f1"}}
@@ -91,6 +93,20 @@ def test_every_student_method_trains_and_logs_each_loss_term(cache, teachers, tm
     logged = {k[len("train_"):] for k in row if k.startswith("train_")}
     assert logged == terms | {"total"}
     assert all(math.isfinite(float(row[f"train_{t}"])) for t in terms)
+
+
+def test_a_teacher_on_a_cache_without_any_face_warns(tmp_path):
+    items = make_lupi_items(n_classes=3, per_class=4, n_frames=90)
+    for item in items:
+        item["face_found"][:] = False
+    cache = build_cache(tmp_path / "cache", items, shard_size=8)
+    with pytest.warns(UserWarning, match="no face found in any item.*face_recon has nothing to reconstruct"):
+        Trainer(tiny_config(cache, "teacher", distill__face_recon=1.0), tmp_path / "t", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one found face is enough: no warning
+        items[0]["face_found"][0] = True
+        Trainer(tiny_config(build_cache(tmp_path / "c2", items, shard_size=8), "teacher"), tmp_path / "t2",
+                progress=False)
 
 
 def test_checkpoints_load_with_weights_only(teachers):
