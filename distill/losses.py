@@ -112,12 +112,11 @@ class FaceReconstructionLoss(nn.Module):
 
     A cross-entropy teacher collapses each class to a point (neural collapse), so its embeddings
     end up a class code that tells a student little beyond the label. This term asks a linear map
-    of the teacher's encoder embedding (per crop, or per segment) to point the way of the mean
+    of the teacher's encoder embedding (per crop, or per segment) to reconstruct the mean
     embedding of the faces found in that crop/segment, so what the faces hold within a class
     (and against a wrong label) stays in the targets. The error is relative,
-    ``‖W·e + b − f̄‖² / ‖f̄‖²`` per crop (1 − R² of one sample), so a weight means the same for
-    unit-norm FaceNet embeddings as for unnormalised ones; unlike a cosine it also keeps the
-    faces' norm. Crops/segments without a found face are left out; a batch without any gives a zero term.
+    ``‖W·e + b − f̄‖² / ‖f̄‖²`` per crop, so a weight means the same for unit-norm FaceNet
+    embeddings as for unnormalised ones; unlike a cosine it also keeps the faces' norm. Crops/segments without a found face are left out; a batch without any gives a zero term.
     """
 
     def __init__(self, emb_dim: int, face_dim: int) -> None:
