@@ -116,7 +116,8 @@ class FaceReconstructionLoss(nn.Module):
     embedding of the faces found in that crop/segment, so what the faces hold within a class
     (and against a wrong label) stays in the targets. The error is relative,
     ``‖W·e + b − f̄‖² / ‖f̄‖²`` per crop, so a weight means the same for unit-norm FaceNet
-    embeddings as for unnormalised ones; unlike a cosine it also keeps the faces' norm. Crops/segments without a found face are left out; a batch without any gives a zero term.
+    embeddings as for unnormalised ones; unlike a cosine it also keeps the faces' norm.
+    Crops/segments without a found face are left out; a batch without any gives a zero term.
     """
 
     def __init__(self, emb_dim: int, face_dim: int) -> None:

@@ -160,8 +160,6 @@ class Trainer:
         self.best: dict = {"metric": -math.inf, "epoch": 0}
         self.bad_epochs = 0
         self.history: list[dict] = []
-        if self.is_teacher and self.env.is_main:
-            self._warn_without_faces()
 
     # -- construction helpers
     def _warn_without_faces(self) -> None:
@@ -173,6 +171,7 @@ class Trainer:
             warnings.warn(f"cache {self.cache.dir}: no face found in any item ({frames} face frames sampled), so the "
                           f"teacher trains on audio only and has no privileged information to pass on{recon}",
                           stacklevel=3)
+
     def _teacher_source(self, live: bool):
         d = self.cfg.distill
         if self.is_teacher or not d.needs_teacher:
@@ -268,6 +267,8 @@ class Trainer:
         if self.env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             dump_config(self.cfg, self.out / "config.yaml")
+            if self.is_teacher:
+                self._warn_without_faces()
         dataset = self.train_dataset()
         loader, sampler = self.train_loader(dataset)
         val = self.data.dataset("val", faces=self.is_teacher, train=False)

@@ -76,7 +76,6 @@ class ExtractConfig:
         )
         return record
 
-
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "ExtractConfig":
         """The settings back from a config.json record (the inverse of :meth:`to_record`)."""
