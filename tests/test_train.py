@@ -96,7 +96,7 @@ def test_every_student_method_trains_and_logs_each_loss_term(cache, teachers, tm
 
 
 def test_a_teacher_on_a_cache_without_any_face_warns(tmp_path):
-    items = make_lupi_items(n_classes=3, per_class=4, n_frames=90)
+    items = make_lupi_items(n_classes=3, per_class=8, n_frames=90)  # 2 test items a class: verification runs
     for item in items:
         item["face_found"][:] = False
     cache = build_cache(tmp_path / "cache", items, shard_size=8)
