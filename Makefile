@@ -10,18 +10,38 @@ DEMO_DIR   ?= demo_data
 CACHE_ROOT ?= cache
 RESULTS    ?= results/demo
 
-.PHONY: help setup test test-fast demo bench bench-extract bench-distill clean
+.PHONY: help setup lock check-deps lint test test-fast demo bench bench-extract bench-distill clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml
+LOCK   := requirements.lock
+
+# The environment is the lock file: every package at one version, hash-checked, so two fresh
+# machines a month apart install the same thing. The project itself goes in editable, without
+# dependencies (they all came from the lock). Then the smoke check loads every compiled piece.
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --upgrade 'pip>=24'
+	$(PY) -m pip install -q --require-hashes -r $(LOCK)
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) scripts/smoke_check.py
 	@touch $@
 
-setup: $(STAMP)  ## create .venv and install the project (idempotent)
+setup: $(STAMP)  ## create .venv and install the project from requirements.lock (idempotent)
+
+lock:  ## regenerate requirements.lock from pyproject.toml (after changing a dependency)
+	@test -x $(VENV)/bin/uv || { test -x $(PY) || $(PYTHON) -m venv $(VENV); $(PY) -m pip install -q 'uv>=0.5'; }
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra cluster --universal \
+		--python-version 3.11 --generate-hashes --quiet -o $(LOCK)
+
+check-deps:  ## newest releases pyproject allows, in a throwaway venv, through the smoke check
+	rm -rf .check-deps && $(PYTHON) -m venv .check-deps
+	.check-deps/bin/pip install -q --upgrade pip
+	.check-deps/bin/pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
+	.check-deps/bin/pip freeze --exclude-editable > .check-deps/resolved.txt
+	.check-deps/bin/python scripts/smoke_check.py
+	@echo "newest allowed set: .check-deps/resolved.txt (diff it against $(LOCK))"
 
 test: $(STAMP)  ## set up, then run the whole suite (slow end-to-end tests included)
 	$(PY) -m pytest -q
