@@ -43,6 +43,10 @@ check-deps:  ## newest releases pyproject allows, in a throwaway venv, through t
 	.check-deps/bin/python scripts/smoke_check.py
 	@echo "newest allowed set: .check-deps/resolved.txt (diff it against $(LOCK))"
 
+lint: $(STAMP)  ## ruff: lint and format check (configured in pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 test: $(STAMP)  ## set up, then run the whole suite (slow end-to-end tests included)
 	$(PY) -m pytest -q
 

@@ -5,6 +5,7 @@ only contribute gradients. gloo on CPU, nccl on CUDA.
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -73,6 +74,12 @@ def all_reduce_sum(env: DistEnv, values: torch.Tensor) -> torch.Tensor:
 
 
 def shutdown() -> None:
-    """Leave the process group, if this process joined one."""
+    """Leave the process group, if this process joined one (idempotent).
+
+    Unreachable objects that still hold the group (a DDP reducer in a reference cycle) are
+    collected first, while the interpreter is whole: destroyed later, at exit, their gloo threads
+    would abort the process.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()

@@ -10,6 +10,7 @@ mid-epoch and resumed ends with the same metrics as one that never stopped.
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import math
 import random
@@ -30,7 +31,7 @@ from distill.checkpoint import (BEST, LAST, file_sha256, load_best_network, load
                                 set_rng_state)
 from distill.config import ConfigError, DistillConfig, RunConfig, dump_config, read_run_config
 from distill.data import EpochTaggedSampler, Grid, GridDataset, Labels, assign_splits, collate
-from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, init_distributed
+from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, init_distributed, shutdown
 from distill.evaluate import SELECTION_METRIC, Predictions, build_trials, classification, predict, verification
 from distill.models import build_network
 from distill.objective import Objective, StepModule
@@ -285,9 +286,28 @@ class Trainer:
                 stop = self.end_epoch(epoch, losses, val, lr, time.perf_counter() - started)
             stop = broadcast_flag(self.env, stop)
             barrier(self.env)
+        del loader  # persistent loader workers end here, not at interpreter exit
+        self.leave_process_group()
         if not self.env.is_main:
             return {}
         return self.finish()
+
+    def leave_process_group(self) -> None:
+        """End the distributed part of the run: every rank at once, before rank 0 evaluates alone.
+
+        The DDP wrapper (its reducer holds the process group and gloo's work objects) is released
+        and collected first, so nothing that can still call into Python from a gloo thread outlives
+        ``destroy_process_group``; such a thread reaching for the GIL during interpreter shutdown
+        is what aborts a rank with ``terminate called without an active exception``. Evaluation,
+        targets and plots need no collective, so rank 0 does them after the group is gone.
+        """
+        if not self.env.distributed:
+            return
+        barrier(self.env)
+        if isinstance(self.step_module, DistributedDataParallel):
+            self.step_module = self.step_module.module
+        gc.collect()
+        shutdown()
 
     def train_epoch(self, loader: DataLoader, epoch: int) -> dict[str, float]:
         self.step_module.train()

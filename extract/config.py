@@ -88,8 +88,6 @@ class ExtractConfig:
 def library_versions() -> dict[str, str]:
     """Versions of everything that computes stored numbers (recorded, deliberately not hashed:
     a patch release must not orphan a million-video cache, but a reader can always check)."""
-    import subprocess
-
     from importlib import metadata
     import h5py
     import numpy
@@ -97,13 +95,7 @@ def library_versions() -> dict[str, str]:
     import torch
     import torchaudio
 
-    from manifests.media import ffmpeg_exe
-
-    try:
-        banner = subprocess.run([ffmpeg_exe(), "-version"], capture_output=True, text=True, timeout=30).stdout
-        ffmpeg_version = banner.split("\n", 1)[0]
-    except (OSError, subprocess.SubprocessError) as err:
-        ffmpeg_version = f"unavailable ({err})"
+    from manifests.media import ffmpeg_version
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -112,5 +104,5 @@ def library_versions() -> dict[str, str]:
         "facenet_pytorch": metadata.version("facenet-pytorch"),
         "numpy": numpy.__version__,
         "h5py": h5py.__version__,
-        "ffmpeg": ffmpeg_version,
+        "ffmpeg": ffmpeg_version(),
     }

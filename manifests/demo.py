@@ -30,7 +30,7 @@ from skimage.transform import rotate
 from tqdm import tqdm
 
 from manifests.io import write_manifest
-from manifests.media import face_frame, lfw_faces, write_video
+from manifests.media import face_frame, ffmpeg_version, lfw_faces, write_video
 from manifests.splits import assign_split
 from manifests.voice import Prosody, Voice, add_noise, synthesize
 
@@ -174,7 +174,10 @@ def _is_complete(out_dir: Path, cfg: DemoConfig) -> bool:
     saved, manifest = out_dir / "corpus.json", out_dir / "manifest.csv"
     if not (saved.is_file() and manifest.is_file()):
         return False
-    if json.loads(saved.read_text()).get("config") != json.loads(json.dumps(asdict(cfg))):
+    made = json.loads(saved.read_text())
+    if made.get("config") != json.loads(json.dumps(asdict(cfg))):
+        return False
+    if made.get("ffmpeg") != ffmpeg_version():  # another build writes other bytes: not the same corpus
         return False
     paths = pd.read_csv(manifest, usecols=["path"])["path"]
     return len(paths) == cfg.speakers * cfg.utts_per_speaker and all((out_dir / p).is_file() for p in paths)
@@ -216,7 +219,7 @@ def make_demo_corpus(out_dir: Path | str, speakers: int = 10, utts_per_speaker: 
     write_manifest(df[cols], manifest)
     speakers_info = [{"speaker": s.name, "gender": s.gender, "lfw_index": s.face, **asdict(s.voice)} for s in cast]
     (out_dir / "corpus.json").write_text(json.dumps({"config": asdict(cfg), "speakers": speakers_info,
-                                                     "synthetic": True}, indent=2))
+                                                     "ffmpeg": ffmpeg_version(), "synthetic": True}, indent=2))
     return manifest
 
 

@@ -74,6 +74,22 @@ def test_deterministic_for_a_seed_and_reused(corpus, tmp_path):
     assert md5(other.parent / "videos" / "spk00_u000.mp4") != md5(corpus.parent / "videos" / "spk00_u000.mp4")
 
 
+def test_a_corpus_made_by_another_ffmpeg_build_is_not_reused(corpus, tmp_path, monkeypatch):
+    import json
+
+    out = tmp_path / "built"
+    manifest = make_demo_corpus(out, **{**SMALL, "speakers": 3, "utts_per_speaker": 1}, progress=False)
+    first = manifest.parent / read_manifest(manifest, absolute=False)["path"][0]
+    stamp = first.stat().st_mtime_ns
+    recorded = json.loads((out / "corpus.json").read_text())
+    assert recorded["ffmpeg"].startswith("ffmpeg version")
+    recorded["ffmpeg"] = "ffmpeg version 0.0-another-build"
+    (out / "corpus.json").write_text(json.dumps(recorded))
+    make_demo_corpus(out, **{**SMALL, "speakers": 3, "utts_per_speaker": 1}, progress=False)
+    assert first.stat().st_mtime_ns != stamp  # regenerated, not reused
+    assert json.loads((out / "corpus.json").read_text())["ffmpeg"] != "ffmpeg version 0.0-another-build"
+
+
 def test_voice_pitch_follows_speaker_and_emotion():
     def f0_of(x: np.ndarray, sr: int = 16000) -> float:
         x = x - x.mean()

@@ -59,3 +59,52 @@ def test_write_video_errors_carry_ffmpeg_stderr(tmp_path):
         write_video(tmp_path / "x.mp4", frames, 5, vcodec="no-such-codec")
     with pytest.raises(ValueError, match="uint8"):
         write_video(tmp_path / "x.mp4", frames.astype(np.float32), 5)
+
+
+# ------------------------------------------------------------------ which ffmpeg ($AVPI_FFMPEG)
+
+
+def _fake_path(tmp_path, monkeypatch, with_ffmpeg: bool):
+    """PATH holding only a folder that has (or lacks) an `ffmpeg`, a link to the bundled build."""
+    import imageio_ffmpeg
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if with_ffmpeg:
+        (bin_dir / "ffmpeg").symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
+    monkeypatch.setenv("PATH", str(bin_dir))
+    return bin_dir
+
+
+def test_ffmpeg_choice_bundled_system_auto_and_path(tmp_path, monkeypatch):
+    import imageio_ffmpeg
+
+    from manifests.media import FFMPEG_ENV, ffmpeg_version
+
+    bundled = imageio_ffmpeg.get_ffmpeg_exe()
+    bin_dir = _fake_path(tmp_path, monkeypatch, with_ffmpeg=True)
+    monkeypatch.setenv(FFMPEG_ENV, "bundled")
+    assert ffmpeg_exe() == bundled
+    monkeypatch.setenv(FFMPEG_ENV, "system")
+    assert ffmpeg_exe() == str(bin_dir / "ffmpeg")
+    monkeypatch.delenv(FFMPEG_ENV)  # auto: PATH first
+    assert ffmpeg_exe() == str(bin_dir / "ffmpeg")
+    monkeypatch.setenv(FFMPEG_ENV, str(bin_dir / "ffmpeg"))
+    assert ffmpeg_exe() == str(bin_dir / "ffmpeg")
+    assert ffmpeg_version().startswith("ffmpeg version")
+
+
+def test_ffmpeg_choice_errors_name_the_setting(tmp_path, monkeypatch):
+    from manifests.media import FFMPEG_ENV
+
+    import imageio_ffmpeg
+
+    _fake_path(tmp_path, monkeypatch, with_ffmpeg=False)
+    monkeypatch.delenv(FFMPEG_ENV, raising=False)
+    assert ffmpeg_exe() == imageio_ffmpeg.get_ffmpeg_exe()  # auto without one on PATH: the bundled build
+    monkeypatch.setenv(FFMPEG_ENV, "system")
+    with pytest.raises(FileNotFoundError, match="AVPI_FFMPEG=system"):
+        ffmpeg_exe()
+    monkeypatch.setenv(FFMPEG_ENV, str(tmp_path / "no-such-ffmpeg"))
+    with pytest.raises(FileNotFoundError, match="not an executable"):
+        ffmpeg_exe()
