@@ -41,7 +41,7 @@ check-deps:  ## newest releases pyproject allows, in a throwaway venv, through t
 	.check-deps/bin/pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
 	.check-deps/bin/pip freeze --exclude-editable > .check-deps/resolved.txt
 	.check-deps/bin/python scripts/smoke_check.py
-	@echo "newest allowed set: .check-deps/resolved.txt (diff it against $(LOCK))"
+	.check-deps/bin/python scripts/lock_drift.py $(LOCK) .check-deps/resolved.txt
 
 lint: $(STAMP)  ## ruff: lint and format check (configured in pyproject.toml)
 	$(VENV)/bin/ruff check .
