@@ -20,6 +20,8 @@ from distill.data import GridDataset, collate
 SELECTION_METRIC = {"speaker": "accuracy", "emotion": "uar"}
 MAX_ALL_PAIRS = 1_000_000  # above this many test pairs, sample a balanced trial list instead
 BALANCED_TRIALS_PER_CLASS = 50_000
+#: A speaker run's validation EER operating point, the threshold ``distill verify`` decides at.
+VERIFICATION = "verification.json"
 
 
 @dataclass
@@ -116,3 +118,11 @@ def verification(pred: Predictions, trials: pd.DataFrame) -> tuple[dict[str, flo
     labels = trials["label"].to_numpy().astype(bool)
     out = M.verification_metrics(scores, labels)
     return {"eer": float(out["eer"]), "min_dcf": float(out["min_dcf"])}, scores, labels
+
+
+def operating_point(pred: Predictions, trials: pd.DataFrame) -> dict:
+    """The EER threshold on cosine scores of a (validation) trial list, with the EER it gives there."""
+    _, scores, labels = verification(pred, trials)
+    out = M.verification_metrics(scores, labels)
+    return {"threshold": out["eer_threshold"], "eer": out["eer"], "scoring": "cosine", "n_trials": int(len(labels)),
+            "n_target_trials": out["n_target_trials"]}

@@ -1,8 +1,9 @@
 """``distill export``: a trained run as a self-contained model folder (TorchScript or ONNX).
 
 What is exported is the network from log-mel cells to ``(emb, logits)``: input ``fbank`` of shape
-(cells, crop, n_mels) for nonseq or (cells, n_segments, seg_len, n_mels) for seq. A teacher is exported as it runs audio only (video missing). Two parts stay in Python,
-in :mod:`distill.inference`, because they are cheap and do not trace into a fixed graph: the
+(cells, crop, n_mels) for nonseq or (cells, n_segments, seg_len, n_mels) for seq. A teacher is
+exported as it runs audio only (video missing). Two parts stay in Python, in
+:mod:`distill.inference`, because they are cheap and do not trace into a fixed graph: the
 log-mel front-end (speechbrain ``Fbank``, rebuilt from the feature settings stored in the
 folder) and the cutting of an item into grid cells and the mean over them.
 

@@ -35,9 +35,8 @@ import torch
 
 from distill.config import ConfigError
 from distill.data import Grid
+from distill.evaluate import VERIFICATION
 
-#: Written by evaluation for speaker runs: the validation-split EER operating point ``verify`` decides at.
-VERIFICATION = "verification.json"
 EXPORT_INFO = "model.json"
 
 #: A callable from stacked cells (B, *cell, n_mels) float32 to (emb (B, D), logits (B, C)) numpy arrays.
@@ -111,26 +110,28 @@ class Model:
 
     def __init__(self, backend: Backend, *, grid: Grid, n_mels: int, classes: list[str], task: str,
                  feature_record: dict | None, threshold: dict | None = None, source: str = "",
-                 info: dict | None = None):
+                 identity: str = "", info: dict | None = None):
         self.backend, self.grid, self.n_mels = backend, grid, n_mels
         self.classes, self.task = list(classes), task
         self.feature_record = feature_record or {}
         self.threshold = threshold  # {"threshold": ..., "eer": ..., ...} or None
         self.source = source
+        self.identity = identity  # sha256 of the checkpoint: the same for a run and its exports
         self.info = info or {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> "Model":
         """A run's best checkpoint (run directory with config.yaml and best.pt); no cache needed."""
-        from distill.checkpoint import load_best_network
+        from distill.checkpoint import BEST, file_sha256, load_best_network
 
         net, cfg, meta = load_best_network(run_dir, device)
         threshold_file = Path(run_dir) / VERIFICATION
         threshold = json.loads(threshold_file.read_text()) if threshold_file.is_file() else None
         return cls(torch_backend(net, torch.device(device)), grid=Grid.from_config(cfg.data), n_mels=meta["n_mels"],
                    classes=meta["labels"], task=cfg.data.task, feature_record=json.loads(meta["cache_config"]),
-                   threshold=threshold, source=str(run_dir), info={"role": cfg.role, "setting": cfg.data.setting})
+                   threshold=threshold, source=str(run_dir), identity=file_sha256(Path(run_dir) / BEST),
+                   info={"role": cfg.role, "setting": cfg.data.setting})
 
     @classmethod
     def from_export(cls, export_dir: str | Path, device: str = "cpu") -> "Model":
@@ -144,7 +145,8 @@ class Model:
         info = json.loads(info_file.read_text())
         return cls(load_backend(export_dir, info, device), grid=Grid(**info["grid"]), n_mels=info["n_mels"],
                    classes=info["classes"], task=info["task"], feature_record=info["features"],
-                   threshold=info.get("verification"), source=str(export_dir), info=info)
+                   threshold=info.get("verification"), source=str(export_dir),
+                   identity=info["checkpoint"]["sha256"], info=info)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "Model":

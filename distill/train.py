@@ -31,11 +31,13 @@ from distill.checkpoint import (BEST, LAST, file_sha256, load_best_network, load
 from distill.config import ConfigError, DistillConfig, RunConfig, dump_config, read_run_config
 from distill.data import EpochTaggedSampler, Grid, GridDataset, Labels, assign_splits, collate
 from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, init_distributed
-from distill.evaluate import SELECTION_METRIC, Predictions, build_trials, classification, predict, verification
+from distill.evaluate import (SELECTION_METRIC, VERIFICATION, Predictions, build_trials, classification, operating_point,
+                              predict, verification)
 from distill.models import build_network
 from distill.objective import Objective, StepModule
 from distill.targets import (TARGETS_FILE, TargetStore, cache_identity, compute_targets, open_targets, targets_key,
                              write_targets)
+from distill.tensorboard import TensorBoardLog
 from extract import open_cache
 
 TRAIN_LOG = "train_log.csv"
@@ -160,6 +162,7 @@ class Trainer:
         self.best: dict = {"metric": -math.inf, "epoch": 0}
         self.bad_epochs = 0
         self.history: list[dict] = []
+        self.tb: TensorBoardLog | None = None  # opened by fit() on rank 0
 
     # -- construction helpers
     def _warn_without_faces(self) -> None:
@@ -269,6 +272,7 @@ class Trainer:
             dump_config(self.cfg, self.out / "config.yaml")
             if self.is_teacher:
                 self._warn_without_faces()
+            self.tb = TensorBoardLog.open(self.out, self.cfg.train.tensorboard, self.epoch)
         dataset = self.train_dataset()
         loader, sampler = self.train_loader(dataset)
         val = self.data.dataset("val", faces=self.is_teacher, train=False)
@@ -343,6 +347,8 @@ class Trainer:
             self.bad_epochs += 1
         save_checkpoint(self.state(), self.out / LAST)  # after BEST: a resume never lacks its best
         write_log(self.history, self.out / TRAIN_LOG)
+        if self.tb:
+            self.tb.epoch(row)
         patience = self.cfg.train.patience
         return bool(patience and self.bad_epochs >= patience)
 
@@ -355,6 +361,9 @@ class Trainer:
         """Test metrics of the best checkpoint (+ video missing and targets for a teacher), plots."""
         self.net.load_state_dict(load_checkpoint(self.out / BEST, map_location=self.device)["model"])
         metrics = evaluate_network(self, plots=True)
+        if self.tb:
+            self.tb.test(metrics, self.epoch)
+            self.tb.close()
         if self.is_teacher:
             self.write_targets()
         return metrics
@@ -405,9 +414,26 @@ def evaluate_network(trainer: Trainer, plots: bool = True) -> dict:
     tmp = out / f".tmp-{METRICS}"
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     tmp.replace(out / METRICS)
+    if trainer.cfg.data.task == "speaker":
+        write_threshold(trainer)
     if plots:
         write_plots(trainer, extras)
     return metrics
+
+
+def write_threshold(trainer: Trainer) -> dict | None:
+    """verification.json: the val-split EER threshold of the audio-only embeddings (a teacher with
+    its video missing), where ``distill verify`` decides "same speaker"."""
+    cfg = trainer.cfg
+    try:
+        trials = build_trials(trainer.cache.index, trainer.data.ids["val"], cfg.data.label, None, cfg.train.seed)
+        point = operating_point(trainer.predict(trainer.data.dataset("val", faces=False, train=False), video=False),
+                                trials)
+    except ValueError as exc:  # e.g. one val utterance per speaker: no target trial
+        warnings.warn(f"{trainer.out}: no verification threshold ({exc})", stacklevel=2)
+        return None
+    (trainer.out / VERIFICATION).write_text(json.dumps({**point, "split": "val"}, indent=2) + "\n")
+    return point
 
 
 def test_metrics(trainer: Trainer, pred: Predictions) -> tuple[dict, dict]:
