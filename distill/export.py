@@ -149,7 +149,9 @@ def load_backend(export_dir: Path, info: dict, device: str = "cpu") -> Backend:
     if not path.is_file():
         raise FileNotFoundError(f"exported model {export_dir} lacks its network file {info['file']}")
     if info["format"] == "torchscript":
-        module = torch.jit.load(str(path), map_location=device).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated in torch 2.11, still loads
+            module = torch.jit.load(str(path), map_location=device).eval()
         return fixed_batch(torch_backend(module, torch.device(device)), info["cells"])
     if info["format"] == "onnx":
         import onnxruntime as ort

@@ -26,7 +26,7 @@ def ensure_threshold(model: Model, run_dir: str | Path) -> dict | None:
 
     try:
         model.threshold = write_threshold(load_run(run_dir))
-    except (OSError, ValueError) as exc:  # the cache moved or was deleted: scores still come, decisions not
+    except (OSError, ValueError, RuntimeError) as exc:  # the cache moved or is gone: scores, no decisions
         warnings.warn(f"{run_dir}: no verification threshold recorded and none computable ({exc}); "
                       f"scores without decisions", stacklevel=2)
     return model.threshold
