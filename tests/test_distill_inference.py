@@ -155,3 +155,19 @@ def test_predict_cli(runs, tmp_path, capsys):
     assert line[0] == files[0] and line[1] in model.classes + Model.from_run(runs.speaker).classes
     assert main(["predict", str(runs.speaker), "--quiet"]) == 2
     assert main(["predict", str(runs.speaker), files[0], "--out", str(tmp_path / "p.txt")]) == 2
+
+
+def test_docs_example_runs(runs, tmp_path, monkeypatch):
+    """docs/inference.md's Python example, run as a doctest on a tiny run and real clips."""
+    import doctest
+    import shutil
+    from pathlib import Path
+
+    shutil.copytree(runs.speaker, tmp_path / "runs" / "speaker")
+    (tmp_path / "clips").mkdir()
+    for name, src in zip("abc", runs.wavs):
+        shutil.copy(src, tmp_path / "clips" / f"{name}.wav")
+    monkeypatch.chdir(tmp_path)
+    doc = Path(__file__).resolve().parents[1] / "docs" / "inference.md"
+    result = doctest.testfile(str(doc), module_relative=False, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 15 and result.failed == 0
