@@ -47,7 +47,13 @@ from torch import nn
 from distill.checkpoint import BEST, file_sha256, load_best_network
 from distill.config import ConfigError
 from distill.data import Grid
-from distill.inference import EXPORT_INFO, VERIFICATION, Backend, cell_shape, torch_backend
+from distill.inference import (
+    EXPORT_INFO,
+    VERIFICATION,
+    Backend,
+    cell_shape,
+    torch_backend,
+)
 
 FORMATS = {"torchscript": "network.pt", "onnx": "network.onnx"}
 TOLERANCE = 1e-5
@@ -193,9 +199,9 @@ def model_card(info: dict, metrics: dict | None, config_yaml: str) -> str:
     lines = [
         f"# {info['task']} model: {who}, {info['setting']} setting",
         "",
-        f"Audio-only {info['task']} model exported from `{info['source_run']}` as {info['format']} "
-        f"(`{info['file']}`); {info['emb_dim']}-d embeddings, {len(info['classes'])} classes: "
-        f"{', '.join(info['classes'])}.",
+        (f"Audio-only {info['task']} model exported from `{info['source_run']}` as {info['format']} "
+         f"(`{info['file']}`); {info['emb_dim']}-d embeddings, {len(info['classes'])} classes: "
+         f"{', '.join(info['classes'])}."),
         "",
         "## Use",
         "",
@@ -206,9 +212,9 @@ def model_card(info: dict, metrics: dict | None, config_yaml: str) -> str:
         "pred = model.predict([\"a.wav\"])               # pred.top, pred.probs",
         "```",
         "",
-        f"Exported: {info['exported']}. Input `fbank` {info['input']['shape']} float32; outputs "
-        f"`emb`, `logits`. Checked against the run's network: max abs difference "
-        f"{info.get('check', {}).get('max_abs_diff', float('nan')):.1e}.",
+        (f"Exported: {info['exported']}. Input `fbank` {info['input']['shape']} float32; outputs "
+         f"`emb`, `logits`. Checked against the run's network: max abs difference "
+         f"{info.get('check', {}).get('max_abs_diff', float('nan')):.1e}."),
         "",
         "Features: " + ", ".join(f"{k}={info['features'].get(k)}" for k in
                                  ("sample_rate", "n_mels", "win_ms", "hop_ms", "f_min", "f_max")
@@ -217,8 +223,8 @@ def model_card(info: dict, metrics: dict | None, config_yaml: str) -> str:
     ]
     if info.get("verification"):
         v = info["verification"]
-        lines += [f"Verification threshold (cosine, validation EER point): {v['threshold']:.4f} "
-                  f"(val EER {v['eer']:.3f} over {v['n_trials']} trials).", ""]
+        lines += [(f"Verification threshold (cosine, validation EER point): {v['threshold']:.4f} "
+                   f"(val EER {v['eer']:.3f} over {v['n_trials']} trials)."), ""]
     lines += ["## Test metrics", ""]
     if metrics:
         lines += ["| metric | value |", "|---|---|"]

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,7 +55,7 @@ class Segment:
 
 #: What embed/predict accept per item: a file path, a Segment of a file, or a mono waveform at
 #: ``Model.sample_rate`` (1-D numpy array or tensor).
-Item = Union[str, Path, Segment, np.ndarray, torch.Tensor]
+Item = str | Path | Segment | np.ndarray | torch.Tensor
 
 
 @dataclass
@@ -121,7 +122,7 @@ class Model:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str = "cpu") -> "Model":
+    def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Model:
         """A run's best checkpoint (run directory with config.yaml and best.pt); no cache needed."""
         from distill.checkpoint import BEST, file_sha256, load_best_network
 
@@ -134,7 +135,7 @@ class Model:
                    info={"role": cfg.role, "setting": cfg.data.setting})
 
     @classmethod
-    def from_export(cls, export_dir: str | Path, device: str = "cpu") -> "Model":
+    def from_export(cls, export_dir: str | Path, device: str = "cpu") -> Model:
         """A folder written by ``distill export`` (TorchScript or ONNX); needs neither run nor cache."""
         from distill.export import load_backend
 
@@ -149,7 +150,7 @@ class Model:
                    identity=info["checkpoint"]["sha256"], info=info)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> "Model":
+    def load(cls, path: str | Path, device: str = "cpu") -> Model:
         """A run directory or an export folder, whichever ``path`` is."""
         path = Path(path)
         if (path / EXPORT_INFO).is_file():

@@ -33,7 +33,7 @@ class TensorBoardLog:
         self.writer = SummaryWriter(log_dir=str(out_dir), purge_step=purge)
 
     @classmethod
-    def open(cls, out_dir: str | Path, enabled: bool, resume_after_epoch: int = 0) -> "TensorBoardLog | None":
+    def open(cls, out_dir: str | Path, enabled: bool, resume_after_epoch: int = 0) -> TensorBoardLog | None:
         return cls(out_dir, resume_after_epoch) if enabled else None
 
     def epoch(self, row: dict) -> None:

@@ -77,7 +77,7 @@ def trial_metrics(scored: pd.DataFrame) -> dict[str, float] | None:
         return None
     labels = scored["label"].to_numpy().astype(bool)
     out = M.verification_metrics(scored["score"].to_numpy(), labels)
-    result = {"eer": out["eer"], "min_dcf": out["min_dcf"], "n_trials": int(len(labels))}
+    result = {"eer": out["eer"], "min_dcf": out["min_dcf"], "n_trials": len(labels)}
     if "decision" in scored:
         result["decision_accuracy"] = float(((scored["decision"] == "same").to_numpy() == labels).mean())
     return result

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from conftest import tone
 from synthetic import make_lupi_items, tiny_config
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from inference_runs import assert_close, trained_runs
 
 from distill.cli import main
 from distill.embed import read_h5
 from distill.inference import Model
-from inference_runs import assert_close, trained_runs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def test_h5_killed_mid_run_resumes_to_the_same_file(runs, tmp_path):
     proc.wait()
     assert not out.exists()
     committed = len(list(parts.glob("part-*.npz")))
-    resumed = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{committed} already stored" in resumed.stdout
     ids, emb = read_h5(out)

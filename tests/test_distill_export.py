@@ -6,11 +6,11 @@ import shutil
 
 import numpy as np
 import pytest
+from inference_runs import assert_close, trained_runs
 
 from distill.cli import main
 from distill.export import export_run
 from distill.inference import Model
-from inference_runs import assert_close, trained_runs
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from inference_runs import assert_close, trained_runs
 
 from distill.cli import main
 from distill.inference import Model, Segment, run_items, sources_from
-from inference_runs import assert_close, trained_runs
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_predict_reproduces_the_runs_test_metrics(runs):
         names = np.array(model.classes)[logits.argmax(1)]
         truth = trainer.cache.index.loc[ids, trainer.cfg.data.label].astype(str).to_numpy()
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        key = metrics["video_missing"] if "video_missing" in metrics else metrics
+        key = metrics.get("video_missing", metrics)
         assert (names == truth).mean() == pytest.approx(key["accuracy"])
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from inference_runs import trained_runs
 
 from distill.cli import build_parser, teacher_config
 from distill.tensorboard import tag_of
-from inference_runs import trained_runs
 
 
 def _scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
@@ -45,8 +45,9 @@ def test_tags():
 
 
 def test_off_by_flag_or_config(tmp_path):
-    from distill.train import run_training
     from synthetic import make_lupi_cache, tiny_config
+
+    from distill.train import run_training
 
     args = build_parser().parse_args(["teacher", "--cache", "c", "--out", "o", "--no-tensorboard"])
     assert teacher_config(args).train.tensorboard is False
@@ -59,8 +60,9 @@ def test_off_by_flag_or_config(tmp_path):
 
 
 def test_a_resumed_run_continues_its_curves(tmp_path):
-    from distill.train import run_training
     from synthetic import make_lupi_cache, tiny_config
+
+    from distill.train import run_training
 
     cache = make_lupi_cache(tmp_path / "cache", n_classes=3, per_class=8, n_frames=90)
     run_training(tiny_config(cache, "student", train__epochs=1), tmp_path / "run", progress=False)

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from inference_runs import assert_close, trained_runs
 
 from distill import metrics as M
 from distill.cli import main
 from distill.inference import Model
-from inference_runs import assert_close, trained_runs
 
 
 @pytest.fixture(scope="module")
