@@ -2,7 +2,7 @@
 
 One scalar per ``train_log.csv`` column and epoch, grouped by prefix (``train/total``,
 ``train/task``, ``val/uar``, ``lr``, ``time/epoch_seconds``), and the test metrics at the end
-(``test/eer``, ...). The writer is opened with ``purge_step`` on a resumed run, so the epochs
+(``test/eer``, ...) and the test embeddings for the projector tab, labelled by class. The writer is opened with ``purge_step`` on a resumed run, so the epochs
 it repeats after a kill replace the ones logged before, as in train_log.csv. Open with
 ``tensorboard --logdir RUN_DIR`` (or a sweep's folder, to compare runs).
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+
+import numpy as np
 
 #: train_log.csv columns that are not prefixed train_/val_, and their tags.
 TAGS = {"lr": "lr", "seconds": "time/epoch_seconds"}
@@ -53,6 +55,12 @@ class TensorBoardLog:
                         self.writer.add_scalar(f"test_{key}/{k}", float(v), step)
             elif _is_number(value) and key != "best_epoch":
                 self.writer.add_scalar(f"test/{key}", float(value), step)
+        self.writer.flush()
+
+    def projector(self, emb, labels: list[str], step: int) -> None:
+        """The test embeddings for TensorBoard's projector tab, each labelled with its class."""
+        self.writer.add_embedding(np.asarray(emb, dtype=np.float32), metadata=[str(x) for x in labels],
+                                  tag="test_embeddings", global_step=step)
         self.writer.flush()
 
     def close(self) -> None:

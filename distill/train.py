@@ -418,6 +418,9 @@ def evaluate_network(trainer: Trainer, plots: bool = True) -> dict:
         write_threshold(trainer)
     if plots:
         write_plots(trainer, extras)
+    if trainer.tb:
+        pred = extras["pred"]
+        trainer.tb.projector(pred.emb, trainer.cache.index.loc[pred.utt_ids, trainer.cfg.data.label], trainer.epoch)
     return metrics
 
 

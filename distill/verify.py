@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 
 from distill import metrics as M
+from distill.checkpoint import BEST
 from distill.inference import Failure, Item, Model, run_items
 
 
 def ensure_threshold(model: Model, run_dir: str | Path) -> dict | None:
-    """The model's verification threshold, recording it in the run (from its cache) when missing."""
-    if model.threshold or not (Path(run_dir) / "config.yaml").is_file():
-        return model.threshold
+    """The model's verification threshold, recording it in a speaker run (from its cache) when missing."""
+    if model.threshold or model.task != "speaker" or not (Path(run_dir) / BEST).is_file():
+        return model.threshold  # known, not a speaker model, or an export folder (it carries what the run had)
     from distill.train import load_run, write_threshold
 
     try:

@@ -71,3 +71,21 @@ def test_a_resumed_run_continues_its_curves(tmp_path):
     log = pd.read_csv(tmp_path / "run" / "train_log.csv")
     assert [s for s, _ in scalars["train/total"]] == log["epoch"].tolist() == [1, 2]
     assert [v for _, v in scalars["val/accuracy"]] == pytest.approx(log["val_accuracy"].tolist(), rel=1e-6)
+
+
+def test_projector_holds_the_test_embeddings(tmp_path_factory):
+    runs = trained_runs(tmp_path_factory)
+    from distill.train import load_run
+
+    trainer = load_run(runs.speaker)
+    ids = trainer.data.ids["test"]
+    [folder] = [p for p in runs.speaker.glob("*/test_embeddings") if p.is_dir()]
+    assert folder.parent.name == "00002"  # the step: the last epoch
+    import numpy as np
+
+    emb = np.loadtxt(folder / "tensors.tsv", delimiter="\t", ndmin=2)
+    want = trainer.predict(trainer.data.dataset("test", faces=False, train=False)).emb
+    np.testing.assert_allclose(emb, want, rtol=1e-4, atol=1e-5)
+    labels = (folder / "metadata.tsv").read_text().split()
+    assert labels == trainer.cache.index.loc[ids, "speaker"].astype(str).tolist()
+    assert "test_embeddings" in (runs.speaker / "projector_config.pbtxt").read_text()
