@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Class probabilities (softmax of the cell-averaged logits) and the top class of "
                                    "each file: emotion, or closed-set speaker identity. Exit 1 if any file failed.")
     _use_options(p)
-    p.add_argument("--out", help="output .csv or .json, a row per file (default: one line per file on stdout)")
+    p.add_argument("--out", help="output .csv or .json, a row per file; without it, one line per file on stdout")
 
     p = sub.add_parser("verify", formatter_class=_formatter, help="same speaker? cosine scores of file pairs",
                        description="Cosine score of two files, or of every pair of a trial list, with the decision "
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", help="trial list 'label enrol test' (VoxCeleb style); entries are utt_ids of "
                                     "--manifest, or paths relative to the trial file's folder")
     p.add_argument("--manifest", help="CSV/parquet with utt_id,path that the trial entries name")
-    p.add_argument("--out", help="write label,enrol,test,score,decision as .csv (default: one line per pair on stdout)")
+    p.add_argument("--out", help="write label,enrol,test,score,decision as .csv; without it, one line per pair on stdout")
 
     p = sub.add_parser("export", formatter_class=_formatter, help="a self-contained TorchScript/ONNX model folder",
                        description="Write the run's audio-only network (log-mel cells -> embedding, logits) with its "
@@ -307,6 +307,8 @@ def _verify(args: argparse.Namespace) -> int:
         raise ConfigError("give two files A B, or --trials T")
     if args.manifest and not args.trials:
         raise ConfigError("--manifest names the entries of --trials; with two files drop it")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     model = Model.load(args.run, args.device)
     ensure_threshold(model, args.run)
     if args.trials:
