@@ -196,19 +196,19 @@ class Model:
         """Per-item (emb (N, D), logits (N, C)): each the mean over the item's grid cells."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        cells, owner = [], []
+        fbanks = [np.asarray(fb, dtype=np.float32) for fb in fbanks]
         for i, fb in enumerate(fbanks):
-            fb = np.asarray(fb, dtype=np.float32)
             if fb.ndim != 2 or fb.shape[1] != self.n_mels or len(fb) == 0:
                 raise ValueError(f"item {i}: log-mels must be (T >= 1, {self.n_mels}), got {fb.shape}")
-            for c in range(self.grid.n_cells(len(fb))):
-                cells.append(fb[self.grid.frame_index(len(fb), c)])
-                owner.append(i)
         n = len(fbanks)
-        owner = np.asarray(owner, dtype=np.int64)
+        # (item, cell) of every cell; a batch's cells are cut only when it runs (a long file stays cheap)
+        owner = np.repeat(np.arange(n), [self.grid.n_cells(len(fb)) for fb in fbanks]).astype(np.int64)
+        cell = np.concatenate([np.arange(self.grid.n_cells(len(fb))) for fb in fbanks]) if n else owner
         emb_sum = logit_sum = None
-        for lo in range(0, len(cells), batch_size):
-            emb, logits = self.backend(np.stack(cells[lo:lo + batch_size]))
+        for lo in range(0, len(owner), batch_size):
+            x = np.stack([fbanks[i][self.grid.frame_index(len(fbanks[i]), c)]
+                          for i, c in zip(owner[lo:lo + batch_size], cell[lo:lo + batch_size])])
+            emb, logits = self.backend(x)
             if emb_sum is None:
                 emb_sum, logit_sum = np.zeros((n, emb.shape[1])), np.zeros((n, logits.shape[1]))
             np.add.at(emb_sum, owner[lo:lo + batch_size], emb)
