@@ -113,7 +113,16 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, cells: int = 
     return out_dir, diff
 
 
+def _require(module: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"ONNX models need the {module} package: pip install 'avpi[export]'")
+
+
 def _write_network(cell: nn.Module, example: torch.Tensor, fmt: str, path: Path) -> None:
+    if fmt == "onnx":
+        _require("onnx")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer / deprecation chatter; the output check below is the test
         if fmt == "torchscript":
@@ -160,6 +169,7 @@ def load_backend(export_dir: Path, info: dict, device: str = "cpu") -> Backend:
             module = torch.jit.load(str(path), map_location=device).eval()
         return fixed_batch(torch_backend(module, torch.device(device)), info["cells"])
     if info["format"] == "onnx":
+        _require("onnxruntime")
         import onnxruntime as ort
 
         providers = ["CPUExecutionProvider"]

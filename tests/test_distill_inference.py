@@ -171,3 +171,16 @@ def test_docs_example_runs(runs, tmp_path, monkeypatch):
     doc = Path(__file__).resolve().parents[1] / "docs" / "inference.md"
     result = doctest.testfile(str(doc), module_relative=False, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 15 and result.failed == 0
+
+
+def test_a_run_on_a_synthetic_cache_embeds_logmels_but_not_files(runs, tmp_path, capsys):
+    from distill.train import run_training
+    from synthetic import make_lupi_cache, tiny_config
+
+    cache = make_lupi_cache(tmp_path / "cache", n_classes=3, per_class=8, n_frames=90, n_mels=20)
+    run_training(tiny_config(cache, "student", train__tensorboard=False), tmp_path / "run", progress=False)
+    model = Model.from_run(tmp_path / "run")
+    emb, logits = model.forward_fbanks([np.zeros((50, 20), np.float32), np.ones((120, 20), np.float32)])
+    assert emb.shape == (2, 16) and logits.shape == (2, 3)
+    assert main(["predict", str(tmp_path / "run"), str(runs.wavs[0])]) == 2
+    assert "synthetic cache" in capsys.readouterr().err
