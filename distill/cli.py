@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", help="trial list 'label enrol test' (VoxCeleb style); entries are utt_ids of "
                                     "--manifest, or paths relative to the trial file's folder")
     p.add_argument("--manifest", help="CSV/parquet with utt_id,path that the trial entries name")
+    p.add_argument("--norm", choices=("auto", "none", "asnorm"), default="auto",
+                   help="score: cosine (none) or AS-norm against the run's cohort of training speakers; auto = "
+                        "asnorm when the run has a cohort (cohort.npy)")
     p.add_argument("--out", help="write label,enrol,test,score,decision as .csv; without it, one line per pair on stdout")
 
     p = sub.add_parser("export", formatter_class=_formatter, help="a self-contained TorchScript/ONNX model folder",
@@ -319,7 +322,8 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         pairs = pd.DataFrame({"enrol": [args.pair[0]], "test": [args.pair[1]]})
         items = {p: p for p in args.pair}
-    scored, failures = score_pairs(model, pairs, items, batch_size=args.batch_size,
+    norm = model.resolve_norm(args.norm)
+    scored, failures = score_pairs(model, pairs, items, norm=norm, batch_size=args.batch_size,
                                    progress=not args.quiet and len(items) > 2)
     if args.out:
         from pathlib import Path
@@ -331,8 +335,9 @@ def _verify(args: argparse.Namespace) -> int:
             label = f"{row['label']} " if "label" in row else ""
             print(f"{label}{row['enrol']} {row['test']} {row['score']:.4f}"
                   + (f" {row['decision']}" if "decision" in row else ""))
-    threshold = f"threshold {model.threshold['threshold']:.4f} (val EER point)" if model.threshold else "no threshold"
-    summary = f"verify: {len(scored)} of {len(pairs)} pair(s) scored, {threshold}"
+    point = (model.threshold or {}).get("asnorm") if norm == "asnorm" else model.threshold
+    threshold = f"threshold {point['threshold']:.4f} (val EER point)" if point else "no threshold"
+    summary = f"verify: {len(scored)} of {len(pairs)} pair(s) scored ({'AS-norm' if norm == 'asnorm' else 'cosine'}), {threshold}"
     found = trial_metrics(scored)
     if found:
         summary += f"; EER={found['eer']:.3f} minDCF={found['min_dcf']:.3f}"

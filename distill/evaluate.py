@@ -120,9 +120,20 @@ def verification(pred: Predictions, trials: pd.DataFrame) -> tuple[dict[str, flo
     return {"eer": float(out["eer"]), "min_dcf": float(out["min_dcf"])}, scores, labels
 
 
-def operating_point(pred: Predictions, trials: pd.DataFrame) -> dict:
-    """The EER threshold on cosine scores of a (validation) trial list, with the EER it gives there."""
+def operating_point(pred: Predictions, trials: pd.DataFrame, cohort: np.ndarray | None = None,
+                    top_k: int = 300) -> dict:
+    """The EER threshold on cosine scores of a (validation) trial list, with the EER it gives there;
+    with a cohort, also those of the AS-norm scores (under ``asnorm``)."""
     _, scores, labels = verification(pred, trials)
     out = M.verification_metrics(scores, labels)
-    return {"threshold": out["eer_threshold"], "eer": out["eer"], "scoring": "cosine", "n_trials": int(len(labels)),
-            "n_target_trials": out["n_target_trials"]}
+    point = {"threshold": out["eer_threshold"], "eer": out["eer"], "scoring": "cosine", "n_trials": len(labels),
+             "n_target_trials": out["n_target_trials"]}
+    if cohort is not None:
+        from distill.scoring import as_norm
+
+        row = {u: i for i, u in enumerate(pred.utt_ids)}
+        normed = as_norm(pred.emb[[row[u] for u in trials["enrol"]]], pred.emb[[row[u] for u in trials["test"]]],
+                         cohort, top_k)
+        n = M.verification_metrics(normed, labels)
+        point["asnorm"] = {"threshold": n["eer_threshold"], "eer": n["eer"], "top_k": top_k, "cohort": len(cohort)}
+    return point

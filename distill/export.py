@@ -47,13 +47,7 @@ from torch import nn
 from distill.checkpoint import BEST, file_sha256, load_best_network
 from distill.config import ConfigError
 from distill.data import Grid
-from distill.inference import (
-    EXPORT_INFO,
-    VERIFICATION,
-    Backend,
-    cell_shape,
-    torch_backend,
-)
+from distill.inference import COHORT, EXPORT_INFO, VERIFICATION, Backend, cell_shape, torch_backend
 
 FORMATS = {"torchscript": "network.pt", "onnx": "network.onnx"}
 TOLERANCE = 1e-5
@@ -103,6 +97,8 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, cells: int = 
     info["check"] = {"max_abs_diff": diff, "tolerance": TOLERANCE, "cells": len(probe)}
     (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
     shutil.copy(run_dir / "config.yaml", tmp / "config.yaml")
+    if (run_dir / COHORT).is_file():
+        shutil.copy(run_dir / COHORT, tmp / COHORT)
     metrics = _read_json(run_dir / "metrics.json")
     if metrics is not None:
         shutil.copy(run_dir / "metrics.json", tmp / "metrics.json")
@@ -152,6 +148,7 @@ def _info(run_dir: Path, cfg, meta: dict, grid: Grid, fmt: str, emb_dim: int, ce
         "grid": asdict(grid),
         "features": json.loads(meta["cache_config"]),
         "verification": _read_json(run_dir / VERIFICATION),
+        "cohort": COHORT if (run_dir / COHORT).is_file() else None,
         "checkpoint": {"file": BEST, "sha256": file_sha256(run_dir / BEST), "meta": plain},
         "source_run": str(run_dir.resolve()),
         "torch": torch.__version__,
@@ -235,6 +232,10 @@ def model_card(info: dict, metrics: dict | None, config_yaml: str) -> str:
         v = info["verification"]
         lines += [(f"Verification threshold (cosine, validation EER point): {v['threshold']:.4f} "
                    f"(val EER {v['eer']:.3f} over {v['n_trials']} trials)."), ""]
+        if "asnorm" in v:
+            a = v["asnorm"]
+            lines += [(f"AS-norm (top {a['top_k']} of a cohort of {a['cohort']} training speakers, `{COHORT}`): "
+                       f"threshold {a['threshold']:.4f}, val EER {a['eer']:.3f}."), ""]
     lines += ["## Test metrics", ""]
     if metrics:
         lines += ["| metric | value |", "|---|---|"]

@@ -39,6 +39,8 @@ from distill.data import Grid
 from distill.evaluate import VERIFICATION
 
 EXPORT_INFO = "model.json"
+COHORT = "cohort.npy"  # the AS-norm cohort of a speaker run (distill.calibration writes it)
+NORMS = ("auto", "none", "asnorm")
 
 #: A callable from stacked cells (B, *cell, n_mels) float32 to (emb (B, D), logits (B, C)) numpy arrays.
 Backend = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -111,13 +113,14 @@ class Model:
 
     def __init__(self, backend: Backend, *, grid: Grid, n_mels: int, classes: list[str], task: str,
                  feature_record: dict | None, threshold: dict | None = None, source: str = "",
-                 identity: str = "", info: dict | None = None):
+                 identity: str = "", cohort: np.ndarray | None = None, info: dict | None = None):
         self.backend, self.grid, self.n_mels = backend, grid, n_mels
         self.classes, self.task = list(classes), task
         self.feature_record = feature_record or {}
         self.threshold = threshold  # {"threshold": ..., "eer": ..., ...} or None
         self.source = source
         self.identity = identity  # sha256 of the checkpoint: the same for a run and its exports
+        self.cohort = cohort  # (speakers, D) AS-norm cohort, or None
         self.info = info or {}
 
     # ------------------------------------------------------------------ loading
@@ -127,11 +130,10 @@ class Model:
         from distill.checkpoint import BEST, file_sha256, load_best_network
 
         net, cfg, meta = load_best_network(run_dir, device)
-        threshold_file = Path(run_dir) / VERIFICATION
-        threshold = json.loads(threshold_file.read_text()) if threshold_file.is_file() else None
         return cls(torch_backend(net, torch.device(device)), grid=Grid.from_config(cfg.data), n_mels=meta["n_mels"],
                    classes=meta["labels"], task=cfg.data.task, feature_record=json.loads(meta["cache_config"]),
-                   threshold=threshold, source=str(run_dir), identity=file_sha256(Path(run_dir) / BEST),
+                   threshold=_read_json(Path(run_dir) / VERIFICATION), source=str(run_dir),
+                   identity=file_sha256(Path(run_dir) / BEST), cohort=_read_cohort(Path(run_dir)),
                    info={"role": cfg.role, "setting": cfg.data.setting})
 
     @classmethod
@@ -147,7 +149,7 @@ class Model:
         return cls(load_backend(export_dir, info, device), grid=Grid(**info["grid"]), n_mels=info["n_mels"],
                    classes=info["classes"], task=info["task"], feature_record=info["features"],
                    threshold=info.get("verification"), source=str(export_dir),
-                   identity=info["checkpoint"]["sha256"], info=info)
+                   identity=info["checkpoint"]["sha256"], cohort=_read_cohort(export_dir), info=info)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> Model:
@@ -236,22 +238,44 @@ class Model:
         logits = self.forward_fbanks(self._fbanks(items, lengths), batch_size)[1]
         return Prediction(self.classes, softmax(logits))
 
-    def score(self, a: Item | Sequence[Item], b: Item | Sequence[Item], batch_size: int = 64) -> np.ndarray:
-        """Cosine scores of the pairs (a[i], b[i]) (for embeddings already computed, use
-        ``distill.metrics.cosine_scores``)."""
-        from distill.metrics import cosine_scores
-
+    def score(self, a: Item | Sequence[Item], b: Item | Sequence[Item], batch_size: int = 64,
+              norm: str = "none") -> np.ndarray:
+        """Scores of the pairs (a[i], b[i]): cosine (``norm="none"``) or AS-norm against the run's
+        cohort (``"asnorm"``); ``"auto"`` is AS-norm when the model has a cohort."""
         ea, eb = self.embed(a, batch_size), self.embed(b, batch_size)
         if len(ea) != len(eb):
             raise ValueError(f"score: {len(ea)} items against {len(eb)}; pairs need equal counts")
-        return cosine_scores(ea, eb)
+        return self.score_embeddings(ea, eb, norm)
 
-    def decide(self, scores: np.ndarray) -> np.ndarray:
-        """Same speaker? at the run's validation EER threshold (``threshold`` must be known)."""
-        if not self.threshold:
-            raise ConfigError(f"{self.source} has no recorded verification threshold (a speaker run's "
-                              f"{VERIFICATION}, written by evaluation)")
-        return np.asarray(scores) >= self.threshold["threshold"]
+    def score_embeddings(self, enrol: np.ndarray, test: np.ndarray, norm: str = "none") -> np.ndarray:
+        """Like :meth:`score`, for embeddings already computed."""
+        from distill.metrics import cosine_scores
+        from distill.scoring import as_norm
+
+        norm = self.resolve_norm(norm)
+        if norm == "none":
+            return cosine_scores(enrol, test)
+        top_k = (self.threshold or {}).get("asnorm", {}).get("top_k", 300)
+        return as_norm(enrol, test, self.cohort, top_k)
+
+    def resolve_norm(self, norm: str) -> str:
+        """``auto`` -> ``asnorm`` with a cohort, else ``none``; ``asnorm`` without one is an error."""
+        if norm not in NORMS:
+            raise ConfigError(f"score normalisation {norm!r}: choose one of {', '.join(NORMS)}")
+        if norm == "auto":
+            return "asnorm" if self.cohort is not None else "none"
+        if norm == "asnorm" and self.cohort is None:
+            raise ConfigError(f"{self.source} has no AS-norm cohort (a speaker run's cohort.npy, written by evaluation)")
+        return norm
+
+    def decide(self, scores: np.ndarray, norm: str = "none") -> np.ndarray:
+        """Same speaker? at the run's validation EER threshold for scores of this ``norm``."""
+        norm = self.resolve_norm(norm)
+        point = (self.threshold or {}).get("asnorm") if norm == "asnorm" else self.threshold
+        if not point:
+            raise ConfigError(f"{self.source} has no recorded verification threshold for {norm} scores (a speaker "
+                              f"run's {VERIFICATION}, written by evaluation)")
+        return np.asarray(scores) >= point["threshold"]
 
     @functools.cached_property
     def embed_dim(self) -> int:
@@ -261,6 +285,14 @@ class Model:
     def __repr__(self) -> str:
         return (f"Model({self.source!r}, task={self.task}, {self.grid.setting}, {len(self.classes)} classes, "
                 f"threshold={'yes' if self.threshold else 'no'})")
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _read_cohort(folder: Path) -> np.ndarray | None:
+    return np.load(folder / COHORT) if (folder / COHORT).is_file() else None
 
 
 def cell_shape(grid: Grid) -> tuple[int, ...]:

@@ -31,8 +31,7 @@ from distill.checkpoint import (BEST, LAST, file_sha256, load_best_network, load
 from distill.config import ConfigError, DistillConfig, RunConfig, dump_config, read_run_config
 from distill.data import EpochTaggedSampler, Grid, GridDataset, Labels, assign_splits, collate
 from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, init_distributed
-from distill.evaluate import (SELECTION_METRIC, VERIFICATION, Predictions, build_trials, classification, operating_point,
-                              predict, verification)
+from distill.evaluate import SELECTION_METRIC, Predictions, build_trials, classification, predict, verification
 from distill.models import build_network
 from distill.objective import Objective, StepModule
 from distill.targets import (TARGETS_FILE, TargetStore, cache_identity, compute_targets, open_targets, targets_key,
@@ -415,28 +414,15 @@ def evaluate_network(trainer: Trainer, plots: bool = True) -> dict:
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     tmp.replace(out / METRICS)
     if trainer.cfg.data.task == "speaker":
-        write_threshold(trainer)
+        from distill.calibration import write_verification
+
+        write_verification(trainer)
     if plots:
         write_plots(trainer, extras)
     if trainer.tb:
         pred = extras["pred"]
         trainer.tb.projector(pred.emb, trainer.cache.index.loc[pred.utt_ids, trainer.cfg.data.label], trainer.epoch)
     return metrics
-
-
-def write_threshold(trainer: Trainer) -> dict | None:
-    """verification.json: the val-split EER threshold of the audio-only embeddings (a teacher with
-    its video missing), where ``distill verify`` decides "same speaker"."""
-    cfg = trainer.cfg
-    try:
-        trials = build_trials(trainer.cache.index, trainer.data.ids["val"], cfg.data.label, None, cfg.train.seed)
-        point = operating_point(trainer.predict(trainer.data.dataset("val", faces=False, train=False), video=False),
-                                trials)
-    except ValueError as exc:  # e.g. one val utterance per speaker: no target trial
-        warnings.warn(f"{trainer.out}: no verification threshold ({exc})", stacklevel=2)
-        return None
-    (trainer.out / VERIFICATION).write_text(json.dumps({**point, "split": "val"}, indent=2) + "\n")
-    return point
 
 
 def test_metrics(trainer: Trainer, pred: Predictions) -> tuple[dict, dict]:

@@ -23,10 +23,14 @@ def ensure_threshold(model: Model, run_dir: str | Path) -> dict | None:
     """The model's verification threshold, recording it in a speaker run (from its cache) when missing."""
     if model.threshold or model.task != "speaker" or not (Path(run_dir) / BEST).is_file():
         return model.threshold  # known, not a speaker model, or an export folder (it carries what the run had)
-    from distill.train import load_run, write_threshold
+    from distill.calibration import write_verification
+    from distill.inference import COHORT
+    from distill.train import load_run
 
     try:
-        model.threshold = write_threshold(load_run(run_dir))
+        model.threshold = write_verification(load_run(run_dir))
+        if model.threshold:
+            model.cohort = np.load(Path(run_dir) / COHORT)
     except (OSError, ValueError, RuntimeError) as exc:  # the cache moved or is gone: scores, no decisions
         warnings.warn(f"{run_dir}: no verification threshold recorded and none computable ({exc}); "
                       f"scores without decisions", stacklevel=2)
@@ -48,10 +52,12 @@ def trial_items(trials: pd.DataFrame, trials_path: str | Path, manifest: str | N
     return {n: n if Path(n).is_absolute() else str(base / n) for n in names}
 
 
-def score_pairs(model: Model, pairs: pd.DataFrame, items: dict[str, Item], *, batch_size: int = 64,
-                progress: bool = False) -> tuple[pd.DataFrame, list[Failure]]:
-    """``pairs`` (enrol, test[, label]) with ``score`` (and ``decision`` when the threshold is known)
-    for every pair whose two files could be embedded; failures name the files that could not."""
+def score_pairs(model: Model, pairs: pd.DataFrame, items: dict[str, Item], *, norm: str = "auto",
+                batch_size: int = 64, progress: bool = False) -> tuple[pd.DataFrame, list[Failure]]:
+    """``pairs`` (enrol, test[, label]) with ``score`` (cosine, or AS-norm; then also ``cosine``) and
+    ``decision`` (when that score's threshold is known) for every pair whose two files could be
+    embedded; failures name the files that could not."""
+    norm = model.resolve_norm(norm)
     unique = list(dict.fromkeys([*pairs["enrol"], *pairs["test"]]))
     emb: dict[str, np.ndarray] = {}
     failures: list[Failure] = []
@@ -62,12 +68,16 @@ def score_pairs(model: Model, pairs: pd.DataFrame, items: dict[str, Item], *, ba
     ok = pairs["enrol"].isin(emb.keys()) & pairs["test"].isin(emb.keys())
     scored = pairs[ok].reset_index(drop=True)
     if len(scored):
-        scores = M.cosine_scores(np.stack([emb[u] for u in scored["enrol"]]), np.stack([emb[u] for u in scored["test"]]))
+        enrol, test = np.stack([emb[u] for u in scored["enrol"]]), np.stack([emb[u] for u in scored["test"]])
+        scores = model.score_embeddings(enrol, test, norm)
+        if norm != "none":
+            scored["cosine"] = M.cosine_scores(enrol, test)
     else:
         scores = np.zeros(0)
     scored["score"] = scores
-    if model.threshold:
-        scored["decision"] = np.where(model.decide(scores), "same", "different")
+    point = (model.threshold or {}).get("asnorm") if norm == "asnorm" else model.threshold
+    if point:
+        scored["decision"] = np.where(model.decide(scores, norm), "same", "different")
     return scored, failures
 
 

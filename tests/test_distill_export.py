@@ -39,6 +39,9 @@ def test_export_loads_without_run_or_cache_and_equals_the_run(runs, tmp_path, mo
     assert_close(exported.predict(files).probs, original.predict(files).probs)
     assert exported.classes == original.classes and exported.threshold == original.threshold
     assert exported.identity == original.identity
+    if which == "speaker":  # the AS-norm cohort travels with the model
+        assert_close(exported.cohort, original.cohort, 0)
+        assert_close(exported.score(files[:2], files[2:], norm="asnorm"), original.score(files[:2], files[2:], norm="asnorm"))
     info = json.loads((out / "model.json").read_text())
     assert info["format"] == fmt and (out / info["file"]).is_file() and info["check"]["max_abs_diff"] <= 1e-5
     assert info["features"]["n_mels"] == 20 and info["grid"]["setting"] == info["setting"]

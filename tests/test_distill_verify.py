@@ -20,15 +20,19 @@ def runs(tmp_path_factory):
     return trained_runs(tmp_path_factory)
 
 
-def test_verify_two_files(runs, capsys):
+@pytest.mark.parametrize("norm", ["none", "asnorm"])
+def test_verify_two_files(runs, capsys, norm):
     a, b = str(runs.wavs[0]), str(runs.wavs[2])
-    assert main(["verify", str(runs.speaker), a, b, "--quiet"]) == 0
+    args = ["verify", str(runs.speaker), a, b, "--quiet"]
+    assert main(args + (["--norm", "none"] if norm == "none" else [])) == 0  # default: AS-norm (the run has a cohort)
     line, summary = capsys.readouterr().out.strip().splitlines()
     model = Model.from_run(runs.speaker)
-    score = float(model.score(a, b)[0])
-    decision = "same" if score >= model.threshold["threshold"] else "different"
+    score = float(model.score(a, b, norm=norm)[0])
+    point = model.threshold if norm == "none" else model.threshold["asnorm"]
+    decision = "same" if score >= point["threshold"] else "different"
     assert line == f"{a} {b} {score:.4f} {decision}"
-    assert summary.startswith(f"verify: 1 of 1 pair(s) scored, threshold {model.threshold['threshold']:.4f}")
+    kind = "cosine" if norm == "none" else "AS-norm"
+    assert summary.startswith(f"verify: 1 of 1 pair(s) scored ({kind}), threshold {point['threshold']:.4f}")
     assert main(["verify", str(runs.speaker), a]) == 2  # one file is not a pair
 
 
@@ -49,15 +53,18 @@ def test_trial_list_of_paths_scores_every_pair_and_reports_eer(runs, tmp_path, c
     out = tmp_path / "scores.csv"
     assert main(["verify", str(runs.speaker), "--trials", str(folder / "trials.txt"), "--out", str(out), "--quiet"]) == 0
     table = pd.read_csv(out)
-    assert list(table.columns) == ["label", "enrol", "test", "score", "decision"] and len(table) == len(pairs)
+    assert list(table.columns) == ["label", "enrol", "test", "cosine", "score", "decision"] and len(table) == len(pairs)
     model = Model.from_run(runs.speaker)
     files = [str(p) for p in runs.wavs]
-    want = model.score([files[i] for _, i, _ in pairs], [files[j] for _, _, j in pairs])
+    enrol, test = [files[i] for _, i, _ in pairs], [files[j] for _, _, j in pairs]
+    assert_close(table["cosine"].to_numpy(), model.score(enrol, test))
+    want = model.score(enrol, test, norm="asnorm")
     assert_close(table["score"].to_numpy(), want)
     found = M.verification_metrics(want, np.array([label for label, _, _ in pairs], bool))
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert f"EER={found['eer']:.3f} minDCF={found['min_dcf']:.3f}" in summary
-    assert table["decision"].tolist() == ["same" if s >= model.threshold["threshold"] else "different" for s in want]
+    threshold = model.threshold["asnorm"]["threshold"]
+    assert table["decision"].tolist() == ["same" if s >= threshold else "different" for s in want]
 
 
 def test_trial_list_of_manifest_ids_with_a_bad_file(runs, tmp_path, capsys):
@@ -83,9 +90,10 @@ def test_threshold_is_recorded_on_first_use_for_an_older_run(runs, tmp_path, cap
     a, b = str(runs.wavs[0]), str(runs.wavs[1])
     assert main(["verify", str(run), a, b, "--quiet"]) == 0
     assert json.loads((run / "verification.json").read_text()) == json.loads((runs.speaker / "verification.json").read_text())
-    capsys.readouterr()
+    assert capsys.readouterr().out.splitlines()[-1].startswith("verify: 1 of 1 pair(s) scored (AS-norm), threshold")
     # without the cache it cannot be computed: scores, no decision, a warning
     (run / "verification.json").unlink()
+    (run / "cohort.npy").unlink()
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     cfg["cache"] = str(tmp_path / "gone")
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
