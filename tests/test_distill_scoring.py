@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from inference_runs import assert_close, trained_runs
 
 from distill.scoring import as_norm, speaker_cohort, top_k_stats
-from inference_runs import assert_close, trained_runs
 
 
 def _unit(x):
