@@ -7,7 +7,8 @@
 (c) where a file's time goes: decode + log-mel (the Python front-end) vs the network;
 (d) the resumable .h5 writer (chunks committed as parts, then merged) vs embedding the same files
     without writing anything;
-(e) the TensorBoard logger: one epoch's row vs the epoch it logs.
+(e) the TensorBoard logger: one epoch's row vs the epoch it logs;
+(f) what a speaker run's evaluation now also does (val thresholds, AS-norm cohort) vs the run.
 """
 from __future__ import annotations
 
@@ -106,6 +107,14 @@ def main() -> None:
         epoch = best_of(1, lambda: run_training(cfg, tmp / "again", progress=False))
         print(f"(e) TensorBoard: one epoch's row {log * 1000:.1f} ms vs one training run of 1 epoch + evaluation "
               f"{epoch:.2f} s = {log / epoch:.4f}x")
+
+        from distill.calibration import write_verification
+        from distill.train import load_run
+
+        trainer = load_run(tmp / "run")
+        record = best_of(args.repeat, lambda: write_verification(trainer))
+        print(f"(f) recording the verification threshold + AS-norm cohort at evaluation: {record:.2f} s vs the "
+              f"1-epoch run with evaluation {epoch:.2f} s = {record / epoch:.2f}x")
 
 
 if __name__ == "__main__":
