@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from distill import metrics as M
 from distill.data import GridDataset, collate
+from distill.scoring import DEFAULT_TOP_K, as_norm
 
 #: The val metric that picks the best checkpoint, per task (higher is better for both).
 SELECTION_METRIC = {"speaker": "accuracy", "emotion": "uar"}
@@ -121,7 +122,7 @@ def verification(pred: Predictions, trials: pd.DataFrame) -> tuple[dict[str, flo
 
 
 def operating_point(pred: Predictions, trials: pd.DataFrame, cohort: np.ndarray | None = None,
-                    top_k: int = 300) -> dict:
+                    top_k: int = DEFAULT_TOP_K) -> dict:
     """The EER threshold on cosine scores of a (validation) trial list, with the EER it gives there;
     with a cohort, also those of the AS-norm scores (under ``asnorm``)."""
     _, scores, labels = verification(pred, trials)
@@ -129,8 +130,6 @@ def operating_point(pred: Predictions, trials: pd.DataFrame, cohort: np.ndarray 
     point = {"threshold": out["eer_threshold"], "eer": out["eer"], "scoring": "cosine", "n_trials": len(labels),
              "n_target_trials": out["n_target_trials"]}
     if cohort is not None:
-        from distill.scoring import as_norm
-
         row = {u: i for i, u in enumerate(pred.utt_ids)}
         normed = as_norm(pred.emb[[row[u] for u in trials["enrol"]]], pred.emb[[row[u] for u in trials["test"]]],
                          cohort, top_k)
