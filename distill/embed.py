@@ -66,10 +66,12 @@ def embed_to_h5(model: Model, sources: list[tuple[str, Item]], out: str | Path, 
     out = Path(out)
     if out.suffix not in H5_SUFFIXES:
         raise ConfigError(f"--out {out}: a resumable embedding file ends in .h5")
+    if chunk < 1:
+        raise ConfigError(f"--chunk must be >= 1, got {chunk}")
     parts = out.with_name(out.name + ".parts")
     stored = _stored_ids(model, out, parts)
-    todo = [(u, item) for u, item in sources if u not in stored]
-    result = EmbedResult(out, skipped=len(sources) - len(todo))
+    todo = list({u: item for u, item in sources if u not in stored}.items())  # an id given twice is embedded once
+    result = EmbedResult(out, skipped=len({u for u, _ in sources} & stored))
     if todo:
         parts.mkdir(parents=True, exist_ok=True)
         (parts / "model.json").write_text(json.dumps({"model": model.identity, "source": model.source}))
