@@ -175,7 +175,8 @@ class Model:
         return self._frontend[0].sample_rate
 
     def fbank(self, item: Item) -> np.ndarray:
-        """One item's log-mels (T, n_mels), decoded and computed as the extraction did."""
+        """One item's log-mels (T, n_mels), decoded, computed and rounded to the cache's storage
+        dtype as the extraction did: the numbers a cached item of the same file holds."""
         from extract.decode import decode_audio
 
         ecfg, logmel = self._frontend
@@ -191,7 +192,8 @@ class Model:
         if len(audio) < ecfg.win_samples:
             raise ValueError(f"{name}: {len(audio)} audio samples, shorter than one feature window "
                              f"({ecfg.win_samples} samples = {ecfg.win_ms} ms)")
-        return logmel(audio.astype(np.float32, copy=False))
+        feats = logmel(audio.astype(np.float32, copy=False))
+        return feats.astype(ecfg.dtype).astype(np.float32, copy=False)
 
     # ------------------------------------------------------------------ the network over cells
     def forward_fbanks(self, fbanks: Sequence[np.ndarray], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:

@@ -106,6 +106,22 @@ def test_score_and_the_recorded_val_threshold(runs, speaker):
     assert not (runs.emotion / "verification.json").exists()  # emotion runs do not verify
 
 
+def test_features_of_a_file_are_those_extraction_stores(runs, speaker, tmp_path):
+    """Same decode, same log-mel, same storage rounding: bit for bit what `extract run` caches."""
+    from extract import open_cache
+    from extract.config import ExtractConfig
+    from extract.run import RunOptions, run_extraction
+
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"utt_id": [f"u{i}" for i in range(3)], "path": [str(p) for p in runs.wavs[:3]]}).to_csv(
+        manifest, index=False)
+    cfg = ExtractConfig(n_mels=20, face_weights="random")
+    summary = run_extraction(manifest, tmp_path / "cache", cfg, RunOptions(workers=1, threads=1, progress=False))
+    cache = open_cache(summary.cache_dir)
+    for i, path in enumerate(runs.wavs[:3]):
+        np.testing.assert_array_equal(speaker.fbank(str(path)), cache[f"u{i}"]["fbank"])
+
+
 def test_bad_files_fail_alone(runs, speaker, tmp_path):
     files = [str(runs.wavs[0]), str(runs.too_short), str(tmp_path / "missing.wav"), str(runs.not_audio),
              str(runs.wavs[1])]
