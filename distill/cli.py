@@ -259,6 +259,8 @@ def _embed(args: argparse.Namespace) -> int:
         emb = np.concatenate(embs)
         path = write_embeddings(emb, ids, args.out)
         print(f"embedded {len(ids)} file(s), {len(failures)} failed, {emb.shape[1]}-d, from {args.run} -> {path}")
+    else:
+        print(f"embedded 0 file(s), {len(failures)} failed: nothing written")
     return _report_failures("embed", failures)
 
 
@@ -297,6 +299,8 @@ def _predict(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{k} {v}" for k, v in counts.items())
         print(f"predicted {len(table)} file(s) ({model.task}: {shown}), {len(failures)} failed"
               + (f" -> {args.out}" if args.out else ""))
+    else:
+        print(f"predicted 0 file(s), {len(failures)} failed: nothing written")
     return _report_failures("predict", failures)
 
 

@@ -92,4 +92,7 @@ def test_npy_and_csv_outputs(runs, tmp_path, capsys):
     table = pd.read_csv(tmp_path / "e.csv")
     assert table["path"].tolist() == files[:1]
     assert "blip.wav" in capsys.readouterr().err
+    assert main(["embed", str(runs.emotion), str(runs.not_audio), "--out", str(tmp_path / "y.npy"), "--quiet"]) == 1
+    assert capsys.readouterr().out.strip() == "embedded 0 file(s), 1 failed: nothing written"
+    assert not (tmp_path / "y.npy").exists()
     assert main(["embed", str(runs.emotion), "--out", str(tmp_path / "x.npy")]) == 2  # no input
