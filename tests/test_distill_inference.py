@@ -190,8 +190,9 @@ def test_docs_example_runs(runs, tmp_path, monkeypatch):
 
 
 def test_a_run_on_a_synthetic_cache_embeds_logmels_but_not_files(runs, tmp_path, capsys):
-    from distill.train import run_training
     from synthetic import make_lupi_cache, tiny_config
+
+    from distill.train import run_training
 
     cache = make_lupi_cache(tmp_path / "cache", n_classes=3, per_class=8, n_frames=90, n_mels=20)
     run_training(tiny_config(cache, "student", train__tensorboard=False), tmp_path / "run", progress=False)
