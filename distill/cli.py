@@ -23,6 +23,11 @@ EPILOG = """examples:
   distill eval runs/s
   distill sweep configs/sweep_demo.yaml --cache cache/3f2a --out results/demo
   distill embed runs/s clip1.wav clip2.mp4 --out emb.npy
+  distill embed runs/s --manifest test.csv --out emb.h5          # resumable
+  distill predict runs/s clip1.wav clip2.mp4 --out pred.csv
+  distill verify runs/s a.wav b.wav
+  distill verify runs/s --trials trials.txt --out scores.csv
+  distill export runs/s --format onnx --out models/s
 """
 
 
@@ -40,6 +45,19 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help="dotted override, repeatable, applied last, e.g. --set distill.distance=cosine")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-tensorboard", action="store_true",
+                   help="write no TensorBoard event files (train.tensorboard=false; default: written next to train_log.csv)")
+
+
+def _use_options(p: argparse.ArgumentParser, files: bool = True) -> None:
+    """Options of the commands that use a trained model on new audio."""
+    p.add_argument("run", help="run directory, or a folder written by `distill export`")
+    if files:
+        p.add_argument("files", nargs="*", help="audio or video files (or use --manifest)")
+        p.add_argument("--manifest", help="CSV/parquet with utt_id,path (start,end honoured) instead of FILES")
+    p.add_argument("--batch-size", type=int, default=64, help="grid cells (crops/windows) per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,10 +107,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", formatter_class=_formatter, help="audio-only embeddings of new audio/video files",
                        description="Decode the audio track of each file with the extraction code path and embed it "
-                                   "with the run's best network (audio only: no faces needed).")
-    p.add_argument("run", help="run directory (a student; a teacher runs with its video missing)")
-    p.add_argument("files", nargs="+", help="audio or video files")
-    p.add_argument("--out", required=True, help="output .npy (N x D) or .csv (path + D columns)")
+                                   "with the run's best network (audio only: no faces needed; a teacher runs with "
+                                   "its video missing). A .h5 output is resumable: rerun the same command after a "
+                                   "kill and the ids already stored are skipped. Exit 1 if any file failed.")
+    _use_options(p)
+    p.add_argument("--out", required=True, help="output .npy (N x D), .csv (path + D columns) or .h5 (resumable)")
+    p.add_argument("--chunk", type=int, default=256, help=".h5: files decoded and committed per step")
+
+    p = sub.add_parser("predict", formatter_class=_formatter, help="class probabilities and top class per file",
+                       description="Class probabilities (softmax of the cell-averaged logits) and the top class of "
+                                   "each file: emotion, or closed-set speaker identity. Exit 1 if any file failed.")
+    _use_options(p)
+    p.add_argument("--out", help="output .csv or .json, a row per file; without it, one line per file on stdout")
+
+    p = sub.add_parser("verify", formatter_class=_formatter, help="same speaker? cosine scores of file pairs",
+                       description="Cosine score of two files, or of every pair of a trial list, with the decision "
+                                   "at the run's validation EER threshold (verification.json, recorded by "
+                                   "evaluation; computed from the run's cache when missing); a labelled trial list "
+                                   "also gets EER and minDCF. Exit 1 if any file failed.")
+    _use_options(p, files=False)
+    p.add_argument("pair", nargs="*", metavar="FILE", help="two files A B (or use --trials)")
+    p.add_argument("--trials", help="trial list 'label enrol test' (VoxCeleb style); entries are utt_ids of "
+                                    "--manifest, or paths relative to the trial file's folder")
+    p.add_argument("--manifest", help="CSV/parquet with utt_id,path that the trial entries name")
+    p.add_argument("--norm", choices=("auto", "none", "asnorm"), default="auto",
+                   help="score: cosine (none) or AS-norm against the run's cohort of training speakers; auto = "
+                        "asnorm when the run has a cohort (cohort.npy)")
+    p.add_argument("--out", help="write label,enrol,test,score,decision as .csv; without it, one line per pair on stdout")
+
+    p = sub.add_parser("export", formatter_class=_formatter, help="a self-contained TorchScript/ONNX model folder",
+                       description="Write the run's audio-only network (log-mel cells -> embedding, logits) with its "
+                                   "feature settings, classes, verification threshold and a model card to a folder "
+                                   "that `Model.load` reads without the run or its cache. Checked against the run "
+                                   "before it is kept.")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript", help="network file format")
+    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--cells", type=int, default=32, help="grid cells per call of the exported graph (fixed)")
     return parser
 
 
@@ -102,7 +153,8 @@ def _overrides(args: argparse.Namespace, flags: dict) -> list[str]:
 
 
 def _common_flags(args: argparse.Namespace) -> dict:
-    return {"cache": args.cache, "train.epochs": args.epochs, "train.seed": args.seed}
+    return {"cache": args.cache, "train.epochs": args.epochs, "train.seed": args.seed,
+            "train.tensorboard": False if args.no_tensorboard else None}
 
 
 def teacher_config(args: argparse.Namespace) -> RunConfig:
@@ -167,12 +219,143 @@ def _sweep(args: argparse.Namespace) -> int:
     return EXIT_OK if not result.failed else EXIT_FAIL
 
 
-def _embed(args: argparse.Namespace) -> int:
-    from distill.embed import embed_files, write_embeddings
+def _sources(args: argparse.Namespace) -> list:
+    from distill.inference import sources_from
 
-    emb = embed_files(args.run, args.files)
-    path = write_embeddings(emb, args.files, args.out)
-    print(f"embedded {len(args.files)} file(s), {emb.shape[1]}-d, from {args.run} -> {path}")
+    if bool(args.files) == bool(args.manifest):
+        raise ConfigError("give FILES or --manifest (one of the two)")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    return sources_from(args.files, args.manifest)
+
+
+def _report_failures(command: str, failures: list) -> int:
+    for failure in failures:
+        print(f"distill {command}: error: {failure.line()}", file=sys.stderr)
+    return EXIT_FAIL if failures else EXIT_OK
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from distill.embed import H5_SUFFIXES, embed_to_h5, write_embeddings
+    from distill.inference import Model, run_items
+
+    sources = _sources(args)
+    model = Model.load(args.run, args.device)
+    if args.out.endswith(H5_SUFFIXES):
+        res = embed_to_h5(model, sources, args.out, batch_size=args.batch_size, chunk=args.chunk,
+                          progress=not args.quiet)
+        print(f"embedded {res.embedded} file(s), {res.skipped} already stored, {len(res.failures)} failed; "
+              f"{res.total} x {res.emb_dim} in {res.out}")
+        return _report_failures("embed", res.failures)
+    ids, embs, failures = [], [], []
+    for chunk_ids, emb, _, chunk_failures in run_items(model, sources, batch_size=args.batch_size,
+                                                      progress=not args.quiet):
+        ids += chunk_ids
+        embs += [emb] if chunk_ids else []
+        failures += chunk_failures
+    if ids:
+        import numpy as np
+
+        emb = np.concatenate(embs)
+        path = write_embeddings(emb, ids, args.out)
+        print(f"embedded {len(ids)} file(s), {len(failures)} failed, {emb.shape[1]}-d, from {args.run} -> {path}")
+    else:
+        print(f"embedded 0 file(s), {len(failures)} failed: nothing written")
+    return _report_failures("embed", failures)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from distill.inference import Model, Prediction, run_items, softmax
+
+    sources = _sources(args)
+    if args.out and not args.out.endswith((".csv", ".json")):
+        raise ConfigError(f"--out {args.out}: use a .csv or .json file name")
+    model = Model.load(args.run, args.device)
+    paths = dict(sources)
+    tables, failures = [], []
+    for ids, _, logits, chunk_failures in run_items(model, sources, batch_size=args.batch_size,
+                                                   progress=not args.quiet, desc="predict"):
+        failures += chunk_failures
+        if ids:
+            table = Prediction(model.classes, softmax(logits)).table(ids)
+            table.insert(1, "path", [getattr(paths[u], "path", paths[u]) for u in ids])
+            tables.append(table)
+    if tables:
+        import pandas as pd
+
+        table = pd.concat(tables, ignore_index=True)
+        if args.out is None:
+            for row in table.itertuples(index=False):
+                print(f"{row.utt_id}\t{row.top}\t{row.top_prob:.4f}")
+        else:
+            from pathlib import Path
+
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            if args.out.endswith(".csv"):
+                table.to_csv(args.out, index=False)
+            else:
+                table.to_json(args.out, orient="records", indent=2)
+        counts = table["top"].value_counts()
+        shown = ", ".join(f"{k} {v}" for k, v in counts.items())
+        print(f"predicted {len(table)} file(s) ({model.task}: {shown}), {len(failures)} failed"
+              + (f" -> {args.out}" if args.out else ""))
+    else:
+        print(f"predicted 0 file(s), {len(failures)} failed: nothing written")
+    return _report_failures("predict", failures)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from distill.inference import Model
+    from distill.verify import ensure_threshold, score_pairs, trial_items, trial_metrics
+
+    if bool(args.pair) == bool(args.trials) or (args.pair and len(args.pair) != 2):
+        raise ConfigError("give two files A B, or --trials T")
+    if args.manifest and not args.trials:
+        raise ConfigError("--manifest names the entries of --trials; with two files drop it")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    model = Model.load(args.run, args.device)
+    ensure_threshold(model, args.run)
+    if args.trials:
+        from manifests.trials import read_trials
+
+        pairs = read_trials(args.trials)
+        items = trial_items(pairs, args.trials, args.manifest)
+    else:
+        pairs = pd.DataFrame({"enrol": [args.pair[0]], "test": [args.pair[1]]})
+        items = {p: p for p in args.pair}
+    norm = model.resolve_norm(args.norm)
+    scored, failures = score_pairs(model, pairs, items, norm=norm, batch_size=args.batch_size,
+                                   progress=not args.quiet and len(items) > 2)
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        scored.to_csv(args.out, index=False)
+    else:
+        for row in scored.to_dict("records"):
+            label = f"{row['label']} " if "label" in row else ""
+            print(f"{label}{row['enrol']} {row['test']} {row['score']:.4f}"
+                  + (f" {row['decision']}" if "decision" in row else ""))
+    point = (model.threshold or {}).get("asnorm") if norm == "asnorm" else model.threshold
+    threshold = f"threshold {point['threshold']:.4f} (val EER point)" if point else "no threshold"
+    summary = f"verify: {len(scored)} of {len(pairs)} pair(s) scored ({'AS-norm' if norm == 'asnorm' else 'cosine'}), {threshold}"
+    found = trial_metrics(scored)
+    if found:
+        summary += f"; EER={found['eer']:.3f} minDCF={found['min_dcf']:.3f}"
+        if "decision_accuracy" in found:
+            summary += f" decision accuracy={found['decision_accuracy']:.3f}"
+    print(summary + (f" -> {args.out}" if args.out else ""))
+    return _report_failures("verify", failures)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from distill.export import export_run
+
+    out, diff = export_run(args.run, args.format, args.out, cells=args.cells)
+    print(f"exported {args.run} as {args.format} -> {out} (max abs difference to the run: {diff:.1e})")
     return EXIT_OK
 
 
@@ -190,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
             return _eval(args)
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "predict":
+            return _predict(args)
+        if args.command == "verify":
+            return _verify(args)
+        if args.command == "export":
+            return _export(args)
         return _embed(args)
     except ConfigError as exc:
         print(f"distill {args.command}: configuration error: {exc}", file=sys.stderr)

@@ -69,6 +69,7 @@ class TrainConfig:
     grad_clip: float = 5.0  # max grad norm; 0 disables
     patience: int = 0  # epochs without val improvement before stopping; 0 = train all epochs
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    tensorboard: bool = True  # TensorBoard event files in the run dir, next to train_log.csv
 
 
 @dataclass

@@ -1,91 +1,147 @@
-"""Audio-only embeddings of new files with a trained run: the deployment path of the method.
+"""Embeddings of many files written for use outside the toolkit: .npy / .csv, or a resumable .h5.
 
-Audio is decoded and turned into log-mels by the extraction code itself (``extract.decode``,
-``extract.fbank``) with the settings stored in the run's checkpoint, so features at inference
-match the features the network was trained on. No faces are needed; a teacher run embeds with
-its video missing. A file is embedded on the run's grid: every cell, embeddings averaged.
+The audio path and the network are :class:`distill.inference.Model`'s. A ``.h5`` output is built
+for whole test sets: files are embedded ``chunk`` at a time and each finished chunk is committed
+as its own small file (written under a temporary name, fsynced, renamed) in ``OUT.parts/``; a run
+killed at any moment keeps every committed chunk, and rerunning the same command skips the ids
+already committed (and those already in an existing ``OUT``). When every chunk is in, the parts
+and any previous ``OUT`` are merged into a new ``OUT`` (again temp + rename) and the parts removed.
+Embeddings of another model (a different checkpoint hash) are never mixed into the same file.
+
+``OUT.h5`` holds ``utt_id`` (N,), ``path`` (N,) and ``emb`` (N, D) float32, with attributes
+``model`` (checkpoint sha256), ``source`` and ``emb_dim``.
 """
 from __future__ import annotations
 
-import functools
 import json
+import os
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
-import torch
 
-from distill.checkpoint import load_best_network
 from distill.config import ConfigError
-from distill.data import Grid
+from distill.inference import Failure, Item, Model, Segment, run_items
+
+H5_SUFFIXES = (".h5", ".hdf5")
 
 
-def extraction_config(cache_config: dict):
-    """The ExtractConfig a cache was built with, from its config.json record."""
-    from extract.config import ExtractConfig
-
-    if cache_config.get("synthetic"):
-        raise ConfigError("this run was trained on a synthetic cache: there is no extraction config to decode new audio with")
-    return ExtractConfig.from_record(cache_config)
-
-
-class Embedder:
-    """A run's best network plus the feature pipeline it was trained on."""
-
-    def __init__(self, run_dir: str | Path, device: str = "cpu"):
-        self.net, cfg, meta = load_best_network(run_dir, device)
-        self.device = torch.device(device)
-        self.grid = Grid.from_config(cfg.data)
-        self.cache_config = json.loads(meta["cache_config"])
-
-    @torch.no_grad()
-    def embed_fbank(self, fbank: np.ndarray) -> np.ndarray:
-        """(T, n_mels) log-mels -> one embedding: the mean over the grid's cells."""
-        rows = np.stack([self.grid.frame_index(len(fbank), c) for c in range(self.grid.n_cells(len(fbank)))])
-        x = torch.from_numpy(np.asarray(fbank, dtype=np.float32)[rows]).to(self.device)
-        return self.net(x).emb.mean(0).cpu().numpy()
-
-    @functools.cached_property
-    def features(self):
-        """The extraction settings and log-mel of the run's cache (built on first use: a run on a
-        synthetic cache can still embed log-mels, just not files)."""
-        from extract.fbank import LogMel
-
-        ecfg = extraction_config(self.cache_config)
-        return ecfg, LogMel(ecfg)
-
-    def embed_file(self, path: str | Path) -> np.ndarray:
-        from extract.decode import decode_audio
-
-        ecfg, logmel = self.features
-        audio = decode_audio(Path(path), ecfg.sample_rate)
-        if len(audio) < ecfg.win_samples:
-            raise ValueError(f"{path}: {len(audio)} audio samples, shorter than one feature window")
-        return self.embed_fbank(logmel(audio))
-
-
-def embed_files(run_dir: str | Path, files: list[str]) -> np.ndarray:
-    embedder = Embedder(run_dir)
-    out = []
-    for path in files:
-        try:
-            out.append(embedder.embed_file(path))
-        except ConfigError:
-            raise
-        except Exception as exc:
-            raise ValueError(f"{path}: cannot embed ({type(exc).__name__}: {exc})") from exc
-    return np.stack(out).astype(np.float32)
-
-
-def write_embeddings(emb: np.ndarray, files: list[str], out: str | Path) -> Path:
+def write_embeddings(emb: np.ndarray, ids: list[str], out: str | Path) -> Path:
+    """Embeddings of a few files as ``.npy`` (N x D) or ``.csv`` (path + D columns)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
         np.save(out, emb)
     elif out.suffix == ".csv":
         table = pd.DataFrame(emb, columns=[f"e{i}" for i in range(emb.shape[1])])
-        table.insert(0, "path", list(files))
+        table.insert(0, "path", list(ids))
         table.to_csv(out, index=False)
     else:
-        raise ConfigError(f"--out {out}: use a .npy or .csv file name")
+        raise ConfigError(f"--out {out}: use a .npy, .csv or .h5 file name")
     return out
+
+
+@dataclass
+class EmbedResult:
+    out: Path
+    embedded: int = 0  # new this time
+    skipped: int = 0  # already stored (resumed)
+    total: int = 0  # rows in OUT
+    emb_dim: int = 0
+    failures: list[Failure] = field(default_factory=list)
+
+
+def read_h5(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """(utt_ids, embeddings) of an embeddings file."""
+    with h5py.File(path, "r") as fh:
+        return [u.decode() if isinstance(u, bytes) else str(u) for u in fh["utt_id"][()]], fh["emb"][()]
+
+
+def embed_to_h5(model: Model, sources: list[tuple[str, Item]], out: str | Path, *, batch_size: int = 64,
+                chunk: int = 256, progress: bool = True) -> EmbedResult:
+    """Embed ``sources`` (id, item) into ``out`` (.h5), resumably; failures are reported, not fatal."""
+    out = Path(out)
+    if out.suffix not in H5_SUFFIXES:
+        raise ConfigError(f"--out {out}: a resumable embedding file ends in .h5")
+    if chunk < 1:
+        raise ConfigError(f"--chunk must be >= 1, got {chunk}")
+    parts = out.with_name(out.name + ".parts")
+    stored = _stored_ids(model, out, parts)
+    todo = list({u: item for u, item in sources if u not in stored}.items())  # an id given twice is embedded once
+    result = EmbedResult(out, skipped=len({u for u, _ in sources} & stored))
+    if todo:
+        parts.mkdir(parents=True, exist_ok=True)
+        (parts / "model.json").write_text(json.dumps({"model": model.identity, "source": model.source}))
+        paths = dict(todo)
+        start = len(list(parts.glob("part-*.npz")))
+        for k, (ids, emb, _, failures) in enumerate(run_items(model, todo, batch_size=batch_size, chunk=chunk,
+                                                              progress=progress, desc="embed")):
+            result.failures += failures
+            if ids:
+                _commit_part(parts / f"part-{start + k:06d}.npz", ids, [_path_of(paths[u]) for u in ids], emb)
+                result.embedded += len(ids)
+    if parts.is_dir():
+        _merge(model, out, parts)
+    if out.is_file():
+        with h5py.File(out, "r") as fh:
+            result.total, result.emb_dim = int(fh["emb"].shape[0]), int(fh["emb"].shape[1])
+    return result
+
+
+def _path_of(item: Item) -> str:
+    return item.path if isinstance(item, Segment) else str(item)
+
+
+def _stored_ids(model: Model, out: Path, parts: Path) -> set[str]:
+    ids: set[str] = set()
+    if out.is_file():
+        with h5py.File(out, "r") as fh:
+            if fh.attrs.get("model") != model.identity:
+                raise ConfigError(f"{out} holds embeddings of another model ({fh.attrs.get('model', '?')[:12]}), "
+                                  f"not of {model.source} ({model.identity[:12]}); choose another --out")
+            ids.update(u.decode() for u in fh["utt_id"][()])
+    if parts.is_dir():
+        meta = parts / "model.json"
+        if meta.is_file() and json.loads(meta.read_text())["model"] != model.identity:
+            raise ConfigError(f"{parts} holds chunks of another model; remove it or choose another --out")
+        for part in sorted(parts.glob("part-*.npz")):
+            with np.load(part) as z:
+                ids.update(z["utt_id"].tolist())
+    return ids
+
+
+def _commit_part(path: Path, ids: list[str], paths: list[str], emb: np.ndarray) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, utt_id=np.array(ids, dtype=str), path=np.array(paths, dtype=str), emb=emb.astype(np.float32))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _merge(model: Model, out: Path, parts: Path) -> None:
+    ids, paths, embs = [], [], []
+    if out.is_file():
+        with h5py.File(out, "r") as fh:
+            ids += [u.decode() for u in fh["utt_id"][()]]
+            paths += [p.decode() for p in fh["path"][()]]
+            embs.append(fh["emb"][()])
+    for part in sorted(parts.glob("part-*.npz")):
+        with np.load(part) as z:
+            ids += z["utt_id"].tolist()
+            paths += z["path"].tolist()
+            embs.append(z["emb"])
+    embs = [e for e in embs if len(e)]
+    if ids:
+        tmp = out.with_name(f".tmp-{out.name}")
+        strings = h5py.string_dtype()
+        with h5py.File(tmp, "w") as fh:
+            fh.create_dataset("utt_id", data=np.array(ids, dtype=object), dtype=strings)
+            fh.create_dataset("path", data=np.array(paths, dtype=object), dtype=strings)
+            fh.create_dataset("emb", data=np.concatenate(embs).astype(np.float32))
+            fh.attrs.update(model=model.identity, source=model.source, emb_dim=int(embs[0].shape[1]))
+        os.replace(tmp, out)
+    shutil.rmtree(parts)

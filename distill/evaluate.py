@@ -15,11 +15,14 @@ from torch.utils.data import DataLoader
 
 from distill import metrics as M
 from distill.data import GridDataset, collate
+from distill.scoring import DEFAULT_TOP_K, as_norm
 
 #: The val metric that picks the best checkpoint, per task (higher is better for both).
 SELECTION_METRIC = {"speaker": "accuracy", "emotion": "uar"}
 MAX_ALL_PAIRS = 1_000_000  # above this many test pairs, sample a balanced trial list instead
 BALANCED_TRIALS_PER_CLASS = 50_000
+#: A speaker run's validation EER operating point, the threshold ``distill verify`` decides at.
+VERIFICATION = "verification.json"
 
 
 @dataclass
@@ -116,3 +119,20 @@ def verification(pred: Predictions, trials: pd.DataFrame) -> tuple[dict[str, flo
     labels = trials["label"].to_numpy().astype(bool)
     out = M.verification_metrics(scores, labels)
     return {"eer": float(out["eer"]), "min_dcf": float(out["min_dcf"])}, scores, labels
+
+
+def operating_point(pred: Predictions, trials: pd.DataFrame, cohort: np.ndarray | None = None,
+                    top_k: int = DEFAULT_TOP_K) -> dict:
+    """The EER threshold on cosine scores of a (validation) trial list, with the EER it gives there;
+    with a cohort, also those of the AS-norm scores (under ``asnorm``)."""
+    _, scores, labels = verification(pred, trials)
+    out = M.verification_metrics(scores, labels)
+    point = {"threshold": out["eer_threshold"], "eer": out["eer"], "scoring": "cosine", "n_trials": len(labels),
+             "n_target_trials": out["n_target_trials"]}
+    if cohort is not None:
+        row = {u: i for i, u in enumerate(pred.utt_ids)}
+        normed = as_norm(pred.emb[[row[u] for u in trials["enrol"]]], pred.emb[[row[u] for u in trials["test"]]],
+                         cohort, top_k)
+        n = M.verification_metrics(normed, labels)
+        point["asnorm"] = {"threshold": n["eer_threshold"], "eer": n["eer"], "top_k": top_k, "cohort": len(cohort)}
+    return point

@@ -37,6 +37,7 @@ from distill.models import build_network
 from distill.objective import Objective, StepModule
 from distill.targets import (TARGETS_FILE, TargetStore, cache_identity, compute_targets, open_targets, targets_key,
                              write_targets)
+from distill.tensorboard import TensorBoardLog
 from extract import open_cache
 
 TRAIN_LOG = "train_log.csv"
@@ -161,6 +162,7 @@ class Trainer:
         self.best: dict = {"metric": -math.inf, "epoch": 0}
         self.bad_epochs = 0
         self.history: list[dict] = []
+        self.tb: TensorBoardLog | None = None  # opened by fit() on rank 0
 
     # -- construction helpers
     def _warn_without_faces(self) -> None:
@@ -270,6 +272,7 @@ class Trainer:
             dump_config(self.cfg, self.out / "config.yaml")
             if self.is_teacher:
                 self._warn_without_faces()
+            self.tb = TensorBoardLog.open(self.out, self.cfg.train.tensorboard, self.epoch)
         dataset = self.train_dataset()
         loader, sampler = self.train_loader(dataset)
         val = self.data.dataset("val", faces=self.is_teacher, train=False)
@@ -363,6 +366,8 @@ class Trainer:
             self.bad_epochs += 1
         save_checkpoint(self.state(), self.out / LAST)  # after BEST: a resume never lacks its best
         write_log(self.history, self.out / TRAIN_LOG)
+        if self.tb:
+            self.tb.epoch(row)
         patience = self.cfg.train.patience
         return bool(patience and self.bad_epochs >= patience)
 
@@ -375,6 +380,9 @@ class Trainer:
         """Test metrics of the best checkpoint (+ video missing and targets for a teacher), plots."""
         self.net.load_state_dict(load_checkpoint(self.out / BEST, map_location=self.device)["model"])
         metrics = evaluate_network(self, plots=True)
+        if self.tb:
+            self.tb.test(metrics, self.epoch)
+            self.tb.close()
         if self.is_teacher:
             self.write_targets()
         return metrics
@@ -425,8 +433,15 @@ def evaluate_network(trainer: Trainer, plots: bool = True) -> dict:
     tmp = out / f".tmp-{METRICS}"
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     tmp.replace(out / METRICS)
+    if trainer.cfg.data.task == "speaker":
+        from distill.calibration import write_verification
+
+        write_verification(trainer)
     if plots:
         write_plots(trainer, extras)
+    if trainer.tb:
+        pred = extras["pred"]
+        trainer.tb.projector(pred.emb, trainer.cache.index.loc[pred.utt_ids, trainer.cfg.data.label], trainer.epoch)
     return metrics
 
 
