@@ -35,6 +35,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import h5py
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 INDEX_FILE = "index.jsonl"
 CONFIG_FILE = "config.json"
@@ -256,6 +258,9 @@ def commit_rows(cache_dir: str | os.PathLike, rows: Sequence[dict[str, Any]]) ->
 def read_index_rows(cache_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Every committed row, later rows for an utt_id superseding earlier ones, sorted by utt_id.
 
+    Parses the whole log into dicts: the reference reading of the commit log, for tests and small
+    caches. Readers use :func:`load_index` (snapshot plus log tail), which agrees with this.
+
     Parallel workers commit in completion order; sorting makes the item order (and everything
     derived from it: training order, the cache identity that keys teacher targets) independent of
     how the cache was extracted.
@@ -279,7 +284,7 @@ def read_index_rows(cache_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def committed_utt_ids(cache_dir: str | os.PathLike) -> set[str]:
-    return {row["utt_id"] for row in read_index_rows(cache_dir)}
+    return set(np.char.decode(load_index(cache_dir).ids, "utf-8").tolist())
 
 
 def remove_orphan_shards(cache_dir: str | os.PathLike) -> list[Path]:
@@ -287,13 +292,285 @@ def remove_orphan_shards(cache_dir: str | os.PathLike) -> list[Path]:
     shard_dir = Path(cache_dir) / SHARD_DIR
     if not shard_dir.is_dir():
         return []
-    referenced = {row["shard"] for row in read_index_rows(cache_dir)}
+    index = load_index(cache_dir)
+    referenced = set(np.char.decode(index.shard_names[np.unique(index.shard)], "utf-8").tolist())
     removed = []
     for path in sorted(shard_dir.iterdir()):
         if path.name.startswith(TMP_PREFIX) or (path.suffix == ".h5" and path.name not in referenced):
             path.unlink()
             removed.append(path)
     return removed
+
+
+# --------------------------------------------------------------------------- the columnar snapshot
+#
+# index.jsonl stays the commit log; index.parquet is a derived, atomically replaced snapshot of it:
+# the current row of every utt_id, sorted, plus (in its metadata) how many log bytes it covers and a
+# fingerprint of the last of them. A reader takes the snapshot and parses only the log after it.
+# Any snapshot, old or new, covers a prefix of the committed log, so a kill at any moment (even
+# mid-write of the snapshot, which goes to a temporary name first) changes nothing a reader sees.
+
+SNAPSHOT_FILE = "index.parquet"
+SNAPSHOT_VERSION = 1
+#: A reader that had to parse at least this many log rows after the snapshot writes a fresh one.
+SNAPSHOT_REFRESH_ROWS = 10_000
+_SNAPSHOT_META = b"avpi.index"
+_FINGERPRINT_BYTES = 4096
+
+
+def _fingerprint(log: Path, end: int) -> str:
+    """sha256 of the log's last few KiB before ``end``: tells a log that grew from one rewritten."""
+    start = max(0, end - _FINGERPRINT_BYTES)
+    with open(log, "rb") as fh:
+        fh.seek(start)
+        return hashlib.sha256(fh.read(end - start)).hexdigest()
+
+
+def _parse_log(data: bytes, where: str, first_line: int = 1) -> tuple[list[dict[str, Any]], int, int]:
+    """The rows of complete lines in ``data``, the bytes those lines span, and how many lines.
+
+    A torn last line (a kill mid-append) has no newline yet: it is not a row and not covered.
+    """
+    end = data.rfind(b"\n") + 1
+    rows = []
+    lines = data[:end].split(b"\n")[:-1]
+    for number, line in enumerate(lines, start=first_line):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise CacheError(f"{where}: line {number} is not valid JSON ({err}); the index is corrupt") from err
+    return rows, end, len(lines)
+
+
+def _column(name: str, values: list[Any]) -> tuple[pa.Array, bool]:
+    """One index column as an Arrow array; values Arrow cannot type as one column go in as JSON text."""
+    if name in LOCATION_COLUMNS[1:]:
+        return pa.array(values, type=pa.int64()), False
+    try:
+        return pa.array(values), False
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.array([None if v is None else json.dumps(v, default=_jsonable) for v in values], pa.string()), True
+
+
+def _rows_to_table(rows: list[dict[str, Any]]) -> tuple[pa.Table, set[str]]:
+    """Rows (log order) → one table row per utt_id (the latest wins), sorted by utt_id."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        latest[row["utt_id"]] = row
+    ordered = [latest[utt] for utt in sorted(latest)]
+    names = list(dict.fromkeys(["utt_id", *LOCATION_COLUMNS, *(k for row in ordered for k in row)]))
+    arrays, json_columns = [], set()
+    for name in names:
+        array, as_json = _column(name, [row.get(name) for row in ordered])
+        arrays.append(array)
+        if as_json:
+            json_columns.add(name)
+    return pa.table(arrays, names=names), json_columns
+
+
+def _utf8_fixed(array: pa.Array | pa.ChunkedArray, block: int = 131_072) -> np.ndarray:
+    """Arrow strings → a numpy ``S`` array of their UTF-8 bytes, without a Python object per value.
+
+    Byte order of UTF-8 is code point order, so it sorts exactly as Python sorts the strings.
+    """
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    array = array.cast(pa.large_binary())
+    n = len(array)
+    if n == 0:
+        return np.zeros(0, "S1")
+    if array.null_count:
+        raise CacheError("the index has a row without a utt_id or shard")
+    offsets = np.frombuffer(array.buffers()[1], np.int64)[array.offset : array.offset + n + 1]
+    data = np.frombuffer(array.buffers()[2], np.uint8) if array.buffers()[2] is not None else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets)
+    width = max(int(lengths.max()), 1)
+    out = np.zeros((n, width), np.uint8)
+    for a in range(0, n, block):  # in blocks: the scatter indices of 1 M ids at once would be ~0.5 GB
+        b = min(a + block, n)
+        length = lengths[a:b]
+        row = np.repeat(np.arange(a, b), length)
+        col = np.arange(offsets[b] - offsets[a]) - np.repeat(offsets[a:b] - offsets[a], length)
+        out[row, col] = data[offsets[a] : offsets[b]]
+    return out.view(f"S{width}").ravel()
+
+
+@dataclass
+class IndexTable:
+    """The committed index in columns: what a :class:`Cache` holds per item, with no Python object per item.
+
+    ``ids`` are the sorted utt ids as UTF-8 bytes (looked up by binary search), locations are int
+    arrays, the shard of row ``i`` is ``shard_names[shard[i]]``, and every other column (``has_video``,
+    ``duration``, the manifest's labels) stays an Arrow array. Arrays like these are shared by
+    forked loader workers page for page: reading them touches no reference count.
+    """
+
+    ids: np.ndarray  # (N,) S: UTF-8 utt ids, sorted, unique
+    shard_names: np.ndarray  # (S,) S
+    shard: np.ndarray  # (N,) int32 into shard_names
+    locations: np.ndarray  # (N, 4) int64: fbank_offset, n_fbank, face_offset, n_face
+    labels: dict[str, pa.Array]  # column -> (N,) values, in index column order
+    json_columns: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_table(cls, table: pa.Table, json_columns: Iterable[str] = ()) -> "IndexTable":
+        table = table.combine_chunks()
+        if len(table) == 0:
+            labels = {n: table.column(n).combine_chunks() for n in table.column_names if n not in ("utt_id", *LOCATION_COLUMNS)}
+            return cls(np.zeros(0, "S1"), np.zeros(0, "S1"), np.zeros(0, np.int32), np.zeros((0, 4), np.int64), labels)
+        ids = _utf8_fixed(table.column("utt_id"))
+        shards = table.column("shard").combine_chunks().dictionary_encode()
+        locations = np.stack([table.column(c).to_numpy().astype(np.int64) for c in LOCATION_COLUMNS[1:]], axis=1)
+        labels = {name: table.column(name).combine_chunks() for name in table.column_names
+                  if name not in ("utt_id", *LOCATION_COLUMNS)}
+        return cls(ids, _utf8_fixed(shards.dictionary), shards.indices.to_numpy(zero_copy_only=False).astype(np.int32),
+                   locations, labels, frozenset(json_columns))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def position(self, utt_id: str) -> int:
+        """Row of ``utt_id``, or -1."""
+        key = utt_id.encode("utf-8")
+        i = int(np.searchsorted(self.ids, key))
+        return i if i < len(self.ids) and self.ids[i] == key else -1
+
+    def to_table(self) -> pa.Table:
+        columns = {
+            "utt_id": pa.array(self.ids, pa.binary()).cast(pa.string()),
+            "shard": pa.array(self.shard_names[self.shard], pa.binary()).cast(pa.string()),
+            **{c: pa.array(self.locations[:, k]) for k, c in enumerate(LOCATION_COLUMNS[1:])},
+            **self.labels,
+        }
+        return pa.table(columns)
+
+
+def _merge(base: pa.Table, tail: pa.Table) -> pa.Table:
+    """Snapshot rows with the tail's rows put in: a tail row replaces the base row of its utt_id."""
+    if len(tail) == 0:
+        return base
+    base_ids, tail_ids = _utf8_fixed(base.column("utt_id")), _utf8_fixed(tail.column("utt_id"))
+    at = np.minimum(np.searchsorted(base_ids, tail_ids), max(len(base_ids) - 1, 0))
+    clash = at[base_ids[at] == tail_ids] if len(base_ids) else at[:0]
+    keep = np.setdiff1d(np.arange(len(base_ids)), clash)
+    kept_ids = base_ids[keep]
+    # tail ids are sorted and unique, and none is left among the kept: a merge of two sorted runs
+    order = np.insert(np.arange(len(keep)), np.searchsorted(kept_ids, tail_ids), len(keep) + np.arange(len(tail)))
+    combined = pa.concat_tables([base.take(pa.array(keep)), tail], promote_options="permissive")
+    return combined.take(pa.array(order))
+
+
+def _read_snapshot(path: Path, log: Path, log_size: int) -> tuple[pa.Table, dict[str, Any]] | None:
+    """The snapshot and its metadata, or None when it is missing, unreadable or not of this log."""
+    try:
+        table = pq.read_table(path)
+        meta = json.loads((table.schema.metadata or {})[_SNAPSHOT_META])
+        covered = int(meta["log_bytes"])
+        if meta.get("version") != SNAPSHOT_VERSION or covered > log_size:
+            return None
+        if covered and _fingerprint(log, covered) != meta["log_fingerprint"]:
+            return None
+    except (OSError, KeyError, ValueError, TypeError, pa.ArrowException):
+        return None
+    return table.replace_schema_metadata(None), meta
+
+
+def _load(cache_dir: Path) -> tuple[pa.Table, set[str], dict[str, Any], bool]:
+    """(table, json columns, what a snapshot of it would record, whether the snapshot on disk is fresh)."""
+    log = cache_dir / INDEX_FILE
+    size = log.stat().st_size if log.exists() else 0
+    snap = _read_snapshot(cache_dir / SNAPSHOT_FILE, log, size) if size else None
+    covered, covered_rows, json_columns = 0, 0, set()
+    base = None
+    if snap is not None:
+        base, meta = snap
+        covered, covered_rows, json_columns = meta["log_bytes"], meta["log_rows"], set(meta["json_columns"])
+    tail_bytes = b""
+    if size > covered:
+        with open(log, "rb") as fh:
+            fh.seek(covered)
+            tail_bytes = fh.read()
+    rows, used, n_lines = _parse_log(tail_bytes, str(log), first_line=covered_rows + 1)
+    tail, tail_json = _rows_to_table(rows)
+    if base is None:
+        table, json_columns = tail, tail_json
+    elif tail_json - json_columns or (json_columns - tail_json) & set(tail.column_names):
+        return _load_from_log(cache_dir)  # a column changes its encoding: rare, rebuild whole
+    else:
+        try:
+            table = _merge(base, tail)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return _load_from_log(cache_dir)  # a column changed type in the tail
+    meta = {"version": SNAPSHOT_VERSION, "log_bytes": covered + used, "log_rows": covered_rows + n_lines,
+            "json_columns": sorted(json_columns)}
+    fresh = snap is not None and n_lines < SNAPSHOT_REFRESH_ROWS
+    return table, json_columns, meta, fresh
+
+
+def _load_from_log(cache_dir: Path) -> tuple[pa.Table, set[str], dict[str, Any], bool]:
+    log = cache_dir / INDEX_FILE
+    rows, used, n_lines = _parse_log(log.read_bytes(), str(log))
+    table, json_columns = _rows_to_table(rows)
+    meta = {"version": SNAPSHOT_VERSION, "log_bytes": used, "log_rows": n_lines, "json_columns": sorted(json_columns)}
+    return table, json_columns, meta, False
+
+
+def _write_snapshot(cache_dir: Path, table: pa.Table, meta: dict[str, Any]) -> Path:
+    """Write the snapshot under a temporary name, fsync, rename: a reader sees the old one or the new one."""
+    meta = dict(meta, log_fingerprint=_fingerprint(cache_dir / INDEX_FILE, meta["log_bytes"]) if meta["log_bytes"] else "")
+    table = table.replace_schema_metadata({_SNAPSHOT_META: json.dumps(meta).encode()})
+    for stale in cache_dir.glob(f"{TMP_PREFIX}{SNAPSHOT_FILE}.*"):  # left by a killed writer
+        with contextlib.suppress(ValueError, OSError):
+            if not _pid_alive(int(stale.name.rsplit(".", 1)[1])):
+                stale.unlink()
+    tmp = cache_dir / f"{TMP_PREFIX}{SNAPSHOT_FILE}.{os.getpid()}"
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, cache_dir / SNAPSHOT_FILE)
+        _fsync_dir(cache_dir)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return cache_dir / SNAPSHOT_FILE
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def load_index(cache_dir: str | os.PathLike, *, refresh: bool = True) -> IndexTable:
+    """The committed index: the snapshot plus the log rows after it (the whole log if there is no valid snapshot).
+
+    With ``refresh`` a missing, stale or far-behind snapshot is rewritten, when the directory is
+    writable; a read-only cache still opens (from the log alone if it has no snapshot).
+    """
+    cache_dir = Path(cache_dir)
+    table, json_columns, meta, fresh = _load(cache_dir)
+    if refresh and not fresh and meta["log_bytes"]:
+        with contextlib.suppress(OSError):  # read-only cache, full disk: the snapshot is only a speed-up
+            _write_snapshot(cache_dir, table, meta)
+    return IndexTable.from_table(table, json_columns)
+
+
+def write_snapshot(cache_dir: str | os.PathLike) -> Path | None:
+    """Bring ``index.parquet`` up to the whole committed log (end of ``extract run``, ``extract index``).
+
+    None when the log is empty (nothing to snapshot).
+    """
+    cache_dir = Path(cache_dir)
+    table, _, meta, _ = _load(cache_dir)
+    return _write_snapshot(cache_dir, table, meta) if meta["log_bytes"] else None
 
 
 @contextlib.contextmanager
@@ -368,6 +645,7 @@ def build_cache(
         config = dict(config)
         config.setdefault("hash", config_hash(config))
         write_config(cache_dir, config)
+        write_snapshot(cache_dir)
     return cache_dir
 
 
@@ -379,7 +657,10 @@ class Cache:
 
     Picklable and fork-safe: HDF5 files are opened lazily, per process, on first read, and a
     pickled Cache carries no h5py object. Handles are kept in a small LRU with a small chunk cache,
-    because per-file chunk caches over thousands of shards are what makes loader RSS grow.
+    because per-file chunk caches over thousands of shards are what makes loader RSS grow. The
+    index is held as an :class:`IndexTable` (numpy and Arrow arrays, no Python object per item), so
+    loader workers reading it do not copy it page by page; ``index`` (a DataFrame) is built on
+    first use and never pickled.
     """
 
     max_open_files = 32
@@ -392,14 +673,8 @@ class Cache:
             raise CacheError(f"{self.dir} is not a feature cache: {CONFIG_FILE} is missing")
         self.config: dict[str, Any] = json.loads(config_path.read_text())
         self.cache_id: str = str(self.config.get("hash") or config_hash(self.config))
-        rows = read_index_rows(self.dir)
-        self.index = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["utt_id", *LOCATION_COLUMNS])
-        self.index = self.index.set_index("utt_id", drop=False)
-        self.index.index.name = None
-        self._position = {utt: i for i, utt in enumerate(self.index["utt_id"])}
-        self._label_columns = [c for c in self.index.columns if c not in LOCATION_COLUMNS]
-        self._records = self.index[self._label_columns].to_dict("records")
-        self._loc = self.index[list(LOCATION_COLUMNS)].to_dict("records")
+        self.table = load_index(self.dir)
+        self._frame: pd.DataFrame | None = None
         self._handles: OrderedDict[str, h5py.File] = OrderedDict()
         self._pid = os.getpid()
 
@@ -407,6 +682,7 @@ class Cache:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_handles"] = OrderedDict()
+        state["_frame"] = None
         return state
 
     def _file(self, shard: str) -> h5py.File:
@@ -429,15 +705,64 @@ class Cache:
             h5.close()
         self._handles.clear()
 
+    # -- the index
+    @property
+    def index(self) -> pd.DataFrame:
+        """One row per item (sorted by utt_id, indexed by it): utt_id, locations, labels. Built on first use."""
+        if self._frame is None:
+            frame = self.table.to_table().to_pandas()
+            for name in self.table.json_columns:
+                frame[name] = [None if v is None else json.loads(v) for v in frame[name]]
+            frame.index = pd.Index(frame["utt_id"], name=None)
+            self._frame = frame
+        return self._frame
+
+    def column(self, name: str) -> np.ndarray:
+        """One label column (e.g. ``duration``, ``has_video``, ``speaker``) as a numpy array, in item order."""
+        if name not in self.table.labels:
+            raise KeyError(f"the cache index has no {name!r} column; columns: {', '.join(self.table.labels)}")
+        return self.table.labels[name].to_numpy(zero_copy_only=False)
+
+    def position(self, utt_id: str) -> int:
+        """The item's row in cache order (0 ≤ row < len(cache))."""
+        i = self.table.position(utt_id) if isinstance(utt_id, str) else -1
+        if i < 0:
+            raise KeyError(f"{utt_id!r} is not in the cache {self.dir}")
+        return i
+
+    def positions(self, utt_ids: Iterable[str]) -> np.ndarray:
+        """Rows of many items at once (int64), KeyError naming the first one missing."""
+        keys = np.array([u.encode("utf-8") for u in utt_ids], dtype="S") if not isinstance(utt_ids, np.ndarray) \
+            else np.char.encode(utt_ids.astype(str), "utf-8")
+        ids = self.table.ids
+        if len(keys) == 0:
+            return np.zeros(0, np.int64)
+        at = np.minimum(np.searchsorted(ids, keys), max(len(ids) - 1, 0))
+        bad = np.flatnonzero(ids[at] != keys) if len(ids) else np.arange(len(keys))
+        if len(bad):
+            raise KeyError(f"{keys[bad[0]].decode()!r} is not in the cache {self.dir}")
+        return at.astype(np.int64)
+
+    def utt_id(self, position: int) -> str:
+        return self.table.ids[position].decode("utf-8")
+
+    def utt_ids(self, positions: np.ndarray | None = None) -> list[str]:
+        """Utt ids of rows (all rows by default), as a fresh list."""
+        ids = self.table.ids if positions is None else self.table.ids[np.asarray(positions, dtype=np.int64)]
+        return np.char.decode(ids, "utf-8").tolist() if len(ids) else []
+
+    def shard_name(self, position: int) -> str:
+        return self.table.shard_names[self.table.shard[position]].decode("utf-8")
+
     # -- mapping API
     def __len__(self) -> int:
-        return len(self._position)
+        return len(self.table)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._position)
+        return (utt.decode("utf-8") for utt in self.table.ids)
 
     def __contains__(self, utt_id: object) -> bool:
-        return utt_id in self._position
+        return isinstance(utt_id, str) and self.table.position(utt_id) >= 0
 
     def __getitem__(self, utt_id: str) -> dict[str, Any]:
         return self.read(utt_id)
@@ -450,25 +775,33 @@ class Cache:
         return int(self.config["n_mels"])
 
     def labels(self, utt_id: str) -> dict[str, Any]:
-        return dict(self._records[self._row(utt_id)])
+        return self.labels_at(self.position(utt_id))
+
+    def labels_at(self, position: int) -> dict[str, Any]:
+        """utt_id and every label column of one row, as plain Python values."""
+        out: dict[str, Any] = {"utt_id": self.utt_id(position)}
+        for name, values in self.table.labels.items():
+            value = values[position].as_py()
+            out[name] = json.loads(value) if name in self.table.json_columns and value is not None else value
+        return out
 
     def _row(self, utt_id: str) -> int:
-        try:
-            return self._position[utt_id]
-        except KeyError:
-            raise KeyError(f"{utt_id!r} is not in the cache {self.dir}") from None
+        return self.position(utt_id)
 
     def read(self, utt_id: str, fields: Sequence[str] = ARRAY_FIELDS) -> dict[str, Any]:
         """The item's labels plus the requested arrays (float32 / bool), read with a slice each."""
-        i = self._row(utt_id)
-        loc = self._loc[i]
-        out = dict(self._records[i])
-        h5 = self._file(loc["shard"])
+        return self.read_at(self.position(utt_id), fields)
+
+    def read_at(self, position: int, fields: Sequence[str] = ARRAY_FIELDS, *, labels: bool = True) -> dict[str, Any]:
+        """:meth:`read` by row; ``labels=False`` returns the arrays alone (the loaders' hot path)."""
+        fb_off, n_fb, face_off, n_face = (int(v) for v in self.table.locations[position])
+        out = self.labels_at(position) if labels else {}
+        h5 = self._file(self.shard_name(position))
         for name in fields:
             if name == "fbank":
-                a, n = loc["fbank_offset"], loc["n_fbank"]
+                a, n = fb_off, n_fb
             elif name in ("face", "face_found", "frame_times"):
-                a, n = loc["face_offset"], loc["n_face"]
+                a, n = face_off, n_face
             else:
                 raise KeyError(f"unknown field {name!r}; fields are {ARRAY_FIELDS}")
             data = h5[name][a : a + n] if n else np.zeros((0,) + h5[name].shape[1:], h5[name].dtype)
@@ -478,7 +811,9 @@ class Cache:
         return out
 
     def shard_paths(self) -> list[Path]:
-        return [self.dir / SHARD_DIR / name for name in dict.fromkeys(self.index["shard"])]
+        used = np.unique(self.table.shard, return_index=True)[1]  # first use of each shard, in item order
+        codes = self.table.shard[np.sort(used)]
+        return [self.dir / SHARD_DIR / name.decode("utf-8") for name in self.table.shard_names[codes]]
 
     def count_faces_found(self) -> tuple[int, int]:
         """(face frames with a face found, face frames) over the items with video.
@@ -486,14 +821,19 @@ class Cache:
         One read of ``face_found`` per shard, not one per item: on a VoxCeleb-sized cache the
         per-item loop spent minutes opening slices for a single number.
         """
-        rows = self.index[self.index["has_video"].astype(bool) & (self.index["n_face"] > 0)]
+        if len(self) == 0:
+            return 0, 0
+        n_face = self.table.locations[:, 3]
+        rows = np.flatnonzero(self.column("has_video").astype(bool) & (n_face > 0))
+        rows = rows[np.argsort(self.table.shard[rows], kind="stable")]
+        codes, starts = np.unique(self.table.shard[rows], return_index=True)
         found = 0
-        for shard, group in rows.groupby("shard", sort=False):
-            mask = self._file(shard)["face_found"][:]
+        for code, group in zip(codes, np.split(rows, starts[1:])):
+            mask = self._file(self.table.shard_names[code].decode("utf-8"))["face_found"][:]
             before = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
-            start = group["face_offset"].to_numpy(np.int64)
-            found += int((before[start + group["n_face"].to_numpy(np.int64)] - before[start]).sum())
-        return found, int(rows["n_face"].sum())
+            start = self.table.locations[group, 2]
+            found += int((before[start + n_face[group]] - before[start]).sum())
+        return found, int(n_face[rows].sum())
 
     def check(self, utt_id: str) -> str | None:
         """Why the item does not read back whole and finite, or None when it does."""
@@ -501,8 +841,8 @@ class Cache:
             item = self.read(utt_id)
         except Exception as err:  # h5py raises OSError on a checksum mismatch, others on truncation
             return f"{type(err).__name__}: {err}"
-        loc = self._loc[self._row(utt_id)]
-        if item["fbank"].shape[0] != loc["n_fbank"] or item["face"].shape[0] != loc["n_face"]:
+        _, n_fb, _, n_face = self.table.locations[self.position(utt_id)]
+        if item["fbank"].shape[0] != n_fb or item["face"].shape[0] != n_face:
             return "stored arrays are shorter than the index says"
         for name in ("fbank", "face", "frame_times"):
             if not np.isfinite(item[name]).all():
