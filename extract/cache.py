@@ -712,7 +712,8 @@ class Cache:
         if self._frame is None:
             frame = self.table.to_table().to_pandas()
             for name in self.table.json_columns:
-                frame[name] = [None if v is None else json.loads(v) for v in frame[name]]
+                frame[name] = pd.Series([json.loads(v) if isinstance(v, str) else None for v in frame[name]],
+                                        index=frame.index, dtype=object)
             frame.index = pd.Index(frame["utt_id"], name=None)
             self._frame = frame
         return self._frame
