@@ -714,7 +714,8 @@ class Cache:
             for name in self.table.json_columns:
                 frame[name] = pd.Series([json.loads(v) if isinstance(v, str) else None for v in frame[name]],
                                         index=frame.index, dtype=object)
-            frame.index = pd.Index(frame["utt_id"], name=None)
+            frame.index = pd.Index(frame["utt_id"])
+            frame.index.name = None  # `utt_id` stays a column only: groupby / merge on it are unambiguous
             self._frame = frame
         return self._frame
 
