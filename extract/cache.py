@@ -26,6 +26,7 @@ import io
 import json
 import math
 import os
+import sys
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -563,14 +564,25 @@ def load_index(cache_dir: str | os.PathLike, *, refresh: bool = True) -> IndexTa
     return IndexTable.from_table(table, json_columns)
 
 
-def write_snapshot(cache_dir: str | os.PathLike) -> Path | None:
+def write_snapshot(cache_dir: str | os.PathLike, strict: bool = True) -> Path | None:
     """Bring ``index.parquet`` up to the whole committed log (end of ``extract run``, ``extract index``).
 
-    None when the log is empty (nothing to snapshot).
+    None when the log is empty (nothing to snapshot). ``strict=False`` turns a failed write (full
+    disk, read-only directory) into a warning: the items are committed either way, and the next
+    open that can write will.
     """
     cache_dir = Path(cache_dir)
     table, _, meta, _ = _load(cache_dir)
-    return _write_snapshot(cache_dir, table, meta) if meta["log_bytes"] else None
+    if not meta["log_bytes"]:
+        return None
+    try:
+        return _write_snapshot(cache_dir, table, meta)
+    except OSError as err:
+        if strict:
+            raise
+        print(f"extract: warning: could not write {cache_dir / SNAPSHOT_FILE} ({err}); "
+              "the items are committed, the next open writes it", file=sys.stderr)
+        return None
 
 
 @contextlib.contextmanager

@@ -285,6 +285,6 @@ def run_extraction(
         _write_failures(cache_dir, summary.failures)
         # Shards written by tasks that were retried elsewhere, or fully superseded by a repair.
         remove_orphan_shards(cache_dir)
-        write_snapshot(cache_dir)  # index.parquet: later opens parse only what is committed after this
+        write_snapshot(cache_dir, strict=False)  # index.parquet: later opens parse only what is committed after this
     summary.seconds = time.perf_counter() - began
     return summary
