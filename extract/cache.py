@@ -37,6 +37,8 @@ import h5py
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 INDEX_FILE = "index.jsonl"
@@ -317,6 +319,7 @@ SNAPSHOT_VERSION = 1
 SNAPSHOT_REFRESH_ROWS = 10_000
 _SNAPSHOT_META = b"avpi.index"
 _FINGERPRINT_BYTES = 4096
+_LOC = LOCATION_COLUMNS[1:]  # the integer location columns
 
 
 def _fingerprint(log: Path, end: int) -> str:
@@ -327,57 +330,16 @@ def _fingerprint(log: Path, end: int) -> str:
         return hashlib.sha256(fh.read(end - start)).hexdigest()
 
 
-def _parse_log(data: bytes, where: str, first_line: int = 1) -> tuple[list[dict[str, Any]], int, int]:
-    """The rows of complete lines in ``data``, the bytes those lines span, and how many lines.
-
-    A torn last line (a kill mid-append) has no newline yet: it is not a row and not covered.
-    """
-    end = data.rfind(b"\n") + 1
-    rows = []
-    lines = data[:end].split(b"\n")[:-1]
-    for number, line in enumerate(lines, start=first_line):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise CacheError(f"{where}: line {number} is not valid JSON ({err}); the index is corrupt") from err
-    return rows, end, len(lines)
-
-
-def _column(name: str, values: list[Any]) -> tuple[pa.Array, bool]:
-    """One index column as an Arrow array; values Arrow cannot type as one column go in as JSON text."""
-    if name in LOCATION_COLUMNS[1:]:
-        return pa.array(values, type=pa.int64()), False
-    try:
-        return pa.array(values), False
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        return pa.array([None if v is None else json.dumps(v, default=_jsonable) for v in values], pa.string()), True
-
-
-def _rows_to_table(rows: list[dict[str, Any]]) -> tuple[pa.Table, set[str]]:
-    """Rows (log order) → one table row per utt_id (the latest wins), sorted by utt_id."""
-    latest: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        latest[row["utt_id"]] = row
-    ordered = [latest[utt] for utt in sorted(latest)]
-    names = list(dict.fromkeys(["utt_id", *LOCATION_COLUMNS, *(k for row in ordered for k in row)]))
-    arrays, json_columns = [], set()
-    for name in names:
-        array, as_json = _column(name, [row.get(name) for row in ordered])
-        arrays.append(array)
-        if as_json:
-            json_columns.add(name)
-    return pa.table(arrays, names=names), json_columns
-
-
-def _utf8_fixed(array: pa.Array | pa.ChunkedArray, block: int = 131_072) -> np.ndarray:
+def _utf8_fixed(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Arrow strings → a numpy ``S`` array of their UTF-8 bytes, without a Python object per value.
 
     Byte order of UTF-8 is code point order, so it sorts exactly as Python sorts the strings.
     """
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
+    if pa.types.is_fixed_size_binary(array.type):  # the snapshot's own layout: a plain view
+        width = array.type.byte_width
+        return np.frombuffer(array.buffers()[1], f"S{width}")[array.offset : array.offset + len(array)]
     array = array.cast(pa.large_binary())
     n = len(array)
     if n == 0:
@@ -389,13 +351,68 @@ def _utf8_fixed(array: pa.Array | pa.ChunkedArray, block: int = 131_072) -> np.n
     lengths = np.diff(offsets)
     width = max(int(lengths.max()), 1)
     out = np.zeros((n, width), np.uint8)
-    for a in range(0, n, block):  # in blocks: the scatter indices of 1 M ids at once would be ~0.5 GB
-        b = min(a + block, n)
-        length = lengths[a:b]
-        row = np.repeat(np.arange(a, b), length)
-        col = np.arange(offsets[b] - offsets[a]) - np.repeat(offsets[a:b] - offsets[a], length)
-        out[row, col] = data[offsets[a] : offsets[b]]
+    for length in np.unique(lengths):  # ids come in a few lengths: one 2-D gather per length
+        rows = np.flatnonzero(lengths == length)
+        if length:
+            out[rows, :length] = data[offsets[rows, None] + np.arange(length)]
     return out.view(f"S{width}").ravel()
+
+
+def _label_array(name: str, values: list[Any]) -> tuple[pa.Array, bool]:
+    """One label column as an Arrow array; values Arrow cannot type as one column go in as JSON text."""
+    try:
+        return pa.array(values), False
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.array([None if v is None else json.dumps(v, default=_jsonable) for v in values], pa.string()), True
+
+
+def _rows_table(rows: list[dict[str, Any]]) -> tuple[pa.Table, set[str]]:
+    """Log rows (in log order) as one table, and the columns that had to be stored as JSON text."""
+    names = list(dict.fromkeys(["utt_id", *LOCATION_COLUMNS, *(k for row in rows for k in row)]))
+    arrays, json_columns = [], set()
+    for name in names:
+        values = [row.get(name) for row in rows]
+        if name in _LOC:
+            arrays.append(pa.array(values, pa.int64()))
+            continue
+        array, as_json = _label_array(name, values)
+        arrays.append(array)
+        if as_json:
+            json_columns.add(name)
+    return pa.table(arrays, names=names), json_columns
+
+
+_ARROW_JSON_TYPES = (pa.types.is_string, pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_null)
+
+
+def _parse_log(data: bytes, where: str, first_line: int = 1) -> tuple[pa.Table, set[str], int, int]:
+    """The complete lines of ``data`` as a table (log order), its JSON columns, the bytes and lines they span.
+
+    A torn last line (a kill mid-append) has no newline yet: it is not a row and not covered.
+    Arrow's JSON reader parses in C++; a log it would type differently from ``json.loads`` (dates
+    it would read as timestamps, nested values, mixed types) goes through ``json.loads``.
+    """
+    end = data.rfind(b"\n") + 1
+    n_lines = data.count(b"\n", 0, end)
+    if end == 0:
+        table, json_columns = _rows_table([])
+        return table, json_columns, 0, 0
+    with contextlib.suppress(pa.ArrowException):
+        table = pa_json.read_json(io.BytesIO(memoryview(data)[:end]), read_options=pa_json.ReadOptions(block_size=16 << 20))
+        if ("utt_id" in table.column_names and all(c in table.column_names for c in LOCATION_COLUMNS)
+                and all(any(ok(f.type) for ok in _ARROW_JSON_TYPES) for f in table.schema)
+                and table.num_rows == n_lines):
+            return table.combine_chunks(), set(), end, n_lines
+    rows = []
+    for number, line in enumerate(data[:end].split(b"\n")[:-1], start=first_line):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise CacheError(f"{where}: line {number} is not valid JSON ({err}); the index is corrupt") from err
+    table, json_columns = _rows_table(rows)
+    return table, json_columns, end, n_lines
 
 
 @dataclass
@@ -412,22 +429,37 @@ class IndexTable:
     shard_names: np.ndarray  # (S,) S
     shard: np.ndarray  # (N,) int32 into shard_names
     locations: np.ndarray  # (N, 4) int64: fbank_offset, n_fbank, face_offset, n_face
-    labels: dict[str, pa.Array]  # column -> (N,) values, in index column order
+    labels: dict[str, pa.ChunkedArray]  # column -> (N,) values, in index column order
     json_columns: frozenset[str] = frozenset()
 
     @classmethod
-    def from_table(cls, table: pa.Table, json_columns: Iterable[str] = ()) -> "IndexTable":
-        table = table.combine_chunks()
+    def from_log_table(cls, table: pa.Table, json_columns: Iterable[str] = ()) -> IndexTable:
+        """From rows in log order: the latest row of each utt_id, sorted by utt_id."""
+        ids = _utf8_fixed(table.column("utt_id")) if len(table) else np.zeros(0, "S1")
+        order = np.argsort(ids, kind="stable")
+        last = np.ones(len(order), bool)
+        last[:-1] = ids[order][1:] != ids[order][:-1]  # the last of each run of one id: its latest row
+        keep = order[last]
+        return cls.from_table(table.take(pa.array(keep)), json_columns, ids=ids[keep])
+
+    @classmethod
+    def from_table(cls, table: pa.Table, json_columns: Iterable[str] = (), ids: np.ndarray | None = None) -> IndexTable:
+        """From a table already sorted by utt_id with one row per item (a snapshot)."""
+        labels = {n: _chunked(table.column(n)) for n in table.column_names if n not in ("utt_id", *LOCATION_COLUMNS)}
         if len(table) == 0:
-            labels = {n: table.column(n).combine_chunks() for n in table.column_names if n not in ("utt_id", *LOCATION_COLUMNS)}
-            return cls(np.zeros(0, "S1"), np.zeros(0, "S1"), np.zeros(0, np.int32), np.zeros((0, 4), np.int64), labels)
-        ids = _utf8_fixed(table.column("utt_id"))
-        shards = table.column("shard").combine_chunks().dictionary_encode()
-        locations = np.stack([table.column(c).to_numpy().astype(np.int64) for c in LOCATION_COLUMNS[1:]], axis=1)
-        labels = {name: table.column(name).combine_chunks() for name in table.column_names
-                  if name not in ("utt_id", *LOCATION_COLUMNS)}
-        return cls(ids, _utf8_fixed(shards.dictionary), shards.indices.to_numpy(zero_copy_only=False).astype(np.int32),
-                   locations, labels, frozenset(json_columns))
+            return cls(np.zeros(0, "S1"), np.zeros(0, "S1"), np.zeros(0, np.int32), np.zeros((0, 4), np.int64), labels,
+                       frozenset(json_columns))
+        ids = _utf8_fixed(table.column("utt_id")) if ids is None else ids
+        shards = table.column("shard")
+        if not pa.types.is_dictionary(shards.type):
+            shards = shards.dictionary_encode()
+        shards = shards.unify_dictionaries()
+        codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in shards.chunks]).astype(np.int32)
+        names = _utf8_fixed(shards.chunks[0].dictionary)
+        locations = np.empty((len(table), len(_LOC)), np.int64)
+        for k, name in enumerate(_LOC):
+            locations[:, k] = table.column(name).to_numpy()
+        return cls(ids, names, codes, locations, labels, frozenset(json_columns))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -438,90 +470,123 @@ class IndexTable:
         i = int(np.searchsorted(self.ids, key))
         return i if i < len(self.ids) and self.ids[i] == key else -1
 
-    def to_table(self) -> pa.Table:
-        columns = {
-            "utt_id": pa.array(self.ids, pa.binary()).cast(pa.string()),
-            "shard": pa.array(self.shard_names[self.shard], pa.binary()).cast(pa.string()),
-            **{c: pa.array(self.locations[:, k]) for k, c in enumerate(LOCATION_COLUMNS[1:])},
-            **self.labels,
-        }
+    def merge(self, tail: IndexTable) -> IndexTable:
+        """This index with the tail's rows put in: a tail row replaces the row of its utt_id.
+
+        Raises pa.ArrowException when a label column changed type in the tail (the caller rebuilds).
+        """
+        if len(tail) == 0:
+            return self
+        if (tail.json_columns - self.json_columns) or (self.json_columns - tail.json_columns) & set(tail.labels):
+            raise pa.ArrowInvalid("a label column changed its encoding")
+        at = np.minimum(np.searchsorted(self.ids, tail.ids), max(len(self.ids) - 1, 0))
+        clash = at[self.ids[at] == tail.ids] if len(self.ids) else at[:0]
+        keep = np.setdiff1d(np.arange(len(self.ids)), clash)
+        # tail ids are sorted and unique, none is among the kept: merging two sorted runs
+        order = np.insert(np.arange(len(keep)), np.searchsorted(self.ids[keep], tail.ids), len(keep) + np.arange(len(tail)))
+        ids = np.concatenate([self.ids[keep], tail.ids])[order]
+        names, codes = np.unique(np.concatenate([self.shard_names, tail.shard_names]), return_inverse=True)
+        shard = np.concatenate([codes[self.shard[keep]], codes[len(self.shard_names) + tail.shard]])[order]
+        locations = np.concatenate([self.locations[keep], tail.locations])[order]
+        labels = {}
+        take_order, keep_rows = pa.array(order), pa.array(keep)
+        for name in dict.fromkeys([*self.labels, *tail.labels]):
+            base = self.labels.get(name)
+            new = tail.labels.get(name)
+            kind = base.type if base is not None else new.type
+            if pa.types.is_null(kind) and new is not None:
+                kind = new.type
+            base = base.take(keep_rows) if base is not None else pa.chunked_array([pa.nulls(len(keep), kind)])
+            new = new if new is not None else pa.chunked_array([pa.nulls(len(tail), kind)])
+            both = pa.chunked_array([*base.cast(kind).chunks, *new.cast(kind).chunks], kind)
+            labels[name] = both.take(take_order)
+        return IndexTable(ids, names.astype(f"S{max(names.dtype.itemsize, 1)}"), shard.astype(np.int32), locations,
+                          labels, self.json_columns | tail.json_columns)
+
+    def to_table(self, for_snapshot: bool = False) -> pa.Table:
+        """One row per item; ``for_snapshot``: utt_id as NUL-padded fixed-width bytes (read back as a view)."""
+        ids = pa.array(self.ids, pa.binary(self.ids.dtype.itemsize)) if for_snapshot \
+            else pa.array(self.ids, pa.binary()).cast(pa.string())
+        names = pa.array(self.shard_names, pa.binary()).cast(pa.string())
+        shard = pa.DictionaryArray.from_arrays(pa.array(self.shard), names) if for_snapshot else names.take(pa.array(self.shard))
+        columns = {"utt_id": ids, "shard": shard, **{c: self.locations[:, k] for k, c in enumerate(_LOC)}}
+        for name, values in self.labels.items():
+            if for_snapshot and pa.types.is_string(values.type) and len(values) > 1:
+                if pc.count_distinct(values).as_py() <= len(values) // 2:  # speakers, splits: stored once each
+                    values = values.dictionary_encode()
+            elif not for_snapshot and pa.types.is_dictionary(values.type):
+                values = values.cast(values.type.value_type)
+            columns[name] = values
         return pa.table(columns)
 
 
-def _merge(base: pa.Table, tail: pa.Table) -> pa.Table:
-    """Snapshot rows with the tail's rows put in: a tail row replaces the base row of its utt_id."""
-    if len(tail) == 0:
-        return base
-    base_ids, tail_ids = _utf8_fixed(base.column("utt_id")), _utf8_fixed(tail.column("utt_id"))
-    at = np.minimum(np.searchsorted(base_ids, tail_ids), max(len(base_ids) - 1, 0))
-    clash = at[base_ids[at] == tail_ids] if len(base_ids) else at[:0]
-    keep = np.setdiff1d(np.arange(len(base_ids)), clash)
-    kept_ids = base_ids[keep]
-    # tail ids are sorted and unique, and none is left among the kept: a merge of two sorted runs
-    order = np.insert(np.arange(len(keep)), np.searchsorted(kept_ids, tail_ids), len(keep) + np.arange(len(tail)))
-    combined = pa.concat_tables([base.take(pa.array(keep)), tail], promote_options="permissive")
-    return combined.take(pa.array(order))
+def _chunked(values: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    return values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
 
 
-def _read_snapshot(path: Path, log: Path, log_size: int) -> tuple[pa.Table, dict[str, Any]] | None:
+def _read_snapshot(path: Path, log: Path, log_size: int) -> tuple[IndexTable, dict[str, Any]] | None:
     """The snapshot and its metadata, or None when it is missing, unreadable or not of this log."""
     try:
-        table = pq.read_table(path)
-        meta = json.loads((table.schema.metadata or {})[_SNAPSHOT_META])
+        schema = pq.read_schema(path)
+        meta = json.loads((schema.metadata or {})[_SNAPSHOT_META])
         covered = int(meta["log_bytes"])
         if meta.get("version") != SNAPSHOT_VERSION or covered > log_size:
             return None
         if covered and _fingerprint(log, covered) != meta["log_fingerprint"]:
             return None
-    except (OSError, KeyError, ValueError, TypeError, pa.ArrowException):
+        # Locations first, labels second: the decoded location columns are freed before the
+        # labels are decoded, which keeps the peak near what the index holds afterwards.
+        core = ["utt_id", *LOCATION_COLUMNS]
+        index = IndexTable.from_table(pq.read_table(path, columns=core, memory_map=True), meta["json_columns"])
+        pa.default_memory_pool().release_unused()
+        labels = pq.read_table(path, columns=[n for n in schema.names if n not in core], memory_map=True)
+        index.labels = {name: labels.column(name) for name in labels.column_names}
+        if len(index.ids) != len(labels):
+            return None
+        pa.default_memory_pool().release_unused()
+        return index, meta
+    except (OSError, KeyError, ValueError, TypeError, IndexError, pa.ArrowException):
         return None
-    return table.replace_schema_metadata(None), meta
 
 
-def _load(cache_dir: Path) -> tuple[pa.Table, set[str], dict[str, Any], bool]:
-    """(table, json columns, what a snapshot of it would record, whether the snapshot on disk is fresh)."""
+def _load(cache_dir: Path) -> tuple[IndexTable, dict[str, Any], bool]:
+    """(the index, what a snapshot of it would record, whether the snapshot on disk is fresh)."""
     log = cache_dir / INDEX_FILE
     size = log.stat().st_size if log.exists() else 0
     snap = _read_snapshot(cache_dir / SNAPSHOT_FILE, log, size) if size else None
-    covered, covered_rows, json_columns = 0, 0, set()
-    base = None
+    covered, covered_rows, base = 0, 0, None
     if snap is not None:
         base, meta = snap
-        covered, covered_rows, json_columns = meta["log_bytes"], meta["log_rows"], set(meta["json_columns"])
+        covered, covered_rows = meta["log_bytes"], meta["log_rows"]
     tail_bytes = b""
     if size > covered:
         with open(log, "rb") as fh:
             fh.seek(covered)
             tail_bytes = fh.read()
-    rows, used, n_lines = _parse_log(tail_bytes, str(log), first_line=covered_rows + 1)
-    tail, tail_json = _rows_to_table(rows)
-    if base is None:
-        table, json_columns = tail, tail_json
-    elif tail_json - json_columns or (json_columns - tail_json) & set(tail.column_names):
-        return _load_from_log(cache_dir)  # a column changes its encoding: rare, rebuild whole
-    else:
+    table, json_columns, used, n_lines = _parse_log(tail_bytes, str(log), first_line=covered_rows + 1)
+    index = IndexTable.from_log_table(table, json_columns)
+    if base is not None:
         try:
-            table = _merge(base, tail)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            return _load_from_log(cache_dir)  # a column changed type in the tail
+            index = base.merge(index)
+        except pa.ArrowException:  # a label column changed type after the snapshot: rare, rebuild whole
+            return _load_from_log(cache_dir)
     meta = {"version": SNAPSHOT_VERSION, "log_bytes": covered + used, "log_rows": covered_rows + n_lines,
-            "json_columns": sorted(json_columns)}
-    fresh = snap is not None and n_lines < SNAPSHOT_REFRESH_ROWS
-    return table, json_columns, meta, fresh
+            "json_columns": sorted(index.json_columns)}
+    return index, meta, snap is not None and n_lines < SNAPSHOT_REFRESH_ROWS
 
 
-def _load_from_log(cache_dir: Path) -> tuple[pa.Table, set[str], dict[str, Any], bool]:
+def _load_from_log(cache_dir: Path) -> tuple[IndexTable, dict[str, Any], bool]:
     log = cache_dir / INDEX_FILE
-    rows, used, n_lines = _parse_log(log.read_bytes(), str(log))
-    table, json_columns = _rows_to_table(rows)
-    meta = {"version": SNAPSHOT_VERSION, "log_bytes": used, "log_rows": n_lines, "json_columns": sorted(json_columns)}
-    return table, json_columns, meta, False
+    table, json_columns, used, n_lines = _parse_log(log.read_bytes(), str(log))
+    index = IndexTable.from_log_table(table, json_columns)
+    return index, {"version": SNAPSHOT_VERSION, "log_bytes": used, "log_rows": n_lines,
+                   "json_columns": sorted(index.json_columns)}, False
 
 
-def _write_snapshot(cache_dir: Path, table: pa.Table, meta: dict[str, Any]) -> Path:
+def _write_snapshot(cache_dir: Path, index: IndexTable, meta: dict[str, Any]) -> Path:
     """Write the snapshot under a temporary name, fsync, rename: a reader sees the old one or the new one."""
     meta = dict(meta, log_fingerprint=_fingerprint(cache_dir / INDEX_FILE, meta["log_bytes"]) if meta["log_bytes"] else "")
-    table = table.replace_schema_metadata({_SNAPSHOT_META: json.dumps(meta).encode()})
+    table = index.to_table(for_snapshot=True).replace_schema_metadata({_SNAPSHOT_META: json.dumps(meta).encode()})
     for stale in cache_dir.glob(f"{TMP_PREFIX}{SNAPSHOT_FILE}.*"):  # left by a killed writer
         with contextlib.suppress(ValueError, OSError):
             if not _pid_alive(int(stale.name.rsplit(".", 1)[1])):
@@ -557,11 +622,11 @@ def load_index(cache_dir: str | os.PathLike, *, refresh: bool = True) -> IndexTa
     writable; a read-only cache still opens (from the log alone if it has no snapshot).
     """
     cache_dir = Path(cache_dir)
-    table, json_columns, meta, fresh = _load(cache_dir)
+    index, meta, fresh = _load(cache_dir)
     if refresh and not fresh and meta["log_bytes"]:
         with contextlib.suppress(OSError):  # read-only cache, full disk: the snapshot is only a speed-up
-            _write_snapshot(cache_dir, table, meta)
-    return IndexTable.from_table(table, json_columns)
+            _write_snapshot(cache_dir, index, meta)
+    return index
 
 
 def write_snapshot(cache_dir: str | os.PathLike, strict: bool = True) -> Path | None:
@@ -572,11 +637,11 @@ def write_snapshot(cache_dir: str | os.PathLike, strict: bool = True) -> Path | 
     open that can write will.
     """
     cache_dir = Path(cache_dir)
-    table, _, meta, _ = _load(cache_dir)
+    index, meta, _ = _load(cache_dir)
     if not meta["log_bytes"]:
         return None
     try:
-        return _write_snapshot(cache_dir, table, meta)
+        return _write_snapshot(cache_dir, index, meta)
     except OSError as err:
         if strict:
             raise

@@ -17,6 +17,7 @@ from extract.cache import (
     SHARD_DIR,
     SNAPSHOT_FILE,
     CacheBusyError,
+    CacheError,
     ItemFeatures,
     ShardWriter,
     build_cache,
@@ -406,3 +407,25 @@ def test_the_cache_holds_no_python_object_per_item(tmp_path):
             assert len(value) < n, f"a per-item Python container of {len(value)} entries"
         if isinstance(value, np.ndarray):
             assert value.dtype != object
+
+
+def test_date_like_and_nested_labels_keep_the_values_json_gave(tmp_path):
+    """Arrow's JSON reader would turn ISO dates into timestamps: such logs go through json.loads."""
+    items = [make_item(i) for i in range(3)]
+    for i, item in enumerate(items):
+        item["recorded"], item["tags"] = f"2020-01-0{i + 1}", {"take": i}
+    build_cache(tmp_path, items)
+    (tmp_path / SNAPSHOT_FILE).unlink()
+    for _ in range(2):  # from the log, then from the snapshot
+        cache = open_cache(tmp_path)
+        assert [cache[u]["recorded"] for u in cache] == ["2020-01-01", "2020-01-02", "2020-01-03"]
+        assert [cache.labels(u)["tags"] for u in cache] == [{"take": 0}, {"take": 1}, {"take": 2}]
+
+
+def test_a_corrupt_log_line_is_named(tmp_path):
+    build_cache(tmp_path, [make_item(i) for i in range(3)], shard_size=1)
+    lines = (tmp_path / INDEX_FILE).read_bytes().splitlines(keepends=True)
+    (tmp_path / INDEX_FILE).write_bytes(lines[0] + b"{not json\n" + b"".join(lines[1:]))
+    (tmp_path / SNAPSHOT_FILE).unlink()
+    with pytest.raises(CacheError, match="line 2 is not valid JSON"):
+        open_cache(tmp_path)
