@@ -40,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from extract.cache import (  # noqa: E402
+from extract.cache import (
     ARRAY_FIELDS,
     INDEX_FILE,
     LOCATION_COLUMNS,
@@ -190,7 +190,7 @@ def write_index(cache_dir: Path, rows: list[dict]) -> None:
 def _open_child(mode: str, cache_dir: str) -> None:
     import psutil
 
-    import extract.cache  # noqa: F401  (the imports every open pays, outside the timing)
+    import extract.cache
 
     proc = psutil.Process()
     rss_imports = proc.memory_info().rss

@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from synthetic import make_lupi_cache, make_lupi_items
 
 from distill.config import DataConfig
 from distill.data import Grid, GridDataset, Labels, assign_splits, collate
 from extract.cache import build_cache, open_cache
-from synthetic import make_lupi_cache, make_lupi_items
 
 
 def nonseq(crop=10, hop=4, max_faces=3) -> Grid:

@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 import extract.compact as compact_mod
-from extract.cache import INDEX_FILE, SHARD_DIR, build_cache, open_cache, read_index_rows
+from extract.cache import (
+    INDEX_FILE,
+    SHARD_DIR,
+    build_cache,
+    open_cache,
+    read_index_rows,
+)
 from extract.cli import main
 from extract.compact import compact_cache
 from extract.verify import verify_cache
