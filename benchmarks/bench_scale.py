@@ -202,9 +202,17 @@ def _open_child(mode: str, cache_dir: str) -> None:
         cache = open_cache(cache_dir)
         n, probe = len(cache), cache.labels(cache.utt_id(len(cache) - 1))
     seconds = time.perf_counter() - began
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     print(json.dumps({"seconds": seconds, "rss_imports": rss_imports, "rss": proc.memory_info().rss, "peak": peak,
                       "items": n, "probe": probe["speaker"]}))
+
+
+def peak_rss() -> int:
+    """This process's RSS high-water mark (VmHWM; ru_maxrss would carry the parent's over fork + exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def open_in_child(mode: str, cache_dir: Path) -> dict:
@@ -309,11 +317,11 @@ def mb(n: float) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=1_100_000, help="index rows for the open test")
-    p.add_argument("--tail", type=int, default=10_000, help="rows committed after the snapshot")
+    p.add_argument("--tail", type=int, default=5_000, help="rows committed after the snapshot (under SNAPSHOT_REFRESH_ROWS)")
     p.add_argument("--items", type=int, default=3000, help="items in the real cache (reads, workers)")
     p.add_argument("--reads", type=int, default=3000, help="random reads per contender")
     p.add_argument("--worker-rows", type=int, default=200_000, help="index rows for the large-index worker test")
-    p.add_argument("--epoch-samples", type=int, default=8000, help="samples in that test's epoch")
+    p.add_argument("--epoch-samples", type=int, default=24_000, help="samples in that test's epoch")
     p.add_argument("--skip-old", action="store_true", help="no old-reader open (it needs ~3.5 GB at 1.1 M rows)")
     p.add_argument("--parts", default="open,reads,workers", help="which parts to run")
     p.add_argument("--_open", nargs=2, help=argparse.SUPPRESS)

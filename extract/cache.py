@@ -429,8 +429,11 @@ class IndexTable:
     shard_names: np.ndarray  # (S,) S
     shard: np.ndarray  # (N,) int32 into shard_names
     locations: np.ndarray  # (N, 4) int64: fbank_offset, n_fbank, face_offset, n_face
-    labels: dict[str, pa.ChunkedArray]  # column -> (N,) values, in index column order
+    labels: dict[str, pa.ChunkedArray]  # column -> values, in index column order
     json_columns: frozenset[str] = frozenset()
+    #: Row ``i``'s labels are at ``label_rows[i]`` of the label columns (None: at ``i``). Set by a
+    #: merge, which appends the tail's labels instead of copying a million rows of strings.
+    label_rows: np.ndarray | None = None
 
     @classmethod
     def from_log_table(cls, table: pa.Table, json_columns: Iterable[str] = ()) -> IndexTable:
@@ -464,6 +467,17 @@ class IndexTable:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def label(self, name: str, position: int) -> Any:
+        """One label of one row, as a Python value (JSON text decoded)."""
+        row = int(position if self.label_rows is None else self.label_rows[position])
+        value = self.labels[name][row].as_py()
+        return json.loads(value) if name in self.json_columns and value is not None else value
+
+    def label_column(self, name: str) -> pa.ChunkedArray:
+        """One label column in row order."""
+        values = self.labels[name]
+        return values if self.label_rows is None else values.take(pa.array(self.label_rows))
+
     def position(self, utt_id: str) -> int:
         """Row of ``utt_id``, or -1."""
         key = utt_id.encode("utf-8")
@@ -481,27 +495,48 @@ class IndexTable:
             raise pa.ArrowInvalid("a label column changed its encoding")
         at = np.minimum(np.searchsorted(self.ids, tail.ids), max(len(self.ids) - 1, 0))
         clash = at[self.ids[at] == tail.ids] if len(self.ids) else at[:0]
-        keep = np.setdiff1d(np.arange(len(self.ids)), clash)
+        keep_mask = np.ones(len(self.ids), bool)
+        keep_mask[clash] = False
+        keep = np.flatnonzero(keep_mask)
         # tail ids are sorted and unique, none is among the kept: merging two sorted runs
-        order = np.insert(np.arange(len(keep)), np.searchsorted(self.ids[keep], tail.ids), len(keep) + np.arange(len(tail)))
-        ids = np.concatenate([self.ids[keep], tail.ids])[order]
+        kept_ids = self.ids if len(clash) == 0 else self.ids[keep]
+        order = np.insert(np.arange(len(keep)), np.searchsorted(kept_ids, tail.ids), len(keep) + np.arange(len(tail)))
+        # where each kept row and each tail row lands; filled in place, so a million-row index is
+        # not held three times over (base, concatenation, reordered copy) at the peak
+        dest = np.empty(len(order), np.int64)
+        dest[order] = np.arange(len(order))
+        kept, landed = (lambda a: a) if len(clash) == 0 else (lambda a: a[keep]), dest[: len(keep)]
+
+        def placed(base: np.ndarray, new: np.ndarray) -> np.ndarray:
+            out = np.empty((len(order), *base.shape[1:]), np.result_type(base, new))
+            out[landed] = kept(base)
+            out[dest[len(keep) :]] = new
+            return out
+
+        ids = placed(self.ids, tail.ids)
         names, codes = np.unique(np.concatenate([self.shard_names, tail.shard_names]), return_inverse=True)
-        shard = np.concatenate([codes[self.shard[keep]], codes[len(self.shard_names) + tail.shard]])[order]
-        locations = np.concatenate([self.locations[keep], tail.locations])[order]
+        shard = placed(codes[self.shard].astype(np.int32), codes[len(self.shard_names) + tail.shard].astype(np.int32))
+        locations = placed(self.locations, tail.locations)
+        n_base = len(next(iter(self.labels.values()))) if self.labels else 0
         labels = {}
-        take_order, keep_rows = pa.array(order), pa.array(keep)
         for name in dict.fromkeys([*self.labels, *tail.labels]):
-            base = self.labels.get(name)
-            new = tail.labels.get(name)
-            kind = base.type if base is not None else new.type
-            if pa.types.is_null(kind) and new is not None:
-                kind = new.type
-            base = base.take(keep_rows) if base is not None else pa.chunked_array([pa.nulls(len(keep), kind)])
+            base, new = self.labels.get(name), tail.labels.get(name)
+            kind = base.type if base is not None and not pa.types.is_null(base.type) else new.type
+            base = base if base is not None else pa.chunked_array([pa.nulls(n_base, kind)])
             new = new if new is not None else pa.chunked_array([pa.nulls(len(tail), kind)])
-            both = pa.chunked_array([*base.cast(kind).chunks, *new.cast(kind).chunks], kind)
-            labels[name] = both.take(take_order)
+            plain = kind.value_type if pa.types.is_dictionary(kind) else kind
+            new_plain = new.type.value_type if pa.types.is_dictionary(new.type) else new.type
+            if new_plain != plain and not pa.types.is_null(new_plain):  # a cast would change values' types
+                raise pa.ArrowInvalid(f"label column {name!r} is {plain} in the snapshot, {new_plain} after it")
+            if pa.types.is_dictionary(kind) and not pa.types.is_dictionary(new.type):
+                new = new.cast(plain).dictionary_encode()
+                new = pa.chunked_array([c.cast(kind) for c in new.chunks], kind)
+            labels[name] = pa.chunked_array([*base.cast(kind).chunks, *new.cast(kind).chunks], kind)
+        base_rows = np.arange(len(self.ids)) if self.label_rows is None else self.label_rows
+        tail_rows = n_base + (np.arange(len(tail)) if tail.label_rows is None else tail.label_rows)
+        label_rows = placed(base_rows.astype(np.int64), tail_rows.astype(np.int64))
         return IndexTable(ids, names.astype(f"S{max(names.dtype.itemsize, 1)}"), shard.astype(np.int32), locations,
-                          labels, self.json_columns | tail.json_columns)
+                          labels, self.json_columns | tail.json_columns, label_rows)
 
     def to_table(self, for_snapshot: bool = False) -> pa.Table:
         """One row per item; ``for_snapshot``: utt_id as NUL-padded fixed-width bytes (read back as a view)."""
@@ -510,7 +545,8 @@ class IndexTable:
         names = pa.array(self.shard_names, pa.binary()).cast(pa.string())
         shard = pa.DictionaryArray.from_arrays(pa.array(self.shard), names) if for_snapshot else names.take(pa.array(self.shard))
         columns = {"utt_id": ids, "shard": shard, **{c: self.locations[:, k] for k, c in enumerate(_LOC)}}
-        for name, values in self.labels.items():
+        for name in self.labels:
+            values = self.label_column(name)
             if for_snapshot and pa.types.is_string(values.type) and len(values) > 1:
                 if pc.count_distinct(values).as_py() <= len(values) // 2:  # speakers, splits: stored once each
                     values = values.dictionary_encode()
@@ -568,6 +604,8 @@ def _load(cache_dir: Path) -> tuple[IndexTable, dict[str, Any], bool]:
     if base is not None:
         try:
             index = base.merge(index)
+            del base
+            pa.default_memory_pool().release_unused()
         except pa.ArrowException:  # a label column changed type after the snapshot: rare, rebuild whole
             return _load_from_log(cache_dir)
     meta = {"version": SNAPSHOT_VERSION, "log_bytes": covered + used, "log_rows": covered_rows + n_lines,
@@ -800,7 +838,7 @@ class Cache:
         """One label column (e.g. ``duration``, ``has_video``, ``speaker``) as a numpy array, in item order."""
         if name not in self.table.labels:
             raise KeyError(f"the cache index has no {name!r} column; columns: {', '.join(self.table.labels)}")
-        return self.table.labels[name].to_numpy(zero_copy_only=False)
+        return self.table.label_column(name).to_numpy(zero_copy_only=False)
 
     def position(self, utt_id: str) -> int:
         """The item's row in cache order (0 ≤ row < len(cache))."""
@@ -859,9 +897,8 @@ class Cache:
     def labels_at(self, position: int) -> dict[str, Any]:
         """utt_id and every label column of one row, as plain Python values."""
         out: dict[str, Any] = {"utt_id": self.utt_id(position)}
-        for name, values in self.table.labels.items():
-            value = values[position].as_py()
-            out[name] = json.loads(value) if name in self.table.json_columns and value is not None else value
+        for name in self.table.labels:
+            out[name] = self.table.label(name, position)
         return out
 
     def _row(self, utt_id: str) -> int:

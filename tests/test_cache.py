@@ -429,3 +429,19 @@ def test_a_corrupt_log_line_is_named(tmp_path):
     (tmp_path / SNAPSHOT_FILE).unlink()
     with pytest.raises(CacheError, match="line 2 is not valid JSON"):
         open_cache(tmp_path)
+
+
+def test_a_tail_with_new_and_missing_label_columns_merges_with_the_snapshot(tmp_path):
+    build_cache(tmp_path, [make_item(i) for i in range(4)])
+    later = make_item(9)
+    del later["score"]
+    later["gender"] = "f"
+    replaced = make_item(1)
+    replaced["speaker"] = "renamed"
+    _append(tmp_path, later, replaced)
+    cache = open_cache(tmp_path)
+    assert cache.labels("utt009")["gender"] == "f" and cache.labels("utt009")["score"] is None
+    assert cache.labels("utt000")["gender"] is None and cache.labels("utt000")["score"] == 0.0
+    assert cache.labels("utt001")["speaker"] == "renamed"
+    assert cache.index["speaker"].tolist() == ["spk0", "renamed", "spk2", "spk0", "spk0"]
+    assert list(cache.column("score")[:4]) == [0.0, 0.1, 0.2, 0.3] and np.isnan(cache.column("score")[4])
