@@ -11,9 +11,10 @@ Old and new side by side, on the same files, in one run (ratios):
   snapshot written); *snapshot* and *snapshot + tail* are every later open.
 * **reads**: a real cache of ``--items`` items (random features, 16-item shards as extraction
   writes them) read at random, before and after ``extract compact``, and through the old reader.
-* **workers**: 4 DataLoader workers (fork) over one epoch of a training GridDataset, each
+* **workers**: 4 DataLoader workers (fork) over one epoch of a training GridDataset (each
+  contender in a fresh process, so neither inherits the other's heap), each
   worker's RSS and USS (pages it holds alone: the copies) after its first batch and at the end of
-  the epoch; the old dataset (a list of utt ids over the old reader) against the new one (rows
+  the epoch); the old dataset (a list of utt ids over the old reader) against the new one (rows
   over the columnar index). Twice: on the real cache, and on a ``--worker-rows``-row index whose
   rows point into that cache's shards, with an epoch of ``--epoch-samples`` random samples.
 
@@ -215,6 +216,13 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def workers_in_child(cache_dir: Path, legacy: bool, samples: int | None) -> dict:
+    """worker_memory in a fresh process: the parent's heap would otherwise carry one contender's leftovers into the next."""
+    out = subprocess.run([sys.executable, __file__, "--_workers", "old" if legacy else "new", str(cache_dir), str(samples or 0)],
+                         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def open_in_child(mode: str, cache_dir: Path) -> dict:
     out = subprocess.run([sys.executable, __file__, "--_open", mode, str(cache_dir)], capture_output=True, text=True,
                          check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -325,12 +333,17 @@ def main() -> int:
     p.add_argument("--skip-old", action="store_true", help="no old-reader open (it needs ~3.5 GB at 1.1 M rows)")
     p.add_argument("--parts", default="open,reads,workers", help="which parts to run")
     p.add_argument("--_open", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--_workers", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._open:
         _open_child(*args._open)
         return 0
-
     warnings.filterwarnings("ignore", message="This DataLoader will create")  # 4 workers on fewer cores: on purpose
+    if args._workers:
+        mode, path, samples = args._workers
+        print(json.dumps(worker_memory(Path(path), mode == "old", int(samples) or None)))
+        return 0
+
     parts = set(args.parts.split(","))
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         tmp = Path(tmp)
@@ -398,7 +411,7 @@ def bench_workers(args: argparse.Namespace, tmp: Path, real: Path) -> None:
     for label, path, samples in ((f"real cache, {args.items:,} items, full epoch", real, None),
                                  (f"{args.worker_rows:,}-row index, {args.epoch_samples:,} samples", wide, args.epoch_samples)):
         for legacy in (True, False):
-            r = worker_memory(path, legacy, samples)
+            r = workers_in_child(path, legacy, samples)
             print(f"   {label:42s} {'old' if legacy else 'new'}: RSS {mb(r['rss_start'])} → {mb(r['rss_end'])} "
                   f"({100 * r['rss_growth']:+.1f}%), USS per worker +{r['uss_per_worker_growth_mb']:.0f} MB "
                   f"(ends at {r['uss_end_per_worker_mb']:.0f} MB)")
