@@ -9,7 +9,10 @@ Durability rules (why the code is shaped this way):
   point into is durable. An item exists when its row exists; a killed run resumes by skipping
   what the index holds, and shards no row names are orphans (:func:`remove_orphan_shards`).
 * A later row for the same ``utt_id`` supersedes an earlier one (that is how ``--repair`` re-extracts
-  an item without rewriting history).
+  an item, and ``extract compact`` moves one, without rewriting history).
+* ``index.parquet`` is a derived snapshot of the log (:func:`write_snapshot`), covering a recorded
+  prefix of it; readers take it plus the log after it (:func:`load_index`). It never decides what
+  is committed, so a kill while it is written costs nothing but a rebuild.
 * Packed per-shard arrays with offsets in the index, rather than one HDF5 dataset per utterance:
   thousands of tiny datasets make h5py slow to open and read at VoxCeleb scale.
 * Every dataset is chunked with the fletcher32 checksum filter, so flipped bytes raise on read
