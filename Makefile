@@ -58,9 +58,10 @@ demo: $(STAMP)  ## set up, then the whole pipeline on the generated demo corpus
 
 bench: bench-extract bench-distill  ## all benchmarks (figures go in docs/performance.md)
 
-bench-extract: $(STAMP)  ## extraction: ours vs naive vs compute floor
+bench-extract: $(STAMP)  ## extraction: ours vs naive vs compute floor; cache open/reads/loader memory at 1.1 M items
 	$(PY) benchmarks/bench_extract.py
 	$(PY) benchmarks/bench_info.py
+	$(PY) benchmarks/bench_scale.py
 
 bench-distill: $(STAMP)  ## training: HDF5 vs memory, cached vs live teacher, RSS, metrics at 1M trials, encoders
 	$(PY) benchmarks/bench_distill.py

@@ -138,12 +138,17 @@ class GridDataset(Dataset):
     of every item, item-major, for evaluation and for writing teacher targets.
     ``faces=False`` reads fbank only (students). ``targets`` attaches the cached teacher targets of
     the sampled cell. The cache opens its HDF5 files lazily in each worker process.
+
+    ``items`` are utt ids or cache rows (``cache.positions``). Only numpy arrays are kept per item:
+    a list of a million id strings, touched by each loader worker, is copied page by page into
+    every worker (reference counts live in the objects); arrays of ints are shared as they are.
     """
 
-    def __init__(self, cache, utt_ids: list[str], labels: np.ndarray, grid: Grid, *, faces: bool,
+    def __init__(self, cache, items, labels: np.ndarray, grid: Grid, *, faces: bool,
                  train: bool, seed: int = 0, targets=None):
         self.cache = cache
-        self.utt_ids = list(utt_ids)
+        items = np.asarray(items) if len(items) else np.zeros(0, np.int64)
+        self.rows = items.astype(np.int64) if items.dtype.kind in "iu" else cache.positions(list(items))
         self.labels = np.asarray(labels, dtype=np.int64)
         self.grid = grid
         self.faces = faces
@@ -152,18 +157,22 @@ class GridDataset(Dataset):
         self.targets = targets
         self.epoch = 0
         self.hop_s = float(cache.config.get("hop_ms", 10.0)) / 1000.0
-        n_frames = cache.index.loc[self.utt_ids, "n_fbank"].to_numpy()
-        self.n_frames = n_frames.astype(np.int64)
+        self.n_frames = cache.table.locations[self.rows, 1].astype(np.int64)
         self.n_cells = np.array([grid.n_cells(int(n)) for n in self.n_frames], dtype=np.int64)
-        self.cell_item = np.repeat(np.arange(len(self.utt_ids)), self.n_cells)
+        self.cell_item = np.repeat(np.arange(len(self.rows)), self.n_cells)
         self.cell_id = np.concatenate([np.arange(n) for n in self.n_cells]) if len(self.n_cells) else np.zeros(0, int)
         self.fields = ("fbank", "face", "face_found", "frame_times") if faces else ("fbank",)
+
+    @property
+    def utt_ids(self) -> list[str]:
+        """The items' utt ids, in dataset order (a fresh list: for reports, never on the loading path)."""
+        return self.cache.utt_ids(self.rows)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.utt_ids) if self.train else len(self.cell_item)
+        return len(self.rows) if self.train else len(self.cell_item)
 
     def locate(self, i: int, epoch: int | None = None) -> tuple[int, int]:
         """Sample index -> (item, cell)."""
@@ -180,8 +189,8 @@ class GridDataset(Dataset):
         """
         epoch, i = key if isinstance(key, tuple) else (None, key)
         item, cell = self.locate(i, epoch)
-        utt = self.utt_ids[item]
-        arrays = self.cache.read(utt, fields=self.fields)
+        utt = self.cache.utt_id(self.rows[item])
+        arrays = self.cache.read_at(self.rows[item], fields=self.fields, labels=False)
         fbank = np.asarray(arrays["fbank"], dtype=np.float32)
         if len(fbank) != self.n_frames[item]:
             raise RuntimeError(f"{utt}: cache holds {len(fbank)} fbank frames, its index says {self.n_frames[item]}")

@@ -58,7 +58,7 @@ class RunData:
     cache: object
     grid: Grid
     labels: Labels
-    ids: dict[str, list[str]]  # split -> utt ids (cache order)
+    ids: dict[str, np.ndarray]  # split -> cache rows, ascending (cache order); arrays, so workers share them
     y: dict[str, np.ndarray]  # split -> class ids (-1: class unseen in training)
 
     @classmethod
@@ -68,11 +68,11 @@ class RunData:
             raise ConfigError(f"cache {cache.dir} holds no items")
         splits = assign_splits(index, cfg.data)
         labels = Labels.from_train(index, splits, cfg.data.label)
-        ids = {s: index.loc[(splits == s).to_numpy(), "utt_id"].tolist() for s in ("train", "val", "test")}
+        ids = {s: np.flatnonzero((splits == s).to_numpy()) for s in ("train", "val", "test")}
         for split in ("train", "val", "test"):
-            if not ids[split]:
+            if not len(ids[split]):
                 raise ConfigError(f"the {split} split of cache {cache.dir} is empty")
-        y = {s: labels.encode(index.loc[ids[s], cfg.data.label]) for s in ids}
+        y = {s: labels.encode(index[cfg.data.label].iloc[ids[s]]) for s in ids}
         return cls(cache, Grid.from_config(cfg.data), labels, ids, y)
 
     def dataset(self, split: str, *, faces: bool, train: bool, seed: int = 0, targets=None) -> GridDataset:
@@ -81,9 +81,9 @@ class RunData:
 
     def all_items(self, *, faces: bool) -> GridDataset:
         """Every item of the cache (all splits), for teacher targets."""
-        utts = [u for s in ("train", "val", "test") for u in self.ids[s]]
+        rows = np.concatenate([self.ids[s] for s in ("train", "val", "test")])
         y = np.concatenate([self.y[s] for s in ("train", "val", "test")])
-        return GridDataset(self.cache, utts, y, self.grid, faces=faces, train=False)
+        return GridDataset(self.cache, rows, y, self.grid, faces=faces, train=False)
 
 
 # --------------------------------------------------------------------------- teachers for students

@@ -1,4 +1,4 @@
-"""``extract run | info | verify`` (also ``python -m extract``)."""
+"""``extract run | info | verify | index | compact`` (also ``python -m extract``)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,7 @@ import sys
 from dataclasses import fields
 
 from extract.cache import CacheBusyError, CacheError
+from extract.compact import DEFAULT_TARGET_MB
 from extract.config import ExtractConfig
 from extract.faces import FaceWeightsError
 from extract.run import BACKENDS, ManifestError, RunOptions, StorageError, run_extraction
@@ -76,6 +77,26 @@ def _parser() -> argparse.ArgumentParser:
         "verify", help="read everything back; exit 0 only if every item is whole and finite", formatter_class=fmt
     )
     verify.add_argument("cache_dir")
+
+    index = sub.add_parser(
+        "index",
+        help="write the index snapshot (index.parquet) now",
+        description="Bring CACHE_DIR/index.parquet up to the whole committed index.jsonl. `extract run` does this "
+        "at its end and every open refreshes a missing or stale snapshot; use this for a cache written otherwise.",
+        formatter_class=fmt,
+    )
+    index.add_argument("cache_dir")
+
+    compact = sub.add_parser(
+        "compact",
+        help="merge small shards into large ones (atomic; safe to kill and rerun)",
+        description="Pack shards under half of --target-mb into new shards of about --target-mb; index rows are "
+        "rewritten as superseding rows, old shards removed last. Exit 1 if a shard could not be read.",
+        formatter_class=fmt,
+    )
+    compact.add_argument("cache_dir")
+    compact.add_argument("--target-mb", type=float, default=DEFAULT_TARGET_MB, help="size of a compacted shard")
+    compact.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -126,9 +147,31 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILURES
 
 
+def _index(args: argparse.Namespace) -> int:
+    from extract.cache import open_cache, write_snapshot
+
+    open_cache(args.cache_dir)  # CacheError if it is not a cache
+    path = write_snapshot(args.cache_dir)
+    n = len(open_cache(args.cache_dir))
+    print(f"index: snapshot of {n} items → {path}" if path else f"index: empty index, no snapshot → {args.cache_dir}")
+    return EXIT_OK
+
+
+def _compact(args: argparse.Namespace) -> int:
+    from extract.cache import open_cache
+    from extract.compact import compact_cache
+
+    open_cache(args.cache_dir)  # CacheError if it is not a cache
+    summary = compact_cache(args.cache_dir, args.target_mb, progress=not args.no_progress)
+    for shard, reason in summary.unreadable.items():
+        print(f"unreadable: shard {shard}: {reason}", file=sys.stderr)
+    print(summary.line())
+    return EXIT_FAILURES if summary.unreadable else EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": _run, "info": _info, "verify": _verify}[args.command]
+    handler = {"run": _run, "info": _info, "verify": _verify, "index": _index, "compact": _compact}[args.command]
     try:
         return handler(args)
     except (ManifestError, FaceWeightsError, CacheError, ValueError) as err:

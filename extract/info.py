@@ -18,12 +18,14 @@ def _reason_kind(reason: str) -> str:
 
 
 def cache_info(cache_dir: str | os.PathLike) -> dict[str, Any]:
-    cache = open_cache(cache_dir)
-    index = cache.index
-    seconds = float(index["duration"].sum()) if len(index) else 0.0
-    shard_bytes = sum(p.stat().st_size for p in cache.shard_paths() if p.exists())
+    cache = open_cache(cache_dir)  # columns only: no DataFrame of a million rows for a few sums
+    n_items = len(cache)
+    seconds = float(cache.column("duration").astype(float).sum()) if n_items else 0.0
+    with_video = int(cache.column("has_video").astype(bool).sum()) if n_items else 0
+    shard_paths = cache.shard_paths()
+    shard_bytes = sum(p.stat().st_size for p in shard_paths if p.exists())
     hours = seconds / 3600
-    found, frames = cache.count_faces_found() if len(index) else (0, 0)
+    found, frames = cache.count_faces_found() if n_items else (0, 0)
     cache.close()
     failures: dict[str, int] = {}
     failures_path = Path(cache_dir) / FAILURES_FILE
@@ -34,10 +36,10 @@ def cache_info(cache_dir: str | os.PathLike) -> dict[str, Any]:
     return {
         "cache": str(cache.dir),
         "id": cache.cache_id,
-        "items": len(index),
-        "with_video": int(index["has_video"].astype(bool).sum()) if len(index) else 0,
+        "items": n_items,
+        "with_video": with_video,
         "hours": round(hours, 4),
-        "shards": len(cache.shard_paths()),
+        "shards": len(shard_paths),
         "bytes": shard_bytes,
         "bytes_per_hour": round(shard_bytes / hours) if hours else None,
         "face_found_rate": round(found / frames, 4) if frames else None,

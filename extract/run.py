@@ -30,6 +30,7 @@ from extract.cache import (
     committed_utt_ids,
     remove_orphan_shards,
     write_config,
+    write_snapshot,
 )
 from extract.config import ExtractConfig
 from extract.decode import CROPS
@@ -284,5 +285,6 @@ def run_extraction(
         _write_failures(cache_dir, summary.failures)
         # Shards written by tasks that were retried elsewhere, or fully superseded by a repair.
         remove_orphan_shards(cache_dir)
+        write_snapshot(cache_dir, strict=False)  # index.parquet: later opens parse only what is committed after this
     summary.seconds = time.perf_counter() - began
     return summary

@@ -40,16 +40,15 @@ class VerifyReport:
 def verify_cache(cache_dir: str | os.PathLike) -> VerifyReport:
     cache = open_cache(cache_dir)  # CacheError if config.json is missing
     report = VerifyReport(cache.dir, n_items=len(cache))
-    shards = dict(zip(cache.index["utt_id"], cache.index["shard"]))  # already parsed by open_cache
-    referenced = set(shards.values())
+    referenced = {p.name for p in cache.shard_paths()}
     report.n_shards = len(referenced)
     shard_dir = cache.dir / SHARD_DIR
     report.missing_shards = sorted(s for s in referenced if not (shard_dir / s).is_file())
     if shard_dir.is_dir():
         report.orphans = sorted(p.name for p in shard_dir.iterdir() if p.name not in referenced)
     try:
-        for utt in cache:
-            shard = shards[utt]
+        for row, utt in enumerate(cache):
+            shard = cache.shard_name(row)
             reason = "shard file is missing" if shard in report.missing_shards else cache.check(utt)
             if reason is not None:
                 report.bad_items[utt] = reason

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from synthetic import make_lupi_cache, make_lupi_items
 
 from distill.config import DataConfig
 from distill.data import Grid, GridDataset, Labels, assign_splits, collate
 from extract.cache import build_cache, open_cache
-from synthetic import make_lupi_cache, make_lupi_items
 
 
 def nonseq(crop=10, hop=4, max_faces=3) -> Grid:
@@ -147,3 +148,30 @@ def test_persistent_workers_follow_the_epoch_through_tagged_indices(cache):
         sampler.set_epoch(epoch)
         got = {(int(i), int(c)) for b in loader for i, c in zip(b["item"], b["cell"])}
         assert got == {ds.locate(i, epoch) for i in range(len(ds))}
+
+
+def test_a_dataset_by_rows_equals_one_by_utt_ids(cache):
+    utts = list(cache)[::2]
+    by_ids = GridDataset(cache, utts, np.arange(len(utts)), nonseq(), faces=True, train=False)
+    by_rows = GridDataset(cache, cache.positions(utts), np.arange(len(utts)), nonseq(), faces=True, train=False)
+    assert by_ids.utt_ids == by_rows.utt_ids == utts and len(by_ids) == len(by_rows)
+    for i in (0, len(by_ids) // 2, len(by_ids) - 1):
+        a, b = by_ids[i], by_rows[i]
+        assert a["utt_id"] == b["utt_id"] and torch.equal(a["fbank"], b["fbank"]) and torch.equal(a["face"], b["face"])
+    with pytest.raises(KeyError, match="nope"):
+        GridDataset(cache, ["nope"], np.zeros(1), nonseq(), faces=False, train=True)
+
+
+def test_what_a_loader_worker_receives_holds_no_python_object_per_item(cache):
+    """Workers copy the pages of every Python object they touch: per item, only numpy arrays may travel."""
+    import pickle
+
+    n = len(cache)
+    ds = GridDataset(cache, list(cache), np.zeros(n, int), nonseq(), faces=True, train=False)
+    _ = cache.index  # the parent's DataFrame stays in the parent
+    shipped = pickle.loads(pickle.dumps(ds))
+    objects = [*vars(shipped).values(), *vars(shipped.cache).values(), *vars(shipped.cache.table).values()]
+    for value in objects:
+        assert not (isinstance(value, (list, tuple, dict, set, pd.DataFrame)) and len(value) >= n), type(value)
+        assert not (isinstance(value, np.ndarray) and value.dtype == object)
+    assert shipped[0]["utt_id"] == ds[0]["utt_id"]

@@ -181,3 +181,34 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(manifest, re
     assert {p.name for p in (cache_dir / "shards").iterdir()} == named  # no orphan left behind
     assert verify_cache(cache_dir).ok
     assert_same_features(cache_dir, reference)
+
+
+def test_verify_and_repair_work_on_a_compacted_cache(manifest, reference, tmp_path, capsys):
+    cache_root = tmp_path / "cache"
+    assert main(["run", "--manifest", str(manifest), "--cache-root", str(cache_root), "--shard-size", "2", *ARGS]) == 0
+    cache_dir = cache_root / CACHE_ID
+    total = sum(p.stat().st_size for p in (cache_dir / "shards").glob("*.h5"))
+    target_mb = str(total / 2.5 / 2**20)  # the six 2-item shards become two or three
+    assert main(["compact", str(cache_dir), "--target-mb", target_mb, "--no-progress"]) == EXIT_OK
+    assert "shards merged into" in capsys.readouterr().out
+    rows = {r["utt_id"]: r for r in read_index_rows(cache_dir)}
+    shards = sorted({r["shard"] for r in rows.values()})
+    assert 2 <= len(shards) <= 3 and sorted((p.name for p in (cache_dir / "shards").iterdir())) == shards
+    assert_same_features(cache_dir, reference)
+
+    bad = max(shards, key=lambda s: sum(r["shard"] == s for r in rows.values()))  # the largest compacted shard
+    with h5py.File(cache_dir / "shards" / bad, "r") as h5:
+        info = h5["fbank"].id.get_chunk_info(0)
+    with open(cache_dir / "shards" / bad, "r+b") as fh:
+        fh.seek(info.byte_offset + info.size // 2)
+        chunk = bytearray(fh.read(8))
+        fh.seek(info.byte_offset + info.size // 2)
+        fh.write(bytes(b ^ 0xFF for b in chunk))
+    report = verify_cache(cache_dir)
+    assert list(report.bad_shards) == [bad] and report.bad_items
+    assert all(rows[u]["shard"] == bad for u in report.bad_items)
+
+    assert main(["run", "--manifest", str(manifest), "--cache-root", str(cache_root), "--repair", *ARGS]) == EXIT_OK
+    assert f"{len(report.bad_items)} repaired" in capsys.readouterr().out
+    assert main(["verify", str(cache_dir)]) == EXIT_OK
+    assert_same_features(cache_dir, reference)
