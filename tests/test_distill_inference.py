@@ -26,7 +26,7 @@ def _split_fbanks(runs, run_dir, split: str):
     from distill.train import load_run
 
     trainer = load_run(run_dir)
-    ids = trainer.data.ids[split]
+    ids = trainer.cache.utt_ids(trainer.data.ids[split])
     return trainer, ids, [trainer.cache.read(u, fields=("fbank",))["fbank"] for u in ids]
 
 

@@ -45,7 +45,7 @@ def test_the_recorded_cohort_is_made_of_the_training_speakers(tmp_path_factory):
     runs = trained_runs(tmp_path_factory)
     model = Model.from_run(runs.speaker)
     trainer = load_run(runs.speaker)
-    ids = trainer.data.ids["train"]
+    ids = trainer.cache.utt_ids(trainer.data.ids["train"])
     speakers = trainer.cache.index.loc[ids, "speaker"].astype(str).to_numpy()
     keep = np.concatenate([np.flatnonzero(speakers == s)[:COHORT_PER_SPEAKER] for s in sorted(set(speakers))])
     emb = model.forward_fbanks([trainer.cache.read(ids[i], fields=("fbank",))["fbank"] for i in keep])[0]

@@ -78,7 +78,7 @@ def test_projector_holds_the_test_embeddings(tmp_path_factory):
     from distill.train import load_run
 
     trainer = load_run(runs.speaker)
-    ids = trainer.data.ids["test"]
+    ids = trainer.cache.utt_ids(trainer.data.ids["test"])
     [folder] = [p for p in runs.speaker.glob("*/test_embeddings") if p.is_dir()]
     assert folder.parent.name == "00002"  # the step: the last epoch
     import numpy as np
