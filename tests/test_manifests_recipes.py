@@ -225,6 +225,28 @@ def test_voxceleb2_dev_test_partner_and_meta(tmp_path):
     assert len(audio) == 4 * 2 and audio["path"].str.endswith(".m4a").all()
 
 
+def test_voxceleb2_groups_by_video_and_carves_speaker_disjoint_val(tmp_path):
+    root = tmp_path / "vox2"
+    dev = {f"id{n:05d}": [f"vid{n}a", f"vid{n}b"] for n in range(10, 30)}
+    dev["id00010"].append("sharedvid01")  # one video with two dev speakers
+    dev["id00011"].append("sharedvid01")
+    _vox_tree(root / "dev" / "mp4", "mp4", dev)
+    _vox_tree(root / "test" / "mp4", "mp4", {"id00090": ["testvid01"]})
+    df = run_recipe("voxceleb2", root, val_speakers=0.25).manifest
+    assert (df["group"] == df["utt_id"].str.split("/").str[1]).all()
+    per_speaker = df.groupby("speaker")["split"]
+    assert per_speaker.nunique().eq(1).all()  # speaker-disjoint
+    assert df.groupby("group")["split"].nunique().eq(1).all()
+    split = per_speaker.first()
+    assert split["id00090"] == "test" and set(split.drop("id00090")) == {"train", "val"}
+    assert split["id00010"] == split["id00011"]  # linked by their shared video
+    assert 4 <= (split == "val").sum() <= 6
+    assert run_recipe("voxceleb2", root, val_speakers="0.25").manifest["split"].equals(df["split"])  # CLI strings
+    assert set(run_recipe("voxceleb2", root).manifest["split"]) == {"train", "test"}  # default: no carve-out
+    with pytest.raises(ValueError, match="val_speakers must be a fraction"):
+        voxceleb2(root, val_speakers=1.5)
+
+
 def test_voxceleb1_official_split_and_trials(tmp_path):
     root = tmp_path / "vox1"
     speakers = {"id10270": ["x6uYqmx31kE", "8jEAjG6SegY"], "id10271": ["1gtz-CUIygI"], "id10272": ["na8-QEFmj44"]}
