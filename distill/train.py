@@ -35,8 +35,8 @@ from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag
 from distill.evaluate import SELECTION_METRIC, Predictions, build_trials, classification, predict, verification
 from distill.models import build_network
 from distill.objective import Objective, StepModule
-from distill.targets import (TARGETS_FILE, TargetStore, cache_identity, compute_targets, open_targets, targets_key,
-                             write_targets)
+from distill.targets import (TARGETS_FILE, TargetStore, cache_identity, check_heldout, compute_targets, open_targets,
+                             targets_key, write_targets, write_train_ids)
 from distill.tensorboard import TensorBoardLog
 from extract import open_cache
 
@@ -181,10 +181,13 @@ class Trainer:
             return None
         if not d.teacher:
             raise ConfigError(f"--method {d.method} needs --teacher RUN_DIR")
+        heldout = self.data.ids["val"] + self.data.ids["test"]
         if live:
+            check_heldout(d.teacher, heldout)
             return LiveTeacher(Path(d.teacher), self.device)
         fields = (("enc", "agg") if d.uses_embeddings else ()) + (("logits",) if d.uses_logits else ())
-        store = open_targets(d.teacher, cache_identity(self.cache), self.data.grid, self.data.labels.names, fields)
+        store = open_targets(d.teacher, cache_identity(self.cache), self.data.grid, self.data.labels.names, fields,
+                             heldout=heldout)
         return CachedTeacher(store)
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -393,6 +396,7 @@ class Trainer:
                                  progress=self.progress)
         key = targets_key(file_sha256(self.out / BEST), cache_identity(self.cache), self.data.grid,
                           self.data.labels.names)
+        key["train_ids_sha256"] = write_train_ids(self.out, self.data.ids["train"])
         return write_targets(self.out / TARGETS_FILE, arrays, items, key)
 
 
