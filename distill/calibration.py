@@ -38,7 +38,7 @@ def write_verification(trainer) -> dict | None:
     validation split has no target pair."""
     cfg, out = trainer.cfg, trainer.out
     try:
-        trials = build_trials(trainer.cache.index, trainer.data.ids["val"], cfg.data.label, None, cfg.train.seed)
+        trials = build_trials(trainer.cache.index, trainer.data.ids["val"], cfg.data.label, None)
         cohort = training_cohort(trainer)
         val = trainer.predict(trainer.data.dataset("val", faces=False, train=False), video=False)
         point = operating_point(val, trials, cohort, DEFAULT_TOP_K)

@@ -6,6 +6,7 @@ by the same code.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,9 @@ from distill.scoring import DEFAULT_TOP_K, as_norm
 SELECTION_METRIC = {"speaker": "accuracy", "emotion": "uar"}
 MAX_ALL_PAIRS = 1_000_000  # above this many test pairs, sample a balanced trial list instead
 BALANCED_TRIALS_PER_CLASS = 50_000
+#: Seed of that sample. Fixed, not the run's ``train.seed``: a teacher and its students (of any
+#: seed) are scored on the same trials whenever they share a test split.
+TRIAL_SEED = 0
 #: A speaker run's validation EER operating point, the threshold ``distill verify`` decides at.
 VERIFICATION = "verification.json"
 
@@ -91,8 +95,9 @@ def classification(pred: Predictions, task: str) -> dict[str, float]:
 
 
 def build_trials(index: pd.DataFrame, test_ids: list[str], speaker_column: str, trials_path: str | None,
-                 seed: int = 0) -> pd.DataFrame:
-    """The configured trial list, else every test-split pair (balanced sample when too many)."""
+                 seed: int = TRIAL_SEED) -> pd.DataFrame:
+    """The configured trial list, else every test-split pair (a balanced sample, seeded by
+    :data:`TRIAL_SEED`, when there are more than :data:`MAX_ALL_PAIRS`)."""
     from manifests.trials import make_trials, read_trials
 
     if trials_path:
@@ -103,8 +108,27 @@ def build_trials(index: pd.DataFrame, test_ids: list[str], speaker_column: str, 
         return trials
     table = index.loc[test_ids, ["utt_id", speaker_column]]
     n = len(table)
-    per_class = None if n * (n - 1) // 2 <= MAX_ALL_PAIRS else BALANCED_TRIALS_PER_CLASS
+    per_class = BALANCED_TRIALS_PER_CLASS if sampled(n) else None
     return make_trials(table, n_per_class=per_class, seed=seed, speaker=speaker_column)
+
+
+def sampled(n_items: int) -> bool:
+    """Whether :func:`build_trials` samples the trials of ``n_items`` test items (no trial list given)."""
+    return n_items * (n_items - 1) // 2 > MAX_ALL_PAIRS
+
+
+def trials_record(trials: pd.DataFrame, trials_path: str | None, n_items: int) -> dict:
+    """What a run was scored on, for metrics.json: the list's source (its path, ``all-pairs`` or
+    ``sampled`` with the seed), size, and a digest of its rows, so two runs' EERs can be checked
+    to come from the same trials."""
+    lines = (trials["label"].astype(int).astype(str) + " " + trials["enrol"].astype(str) + " "
+             + trials["test"].astype(str))
+    source = str(trials_path) if trials_path else "sampled" if sampled(n_items) else "all-pairs"
+    record = {"source": source, "n_trials": len(trials), "n_target": int(trials["label"].sum()),
+              "sha256": hashlib.sha256("".join(f"{x}\n" for x in lines).encode()).hexdigest()}
+    if source == "sampled":
+        record["seed"] = TRIAL_SEED
+    return record
 
 
 def verification(pred: Predictions, trials: pd.DataFrame) -> tuple[dict[str, float], np.ndarray, np.ndarray]:

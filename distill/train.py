@@ -32,7 +32,8 @@ from distill.checkpoint import (BEST, LAST, file_sha256, load_best_network, load
 from distill.config import ConfigError, DistillConfig, RunConfig, dump_config, read_run_config
 from distill.data import EpochTaggedSampler, Grid, GridDataset, Labels, assign_splits, collate
 from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, init_distributed, shutdown
-from distill.evaluate import SELECTION_METRIC, Predictions, build_trials, classification, predict, verification
+from distill.evaluate import (SELECTION_METRIC, Predictions, build_trials, classification, predict, trials_record,
+                              verification)
 from distill.models import build_network
 from distill.objective import Objective, StepModule
 from distill.targets import (TARGETS_FILE, TargetStore, cache_identity, check_heldout, compute_targets, open_targets,
@@ -434,6 +435,8 @@ def evaluate_network(trainer: Trainer, plots: bool = True) -> dict:
     if trainer.is_teacher:
         metrics["video_missing"], _ = test_metrics(trainer, trainer.predict(test, video=False))
     metrics["best_epoch"] = trainer.best["epoch"]
+    if "trials" in extras:
+        metrics["trials"] = extras["trials"]
     tmp = out / f".tmp-{METRICS}"
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     tmp.replace(out / METRICS)
@@ -460,14 +463,15 @@ def test_metrics(trainer: Trainer, pred: Predictions) -> tuple[dict, dict]:
         metrics = classification(pred, cfg.data.task)
     if cfg.data.task == "speaker":
         try:
-            trials = build_trials(trainer.cache.index, pred.utt_ids, cfg.data.label, cfg.data.trials, cfg.train.seed)
+            trials = build_trials(trainer.cache.index, pred.utt_ids, cfg.data.label, cfg.data.trials)
             ver, scores, labels = verification(pred, trials)
         except ValueError as exc:  # e.g. one test utterance per speaker: no target trial exists
             # Losing a trained run to an impossible metric helps nobody: say so, keep the rest.
             warnings.warn(f"{trainer.out}: no verification metrics ({exc})", stacklevel=2)
             return metrics, extras
         metrics.update(ver)
-        extras.update(scores=scores, trial_labels=labels)
+        extras.update(scores=scores, trial_labels=labels,
+                      trials=trials_record(trials, cfg.data.trials, len(pred.utt_ids)))
     return metrics, extras
 
 
