@@ -50,6 +50,14 @@ class DataConfig:
     batch_size: int = 32
     num_workers: int = 0
     trials: str | None = None  # verification trial list (label,enrol,test); None -> built from test split
+    # minDCF operating point (the VoxCeleb convention by default; NIST SRE 2008 used 0.01, 10, 1)
+    p_target: float = 0.01  # prior of a target trial
+    c_miss: float = 1.0  # cost of a miss
+    c_fa: float = 1.0  # cost of a false alarm
+
+    @property
+    def costs(self) -> dict[str, float]:
+        return {"p_target": self.p_target, "c_miss": self.c_miss, "c_fa": self.c_fa}
 
     @property
     def label(self) -> str:
@@ -70,6 +78,9 @@ class TrainConfig:
     patience: int = 0  # epochs without val improvement before stopping; 0 = train all epochs
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
     tensorboard: bool = True  # TensorBoard event files in the run dir, next to train_log.csv
+    # Val metric of the best checkpoint: auto | eer | accuracy | uar | loss. auto: emotion -> uar;
+    # speaker -> accuracy when every val speaker is a training class, else eer (open-set val).
+    select: str = "auto"
 
 
 @dataclass
@@ -124,6 +135,10 @@ class RunConfig:
         _check_choice("train.optimizer", self.train.optimizer, ("adamw", "adam", "sgd"))
         _check_choice("train.scheduler", self.train.scheduler, ("cosine", "step", "none"))
         _check_choice("train.amp", self.train.amp, ("auto", "on", "off"))
+        _check_choice("train.select", self.train.select, ("auto", "eer", "accuracy", "uar", "loss"))
+        if not 0.0 < self.data.p_target < 1.0 or self.data.c_miss <= 0 or self.data.c_fa <= 0:
+            raise ConfigError(f"data.p_target must lie in (0, 1) and data.c_miss, data.c_fa be > 0, got "
+                              f"{self.data.p_target}, {self.data.c_miss}, {self.data.c_fa}")
         for name in ("crop", "crop_hop", "seg_len", "seg_hop", "n_segments", "max_faces", "batch_size"):
             if getattr(self.data, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self.data, name)}")

@@ -18,8 +18,12 @@ from distill import metrics as M
 from distill.data import GridDataset, collate
 from distill.scoring import DEFAULT_TOP_K, as_norm
 
-#: The val metric that picks the best checkpoint, per task (higher is better for both).
+#: The val metric that picks the best checkpoint, per task, when val holds training classes
+#: (``train.select: auto``; an open-set speaker val split selects by ``eer``).
 SELECTION_METRIC = {"speaker": "accuracy", "emotion": "uar"}
+#: ``train.select`` choices, and those of them where lower is better.
+SELECTS = ("auto", "eer", "accuracy", "uar", "loss")
+LOWER_IS_BETTER = frozenset({"eer", "loss"})
 MAX_ALL_PAIRS = 1_000_000  # above this many test pairs, sample a balanced trial list instead
 BALANCED_TRIALS_PER_CLASS = 50_000
 #: Seed of that sample. Fixed, not the run's ``train.seed``: a teacher and its students (of any
@@ -94,6 +98,50 @@ def classification(pred: Predictions, task: str) -> dict[str, float]:
     return {k: float(scores[k]) for k in keys}
 
 
+def selection_metric(select: str, task: str, val_labels: np.ndarray) -> str:
+    """Resolve ``train.select`` for a run whose val items have class ids ``val_labels`` (-1: unseen).
+
+    ``auto``: emotion -> ``uar``; speaker -> ``accuracy`` when every val speaker is a training
+    class (closed-set identification), else ``eer`` (open set: unseen speakers can only be
+    verified, e.g. a speaker-disjoint val carve-out of VoxCeleb2 dev). ``loss`` is the val
+    cross-entropy of the utterance-mean logits. A choice the task or the val split cannot give is
+    a ``ValueError`` saying why.
+    """
+    known = np.asarray(val_labels) >= 0
+    if select == "auto":
+        select = "uar" if task == "emotion" else "accuracy" if known.all() else "eer"
+    if select not in SELECTS:
+        raise ValueError(f"train.select={select!r} is not one of {', '.join(SELECTS)}")
+    needs = {"eer": "speaker", "uar": "emotion"}.get(select)
+    if needs and task != needs:
+        raise ValueError(f"train.select={select} needs data.task={needs}, this run's task is {task}")
+    if select in ("accuracy", "uar", "loss") and not known.any():
+        raise ValueError(f"train.select={select} needs val items of training classes, and no val item's class was "
+                         f"trained on (open-set validation: use train.select=eer)")
+    return select
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy (nats) of ``logits`` (N, C) against class ids ``labels`` (N,)."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_p[np.arange(len(labels)), labels].mean())
+
+
+def validation_scores(pred: Predictions, task: str, trials: pd.DataFrame | None = None,
+                      costs: dict | None = None) -> dict[str, float]:
+    """What the epoch log shows of val: classification metrics and ``loss`` over the items of
+    training classes (when there are any), ``eer``/``min_dcf`` on ``trials`` when given."""
+    scores: dict[str, float] = {}
+    known = pred.labels >= 0
+    if known.any():
+        scores.update(classification(pred, task))
+        scores["loss"] = cross_entropy(pred.logits[known], pred.labels[known])
+    if trials is not None:
+        scores.update(verification(pred, trials, **(costs or {}))[0])
+    return scores
+
+
 def build_trials(index: pd.DataFrame, test_ids: list[str], speaker_column: str, trials_path: str | None,
                  seed: int = TRIAL_SEED) -> pd.DataFrame:
     """The configured trial list, else every test-split pair (a balanced sample, seeded by
@@ -131,8 +179,10 @@ def trials_record(trials: pd.DataFrame, trials_path: str | None, n_items: int) -
     return record
 
 
-def verification(pred: Predictions, trials: pd.DataFrame) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """EER / minDCF from cosine scores of the utterance embeddings; also returns (scores, labels)."""
+def verification(pred: Predictions, trials: pd.DataFrame, p_target: float = 0.01, c_miss: float = 1.0,
+                 c_fa: float = 1.0) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """EER / minDCF (at ``p_target``, ``c_miss``, ``c_fa``) from cosine scores of the utterance
+    embeddings; also returns (scores, labels)."""
     row = {u: i for i, u in enumerate(pred.utt_ids)}
     missing = sorted((set(trials["enrol"]) | set(trials["test"])) - set(row))
     if missing:
@@ -141,7 +191,7 @@ def verification(pred: Predictions, trials: pd.DataFrame) -> tuple[dict[str, flo
     test = pred.emb[[row[u] for u in trials["test"]]]
     scores = M.cosine_scores(enrol, test)
     labels = trials["label"].to_numpy().astype(bool)
-    out = M.verification_metrics(scores, labels)
+    out = M.verification_metrics(scores, labels, p_target=p_target, c_miss=c_miss, c_fa=c_fa)
     return {"eer": float(out["eer"]), "min_dcf": float(out["min_dcf"])}, scores, labels
 
 

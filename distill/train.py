@@ -32,8 +32,8 @@ from distill.checkpoint import (BEST, LAST, file_sha256, load_best_network, load
 from distill.config import ConfigError, DistillConfig, RunConfig, dump_config, read_run_config
 from distill.data import EpochTaggedSampler, Grid, GridDataset, Labels, assign_splits, collate
 from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, init_distributed, shutdown
-from distill.evaluate import (SELECTION_METRIC, Predictions, build_trials, classification, predict, trials_record,
-                              verification)
+from distill.evaluate import (LOWER_IS_BETTER, Predictions, build_trials, classification, predict, selection_metric,
+                              trials_record, validation_scores, verification)
 from distill.models import build_network
 from distill.objective import Objective, StepModule
 from distill.targets import (TARGETS_FILE, TargetStore, cache_identity, check_heldout, compute_targets, open_targets,
@@ -143,6 +143,7 @@ class Trainer:
         seed_everything(cfg.train.seed)
         self.cache = open_cache(cfg.cache)
         self.data = RunData.load(cfg, self.cache)
+        self.select, self.val_trials = self._selection()
         self.is_teacher = cfg.role == "teacher"
         self.teacher = self._teacher_source(live_teacher)
         self.net = build_network(cfg.model, role=cfg.role, setting=cfg.data.setting, n_mels=self.cache.n_mels,
@@ -175,6 +176,19 @@ class Trainer:
             warnings.warn(f"cache {self.cache.dir}: no face found in any item ({frames} face frames sampled), so the "
                           f"teacher trains on audio only and has no privileged information to pass on{recon}",
                           stacklevel=3)
+
+    def _selection(self) -> tuple[str, pd.DataFrame | None]:
+        """The val metric that picks the best checkpoint, and the val trials when it is ``eer``."""
+        data = self.cfg.data
+        try:
+            select = selection_metric(self.cfg.train.select, data.task, self.data.y["val"])
+            trials = build_trials(self.cache.index, self.data.ids["val"], data.label, None) if select == "eer" else None
+        except ValueError as exc:  # e.g. a val split with one utterance per speaker: no target trial
+            raise ConfigError(f"model selection by {self.cfg.train.select}: {exc}") from exc
+        if trials is not None and trials["label"].nunique() < 2:
+            raise ConfigError("model selection by eer needs target and non-target val trials: at least two val "
+                              "speakers, one of them with two utterances")
+        return select, trials
 
     def _teacher_source(self, live: bool):
         d = self.cfg.distill
@@ -356,14 +370,15 @@ class Trainer:
 
     def end_epoch(self, epoch: int, losses: dict, val: GridDataset, lr: float, seconds: float) -> bool:
         """Validate, log, checkpoint (rank 0); True when patience says stop."""
-        key = SELECTION_METRIC[self.cfg.data.task]
-        scores = classification(self.predict(val), self.cfg.data.task)
+        key = self.select
+        scores = validation_scores(self.predict(val), self.cfg.data.task, self.val_trials, self.cfg.data.costs)
         row = {"epoch": epoch, **{f"train_{k}": v for k, v in losses.items()},
                **{f"val_{k}": v for k, v in scores.items()}, "lr": lr, "seconds": round(seconds, 3)}
         self.history.append(row)
-        improved = scores[key] > self.best["metric"]
+        signed = -scores[key] if key in LOWER_IS_BETTER else scores[key]  # best["metric"]: higher is better
+        improved = signed > self.best["metric"]
         if improved:
-            self.best = {"metric": scores[key], "epoch": epoch}
+            self.best = {"metric": signed, "epoch": epoch}
             self.bad_epochs = 0
             save_checkpoint({"model": self.net.state_dict(), "meta": self.meta(), "epoch": epoch}, self.out / BEST)
         else:
@@ -464,7 +479,7 @@ def test_metrics(trainer: Trainer, pred: Predictions) -> tuple[dict, dict]:
     if cfg.data.task == "speaker":
         try:
             trials = build_trials(trainer.cache.index, pred.utt_ids, cfg.data.label, cfg.data.trials)
-            ver, scores, labels = verification(pred, trials)
+            ver, scores, labels = verification(pred, trials, **cfg.data.costs)
         except ValueError as exc:  # e.g. one test utterance per speaker: no target trial exists
             # Losing a trained run to an impossible metric helps nobody: say so, keep the rest.
             warnings.warn(f"{trainer.out}: no verification metrics ({exc})", stacklevel=2)

@@ -27,3 +27,84 @@ def test_run_with_only_unseen_test_speakers_reports_verification(tmp_path):
     assert {"eer", "min_dcf"} <= set(metrics["video_missing"])
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["eer"] == metrics["eer"]
     assert (tmp_path / "run" / "det.png").is_file() and (tmp_path / "run" / "embeddings.png").is_file()
+
+
+# --- model selection on an open-set validation split -------------------------------------------
+
+import csv  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from distill import metrics as M  # noqa: E402
+from distill.config import ConfigError  # noqa: E402
+from distill.evaluate import Predictions, selection_metric, verification  # noqa: E402
+from distill.train import Trainer  # noqa: E402
+from manifests.trials import make_trials  # noqa: E402
+
+
+def _open_set_cache(path, val=("spk2", "spk3")):
+    """``val`` speakers only in val, spk4 and spk5 only in test, the rest only in train: VoxCeleb2 dev with
+    a speaker-disjoint val carve-out, VoxCeleb1 as test."""
+    items = make_lupi_items(6, 12, n_frames=60)
+    for item in items:
+        item["split"] = "val" if item["speaker"] in val else "test" if item["speaker"] in UNSEEN else "train"
+    return build_cache(path, items)
+
+
+@pytest.mark.parametrize("select, task, labels, expected", [
+    ("auto", "speaker", [0, 1, 2], "accuracy"), ("auto", "speaker", [0, -1], "eer"),
+    ("auto", "speaker", [-1, -1], "eer"), ("auto", "emotion", [0, 1], "uar"), ("loss", "speaker", [0, -1], "loss"),
+    ("eer", "speaker", [0, 1], "eer"), ("accuracy", "emotion", [1], "accuracy"),
+])
+def test_selection_metric_by_task_and_val_classes(select, task, labels, expected):
+    assert selection_metric(select, task, np.array(labels)) == expected
+
+
+@pytest.mark.parametrize("select, task, labels, message", [
+    ("eer", "emotion", [0], "needs data.task=speaker"), ("uar", "speaker", [0], "needs data.task=emotion"),
+    ("accuracy", "speaker", [-1, -1], "use train.select=eer"), ("loss", "emotion", [-1], "no val item's class"),
+])
+def test_selection_metric_refuses_what_cannot_be_measured(select, task, labels, message):
+    with pytest.raises(ValueError, match=message):
+        selection_metric(select, task, np.array(labels))
+
+
+def test_open_set_val_selects_the_epoch_of_lowest_val_eer(tmp_path):
+    cache = _open_set_cache(tmp_path / "cache")
+    metrics = run_training(tiny_config(cache, "teacher", train__epochs=3), tmp_path / "run", progress=False)
+    with open(tmp_path / "run" / "train_log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert "val_accuracy" not in rows[0]  # no val speaker is a training class: nothing to identify
+    val_eer = [float(r["val_eer"]) for r in rows]
+    assert metrics["best_epoch"] == 1 + int(np.argmin(val_eer))
+    assert 0.0 <= metrics["eer"] <= 1.0 and "accuracy" not in metrics
+    with pytest.raises(ConfigError, match="use train.select=eer"):
+        Trainer(tiny_config(cache, "teacher", train__select="accuracy"), tmp_path / "x", progress=False)
+    one = _open_set_cache(tmp_path / "one", val=("spk3",))  # one val speaker: no non-target trial
+    with pytest.raises(ConfigError, match="needs target and non-target val trials"):
+        Trainer(tiny_config(one, "teacher"), tmp_path / "y", progress=False)
+
+
+def test_closed_set_run_can_select_by_val_loss(tmp_path):
+    cache = build_cache(tmp_path / "cache", make_lupi_items(3, 8, n_frames=60))
+    metrics = run_training(tiny_config(cache, "teacher", train__epochs=3, train__select="loss"), tmp_path / "run",
+                           progress=False)
+    with open(tmp_path / "run" / "train_log.csv") as fh:
+        val_loss = [float(r["val_loss"]) for r in csv.DictReader(fh)]
+    assert metrics["best_epoch"] == 1 + int(np.argmin(val_loss))
+
+
+def test_verification_costs_reach_min_dcf():
+    rng = np.random.default_rng(0)
+    utts = [f"u{i:02d}" for i in range(20)]
+    speakers = [f"s{i % 4}" for i in range(20)]
+    trials = make_trials(__import__("pandas").DataFrame({"utt_id": utts, "speaker": speakers}))
+    emb = np.eye(8)[[i % 4 for i in range(20)]] + 0.6 * rng.standard_normal((20, 8))  # partly separable
+    pred = Predictions(utts, np.zeros(20, np.int64), emb, np.zeros((20, 2)))
+    default, scores, labels = verification(pred, trials)
+    costly, _, _ = verification(pred, trials, p_target=0.5, c_miss=2.0, c_fa=1.0)
+    assert costly["min_dcf"] == pytest.approx(M.min_dcf(scores, labels, 0.5, 2.0, 1.0)[0])
+    assert default["min_dcf"] == pytest.approx(M.min_dcf(scores, labels)[0]) != costly["min_dcf"]
+    with pytest.raises(ConfigError, match="data.p_target must lie in"):
+        tiny_config("c", data__p_target=1.5)
