@@ -145,11 +145,20 @@ def validation_scores(pred: Predictions, task: str, trials: pd.DataFrame | None 
 def build_trials(index: pd.DataFrame, test_ids: list[str], speaker_column: str, trials_path: str | None,
                  seed: int = TRIAL_SEED) -> pd.DataFrame:
     """The configured trial list, else every test-split pair (a balanced sample, seeded by
-    :data:`TRIAL_SEED`, when there are more than :data:`MAX_ALL_PAIRS`)."""
+    :data:`TRIAL_SEED`, when there are more than :data:`MAX_ALL_PAIRS`).
+
+    A configured list may name files as the official VoxCeleb lists do
+    (``1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav``): an id not in the cache
+    that is one once its audio extension is dropped is taken as that utterance.
+    """
     from manifests.trials import make_trials, read_trials
 
     if trials_path:
         trials = read_trials(trials_path)
+        known = set(index["utt_id"])
+        for col in ("enrol", "test"):  # the official VoxCeleb lists name files (.wav); the cache, utterances
+            stem = trials[col].str.replace(r"\.(wav|flac|m4a|mp4)$", "", regex=True)
+            trials[col] = trials[col].where(trials[col].isin(known), stem)
         unknown = sorted((set(trials["enrol"]) | set(trials["test"])) - set(index["utt_id"]))
         if unknown:
             raise ValueError(f"trial list {trials_path} names {len(unknown)} item(s) not in the cache, e.g. {unknown[0]!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from distill import evaluate
 from distill.evaluate import TRIAL_SEED, build_trials, trials_record
@@ -43,3 +44,16 @@ def test_runs_of_different_seeds_are_scored_on_the_same_recorded_trials(tmp_path
         records.append(json.loads((tmp_path / f"t{seed}" / "metrics.json").read_text())["trials"])
     assert records[0]["source"] == "sampled" and records[0]["n_trials"] == 10
     assert records[0] == records[1]
+
+
+def test_official_trial_lists_name_files_and_are_read_as_utterances(tmp_path):
+    index = _index(3, 3)
+    index.index = index["utt_id"] = [f"id1027{i // 3}/vid{i % 2}/{i:05d}" for i in range(9)]
+    official = tmp_path / "veri_test.txt"  # the original VoxCeleb1-O format: file names, .wav
+    official.write_text(f"1 {index.index[0]}.wav {index.index[1]}.wav\n0 {index.index[0]}.wav {index.index[4]}\n")
+    trials = build_trials(index, [], "speaker", str(official))
+    assert trials.to_dict("list") == {"label": [1, 0], "enrol": [index.index[0]] * 2,
+                                      "test": [index.index[1], index.index[4]]}
+    official.write_text(f"1 {index.index[0]}.wav id10999/nowhere/00001.wav\n")
+    with pytest.raises(ValueError, match="names 1 item.* not in the cache, e.g. 'id10999/nowhere/00001'"):
+        build_trials(index, [], "speaker", str(official))

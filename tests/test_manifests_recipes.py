@@ -340,3 +340,19 @@ def test_all_names_malformed_is_an_error_naming_a_file(tmp_path):
     touch(tmp_path / "AudioWAV" / "hello.wav")
     with pytest.raises(NotADatasetError, match=r"no usable items \(1 files skipped, e.g. .*hello.wav"):
         cremad(tmp_path)
+
+
+def test_voxceleb1_reads_every_official_trial_list(tmp_path):
+    root = tmp_path / "vox1"
+    _vox_tree(root / "wav", "wav", {"id10270": ["x6uYqmx31kE"], "id10271": ["1gtz-CUIygI"]})
+    line = "1 id10270/x6uYqmx31kE/00001.wav id10270/x6uYqmx31kE/00002.wav\n" \
+           "0 id10270/x6uYqmx31kE/00001.wav id10271/1gtz-CUIygI/00002.wav\n"
+    names = ("veri_test.txt", "veri_test2.txt", "list_test_all.txt", "list_test_all2.txt", "list_test_hard.txt",
+             "list_test_hard2.txt")  # VoxCeleb1-O, -E, -H: original and cleaned
+    for name in names:
+        (root / name).write_text(line)
+    result = run_recipe("voxceleb1", root)
+    assert set(result.trials) == set(names)
+    for trials in result.trials.values():
+        assert trials["test"].tolist() == ["id10270/x6uYqmx31kE/00002", "id10271/1gtz-CUIygI/00002"]
+        assert set(trials["enrol"]) | set(trials["test"]) <= set(result.manifest["utt_id"])
