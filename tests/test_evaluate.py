@@ -5,11 +5,11 @@ import json
 
 import pandas as pd
 import pytest
+from synthetic import make_lupi_cache, tiny_config
 
 from distill import evaluate
 from distill.evaluate import TRIAL_SEED, build_trials, trials_record
 from distill.train import run_training
-from synthetic import make_lupi_cache, tiny_config
 
 
 def _index(n_speakers: int = 6, per_speaker: int = 10) -> pd.DataFrame:

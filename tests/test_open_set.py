@@ -1,13 +1,21 @@
-"""Open-set speaker verification: test speakers never seen in training (VoxCeleb2 → VoxCeleb1)."""
+"""Open-set speaker verification: test (and val) speakers never seen in training (VoxCeleb2 → VoxCeleb1)."""
 
 from __future__ import annotations
 
+import csv
 import json
 
+import numpy as np
+import pandas as pd
+import pytest
 from synthetic import make_lupi_items, tiny_config
 
-from distill.train import run_training
+from distill import metrics as M
+from distill.config import ConfigError
+from distill.evaluate import Predictions, selection_metric, verification
+from distill.train import Trainer, run_training
 from extract.cache import build_cache
+from manifests.trials import make_trials
 
 UNSEEN = ("spk4", "spk5")
 
@@ -30,18 +38,6 @@ def test_run_with_only_unseen_test_speakers_reports_verification(tmp_path):
 
 
 # --- model selection on an open-set validation split -------------------------------------------
-
-import csv  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from distill import metrics as M  # noqa: E402
-from distill.config import ConfigError  # noqa: E402
-from distill.evaluate import Predictions, selection_metric, verification  # noqa: E402
-from distill.train import Trainer  # noqa: E402
-from manifests.trials import make_trials  # noqa: E402
-
 
 def _open_set_cache(path, val=("spk2", "spk3")):
     """``val`` speakers only in val, spk4 and spk5 only in test, the rest only in train: VoxCeleb2 dev with
@@ -99,7 +95,7 @@ def test_verification_costs_reach_min_dcf():
     rng = np.random.default_rng(0)
     utts = [f"u{i:02d}" for i in range(20)]
     speakers = [f"s{i % 4}" for i in range(20)]
-    trials = make_trials(__import__("pandas").DataFrame({"utt_id": utts, "speaker": speakers}))
+    trials = make_trials(pd.DataFrame({"utt_id": utts, "speaker": speakers}))
     emb = np.eye(8)[[i % 4 for i in range(20)]] + 0.6 * rng.standard_normal((20, 8))  # partly separable
     pred = Predictions(utts, np.zeros(20, np.int64), emb, np.zeros((20, 2)))
     default, scores, labels = verification(pred, trials)
