@@ -104,3 +104,69 @@ def test_verification_costs_reach_min_dcf():
     assert default["min_dcf"] == pytest.approx(M.min_dcf(scores, labels)[0]) != costly["min_dcf"]
     with pytest.raises(ConfigError, match="data.p_target must lie in"):
         tiny_config("c", data__p_target=1.5)
+
+
+# --- the quickstart's VoxCeleb2 -> VoxCeleb1 protocol, end to end through the CLIs ---------------
+
+@pytest.mark.slow
+def test_voxceleb2_to_voxceleb1_through_the_clis(tmp_path, capsys):
+    """Generated talking faces laid out as VoxCeleb2 dev (6 speakers, mp4) and VoxCeleb1 (2
+    speakers, wav, an original-format trial list): manifests with a speaker-disjoint val
+    carve-out, extraction, a teacher selected by val EER, a student; both scored on the list."""
+    import shutil
+    import subprocess
+
+    from distill.cli import main as distill
+    from extract.cli import main as extract
+    from manifests.cli import main as manifests
+    from manifests.demo import make_demo_corpus
+    from manifests.io import read_manifest, write_manifest
+    from manifests.media import ffmpeg_exe
+    from synthetic import TINY
+
+    gen = read_manifest(make_demo_corpus(tmp_path / "gen", speakers=8, utts_per_speaker=4, frame_size=96,
+                                         min_duration=1.0, max_duration=1.2, progress=False))
+    vox2, vox1 = tmp_path / "VoxCeleb2", tmp_path / "VoxCeleb1"
+    for i, (spk, rows) in enumerate(gen.groupby("speaker", sort=True)):
+        for k, path in enumerate(rows["path"]):
+            video = f"vid{i}{'ab'[k % 2]}-YouTube"  # two videos of two clips per speaker
+            if i < 6:
+                dest = vox2 / "dev" / "mp4" / f"id{i:05d}" / video / f"{k:05d}.mp4"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, dest)
+            else:
+                dest = vox1 / "wav" / f"id{10270 + i:05d}" / video / f"{k:05d}.wav"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                subprocess.run([ffmpeg_exe(), "-v", "error", "-i", path, "-vn", "-ac", "1", "-ar", "16000", str(dest)],
+                               check=True)
+    clips = sorted(p.relative_to(vox1 / "wav").as_posix() for p in (vox1 / "wav").rglob("*.wav"))
+    a, b = [c for c in clips if c.startswith("id10276")], [c for c in clips if c.startswith("id10277")]
+    (vox1 / "veri_test.txt").write_text(  # VoxCeleb1-O, original format: file names with .wav
+        "".join(f"1 {x} {y}\n" for x, y in [(a[0], a[1]), (a[2], a[3]), (b[0], b[2]), (b[1], b[3])])
+        + "".join(f"0 {x} {y}\n" for x, y in [(a[0], b[0]), (a[1], b[1]), (a[2], b[2]), (a[3], b[3])]))
+
+    m = tmp_path / "manifests"
+    assert manifests(["voxceleb2", str(vox2), "--out", str(m / "vox2.csv"), "--val-speakers", "0.34"]) == 0
+    assert manifests(["voxceleb1", str(vox1), "--out", str(m / "vox1.csv")]) == 0
+    dev = read_manifest(m / "vox2.csv")
+    assert dev.groupby("speaker")["split"].nunique().eq(1).all() and set(dev["split"]) == {"train", "val"}
+    test = read_manifest(m / "vox1.csv").assign(split="test")
+    write_manifest(pd.concat([dev, test]), m / "vox2+vox1.csv")
+    capsys.readouterr()
+    assert extract(["run", "--manifest", str(m / "vox2+vox1.csv"), "--cache-root", str(tmp_path / "cache"),
+                    "--face-weights", "random", "--threads", "1", "--no-progress"]) == 0
+    cache = capsys.readouterr().out.strip().split()[-1]
+
+    sets = [a for k, v in TINY.items() if k != "train.epochs" for a in ("--set", f"{k}={v}")]
+    t, s = tmp_path / "runs" / "teacher", tmp_path / "runs" / "embed"
+    assert distill(["teacher", "--cache", cache, "--task", "speaker", "--setting", "nonseq", "--out", str(t),
+                    "--epochs", "2", "--quiet", "--set", f"data.trials={vox1 / 'veri_test.txt'}", *sets]) == 0
+    assert distill(["student", "--teacher", str(t), "--method", "embed", "--out", str(s), "--epochs", "2",
+                    "--quiet"]) == 0
+    for run in (t, s):
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert 0.0 <= metrics["eer"] <= 1.0 and 0.0 <= metrics["min_dcf"] <= 1.0 and "accuracy" not in metrics
+        assert metrics["trials"]["source"] == str(vox1 / "veri_test.txt") and metrics["trials"]["n_trials"] == 8
+        with open(run / "train_log.csv") as fh:
+            val_eer = [float(r["val_eer"]) for r in csv.DictReader(fh)]  # open-set val: selected by EER
+        assert metrics["best_epoch"] == 1 + int(np.argmin(val_eer))
