@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic import make_lupi_items, tiny_config
+from synthetic import TINY, make_lupi_items, tiny_config
 
 from distill import metrics as M
+from distill.cli import main as distill
 from distill.config import ConfigError
 from distill.evaluate import Predictions, selection_metric, verification
 from distill.train import Trainer, run_training
 from extract.cache import build_cache
+from extract.cli import main as extract
+from manifests.cli import main as manifests
+from manifests.demo import make_demo_corpus
+from manifests.io import read_manifest, write_manifest
+from manifests.media import ffmpeg_exe
 from manifests.trials import make_trials
 
 UNSEEN = ("spk4", "spk5")
@@ -113,17 +121,6 @@ def test_voxceleb2_to_voxceleb1_through_the_clis(tmp_path, capsys):
     """Generated talking faces laid out as VoxCeleb2 dev (6 speakers, mp4) and VoxCeleb1 (2
     speakers, wav, an original-format trial list): manifests with a speaker-disjoint val
     carve-out, extraction, a teacher selected by val EER, a student; both scored on the list."""
-    import shutil
-    import subprocess
-
-    from distill.cli import main as distill
-    from extract.cli import main as extract
-    from manifests.cli import main as manifests
-    from manifests.demo import make_demo_corpus
-    from manifests.io import read_manifest, write_manifest
-    from manifests.media import ffmpeg_exe
-    from synthetic import TINY
-
     gen = read_manifest(make_demo_corpus(tmp_path / "gen", speakers=8, utts_per_speaker=4, frame_size=96,
                                          min_duration=1.0, max_duration=1.2, progress=False))
     vox2, vox1 = tmp_path / "VoxCeleb2", tmp_path / "VoxCeleb1"
