@@ -6,6 +6,7 @@ CPU; docs/method.md says why each open choice of the paper got the default it ha
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -236,7 +237,7 @@ def merge(base: dict, extra: dict) -> dict:
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None,
                 base: dict | None = None) -> RunConfig:
     """Defaults <- `base` dict <- YAML file <- overrides (``key=value`` strings or a dotted dict)."""
-    tree: dict = dict(base or {})
+    tree: dict = copy.deepcopy(base or {})  # dotted overrides write into sections: never into the caller's
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
@@ -247,6 +248,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     for key, value in pairs:
         _set_dotted(tree, key, value)
     return _from_dict(RunConfig, tree, "").validate()
+
+
+#: The sections a student takes from its teacher: what the targets were computed on (task, setting,
+#: grid, split, trial list) and the network sizes.
+INHERITED = ("data", "model")
+
+
+def student_base(teacher: RunConfig, shared: dict | None = None) -> dict:
+    """The config tree a student of ``teacher`` starts from: ``shared`` (e.g. a sweep's ``base``)
+    with the teacher's ``data`` and ``model`` sections and cache on top.
+
+    The one rule for the CLI and for sweeps: whatever reached the teacher's data (a ``--set
+    data.split_seed=...``, a sweep's ``teacher: {data: ...}``) reaches its students too, so they
+    see the teacher's split and grid; a student's own overrides come after it.
+    """
+    if teacher.role != "teacher":
+        raise ConfigError(f"a student's teacher must be a teacher run, got role {teacher.role!r}")
+    tree = teacher.to_dict()
+    return merge(shared or {}, {**{k: tree[k] for k in INHERITED}, "cache": teacher.cache})
 
 
 def dump_config(cfg: RunConfig, path: str | Path) -> None:
