@@ -24,6 +24,7 @@ METHODS = ("none", "embed", "softlabel", "gkd", "embed+softlabel")
 DISTANCES = ("mse", "cosine", "l1", "smooth_l1")
 ENCODER_GRADS = ("joint", "distill-only")
 ROLES = ("teacher", "student")
+SELECTS = ("auto", "eer", "accuracy", "uar", "loss")  # train.select: the val metric of the best checkpoint
 
 
 class ConfigError(ValueError):
@@ -136,7 +137,7 @@ class RunConfig:
         _check_choice("train.optimizer", self.train.optimizer, ("adamw", "adam", "sgd"))
         _check_choice("train.scheduler", self.train.scheduler, ("cosine", "step", "none"))
         _check_choice("train.amp", self.train.amp, ("auto", "on", "off"))
-        _check_choice("train.select", self.train.select, ("auto", "eer", "accuracy", "uar", "loss"))
+        _check_choice("train.select", self.train.select, SELECTS)
         if not 0.0 < self.data.p_target < 1.0 or self.data.c_miss <= 0 or self.data.c_fa <= 0:
             raise ConfigError(f"data.p_target must lie in (0, 1) and data.c_miss, data.c_fa be > 0, got "
                               f"{self.data.p_target}, {self.data.c_miss}, {self.data.c_fa}")

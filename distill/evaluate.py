@@ -15,14 +15,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from distill import metrics as M
+from distill.config import SELECTS
 from distill.data import GridDataset, collate
 from distill.scoring import DEFAULT_TOP_K, as_norm
 
 #: The val metric that picks the best checkpoint, per task, when val holds training classes
 #: (``train.select: auto``; an open-set speaker val split selects by ``eer``).
 SELECTION_METRIC = {"speaker": "accuracy", "emotion": "uar"}
-#: ``train.select`` choices, and those of them where lower is better.
-SELECTS = ("auto", "eer", "accuracy", "uar", "loss")
+#: The ``train.select`` metrics where lower is better.
 LOWER_IS_BETTER = frozenset({"eer", "loss"})
 MAX_ALL_PAIRS = 1_000_000  # above this many test pairs, sample a balanced trial list instead
 BALANCED_TRIALS_PER_CLASS = 50_000
