@@ -25,7 +25,7 @@ COHORT_PER_SPEAKER = 10
 
 def training_cohort(trainer) -> np.ndarray:
     """(speakers, D) unit mean embeddings of the run's training speakers."""
-    ids = trainer.cache.utt_ids(trainer.data.ids["train"])
+    ids = trainer.data.utt_ids("train")
     speakers = trainer.cache.index.loc[ids, trainer.cfg.data.label].astype(str)
     keep = speakers.groupby(speakers.to_numpy()).head(COHORT_PER_SPEAKER)
     dataset = GridDataset(trainer.cache, list(keep.index), np.zeros(len(keep), np.int64), trainer.data.grid,
@@ -38,8 +38,7 @@ def write_verification(trainer) -> dict | None:
     validation split has no target pair."""
     cfg, out = trainer.cfg, trainer.out
     try:
-        val_ids = trainer.cache.utt_ids(trainer.data.ids["val"])
-        trials = build_trials(trainer.cache.index, val_ids, cfg.data.label, None, cfg.train.seed)
+        trials = build_trials(trainer.cache.index, trainer.data.utt_ids("val"), cfg.data.label, None)
         cohort = training_cohort(trainer)
         val = trainer.predict(trainer.data.dataset("val", faces=False, train=False), video=False)
         point = operating_point(val, trials, cohort, DEFAULT_TOP_K)

@@ -10,7 +10,8 @@ import argparse
 import sys
 import time
 
-from distill.config import METHODS, SETTINGS, TASK_LABEL_COLUMNS, ConfigError, RunConfig, load_config, read_run_config
+from distill.config import (METHODS, SETTINGS, TASK_LABEL_COLUMNS, ConfigError, RunConfig, load_config, read_run_config,
+                            student_base)
 from distill.metrics import METRIC_KEYS
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -170,7 +171,7 @@ def student_config(args: argparse.Namespace) -> RunConfig:
         tcfg = read_run_config(args.teacher)
         if tcfg.role != "teacher":
             raise ConfigError(f"--teacher {args.teacher} is a {tcfg.role} run, not a teacher")
-        base = {"data": tcfg.to_dict()["data"], "model": tcfg.to_dict()["model"], "cache": tcfg.cache}
+        base = student_base(tcfg)
         if args.task or args.setting:
             raise ConfigError("--task/--setting come from the teacher; drop them or drop --teacher")
     elif args.method != "none":

@@ -6,6 +6,7 @@ CPU; docs/method.md says why each open choice of the paper got the default it ha
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -23,6 +24,7 @@ METHODS = ("none", "embed", "softlabel", "gkd", "embed+softlabel")
 DISTANCES = ("mse", "cosine", "l1", "smooth_l1")
 ENCODER_GRADS = ("joint", "distill-only")
 ROLES = ("teacher", "student")
+SELECTS = ("auto", "eer", "accuracy", "uar", "loss")  # train.select: the val metric of the best checkpoint
 
 
 class ConfigError(ValueError):
@@ -50,6 +52,14 @@ class DataConfig:
     batch_size: int = 32
     num_workers: int = 0
     trials: str | None = None  # verification trial list (label,enrol,test); None -> built from test split
+    # minDCF operating point (the VoxCeleb convention by default; NIST SRE 2008 used 0.01, 10, 1)
+    p_target: float = 0.01  # prior of a target trial
+    c_miss: float = 1.0  # cost of a miss
+    c_fa: float = 1.0  # cost of a false alarm
+
+    @property
+    def costs(self) -> dict[str, float]:
+        return {"p_target": self.p_target, "c_miss": self.c_miss, "c_fa": self.c_fa}
 
     @property
     def label(self) -> str:
@@ -70,6 +80,9 @@ class TrainConfig:
     patience: int = 0  # epochs without val improvement before stopping; 0 = train all epochs
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
     tensorboard: bool = True  # TensorBoard event files in the run dir, next to train_log.csv
+    # Val metric of the best checkpoint: auto | eer | accuracy | uar | loss. auto: emotion -> uar;
+    # speaker -> accuracy when every val speaker is a training class, else eer (open-set val).
+    select: str = "auto"
 
 
 @dataclass
@@ -124,6 +137,10 @@ class RunConfig:
         _check_choice("train.optimizer", self.train.optimizer, ("adamw", "adam", "sgd"))
         _check_choice("train.scheduler", self.train.scheduler, ("cosine", "step", "none"))
         _check_choice("train.amp", self.train.amp, ("auto", "on", "off"))
+        _check_choice("train.select", self.train.select, SELECTS)
+        if not 0.0 < self.data.p_target < 1.0 or self.data.c_miss <= 0 or self.data.c_fa <= 0:
+            raise ConfigError(f"data.p_target must lie in (0, 1) and data.c_miss, data.c_fa be > 0, got "
+                              f"{self.data.p_target}, {self.data.c_miss}, {self.data.c_fa}")
         for name in ("crop", "crop_hop", "seg_len", "seg_hop", "n_segments", "max_faces", "batch_size"):
             if getattr(self.data, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self.data, name)}")
@@ -221,7 +238,7 @@ def merge(base: dict, extra: dict) -> dict:
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None,
                 base: dict | None = None) -> RunConfig:
     """Defaults <- `base` dict <- YAML file <- overrides (``key=value`` strings or a dotted dict)."""
-    tree: dict = dict(base or {})
+    tree: dict = copy.deepcopy(base or {})  # dotted overrides write into sections: never into the caller's
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
@@ -232,6 +249,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     for key, value in pairs:
         _set_dotted(tree, key, value)
     return _from_dict(RunConfig, tree, "").validate()
+
+
+#: The sections a student takes from its teacher: what the targets were computed on (task, setting,
+#: grid, split, trial list) and the network sizes.
+INHERITED = ("data", "model")
+
+
+def student_base(teacher: RunConfig, shared: dict | None = None) -> dict:
+    """The config tree a student of ``teacher`` starts from: ``shared`` (e.g. a sweep's ``base``)
+    with the teacher's ``data`` and ``model`` sections and cache on top.
+
+    The one rule for the CLI and for sweeps: whatever reached the teacher's data (a ``--set
+    data.split_seed=...``, a sweep's ``teacher: {data: ...}``) reaches its students too, so they
+    see the teacher's split and grid; a student's own overrides come after it.
+    """
+    if teacher.role != "teacher":
+        raise ConfigError(f"a student's teacher must be a teacher run, got role {teacher.role!r}")
+    tree = teacher.to_dict()
+    return merge(shared or {}, {**{k: tree[k] for k in INHERITED}, "cache": teacher.cache})
 
 
 def dump_config(cfg: RunConfig, path: str | Path) -> None:

@@ -6,6 +6,7 @@ by the same code.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,13 +15,20 @@ import torch
 from torch.utils.data import DataLoader
 
 from distill import metrics as M
+from distill.config import SELECTS
 from distill.data import GridDataset, collate
 from distill.scoring import DEFAULT_TOP_K, as_norm
 
-#: The val metric that picks the best checkpoint, per task (higher is better for both).
+#: The val metric that picks the best checkpoint, per task, when val holds training classes
+#: (``train.select: auto``; an open-set speaker val split selects by ``eer``).
 SELECTION_METRIC = {"speaker": "accuracy", "emotion": "uar"}
+#: The ``train.select`` metrics where lower is better.
+LOWER_IS_BETTER = frozenset({"eer", "loss"})
 MAX_ALL_PAIRS = 1_000_000  # above this many test pairs, sample a balanced trial list instead
 BALANCED_TRIALS_PER_CLASS = 50_000
+#: Seed of that sample. Fixed, not the run's ``train.seed``: a teacher and its students (of any
+#: seed) are scored on the same trials whenever they share a test split.
+TRIAL_SEED = 0
 #: A speaker run's validation EER operating point, the threshold ``distill verify`` decides at.
 VERIFICATION = "verification.json"
 
@@ -90,25 +98,100 @@ def classification(pred: Predictions, task: str) -> dict[str, float]:
     return {k: float(scores[k]) for k in keys}
 
 
+def selection_metric(select: str, task: str, val_labels: np.ndarray) -> str:
+    """Resolve ``train.select`` for a run whose val items have class ids ``val_labels`` (-1: unseen).
+
+    ``auto``: emotion -> ``uar``; speaker -> ``accuracy`` when every val speaker is a training
+    class (closed-set identification), else ``eer`` (open set: unseen speakers can only be
+    verified, e.g. a speaker-disjoint val carve-out of VoxCeleb2 dev). ``loss`` is the val
+    cross-entropy of the utterance-mean logits. A choice the task or the val split cannot give is
+    a ``ValueError`` saying why.
+    """
+    known = np.asarray(val_labels) >= 0
+    if select == "auto":
+        select = "uar" if task == "emotion" else "accuracy" if known.all() else "eer"
+    if select not in SELECTS:
+        raise ValueError(f"train.select={select!r} is not one of {', '.join(SELECTS)}")
+    needs = {"eer": "speaker", "uar": "emotion"}.get(select)
+    if needs and task != needs:
+        raise ValueError(f"train.select={select} needs data.task={needs}, this run's task is {task}")
+    if select in ("accuracy", "uar", "loss") and not known.any():
+        raise ValueError(f"train.select={select} needs val items of training classes, and no val item's class was "
+                         f"trained on (open-set validation: use train.select=eer)")
+    return select
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy (nats) of ``logits`` (N, C) against class ids ``labels`` (N,)."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_p[np.arange(len(labels)), labels].mean())
+
+
+def validation_scores(pred: Predictions, task: str, trials: pd.DataFrame | None = None,
+                      costs: dict | None = None) -> dict[str, float]:
+    """What the epoch log shows of val: classification metrics and ``loss`` over the items of
+    training classes (when there are any), ``eer``/``min_dcf`` on ``trials`` when given."""
+    scores: dict[str, float] = {}
+    known = pred.labels >= 0
+    if known.any():
+        scores.update(classification(pred, task))
+        scores["loss"] = cross_entropy(pred.logits[known], pred.labels[known])
+    if trials is not None:
+        scores.update(verification(pred, trials, **(costs or {}))[0])
+    return scores
+
+
 def build_trials(index: pd.DataFrame, test_ids: list[str], speaker_column: str, trials_path: str | None,
-                 seed: int = 0) -> pd.DataFrame:
-    """The configured trial list, else every test-split pair (balanced sample when too many)."""
+                 seed: int = TRIAL_SEED) -> pd.DataFrame:
+    """The configured trial list, else every test-split pair (a balanced sample, seeded by
+    :data:`TRIAL_SEED`, when there are more than :data:`MAX_ALL_PAIRS`).
+
+    A configured list may name files as the official VoxCeleb lists do
+    (``1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav``): an id not in the cache
+    that is one once its audio extension is dropped is taken as that utterance.
+    """
     from manifests.trials import make_trials, read_trials
 
     if trials_path:
         trials = read_trials(trials_path)
+        known = set(index["utt_id"])
+        for col in ("enrol", "test"):  # the official VoxCeleb lists name files (.wav); the cache, utterances
+            stem = trials[col].str.replace(r"\.(wav|flac|m4a|mp4)$", "", regex=True)
+            trials[col] = trials[col].where(trials[col].isin(known), stem)
         unknown = sorted((set(trials["enrol"]) | set(trials["test"])) - set(index["utt_id"]))
         if unknown:
             raise ValueError(f"trial list {trials_path} names {len(unknown)} item(s) not in the cache, e.g. {unknown[0]!r}")
         return trials
     table = index.loc[test_ids, ["utt_id", speaker_column]]
     n = len(table)
-    per_class = None if n * (n - 1) // 2 <= MAX_ALL_PAIRS else BALANCED_TRIALS_PER_CLASS
+    per_class = BALANCED_TRIALS_PER_CLASS if sampled(n) else None
     return make_trials(table, n_per_class=per_class, seed=seed, speaker=speaker_column)
 
 
-def verification(pred: Predictions, trials: pd.DataFrame) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """EER / minDCF from cosine scores of the utterance embeddings; also returns (scores, labels)."""
+def sampled(n_items: int) -> bool:
+    """Whether :func:`build_trials` samples the trials of ``n_items`` test items (no trial list given)."""
+    return n_items * (n_items - 1) // 2 > MAX_ALL_PAIRS
+
+
+def trials_record(trials: pd.DataFrame, trials_path: str | None, n_items: int) -> dict:
+    """What a run was scored on, for metrics.json: the list's source (its path, ``all-pairs`` or
+    ``sampled`` with the seed), size, and a digest of its rows, so two runs' EERs can be checked
+    to come from the same trials."""
+    lines = (trials["label"].astype(int).astype(str) + " " + trials["enrol"].astype(str) + " "
+             + trials["test"].astype(str))
+    source = str(trials_path) if trials_path else "sampled" if sampled(n_items) else "all-pairs"
+    record = {"source": source, "n_trials": len(trials), "n_target": int(trials["label"].sum()),
+              "sha256": hashlib.sha256("".join(f"{x}\n" for x in lines).encode()).hexdigest()}
+    if source == "sampled":
+        record["seed"] = TRIAL_SEED
+    return record
+
+
+def verification(pred: Predictions, trials: pd.DataFrame, p_target: float = 0.01, c_miss: float = 1.0,
+                 c_fa: float = 1.0) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """EER / minDCF (at ``p_target``, ``c_miss``, ``c_fa``) from cosine scores of the utterance
+    embeddings; also returns (scores, labels)."""
     row = {u: i for i, u in enumerate(pred.utt_ids)}
     missing = sorted((set(trials["enrol"]) | set(trials["test"])) - set(row))
     if missing:
@@ -117,7 +200,7 @@ def verification(pred: Predictions, trials: pd.DataFrame) -> tuple[dict[str, flo
     test = pred.emb[[row[u] for u in trials["test"]]]
     scores = M.cosine_scores(enrol, test)
     labels = trials["label"].to_numpy().astype(bool)
-    out = M.verification_metrics(scores, labels)
+    out = M.verification_metrics(scores, labels, p_target=p_target, c_miss=c_miss, c_fa=c_fa)
     return {"eer": float(out["eer"]), "min_dcf": float(out["min_dcf"])}, scores, labels
 
 

@@ -5,13 +5,20 @@ teacher checkpoint's sha256, the cache id and the grid spec. A student verifies 
 reading (a retrained teacher, another cache or another grid is a clear error, never silently
 wrong targets) and never loads or runs the teacher itself.
 
+Targets also carry what the teacher learnt from: the teacher run records its training items in
+``train_ids.txt`` (one utt id per line, sorted; its sha256 is in the key, so the two cannot drift
+apart). A student whose val or test split holds any of them is refused (:func:`check_heldout`):
+the teacher's embedding of an item it was trained on would carry that item's label into the
+student's held-out score. Another ``split_seed`` or ``split_column`` than the teacher's is the
+usual cause.
+
 Layout of ``targets.h5`` (packed, item-major, one row per cell)::
 
     enc     (N_cells, D) nonseq | (N_cells, S, D) seq     teacher encoder embedding(s)
     agg     (N_cells, D2)                                  seq only
     logits  (N_cells, C)
     utt_id, cell_offset, n_cells                           per item
-    attrs["key"] = JSON {teacher_sha256, cache_id, grid, labels}
+    attrs["key"] = JSON {teacher_sha256, cache_id, grid, labels, train_ids_sha256}
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ from distill.data import Grid, GridDataset
 from distill.evaluate import forward_cells
 
 TARGETS_FILE = "targets.h5"
+TRAIN_IDS = "train_ids.txt"
 FIELDS = ("enc", "agg", "logits")
 
 
@@ -52,6 +60,42 @@ def cache_identity(cache) -> str:
 def targets_key(teacher_sha256: str, cache_id: str, grid: Grid, labels: list[str]) -> dict:
     return {"teacher_sha256": teacher_sha256, "cache_id": str(cache_id), "grid": grid.spec(),
             "labels": list(labels)}
+
+
+def ids_digest(ids) -> str:
+    """sha256 of a set of utt ids (order-free): what the targets key records of the training set."""
+    return hashlib.sha256("".join(f"{u}\n" for u in sorted(map(str, ids))).encode()).hexdigest()
+
+
+def write_train_ids(run_dir: str | Path, ids) -> str:
+    """Record a teacher's training items in ``run_dir/train_ids.txt`` (atomically); returns their digest."""
+    path = Path(run_dir) / TRAIN_IDS
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text("".join(f"{u}\n" for u in sorted(map(str, ids))))
+    os.replace(tmp, path)
+    return ids_digest(ids)
+
+
+def check_heldout(teacher_dir: str | Path, heldout, key: dict | None = None) -> None:
+    """Refuse a teacher that trained on any of the student's ``heldout`` (val + test) items.
+
+    ``key`` (the targets key) when given must name the recorded set's digest, so an edited or
+    stale ``train_ids.txt`` is refused too.
+    """
+    path = Path(teacher_dir) / TRAIN_IDS
+    if not path.is_file():
+        raise TargetMismatchError(f"{teacher_dir} records no training set ({TRAIN_IDS}); a teacher run made before "
+                                  f"the leakage check: rerun `distill teacher` so its split can be checked")
+    trained = path.read_text().splitlines()
+    if key is not None and key.get("train_ids_sha256") != ids_digest(trained):
+        raise TargetMismatchError(f"{path} is not the training set its {TARGETS_FILE} was made with; "
+                                  f"rerun `distill teacher`")
+    leaked = sorted(set(trained).intersection(map(str, heldout)))
+    if leaked:
+        raise TargetMismatchError(
+            f"{len(leaked)} of this run's val/test items were in the teacher's training set (e.g. {leaked[0]!r}): "
+            f"its targets would leak their labels into held-out scores. Use the teacher's split "
+            f"(data.split_column / data.split_seed as in {Path(teacher_dir) / 'config.yaml'}) or retrain the teacher")
 
 
 def compute_targets(net: torch.nn.Module, dataset: GridDataset, device: torch.device,
@@ -142,8 +186,11 @@ class TargetStore:
 
 
 def open_targets(teacher_dir: str | Path, cache_id: str, grid: Grid, labels: list[str],
-                 fields: tuple[str, ...] = FIELDS) -> TargetStore:
-    """Open a teacher run's targets after checking they were made for these inputs."""
+                 fields: tuple[str, ...] = FIELDS, heldout: list[str] | None = None) -> TargetStore:
+    """Open a teacher run's targets after checking they were made for these inputs.
+
+    ``heldout`` (the student's val + test ids) is checked against the teacher's training set.
+    """
     teacher_dir = Path(teacher_dir)
     path, ckpt = teacher_dir / TARGETS_FILE, teacher_dir / BEST
     if not path.is_file() or not ckpt.is_file():
@@ -170,4 +217,6 @@ def open_targets(teacher_dir: str | Path, cache_id: str, grid: Grid, labels: lis
     missing = [f for f in fields if f not in store.fields and f != "agg"]
     if missing:
         raise TargetMismatchError(f"{path} lacks target field(s) {missing}")
+    if heldout is not None:
+        check_heldout(teacher_dir, heldout, found)
     return store

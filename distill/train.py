@@ -32,11 +32,12 @@ from distill.checkpoint import (BEST, LAST, file_sha256, load_best_network, load
 from distill.config import ConfigError, DistillConfig, RunConfig, dump_config, read_run_config
 from distill.data import EpochTaggedSampler, Grid, GridDataset, Labels, assign_splits, collate
 from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, init_distributed, shutdown
-from distill.evaluate import SELECTION_METRIC, Predictions, build_trials, classification, predict, verification
+from distill.evaluate import (LOWER_IS_BETTER, Predictions, build_trials, classification, predict, selection_metric,
+                              trials_record, validation_scores, verification)
 from distill.models import build_network
 from distill.objective import Objective, StepModule
-from distill.targets import (TARGETS_FILE, TargetStore, cache_identity, compute_targets, open_targets, targets_key,
-                             write_targets)
+from distill.targets import (TARGETS_FILE, TargetStore, cache_identity, check_heldout, compute_targets, open_targets,
+                             targets_key, write_targets, write_train_ids)
 from distill.tensorboard import TensorBoardLog
 from extract import open_cache
 
@@ -78,6 +79,10 @@ class RunData:
     def dataset(self, split: str, *, faces: bool, train: bool, seed: int = 0, targets=None) -> GridDataset:
         return GridDataset(self.cache, self.ids[split], self.y[split], self.grid, faces=faces, train=train,
                            seed=seed, targets=targets)
+
+    def utt_ids(self, *splits: str) -> list[str]:
+        """Utt ids of the items of these splits (for records and checks, not the loading path)."""
+        return [u for split in splits for u in self.cache.utt_ids(self.ids[split])]
 
     def all_items(self, *, faces: bool) -> GridDataset:
         """Every item of the cache (all splits), for teacher targets."""
@@ -142,6 +147,7 @@ class Trainer:
         seed_everything(cfg.train.seed)
         self.cache = open_cache(cfg.cache)
         self.data = RunData.load(cfg, self.cache)
+        self.select, self.val_trials = self._selection()
         self.is_teacher = cfg.role == "teacher"
         self.teacher = self._teacher_source(live_teacher)
         self.net = build_network(cfg.model, role=cfg.role, setting=cfg.data.setting, n_mels=self.cache.n_mels,
@@ -175,16 +181,32 @@ class Trainer:
                           f"teacher trains on audio only and has no privileged information to pass on{recon}",
                           stacklevel=3)
 
+    def _selection(self) -> tuple[str, pd.DataFrame | None]:
+        """The val metric that picks the best checkpoint, and the val trials when it is ``eer``."""
+        data = self.cfg.data
+        try:
+            select = selection_metric(self.cfg.train.select, data.task, self.data.y["val"])
+            trials = build_trials(self.cache.index, self.data.utt_ids("val"), data.label, None) if select == "eer" else None
+        except ValueError as exc:  # e.g. a val split with one utterance per speaker: no target trial
+            raise ConfigError(f"model selection by {self.cfg.train.select}: {exc}") from exc
+        if trials is not None and trials["label"].nunique() < 2:
+            raise ConfigError("model selection by eer needs target and non-target val trials: at least two val "
+                              "speakers, one of them with two utterances")
+        return select, trials
+
     def _teacher_source(self, live: bool):
         d = self.cfg.distill
         if self.is_teacher or not d.needs_teacher:
             return None
         if not d.teacher:
             raise ConfigError(f"--method {d.method} needs --teacher RUN_DIR")
+        heldout = self.data.utt_ids("val", "test")
         if live:
+            check_heldout(d.teacher, heldout)
             return LiveTeacher(Path(d.teacher), self.device)
         fields = (("enc", "agg") if d.uses_embeddings else ()) + (("logits",) if d.uses_logits else ())
-        store = open_targets(d.teacher, cache_identity(self.cache), self.data.grid, self.data.labels.names, fields)
+        store = open_targets(d.teacher, cache_identity(self.cache), self.data.grid, self.data.labels.names, fields,
+                             heldout=heldout)
         return CachedTeacher(store)
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -352,14 +374,15 @@ class Trainer:
 
     def end_epoch(self, epoch: int, losses: dict, val: GridDataset, lr: float, seconds: float) -> bool:
         """Validate, log, checkpoint (rank 0); True when patience says stop."""
-        key = SELECTION_METRIC[self.cfg.data.task]
-        scores = classification(self.predict(val), self.cfg.data.task)
+        key = self.select
+        scores = validation_scores(self.predict(val), self.cfg.data.task, self.val_trials, self.cfg.data.costs)
         row = {"epoch": epoch, **{f"train_{k}": v for k, v in losses.items()},
                **{f"val_{k}": v for k, v in scores.items()}, "lr": lr, "seconds": round(seconds, 3)}
         self.history.append(row)
-        improved = scores[key] > self.best["metric"]
+        signed = -scores[key] if key in LOWER_IS_BETTER else scores[key]  # best["metric"]: higher is better
+        improved = signed > self.best["metric"]
         if improved:
-            self.best = {"metric": scores[key], "epoch": epoch}
+            self.best = {"metric": signed, "epoch": epoch}
             self.bad_epochs = 0
             save_checkpoint({"model": self.net.state_dict(), "meta": self.meta(), "epoch": epoch}, self.out / BEST)
         else:
@@ -393,6 +416,7 @@ class Trainer:
                                  progress=self.progress)
         key = targets_key(file_sha256(self.out / BEST), cache_identity(self.cache), self.data.grid,
                           self.data.labels.names)
+        key["train_ids_sha256"] = write_train_ids(self.out, self.data.utt_ids("train"))
         return write_targets(self.out / TARGETS_FILE, arrays, items, key)
 
 
@@ -430,6 +454,8 @@ def evaluate_network(trainer: Trainer, plots: bool = True) -> dict:
     if trainer.is_teacher:
         metrics["video_missing"], _ = test_metrics(trainer, trainer.predict(test, video=False))
     metrics["best_epoch"] = trainer.best["epoch"]
+    if "trials" in extras:
+        metrics["trials"] = extras["trials"]
     tmp = out / f".tmp-{METRICS}"
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     tmp.replace(out / METRICS)
@@ -456,14 +482,15 @@ def test_metrics(trainer: Trainer, pred: Predictions) -> tuple[dict, dict]:
         metrics = classification(pred, cfg.data.task)
     if cfg.data.task == "speaker":
         try:
-            trials = build_trials(trainer.cache.index, pred.utt_ids, cfg.data.label, cfg.data.trials, cfg.train.seed)
-            ver, scores, labels = verification(pred, trials)
+            trials = build_trials(trainer.cache.index, pred.utt_ids, cfg.data.label, cfg.data.trials)
+            ver, scores, labels = verification(pred, trials, **cfg.data.costs)
         except ValueError as exc:  # e.g. one test utterance per speaker: no target trial exists
             # Losing a trained run to an impossible metric helps nobody: say so, keep the rest.
             warnings.warn(f"{trainer.out}: no verification metrics ({exc})", stacklevel=2)
             return metrics, extras
         metrics.update(ver)
-        extras.update(scores=scores, trial_labels=labels)
+        extras.update(scores=scores, trial_labels=labels,
+                      trials=trials_record(trials, cfg.data.trials, len(pred.utt_ids)))
     return metrics, extras
 
 

@@ -20,6 +20,8 @@ from manifests.trials import make_trials, write_trials
 #: Recipe options on the command line: flag -> (keyword, help). Each applies only to recipes taking it.
 RECIPE_OPTIONS = {
     "--media": ("media", "voxceleb2: mp4|aac; cremad: video|audio"),
+    "--val-speakers": ("val_speakers", "voxceleb2: fraction of dev speakers carved out as a speaker-disjoint "
+                                       "val split (default 0: none)"),
     "--modality": ("modality", "ravdess: av|audio|video"),
     "--include-song": ("include_song", "ravdess: keep song clips (vocal channel 02)"),
     "--classes": ("classes", "iemocap: 4 (neu, hap+exc, ang, sad) | all"),

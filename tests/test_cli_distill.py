@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,6 +65,11 @@ def test_teacher_then_student_through_the_cli(cache, tmp_path, capsys):
     assert main(["student", "--teacher", str(t), "--method", "embed", "--out", str(tmp_path / "s2"), "--quiet",
                  "--set", "data.seg_len=20"]) == 1
     assert "seg_len: teacher 30 vs student 20" in capsys.readouterr().err
+    # another split than the teacher's: refused (1), naming how many held-out items leaked and one of them
+    assert main(["student", "--teacher", str(t), "--method", "embed", "--out", str(tmp_path / "s3"), "--quiet",
+                 "--set", "data.split_column=nosuch"]) == 1
+    assert re.search(r"\d+ of this run's val/test items were in the teacher's training set \(e\.g\. '",
+                     capsys.readouterr().err)
     before = json.loads((s / "metrics.json").read_text())
     (s / "metrics.json").unlink()
     assert main(["eval", str(s)]) == 0

@@ -225,6 +225,28 @@ def test_voxceleb2_dev_test_partner_and_meta(tmp_path):
     assert len(audio) == 4 * 2 and audio["path"].str.endswith(".m4a").all()
 
 
+def test_voxceleb2_groups_by_video_and_carves_speaker_disjoint_val(tmp_path):
+    root = tmp_path / "vox2"
+    dev = {f"id{n:05d}": [f"vid{n}a", f"vid{n}b"] for n in range(10, 30)}
+    dev["id00010"].append("sharedvid01")  # one video with two dev speakers
+    dev["id00011"].append("sharedvid01")
+    _vox_tree(root / "dev" / "mp4", "mp4", dev)
+    _vox_tree(root / "test" / "mp4", "mp4", {"id00090": ["testvid01"]})
+    df = run_recipe("voxceleb2", root, val_speakers=0.25).manifest
+    assert (df["group"] == df["utt_id"].str.split("/").str[1]).all()
+    per_speaker = df.groupby("speaker")["split"]
+    assert per_speaker.nunique().eq(1).all()  # speaker-disjoint
+    assert df.groupby("group")["split"].nunique().eq(1).all()
+    split = per_speaker.first()
+    assert split["id00090"] == "test" and set(split.drop("id00090")) == {"train", "val"}
+    assert split["id00010"] == split["id00011"]  # linked by their shared video
+    assert 4 <= (split == "val").sum() <= 6
+    assert run_recipe("voxceleb2", root, val_speakers="0.25").manifest["split"].equals(df["split"])  # CLI strings
+    assert set(run_recipe("voxceleb2", root).manifest["split"]) == {"train", "test"}  # default: no carve-out
+    with pytest.raises(ValueError, match="val_speakers must be a fraction"):
+        voxceleb2(root, val_speakers=1.5)
+
+
 def test_voxceleb1_official_split_and_trials(tmp_path):
     root = tmp_path / "vox1"
     speakers = {"id10270": ["x6uYqmx31kE", "8jEAjG6SegY"], "id10271": ["1gtz-CUIygI"], "id10272": ["na8-QEFmj44"]}
@@ -240,7 +262,9 @@ def test_voxceleb1_official_split_and_trials(tmp_path):
         "1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00002.wav\n"
         "0 id10270/x6uYqmx31kE/00001.wav id10271/1gtz-CUIygI/00001.wav\n"
         "0 id10272/na8-QEFmj44/00002.wav id10999/aaaaaaaaaaa/00001.wav\n")  # speaker not downloaded
-    result = run_recipe("voxceleb1", root)
+    with pytest.warns(UserWarning, match=r"puts 3 group value\(s\) \(recordings\) in two splits, e\.g\. "
+                                         r"'1gtz-CUIygI' in test, train"):
+        result = run_recipe("voxceleb1", root)  # this iden_split holds clips of one video on both sides
     df = result.manifest.set_index("utt_id")
     assert len(df) == 8 and df["speaker"].nunique() == 3
     assert df.loc["id10270/8jEAjG6SegY/00001", "split"] == "val"
@@ -318,3 +342,19 @@ def test_all_names_malformed_is_an_error_naming_a_file(tmp_path):
     touch(tmp_path / "AudioWAV" / "hello.wav")
     with pytest.raises(NotADatasetError, match=r"no usable items \(1 files skipped, e.g. .*hello.wav"):
         cremad(tmp_path)
+
+
+def test_voxceleb1_reads_every_official_trial_list(tmp_path):
+    root = tmp_path / "vox1"
+    _vox_tree(root / "wav", "wav", {"id10270": ["x6uYqmx31kE"], "id10271": ["1gtz-CUIygI"]})
+    line = "1 id10270/x6uYqmx31kE/00001.wav id10270/x6uYqmx31kE/00002.wav\n" \
+           "0 id10270/x6uYqmx31kE/00001.wav id10271/1gtz-CUIygI/00002.wav\n"
+    names = ("veri_test.txt", "veri_test2.txt", "list_test_all.txt", "list_test_all2.txt", "list_test_hard.txt",
+             "list_test_hard2.txt")  # VoxCeleb1-O, -E, -H: original and cleaned
+    for name in names:
+        (root / name).write_text(line)
+    result = run_recipe("voxceleb1", root)
+    assert set(result.trials) == set(names)
+    for trials in result.trials.values():
+        assert trials["test"].tolist() == ["id10270/x6uYqmx31kE/00002", "id10271/1gtz-CUIygI/00002"]
+        assert set(trials["enrol"]) | set(trials["test"]) <= set(result.manifest["utt_id"])

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from manifests.splits import SPLIT_KINDS, allocate, assign_split
+from manifests.splits import SPLIT_KINDS, allocate, assign_split, group_leaks, speaker_blocks
 from manifests.trials import _pair_from_index, make_trials, read_trials, write_trials
 
 
@@ -92,6 +92,50 @@ def test_unknown_kind_and_bad_ratios():
     with pytest.raises(ValueError, match="summing to 1"):
         assign_split(corpus(), "speaker-id", ratios=(0.5, 0.1, 0.1))
     assert set(SPLIT_KINDS) == {"speaker-id", "speaker-disjoint", "leave-speakers-out", "leave-one-session-out"}
+
+
+def linked_corpus() -> pd.DataFrame:
+    """20 speakers; recordings (``group``) shared by speaker pairs (s00+s01, s02+s03, ...) and one
+    video shared across s10..s13, the way interviews and IEMOCAP sessions hold two voices."""
+    df = corpus(speakers=20)
+    n = df["speaker"].str[1:].astype(int)
+    df["group"] = "g" + (n // 2).astype(str) + "_" + df["video"]
+    df.loc[n.between(10, 13) & (df["video"] == "v0"), "group"] = "shared"
+    return df
+
+
+@pytest.mark.parametrize("kind, options", [("speaker-id", {}), ("speaker-disjoint", {}),
+                                           ("leave-speakers-out", {"fold": 1, "n_folds": 4})])
+def test_group_column_is_used_and_no_group_spans_two_splits(kind, options):
+    df = linked_corpus()
+    split = assign_split(df, kind, seed=5, **options)
+    assert group_leaks(df["group"], split).empty
+    assert set(split) == {"train", "val", "test"}
+    # Ignoring the groups (group=None) is what leaks: the check is not vacuous on this corpus.
+    assert not group_leaks(df["group"], assign_split(df, kind, seed=5, group=None, **options)).empty
+
+
+def test_speaker_blocks_link_speakers_through_shared_groups():
+    df = linked_corpus()
+    block = speaker_blocks(df, "speaker", "group")
+    assert block["s01"] == "s00" and block["s13"] == "s10" and block["s11"] == "s10" and block["s14"] == "s14"
+    assert block.nunique() == 9  # 10 pairs, two of them merged into one through "shared"
+    assert (speaker_blocks(df, "speaker", None).index == speaker_blocks(df, "speaker", None).to_numpy()).all()
+
+
+def test_group_leaks_names_the_group_and_its_splits():
+    groups = pd.Series(["a", "a", "b", "c", "c"])
+    split = pd.Series(["train", "test", "val", "val", "val"])
+    assert group_leaks(groups, split).to_dict() == {"a": ["test", "train"]}
+
+
+def test_sessions_as_groups_deal_whole_sessions():
+    df = corpus(speakers=10, sessions=5)
+    df["group"] = df["session"]  # IEMOCAP: the two actors of a session share its recordings
+    split = assign_split(df, "leave-speakers-out", seed=0, fold=0, n_folds=5)
+    assert df.assign(split=split).groupby("session")["split"].nunique().eq(1).all()
+    with pytest.raises(ValueError, match="5 blocks of speakers sharing a 'group' cannot fill 6"):
+        assign_split(df, "leave-speakers-out", fold=0, n_folds=6)
 
 
 # --- trials ------------------------------------------------------------------------------------

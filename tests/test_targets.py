@@ -10,7 +10,8 @@ import torch
 
 from distill.checkpoint import BEST
 from distill.data import Grid
-from distill.targets import TARGETS_FILE, TargetMismatchError, TargetStore, cache_identity, open_targets
+from distill.targets import (TARGETS_FILE, TRAIN_IDS, TargetMismatchError, TargetStore, cache_identity,
+                             open_targets)
 from distill.train import RunData, Trainer, run_training
 from extract.cache import open_cache
 from synthetic import make_lupi_cache, tiny_config
@@ -88,3 +89,51 @@ def test_matching_targets_open(setup):
     data = RunData.load(cfg, open_cache(cache))
     store = open_targets(root / "teacher", cache_identity(data.cache), data.grid, data.labels.names)
     assert set(store.fields) == {"enc", "agg", "logits"}
+
+
+# --- leakage guard: a student never holds out what the teacher trained on --------------------
+
+def test_teacher_records_its_training_set(setup):
+    root, cache, cfg = setup
+    data = RunData.load(cfg, open_cache(cache))
+    assert (root / "teacher" / TRAIN_IDS).read_text().splitlines() == sorted(data.utt_ids("train"))
+
+
+def test_student_refuses_a_teacher_trained_on_its_heldout_items(setup, tmp_path):
+    root, cache, _ = setup
+    # No such column: the student falls back to a seeded speaker-id split, whose val/test items
+    # include some the teacher trained on under the cache's own split.
+    cfg = tiny_config(cache, "student", data__setting="seq", data__split_column="nosuch", distill__method="embed",
+                      distill__teacher=str(root / "teacher"))
+    with pytest.raises(TargetMismatchError, match=r"\d+ of this run's val/test items were in the teacher's "
+                                                  r"training set \(e\.g\. 'c\d+_u\d+'\)"):
+        Trainer(cfg, tmp_path / "s", progress=False)
+
+
+def test_student_on_the_teachers_split_is_accepted_and_another_split_seed_refused(tmp_path):
+    cache = make_lupi_cache(tmp_path / "cache", n_classes=3, per_class=8, n_frames=40, with_split=False)
+    teacher = tmp_path / "teacher"
+    run_training(tiny_config(cache, "teacher", train__epochs=1, data__split_seed=3), teacher, progress=False)
+
+    def student(seed: int) -> Trainer:
+        cfg = tiny_config(cache, "student", distill__method="softlabel", distill__teacher=str(teacher),
+                          data__split_seed=seed)
+        return Trainer(cfg, tmp_path / f"s{seed}", progress=False)
+
+    assert student(3).teacher is not None
+    with pytest.raises(TargetMismatchError, match="val/test items were in the teacher's training set"):
+        student(4)
+
+
+def test_student_refuses_an_edited_or_missing_training_record(setup, tmp_path):
+    root, cache, _ = setup
+    teacher = tmp_path / "teacher"
+    shutil.copytree(root / "teacher", teacher)
+    cfg = tiny_config(cache, "student", data__setting="seq", distill__method="embed", distill__teacher=str(teacher))
+    ids = (teacher / TRAIN_IDS).read_text().split()
+    (teacher / TRAIN_IDS).write_text("".join(f"{u}\n" for u in ids[1:]))
+    with pytest.raises(TargetMismatchError, match="not the training set its targets.h5 was made with"):
+        Trainer(cfg, tmp_path / "s", progress=False)
+    (teacher / TRAIN_IDS).unlink()
+    with pytest.raises(TargetMismatchError, match="records no training set"):
+        Trainer(cfg, tmp_path / "s", progress=False)

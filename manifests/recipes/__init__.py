@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from manifests.recipes import cremad, generic, iemocap, ravdess, voxceleb  # noqa: F401 (registers)
 from manifests.recipes.base import (EMOTIONS, RECIPES, NotADatasetError, RecipeResult, RecipeSpec, SkipLog,
                                     get_recipe, register_recipe)
-from manifests.splits import assign_split
+from manifests.splits import GROUP, assign_split, group_leaks
 
 __all__ = ["EMOTIONS", "RECIPES", "NotADatasetError", "RecipeResult", "RecipeSpec", "SkipLog", "get_recipe",
            "register_recipe", "run_recipe"]
@@ -30,6 +31,7 @@ def run_recipe(name: str, root: Path | str, split: str | None = "dataset", seed:
     result = spec.fn(root, **options)
     kind = spec.default_split if split == "dataset" else split
     if split == "dataset" and "split" in result.manifest.columns:
+        _warn_group_leaks(name, result.manifest)
         return result
     if kind is None:
         if split != "dataset":
@@ -37,3 +39,15 @@ def run_recipe(name: str, root: Path | str, split: str | None = "dataset", seed:
         return result
     result.manifest["split"] = assign_split(result.manifest, kind, seed=seed, **(split_options or {}))
     return result
+
+
+def _warn_group_leaks(name: str, df) -> None:
+    """A dataset's own split is kept as published, but a recording on both sides is said out loud."""
+    if GROUP not in df.columns:
+        return
+    leaks = group_leaks(df[GROUP], df["split"])
+    if len(leaks):
+        warnings.warn(f"{name}: the dataset's own split puts {len(leaks)} {GROUP} value(s) (recordings) in two "
+                      f"splits, e.g. {leaks.index[0]!r} in {', '.join(leaks.iloc[0])}: held-out scores may be "
+                      f"optimistic; a split kind (--split speaker-id, speaker-disjoint, ...) keeps groups whole",
+                      stacklevel=3)

@@ -9,6 +9,8 @@ Each session has one female and one male actor. The dialog's letter (``Ses01F``)
 wearing the motion-capture markers, who sits in the left half of the frame; the utterance's
 last segment (``F000``) names the speaking actor. So the speaker is on the left when the two
 letters agree, on the right otherwise: the ``crop`` column tells the extractor which half to keep.
+The session is also the ``group``: its two actors share the recording, so any split kind keeps a
+session on one side (leave-speakers-out then deals sessions, not actors).
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def iemocap(root: Path | str, classes: str = "4", crop_speaker: bool = True) -> 
                     "speaker": f"Ses{dialog['session']}{gender}",
                     "emotion": labels[code], "start": start, "end": end,
                     "crop": ("left" if gender == dialog["marked"] else "right") if crop_speaker else "full",
-                    "session": session.name, "gender": "female" if gender == "F" else "male",
+                    "session": session.name, "group": session.name, "gender": "female" if gender == "F" else "male",
                     "valence": valence, "arousal": arousal, "dominance": dominance,
                     "dialog": ev.stem, "improvised": "_impro" in ev.stem,
                 })

@@ -1,7 +1,8 @@
 """VoxCeleb1 and VoxCeleb2, as published by the VGG group.
 
 Both name an utterance ``idXXXXX/<youtube-id>/<nnnnn>``; that path (without extension) is the
-utterance id here, because it is how the official split and trial files name utterances.
+utterance id here, because it is how the official split and trial files name utterances. The
+YouTube id is also written as ``group``, so a split kind never puts clips of one video on both sides.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from manifests.recipes.base import NotADatasetError, RecipeResult, SkipLog, finish, register_recipe, require_dir
+from manifests.splits import GROUP, speaker_disjoint_split
 from manifests.trials import read_trials
 
 SPEAKER_RE = re.compile(r"^id\d{5}$")
@@ -66,17 +68,26 @@ def _meta_file(root: Path, name: str) -> Path | None:
 
 
 @register_recipe("voxceleb2", default_split="speaker-disjoint")
-def voxceleb2(root: Path | str, media: str = "mp4") -> RecipeResult:
+def voxceleb2(root: Path | str, media: str = "mp4", val_speakers: float | str = 0.0) -> RecipeResult:
     """VoxCeleb2: ``{dev,test}/mp4/idXXXXX/<youtube-id>/<nnnnn>.mp4`` (or the ``aac/*.m4a`` audio tree).
 
     ``media='mp4'`` lists the audio-visual clips; ``'aac'`` the audio-only copies. The published
     dev/test partition (speaker-disjoint) becomes ``split`` train/test and is kept in ``subset``.
+    ``val_speakers`` (a fraction in [0, 1)) carves that share of the dev speakers out as a
+    speaker-disjoint ``val`` split (at least one speaker when > 0; seed 0, speakers sharing a
+    video move together): the open-set validation that verification model selection needs.
     Gender comes from ``vox2_meta.csv`` when it is at the root.
     """
     root = require_dir("voxceleb2", root)
     ext = {"mp4": "mp4", "aac": "m4a"}.get(media)
     if ext is None:
         raise ValueError(f"voxceleb2: media must be 'mp4' or 'aac', got {media!r}")
+    try:
+        val_share = float(val_speakers)
+    except (TypeError, ValueError):
+        val_share = -1.0
+    if not 0.0 <= val_share < 1.0:
+        raise ValueError(f"voxceleb2: val_speakers must be a fraction in [0, 1), got {val_speakers!r}")
     parts = [p for p in ("dev", "test") if (root / p / media).is_dir()]
     if not parts:
         raise NotADatasetError("voxceleb2", root, f"expected dev/{media}/idXXXXX/... and/or test/{media}/idXXXXX/...")
@@ -93,12 +104,18 @@ def voxceleb2(root: Path | str, media: str = "mp4") -> RecipeResult:
                 skipped.add(others[utt], f"no {media} partner (expected {part}/{media}/{utt}.{ext})")
         for utt, path in clips.items():
             spk, video, _ = utt.split("/")
-            row = {"utt_id": utt, "path": str(path), "speaker": spk, "video": video,
+            row = {"utt_id": utt, "path": str(path), "speaker": spk, "video": video, GROUP: video,
                    "subset": part, "split": "train" if part == "dev" else "test"}
             if gender:
                 row["gender"] = gender.get(spk, "")
             rows.append(row)
-    return finish("voxceleb2", root, rows, skipped)
+    result = finish("voxceleb2", root, rows, skipped)
+    dev = result.manifest["subset"] == "dev"
+    if val_share > 0 and dev.any():
+        carved = speaker_disjoint_split(result.manifest[dev], seed=0, ratios=(1.0 - val_share, val_share, 0.0),
+                                        group=GROUP)
+        result.manifest.loc[dev, "split"] = carved
+    return result
 
 
 def _wav_trees(root: Path) -> list[Path]:
@@ -154,7 +171,7 @@ def voxceleb1(root: Path | str) -> RecipeResult:
     rows = []
     for utt, path in clips.items():
         spk, video, _ = utt.split("/")
-        row = {"utt_id": utt, "path": str(path), "speaker": spk, "video": video}
+        row = {"utt_id": utt, "path": str(path), "speaker": spk, "video": video, GROUP: video}
         if gender:
             row["gender"] = gender.get(spk, "")
         if split:
