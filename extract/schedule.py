@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from extract.config import ExtractConfig
-from extract.decode import DecodeError, MediaInfo, probe
+from extract.decode import DecodeError, MediaInfo, check_readable, probe
 from extract.pipeline import ManifestItem
 
 #: Seconds of CPU, per second of media, that one item costs, relative to one face frame: decoding
@@ -31,6 +31,7 @@ FACE_FRAME_S = 0.04  # MTCNN + embedding on one 256² frame
 NATIVE_PIXEL_S = 2.5e-9  # decode + scale of one native pixel (h264 720p at 25 fps ≈ 0.06 s per media second)
 AUDIO_S = 0.005  # per media second
 UNKNOWN_DURATION_S = 10.0  # an item whose length cannot be told costs like a 10 s clip
+UNREADABLE_S = 0.01  # an item the probe cannot read fails in its worker as fast
 TASKS_PER_WORKER = 4  # per window: enough tasks that near-equal ones even out across workers
 WINDOW = 1024  # items probed and planned together
 
@@ -38,7 +39,7 @@ WINDOW = 1024  # items probed and planned together
 def estimate_cost(info: MediaInfo | None, cfg: ExtractConfig, start: float | None = None, end: float | None = None) -> float:
     """Estimated single-thread seconds to extract one item (only comparisons between items matter)."""
     if info is None:  # unreadable now: it will fail fast in its worker, but cost it as unknown
-        return UNKNOWN_DURATION_S * AUDIO_S
+        return UNREADABLE_S
     duration = info.duration if info.duration is not None else UNKNOWN_DURATION_S
     if end is not None:
         duration = min(duration, end)
@@ -56,6 +57,7 @@ def probe_items(items: Sequence[ManifestItem], threads: int | None = None) -> li
 
     def one(item: ManifestItem) -> ManifestItem:
         try:
+            check_readable(Path(item.path))  # ffmpeg describes a missing file as one without streams
             return replace(item, info=probe(Path(item.path)))
         except (DecodeError, OSError):
             return item
