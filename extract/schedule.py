@@ -72,14 +72,16 @@ def probe_items(items: Sequence[ManifestItem], threads: int | None = None) -> li
 def plan_tasks(costs: Sequence[float], workers: int, max_items: int) -> list[list[int]]:
     """Indices of ``costs`` packed into tasks of near-equal total cost, costliest task first.
 
-    ``max(ceil(n / max_items), TASKS_PER_WORKER × workers)`` tasks (never more than n); items go,
-    costliest first, to the cheapest task with room (longest-processing-time-first, capped at
-    ``max_items`` a task). Workers take tasks in that order, so the last ones to start are small.
+    ``max(ceil(n / max_items), TASKS_PER_WORKER × workers)`` tasks (never more than n; one worker
+    has nobody to balance against, so it gets full tasks: fewer shards); items go, costliest first,
+    to the cheapest task with room (longest-processing-time-first, capped at ``max_items`` a task).
+    Workers take tasks in that order, so the last ones to start are small.
     """
     n = len(costs)
     if n == 0:
         return []
-    n_tasks = min(n, max(math.ceil(n / max_items), TASKS_PER_WORKER * workers))
+    spread = TASKS_PER_WORKER * workers if workers > 1 else 1
+    n_tasks = min(n, max(math.ceil(n / max_items), spread))
     heap = [(0.0, t) for t in range(n_tasks)]  # (cost so far, task) among the tasks with room
     tasks: list[list[int]] = [[] for _ in range(n_tasks)]
     totals = [0.0] * n_tasks
