@@ -13,8 +13,10 @@ consumer writes the shard, so the commit contract is the same on both paths.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import queue
 import re
 import sys
 import threading
@@ -292,6 +294,72 @@ def _parallel(n_jobs: int) -> joblib.Parallel:
     return joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=1)
 
 
+class _SharedTasks:
+    """One task iterator for two consumers (the driver's thread and joblib's dispatcher)."""
+
+    def __init__(self, tasks: Iterable[list[ManifestItem]]) -> None:
+        self._tasks = iter(tasks)
+        self._lock = threading.Lock()
+        self.stopped = False
+
+    def __iter__(self) -> "_SharedTasks":
+        return self
+
+    def __next__(self) -> list[ManifestItem]:
+        with self._lock:
+            if self.stopped:
+                raise StopIteration
+            return next(self._tasks)
+
+
+def _driver_helps(
+    chunks: Iterable[list[ManifestItem]], n_jobs: int, run_chunk
+) -> Iterator[tuple[list[dict], list[Failure]]]:
+    """n_jobs workers = this process (a thread) + n_jobs - 1 pool processes, sharing one task list.
+
+    A pool worker spends seconds starting (imports, models, kernels) before its first item; the
+    driver has paid that already, so it works meanwhile instead of waiting. Results come back to
+    the calling thread, which alone commits them. On an error both stop taking tasks; what is in
+    flight finishes, and the error is raised here.
+    """
+    tasks = _SharedTasks(chunks)
+    out: queue.Queue = queue.Queue()
+
+    def relay(produce) -> None:
+        try:
+            for result in produce():
+                out.put((True, result))
+        except BaseException as err:  # handed to the calling thread, which raises it
+            tasks.stopped = True
+            out.put((False, err))
+        finally:
+            out.put((None, None))
+
+    here = lambda: (run_chunk(chunk) for chunk in tasks)  # noqa: E731
+    pool = lambda: joblib.Parallel(  # noqa: E731
+        n_jobs=n_jobs - 1, return_as="generator_unordered", batch_size=1, pre_dispatch="n_jobs"
+    )(joblib.delayed(run_chunk)(chunk) for chunk in tasks)
+    threads = [threading.Thread(target=relay, args=(fn,), daemon=True) for fn in (here, pool)]
+    for thread in threads:
+        thread.start()
+    running, error = len(threads), None
+    try:
+        while running:
+            ok, value = out.get()
+            if ok is None:
+                running -= 1
+            elif ok:
+                yield value
+            elif error is None:
+                error = value
+    finally:
+        tasks.stopped = True
+        for thread in threads:
+            thread.join()
+    if error is not None:
+        raise error
+
+
 def _chunks(todo: list[ManifestItem], cfg: ExtractConfig, options: RunOptions, n_jobs: int) -> Iterator[list[ManifestItem]]:
     if options.schedule == "cost":
         return cost_tasks(todo, cfg, n_jobs, options.shard_size)
@@ -404,15 +472,16 @@ def run_extraction(
             ) as bar:
                 threads = _threads_per_worker(options)
                 chunks = _chunks(todo, cfg, options, n_jobs)
+                run_chunk = functools.partial(
+                    extract_chunk, cfg=cfg, weights=weights, cache_dir=str(cache_dir), threads=threads,
+                    device=options.device, prefetch=options.prefetch,
+                )
                 if devices:
                     results = _shared_faces(chunks, cfg, weights, str(cache_dir), devices, n_jobs, threads, options.prefetch)
+                elif options.backend == "loky" and n_jobs > 1:
+                    results = _driver_helps(chunks, n_jobs, run_chunk)
                 else:
-                    results = _parallel(n_jobs)(
-                        joblib.delayed(extract_chunk)(
-                            chunk, cfg, weights, str(cache_dir), threads, options.device, options.prefetch
-                        )
-                        for chunk in chunks
-                    )
+                    results = _parallel(n_jobs)(joblib.delayed(run_chunk)(chunk) for chunk in chunks)
                 for rows, failures in results:
                     commit_rows(cache_dir, rows)
                     summary.extracted += len(rows)
