@@ -79,3 +79,37 @@ def test_shared_consumer_stores_what_the_worker_path_stores(clips, tmp_path):
         np.testing.assert_allclose(x["face"], y["face"], atol=2e-3)  # float16 storage of batched vs per-item sums
     failures = pd.read_csv(shared.cache_dir / "failures.csv")
     assert failures.to_dict("records") == [{"utt_id": "gone", "path": str(tmp_path / "gone.mp4"), "stage": "input", "reason": "file not found"}]
+
+
+def _chunk_pid(chunk: list[int]) -> tuple[list[int], int]:
+    import os
+
+    if chunk == [-1]:
+        raise OSError("disk full")
+    return chunk, os.getpid()
+
+
+def test_the_driver_works_beside_the_pool_and_each_task_runs_once():
+    import os
+
+    from extract.run import _driver_helps
+
+    chunks = [[i] for i in range(40)]
+    results = list(_driver_helps(iter(chunks), 2, _chunk_pid))
+    assert sorted(c for c, _ in results) == chunks
+    pids = {pid for _, pid in results}
+    assert os.getpid() in pids  # the driver took tasks while the pool process started
+
+
+def test_an_error_in_any_worker_stops_the_run_and_is_raised():
+    from extract.run import _driver_helps
+
+    taken = []
+    def tasks():
+        for i in range(1000):
+            taken.append(i)
+            yield [-1] if i == 3 else [i]
+
+    with pytest.raises(OSError, match="disk full"):
+        list(_driver_helps(tasks(), 2, _chunk_pid))
+    assert len(taken) < 1000  # nobody took new tasks after the error
