@@ -380,7 +380,7 @@ def _consumer_devices(options: RunOptions) -> list[str]:
     if not local and options.face_models != "shared":
         return []  # remote workers resolve `auto` on their own hardware
     device = resolve_device(options.device)
-    if options.device == "auto" and device == "cpu" and options.face_models != "worker":
+    if options.device == "auto" and device == "cpu" and options.face_models == "auto":
         print("extract: --device auto: no CUDA device here, face models run on CPU in every worker", file=sys.stderr)
     shared = options.face_models == "shared" or (options.face_models == "auto" and device.startswith("cuda"))
     if not shared:
