@@ -24,12 +24,14 @@ from extract.config import ExtractConfig
 from extract.decode import DecodeError, MediaInfo, check_readable, probe
 from extract.pipeline import ManifestItem
 
-#: Seconds of CPU, per second of media, that one item costs, relative to one face frame: decoding
-#: a native pixel at its native frame rate, and the audio path (decode + log-mel). Rough
-#: single-thread figures from benchmarks/bench_extract.py; only their ratios matter.
-FACE_FRAME_S = 0.04  # MTCNN + embedding on one 256² frame
-NATIVE_PIXEL_S = 2.5e-9  # decode + scale of one native pixel (h264 720p at 25 fps ≈ 0.06 s per media second)
+#: Single-thread CPU seconds that an item costs (rough figures measured on the bench_extract
+#: corpus on a busy 2-core machine; only their ratios matter): the face models per sampled frame,
+#: decoding a native pixel at its native frame rate, the audio path per media second, and a fixed
+#: part per item (three ffmpeg processes: probe, audio, video; the shard's share of a write).
+FACE_FRAME_S = 0.08  # MTCNN + InceptionResnetV1 on one 256² frame
+NATIVE_PIXEL_S = 5e-10  # decode + scale of one native pixel (h264 720p at 25 fps ≈ 0.01 s per media second)
 AUDIO_S = 0.005  # per media second
+ITEM_S = 0.3  # per item, whatever its length
 UNKNOWN_DURATION_S = 10.0  # an item whose length cannot be told costs like a 10 s clip
 UNREADABLE_S = 0.01  # an item the probe cannot read fails in its worker as fast
 TASKS_PER_WORKER = 4  # per window: enough tasks that near-equal ones even out across workers
@@ -38,7 +40,7 @@ WINDOW = 1024  # items probed and planned together
 
 def estimate_cost(info: MediaInfo | None, cfg: ExtractConfig, start: float | None = None, end: float | None = None) -> float:
     """Estimated single-thread seconds to extract one item (only comparisons between items matter)."""
-    if info is None:  # unreadable now: it will fail fast in its worker, but cost it as unknown
+    if info is None:  # unreadable now: it fails fast in its worker
         return UNREADABLE_S
     duration = info.duration if info.duration is not None else UNKNOWN_DURATION_S
     if end is not None:
@@ -48,7 +50,7 @@ def estimate_cost(info: MediaInfo | None, cfg: ExtractConfig, start: float | Non
     if info.has_video:
         frame_cost = FACE_FRAME_S * (cfg.frame_size / 256) ** 2
         per_second += cfg.fps * frame_cost + NATIVE_PIXEL_S * info.pixels * (info.frame_rate or 25.0)
-    return duration * per_second
+    return ITEM_S + duration * per_second
 
 
 def probe_items(items: Sequence[ManifestItem], threads: int | None = None) -> list[ManifestItem]:
