@@ -289,9 +289,9 @@ def _backend(options: RunOptions) -> Iterator[int]:
         yield max(1, len(client.scheduler_info().get("workers", {})))
 
 
-def _parallel(n_jobs: int) -> joblib.Parallel:
+def _parallel(n_jobs: int, pre_dispatch: str = "2 * n_jobs") -> joblib.Parallel:
     # batch_size=1: joblib's auto-batching would glue the planned tasks back together.
-    return joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=1)
+    return joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=1, pre_dispatch=pre_dispatch)
 
 
 class _SharedTasks:
@@ -336,9 +336,8 @@ def _driver_helps(
             out.put((None, None))
 
     here = lambda: (run_chunk(chunk) for chunk in tasks)  # noqa: E731
-    pool = lambda: joblib.Parallel(  # noqa: E731
-        n_jobs=n_jobs - 1, return_as="generator_unordered", batch_size=1, pre_dispatch="n_jobs"
-    )(joblib.delayed(run_chunk)(chunk) for chunk in tasks)
+    # pre_dispatch n_jobs: the pool holds no queue of tasks the driver's thread could have taken.
+    pool = lambda: _parallel(n_jobs - 1, pre_dispatch="n_jobs")(joblib.delayed(run_chunk)(c) for c in tasks)  # noqa: E731
     threads = [threading.Thread(target=relay, args=(fn,), daemon=True) for fn in (here, pool)]
     for thread in threads:
         thread.start()

@@ -8,7 +8,7 @@ import pytest
 
 from extract import open_cache
 from extract.config import ExtractConfig
-from extract.faces import FaceEmbedder, resolve_face_weights
+from extract.faces import resolve_face_weights
 from extract.pipeline import ItemExtractor, Loaded, ManifestItem, embed_many, load_item
 from extract.run import RunOptions, run_extraction
 from tests.conftest import write_manifest
