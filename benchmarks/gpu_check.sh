@@ -48,7 +48,7 @@ echo "[2/3] extract run on $DEVICE ($WORKERS decode workers, face batch $FACE_BA
 CACHE=$(tail -n 1 "$WORK/extract.log" | awk '{print $NF}')
 
 echo "[3/3] teacher and student, $EPOCHS epochs each, $DEVICE + AMP"
-TRAIN=(--epochs "$EPOCHS" --set train.device="$DEVICE" --set train.amp=on --set data.num_workers=4 --quiet)
+TRAIN=(--epochs "$EPOCHS" --set train.device="$DEVICE" --set 'train.amp="on"' --set data.num_workers=4 --quiet)
 "$PY" -m distill teacher --cache "$CACHE" --task speaker --setting nonseq --out "$WORK/teacher" "${TRAIN[@]}"
 "$PY" -m distill student --cache "$CACHE" --teacher "$WORK/teacher" --method embed --out "$WORK/student" "${TRAIN[@]}"
 
