@@ -10,7 +10,7 @@ from extract.cache import CacheBusyError, CacheError
 from extract.compact import DEFAULT_TARGET_MB
 from extract.config import ExtractConfig
 from extract.faces import FaceWeightsError
-from extract.run import BACKENDS, ManifestError, RunOptions, StorageError, run_extraction
+from extract.run import BACKENDS, FACE_MODELS, SCHEDULES, ManifestError, RunOptions, StorageError, run_extraction
 
 #: Exit codes, so scripts can tell "some items failed" from "could not run at all".
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_BUSY, EXIT_STORAGE = 0, 1, 2, 3, 4
@@ -42,12 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, help="parallel worker processes (dask: local cluster size)")
     run.add_argument("--backend", choices=BACKENDS, default="loky", help="joblib backend")
     run.add_argument("--scheduler", help="dask scheduler address (tcp://HOST:PORT); default: a LocalCluster")
-    run.add_argument("--shard-size", type=int, default=RunOptions.shard_size, help="items per shard and per task")
+    run.add_argument("--shard-size", type=int, default=RunOptions.shard_size, help="most items per shard and per task")
+    run.add_argument(
+        "--schedule", choices=SCHEDULES, default=RunOptions.schedule,
+        help="cost: tasks of near-equal estimated cost (duration × pixels, probed); count: --shard-size items a task",
+    )
     run.add_argument(
         "--threads", type=int, default=None, help="torch threads per worker; None: cores // workers, or 1 on a remote dask cluster"
     )
     run.add_argument(
         "--device", default=RunOptions.device, help="face models on auto (CUDA if present) | cpu | cuda[:K]; not hashed"
+    )
+    run.add_argument(
+        "--face-models", choices=FACE_MODELS, default=RunOptions.face_models,
+        help="worker: every worker runs its own face models; shared: workers only decode, one consumer "
+        "per device runs the faces in large batches (the GPU path); auto: shared on CUDA, else worker",
     )
     run.add_argument("--strict", action="store_true", help="exit non-zero if any item failed")
     run.add_argument("--repair", action="store_true", help="re-extract the items `extract verify` finds corrupt")
@@ -117,6 +126,8 @@ def _run(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         threads=args.threads,
         device=args.device,
+        face_models=args.face_models,
+        schedule=args.schedule,
         repair=args.repair,
         progress=not args.no_progress,
     )

@@ -39,6 +39,13 @@ class MediaInfo:
     has_audio: bool
     has_video: bool
     duration: float | None  # seconds the container declares; None when it does not say
+    width: int = 0  # native size of the first video stream; 0 when there is none or it is not stated
+    height: int = 0
+    frame_rate: float = 0.0  # native frames per second; 0 when not stated
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
 
 
 @dataclass
@@ -76,6 +83,8 @@ def check_readable(path: Path) -> None:
         raise DecodeError("input", "empty file (0 bytes)")
 
 
+_SIZE = re.compile(r", (\d{2,5})x(\d{2,5})[ ,\[]")
+_RATE = re.compile(r", (\d+(?:\.\d+)?) (?:fps|tbr)")
 _DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)|DURATION\s*:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
 
 
@@ -91,11 +100,20 @@ def probe(path: Path) -> MediaInfo:
     streams = [ln for ln in err.splitlines() if ln.strip().startswith("Stream #")]
     has_audio = any(": Audio:" in ln for ln in streams)
     # Cover art in audio files shows up as a video stream; it is not video.
-    has_video = any(": Video:" in ln and "attached pic" not in ln for ln in streams)
+    video = [ln for ln in streams if ": Video:" in ln and "attached pic" not in ln]
     durations = [
         int(m[0] or m[3]) * 3600 + int(m[1] or m[4]) * 60 + float(m[2] or m[5]) for m in _DURATION.findall(err)
     ]
-    return MediaInfo(has_audio, has_video, max(durations) if durations else None)
+    size = _SIZE.search(video[0]) if video else None
+    rate = _RATE.search(video[0]) if video else None
+    return MediaInfo(
+        has_audio,
+        bool(video),
+        max(durations) if durations else None,
+        int(size[1]) if size else 0,
+        int(size[2]) if size else 0,
+        float(rate[1]) if rate else 0.0,
+    )
 
 
 def _input(path: Path, start: float | None, end: float | None):
@@ -164,13 +182,19 @@ def decode(
     crop: str = "full",
     start: float | None = None,
     end: float | None = None,
+    info: MediaInfo | None = None,
 ) -> Decoded:
-    """Audio and (if present) frames of one item, or a :class:`DecodeError` saying why not."""
+    """Audio and (if present) frames of one item, or a :class:`DecodeError` saying why not.
+
+    ``info``: the file's :func:`probe`, when the caller already has it (the run's scheduler probes
+    every item to cost it, and hands the result on so no file is probed twice).
+    """
     path = Path(path)
     if start is not None and end is not None and end <= start:
         raise DecodeError("input", f"end ({end}) must be after start ({start})")
     check_readable(path)
-    info = probe(path)
+    if info is None:
+        info = probe(path)
     if not info.has_audio:
         raise DecodeError("audio", "no audio stream")
     audio = decode_audio(path, sample_rate, start, end)

@@ -145,7 +145,9 @@ class FaceEmbedder(nn.Module):
             thresholds=list(cfg.face_thresholds),
             device=self.device,
         )
-        self.embedder = weights.build(cfg.face_seed).to(self.device)
+        # channels_last: oneDNN's faster convolution layout on CPU (~20% here), and the tensor-core
+        # one on GPU; the embeddings differ from the default layout by ~1e-7 (float rounding).
+        self.embedder = weights.build(cfg.face_seed).to(self.device, memory_format=torch.channels_last)
         self.eval()
 
     def _largest_boxes(self, frames: torch.Tensor) -> list[np.ndarray | None]:
@@ -184,7 +186,10 @@ class FaceEmbedder(nn.Module):
         crops, found = self.crops(frames)
         emb = np.zeros((len(frames), FACE_DIM), dtype=np.float32)
         if len(crops):
-            batches = (crops[lo : lo + self.batch].to(self.device) for lo in range(0, len(crops), self.batch))
+            batches = (
+                crops[lo : lo + self.batch].to(self.device, memory_format=torch.channels_last)
+                for lo in range(0, len(crops), self.batch)
+            )
             emb[found] = torch.cat([self.embedder(b).cpu() for b in batches]).numpy()
         return emb, found
 

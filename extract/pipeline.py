@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from extract.cache import ItemFeatures
 from extract.config import ExtractConfig
-from extract.decode import DecodeError, decode
+from extract.decode import Decoded, DecodeError, MediaInfo, decode
 from extract.faces import FaceEmbedder, FaceWeights
 from extract.fbank import LogMel
 
@@ -22,6 +23,7 @@ class ManifestItem:
     end: float | None = None
     crop: str = "full"
     labels: dict[str, Any] = field(default_factory=dict)  # carried through, including the manifest's `path`
+    info: MediaInfo | None = None  # the scheduler's probe of the file, reused by decode; None: probe there
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,85 @@ class Failure:
         return asdict(self)
 
 
+@dataclass
+class Loaded:
+    """An item decoded and turned into log-mels: everything but the faces (the CPU half)."""
+
+    item: ManifestItem
+    media: Decoded
+    fbank: np.ndarray
+    duration: float  # seconds of decoded audio
+
+
+def load_item(item: ManifestItem, cfg: ExtractConfig, logmel: LogMel) -> Loaded | Failure:
+    """decode → log-mel, or the :class:`Failure` saying at which stage and why."""
+    try:
+        media = decode(item.path, cfg.sample_rate, cfg.fps, cfg.frame_size, item.crop, item.start, item.end, item.info)
+        if len(media.audio) < cfg.win_samples:
+            raise DecodeError(
+                "fbank",
+                f"audio is {len(media.audio) / cfg.sample_rate * 1000:.1f} ms, shorter than the "
+                f"{cfg.win_ms:g} ms feature window",
+            )
+        fbank = logmel(media.audio)
+        if not np.isfinite(fbank).all():
+            raise DecodeError("fbank", "log-mel has non-finite values")
+    except DecodeError as err:
+        return Failure(item.utt_id, item.path, err.stage, err.reason)
+    return Loaded(item, media, fbank, len(media.audio) / cfg.sample_rate)
+
+
+def load_items(items: Iterable[ManifestItem], cfg: ExtractConfig, logmel: LogMel, prefetch: bool = True) -> Iterator[Loaded | Failure]:
+    """:func:`load_item` over ``items`` in order; with ``prefetch`` the next item decodes in a
+    thread while the caller runs the face models on this one (ffmpeg runs in its own process, so
+    the decode overlaps the models instead of waiting its turn)."""
+    if not prefetch:
+        yield from (load_item(item, cfg, logmel) for item in items)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="decode") as pool:
+        pending = None
+        for item in items:
+            ahead = pool.submit(load_item, item, cfg, logmel)
+            if pending is not None:
+                yield pending.result()
+            pending = ahead
+        if pending is not None:
+            yield pending.result()
+
+
+def finish(loaded: Loaded, face: np.ndarray, found: np.ndarray) -> ItemFeatures:
+    """A loaded item and its faces → the record a shard stores."""
+    media = loaded.media
+    return ItemFeatures(
+        utt_id=loaded.item.utt_id,
+        fbank=loaded.fbank,
+        face=face,
+        face_found=found,
+        frame_times=media.frame_times,
+        has_video=media.has_video,
+        duration=loaded.duration,
+        labels=dict(loaded.item.labels),
+    )
+
+
+def embed_many(faces: FaceEmbedder, batch: list[Loaded]) -> list[ItemFeatures | Failure]:
+    """Faces of several loaded items in one pass (large batches for a GPU), split back per item.
+
+    A model error fails every item of the pass: the items are retried one by one so only the
+    one that breaks the models is lost.
+    """
+    if not batch:
+        return []
+    try:
+        face, found = faces(np.concatenate([x.media.frames for x in batch]))
+    except Exception as err:  # a model error on one item must not end a million-item run
+        if len(batch) == 1:
+            return [Failure(batch[0].item.utt_id, batch[0].item.path, "faces", f"{type(err).__name__}: {err}")]
+        return [out for x in batch for out in embed_many(faces, [x])]
+    bounds = np.cumsum([0, *(len(x.media.frames) for x in batch)])
+    return [finish(x, face[lo:hi], found[lo:hi]) for x, lo, hi in zip(batch, bounds[:-1], bounds[1:])]
+
+
 class ItemExtractor:
     """decode → log-mel → faces, with the models built once per worker process."""
 
@@ -44,34 +125,20 @@ class ItemExtractor:
         self.faces = FaceEmbedder(cfg, weights, device)
 
     def __call__(self, item: ManifestItem) -> ItemFeatures | Failure:
-        cfg = self.cfg
-        try:
-            media = decode(item.path, cfg.sample_rate, cfg.fps, cfg.frame_size, item.crop, item.start, item.end)
-            if len(media.audio) < cfg.win_samples:
-                raise DecodeError(
-                    "fbank",
-                    f"audio is {len(media.audio) / cfg.sample_rate * 1000:.1f} ms, shorter than the "
-                    f"{cfg.win_ms:g} ms feature window",
-                )
-            fbank = self.logmel(media.audio)
-            if not np.isfinite(fbank).all():
-                raise DecodeError("fbank", "log-mel has non-finite values")
-        except DecodeError as err:
-            return Failure(item.utt_id, item.path, err.stage, err.reason)
-        try:
-            face, found = self.faces(media.frames)
-        except Exception as err:  # a model error on one item must not end a million-item run
-            return Failure(item.utt_id, item.path, "faces", f"{type(err).__name__}: {err}")
-        return ItemFeatures(
-            utt_id=item.utt_id,
-            fbank=fbank,
-            face=face,
-            face_found=found,
-            frame_times=media.frame_times,
-            has_video=media.has_video,
-            duration=len(media.audio) / cfg.sample_rate,
-            labels=dict(item.labels),
-        )
+        return next(self.extract([item], prefetch=False))
+
+    def extract(self, items: Iterable[ManifestItem], prefetch: bool = True) -> Iterator[ItemFeatures | Failure]:
+        """Items in order, each decoded while the models run on the one before (``prefetch``)."""
+        for loaded in load_items(items, self.cfg, self.logmel, prefetch):
+            if isinstance(loaded, Failure):
+                yield loaded
+                continue
+            try:
+                face, found = self.faces(loaded.media.frames)
+            except Exception as err:  # a model error on one item must not end a million-item run
+                yield Failure(loaded.item.utt_id, loaded.item.path, "faces", f"{type(err).__name__}: {err}")
+                continue
+            yield finish(loaded, face, found)
 
 
 def manifest_items(table, root: Path) -> list[ManifestItem]:

@@ -4,18 +4,27 @@ The driver is the only process that touches the index: workers extract a chunk o
 shard of their own (:class:`ShardWriter`) and return its rows; the driver commits them
 (:func:`commit_rows`) as chunks finish. A killed run therefore leaves, at worst, an orphan shard and
 a torn index line, both of which the next run discards before it skips what the index holds.
+
+Chunks (tasks) are dealt by estimated cost (:mod:`extract.schedule`). Face models run either in
+every worker (the CPU path) or, with ``face_models="shared"`` (the default on CUDA), in one
+consumer per device in the driver, fed decoded items by the workers in large batches; the
+consumer writes the shard, so the commit contract is the same on both paths.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import queue
 import re
 import sys
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import joblib
 import pandas as pd
@@ -34,12 +43,16 @@ from extract.cache import (
 )
 from extract.config import ExtractConfig
 from extract.decode import CROPS
-from extract.faces import FaceWeights, resolve_device, resolve_face_weights
-from extract.pipeline import Failure, ItemExtractor, ManifestItem, manifest_items
+from extract.faces import FaceEmbedder, FaceWeights, resolve_device, resolve_face_weights
+from extract.fbank import LogMel
+from extract.pipeline import Failure, ItemExtractor, Loaded, ManifestItem, embed_many, load_items, manifest_items
+from extract.schedule import cost_tasks
 from manifests.io import REQUIRED, ManifestError, read_manifest
 
 FAILURES_FILE = "failures.csv"
 BACKENDS = ("loky", "dask")
+FACE_MODELS = ("auto", "worker", "shared")
+SCHEDULES = ("cost", "count")
 
 
 class StorageError(OSError):
@@ -88,6 +101,9 @@ def load_manifest(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
 # --------------------------------------------------------------------------- worker side
 
 _EXTRACTORS: dict[tuple[ExtractConfig, str, str], ItemExtractor] = {}
+_LOGMELS: dict[ExtractConfig, LogMel] = {}
+_EMBEDDERS: dict[tuple[ExtractConfig, str, str], FaceEmbedder] = {}
+_BUILD = threading.Lock()  # the shared path's consumer threads build their models concurrently
 
 
 def _extractor(cfg: ExtractConfig, weights: FaceWeights, device: str) -> ItemExtractor:
@@ -96,6 +112,21 @@ def _extractor(cfg: ExtractConfig, weights: FaceWeights, device: str) -> ItemExt
     if key not in _EXTRACTORS:
         _EXTRACTORS[key] = ItemExtractor(cfg, weights, device)
     return _EXTRACTORS[key]
+
+
+def _logmel(cfg: ExtractConfig) -> LogMel:
+    if cfg not in _LOGMELS:
+        _LOGMELS[cfg] = LogMel(cfg)
+    return _LOGMELS[cfg]
+
+
+def _embedder(cfg: ExtractConfig, weights: FaceWeights, device: str) -> FaceEmbedder:
+    """One face model per device in the driver, for the shared path's consumers."""
+    key = (cfg, weights.identity, device)
+    with _BUILD:
+        if key not in _EMBEDDERS:
+            _EMBEDDERS[key] = FaceEmbedder(cfg, weights, device)
+    return _EMBEDDERS[key]
 
 
 def _threads_per_worker(options: "RunOptions") -> int:
@@ -119,16 +150,37 @@ def extract_chunk(
     cache_dir: str,
     threads: int = 1,
     device: str = "cpu",
+    prefetch: bool = True,
 ) -> tuple[list[dict], list[Failure]]:
     """Extract items into one new shard; return its index rows (uncommitted) and the failures."""
     import torch
 
     torch.set_num_threads(threads)
     extractor = _extractor(cfg, weights, device)
+    return _write_shard(extractor.extract(items, prefetch), cfg, cache_dir)
+
+
+def decode_chunk(items: Sequence[ManifestItem], cfg: ExtractConfig, prefetch: bool = True) -> list[Loaded | Failure]:
+    """The shared path's worker half: decode + log-mel, faces left to the device's consumer."""
+    import torch
+
+    torch.set_num_threads(1)  # the log-mel is light; the cores are for ffmpeg and the consumer
+    return list(load_items(items, cfg, _logmel(cfg), prefetch))
+
+
+def consume_chunk(
+    loaded: list[Loaded | Failure], cfg: ExtractConfig, weights: FaceWeights, cache_dir: str, device: str
+) -> tuple[list[dict], list[Failure]]:
+    """The shared path's device half: faces of a whole decoded chunk in large batches, then its shard."""
+    faces = _embedder(cfg, weights, device)
+    ready = [x for x in loaded if isinstance(x, Loaded)]
+    return _write_shard([*embed_many(faces, ready), *(x for x in loaded if isinstance(x, Failure))], cfg, cache_dir)
+
+
+def _write_shard(results: Iterable[ItemFeatures | Failure], cfg: ExtractConfig, cache_dir: str) -> tuple[list[dict], list[Failure]]:
     failures: list[Failure] = []
     with ShardWriter(cache_dir, dtype=cfg.dtype) as writer:
-        for item in items:
-            result = extractor(item)
+        for result in results:
             if isinstance(result, ItemFeatures):
                 writer.add(result)
             else:
@@ -165,6 +217,9 @@ class RunOptions:
     shard_size: int = 16  # items per shard (= per task): small enough to lose little to a kill
     threads: int | None = None  # torch threads per worker; None: see _threads_per_worker
     device: str = "auto"  # face models on: auto (cuda if the worker has it) | cpu | cuda[:k]; not hashed
+    face_models: str = "auto"  # worker: each worker runs its own | shared: one consumer per device | auto: shared on CUDA
+    schedule: str = "cost"  # cost: tasks of near-equal estimated cost | count: shard_size items a task, in order
+    prefetch: bool = True  # decode the next item while the face models run on this one
     repair: bool = False
     progress: bool = True
 
@@ -235,6 +290,152 @@ def _backend(options: RunOptions) -> Iterator[int]:
         yield max(1, len(client.scheduler_info().get("workers", {})))
 
 
+def _parallel(n_jobs: int, pre_dispatch: str = "2 * n_jobs") -> joblib.Parallel:
+    # batch_size=1: joblib's auto-batching would glue the planned tasks back together.
+    return joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=1, pre_dispatch=pre_dispatch)
+
+
+class _SharedTasks:
+    """One task iterator for two consumers (the driver's thread and joblib's dispatcher)."""
+
+    def __init__(self, tasks: Iterable[list[ManifestItem]]) -> None:
+        self._tasks = iter(tasks)
+        self._lock = threading.Lock()
+        self.stopped = False
+
+    def __iter__(self) -> "_SharedTasks":
+        return self
+
+    def __next__(self) -> list[ManifestItem]:
+        with self._lock:
+            if self.stopped:
+                raise StopIteration
+            return next(self._tasks)
+
+
+def _driver_helps(
+    chunks: Iterable[list[ManifestItem]], n_jobs: int, run_chunk
+) -> Iterator[tuple[list[dict], list[Failure]]]:
+    """n_jobs workers = this process (a thread) + n_jobs - 1 pool processes, sharing one task list.
+
+    A pool worker spends seconds starting (imports, models, kernels) before its first item; the
+    driver has paid that already, so it works meanwhile instead of waiting. Results come back to
+    the calling thread, which alone commits them. On an error both stop taking tasks; what is in
+    flight finishes, and the error is raised here.
+    """
+    tasks = _SharedTasks(chunks)
+    out: queue.Queue = queue.Queue()
+
+    def relay(produce) -> None:
+        try:
+            for result in produce():
+                out.put((True, result))
+        except BaseException as err:  # handed to the calling thread, which raises it
+            tasks.stopped = True
+            out.put((False, err))
+        finally:
+            out.put((None, None))
+
+    here = lambda: (run_chunk(chunk) for chunk in tasks)  # noqa: E731
+    # pre_dispatch n_jobs: the pool holds no queue of tasks the driver's thread could have taken.
+    pool = lambda: _parallel(n_jobs - 1, pre_dispatch="n_jobs")(joblib.delayed(run_chunk)(c) for c in tasks)  # noqa: E731
+    threads = [threading.Thread(target=relay, args=(fn,), daemon=True) for fn in (here, pool)]
+    for thread in threads:
+        thread.start()
+    running, error = len(threads), None
+    try:
+        while running:
+            ok, value = out.get()
+            if ok is None:
+                running -= 1
+            elif ok:
+                yield value
+            elif error is None:
+                error = value
+    finally:
+        tasks.stopped = True
+        for thread in threads:
+            thread.join()
+    if error is not None:
+        raise error
+
+
+def _chunks(todo: list[ManifestItem], cfg: ExtractConfig, options: RunOptions, n_jobs: int) -> Iterator[list[ManifestItem]]:
+    if options.schedule == "cost":
+        return cost_tasks(todo, cfg, n_jobs, options.shard_size)
+    if options.schedule == "count":
+        return (todo[i : i + options.shard_size] for i in range(0, len(todo), options.shard_size))
+    raise ValueError(f"schedule must be one of {SCHEDULES}, got {options.schedule!r}")
+
+
+def _consumer_devices(options: RunOptions) -> list[str]:
+    """The devices of the shared path's consumers, or [] for the per-worker path.
+
+    Local workers see this machine's devices, so the device is checked now (an explicit ``cuda``
+    without CUDA is a usage error). ``auto`` without CUDA falls back to the CPU path and says so.
+    """
+    if options.face_models not in FACE_MODELS:
+        raise ValueError(f"face_models must be one of {FACE_MODELS}, got {options.face_models!r}")
+    local = options.backend == "loky" or not options.scheduler
+    if not local and options.face_models != "shared":
+        return []  # remote workers resolve `auto` on their own hardware
+    device = resolve_device(options.device)
+    if options.device == "auto" and device == "cpu" and options.face_models == "auto":
+        print("extract: --device auto: no CUDA device here, face models run on CPU in every worker", file=sys.stderr)
+    shared = options.face_models == "shared" or (options.face_models == "auto" and device.startswith("cuda"))
+    if not shared:
+        return []
+    if device == "cuda":
+        import torch
+
+        return [f"cuda:{k}" for k in range(torch.cuda.device_count())]
+    return [device]
+
+
+def _shared_faces(
+    chunks: Iterable[list[ManifestItem]],
+    cfg: ExtractConfig,
+    weights: FaceWeights,
+    cache_dir: str,
+    devices: list[str],
+    n_jobs: int,
+    threads: int,
+    prefetch: bool,
+) -> Iterator[tuple[list[dict], list[Failure]]]:
+    """Workers decode; one consumer thread per device runs the faces and writes the shard.
+
+    At most two decoded chunks per device wait for a consumer, so a slow device holds back the
+    main thread rather than filling memory with frames.
+    """
+    import torch
+
+    if any(d == "cpu" for d in devices):
+        torch.set_num_threads(threads)
+    free = list(reversed(devices))
+    lock = threading.Lock()
+
+    def consume(loaded: list[Loaded | Failure]) -> tuple[list[dict], list[Failure]]:
+        with lock:
+            device = free.pop()
+        try:
+            return consume_chunk(loaded, cfg, weights, cache_dir, device)
+        finally:
+            with lock:
+                free.append(device)
+
+    decoded = _parallel(n_jobs)(joblib.delayed(decode_chunk)(chunk, cfg, prefetch) for chunk in chunks)
+    pending: set[Future] = set()
+    with ThreadPoolExecutor(len(devices), thread_name_prefix="faces") as pool:
+        for loaded in decoded:
+            while len(pending) >= 2 * len(devices):
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (f.result() for f in done)
+            pending.add(pool.submit(consume, loaded))
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield from (f.result() for f in done)
+
+
 def run_extraction(
     manifest: str | os.PathLike,
     cache_root: str | os.PathLike,
@@ -246,8 +447,7 @@ def run_extraction(
     table, root = load_manifest(manifest)
     items = manifest_items(table, root)
     weights = resolve_face_weights(cfg.face_weights, cfg.face_seed)  # fails here, before any work
-    if options.backend == "loky":
-        resolve_device(options.device)  # local workers see this machine's devices: check them now
+    devices = _consumer_devices(options)  # fails here (bad device) before any work
     cache_dir = Path(cache_root).resolve() / cfg.hash(weights.identity)
     summary = RunSummary(cache_dir, total=len(items))
 
@@ -265,18 +465,24 @@ def run_extraction(
                 print(f"extract: cannot repair {utt!r}: it is not in this manifest", file=sys.stderr)
         todo = [it for it in items if it.utt_id not in done or it.utt_id in redo]
         summary.skipped = len(items) - len(todo)
-        chunks = [todo[i : i + options.shard_size] for i in range(0, len(todo), options.shard_size)]
 
-        if chunks:
+        if todo:
             with _backend(options) as n_jobs, tqdm(
                 total=len(todo), unit="item", desc="extract", disable=not options.progress, smoothing=0.1
             ) as bar:
                 threads = _threads_per_worker(options)
-                tasks = (
-                    joblib.delayed(extract_chunk)(chunk, cfg, weights, str(cache_dir), threads, options.device)
-                    for chunk in chunks
+                chunks = _chunks(todo, cfg, options, n_jobs)
+                run_chunk = functools.partial(
+                    extract_chunk, cfg=cfg, weights=weights, cache_dir=str(cache_dir), threads=threads,
+                    device=options.device, prefetch=options.prefetch,
                 )
-                for rows, failures in joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks):
+                if devices:
+                    results = _shared_faces(chunks, cfg, weights, str(cache_dir), devices, n_jobs, threads, options.prefetch)
+                elif options.backend == "loky" and n_jobs > 1:
+                    results = _driver_helps(chunks, n_jobs, run_chunk)
+                else:
+                    results = _parallel(n_jobs)(joblib.delayed(run_chunk)(chunk) for chunk in chunks)
+                for rows, failures in results:
                     commit_rows(cache_dir, rows)
                     summary.extracted += len(rows)
                     summary.repaired += sum(row["utt_id"] in redo for row in rows)

@@ -201,6 +201,9 @@ def test_device_is_checked_before_work_and_not_hashed(tmp_path, clips, capsys, e
         assert not (tmp_path / "c").exists()
     assert main([*args, "--device", "cpu"]) == EXIT_OK
     assert capsys.readouterr().out.split()[-1].endswith(extracted[0].cache_dir.name)  # same id as auto
+    if not __import__("torch").cuda.is_available():
+        assert main(args) == EXIT_OK  # auto falls back to the CPU path and says so
+        assert "no CUDA device here, face models run on CPU" in capsys.readouterr().err
 
 
 def test_config_round_trips_through_its_record():

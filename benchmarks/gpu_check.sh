@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# GPU check (issue 14): one short run (~5 min on one H200) of what a GPU changes, end to end:
+#   1. a generated corpus (manifests.demo; SPEAKERS x UTTS clips of ~2 s, talking faces);
+#   2. `extract run --device cuda --face-models shared`: CPU workers decode, one consumer per GPU
+#      runs MTCNN + InceptionResnetV1 in batches of FACE_BATCH frames  -> face frames/s, items/s;
+#   3. a teacher and a student (method embed), EPOCHS epochs each on CUDA with AMP (train.amp=on)
+#      -> steps/s of the last epoch (its wall time includes validation).
+# Prints one summary block; figures also go to $WORK/gpu_check.json. Exits 2 without CUDA.
+# Usage: bash benchmarks/gpu_check.sh   (env: PY WORK SPEAKERS UTTS WORKERS FACE_BATCH EPOCHS DEVICE)
+# DEVICE=cpu runs the same steps on CPU (AMP there is bf16): a smoke test of this script, not a figure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+WORK=${WORK:-.bench/gpu}
+SPEAKERS=${SPEAKERS:-20}
+UTTS=${UTTS:-24}
+WORKERS=${WORKERS:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}
+FACE_BATCH=${FACE_BATCH:-512}
+EPOCHS=${EPOCHS:-2}
+DEVICE=${DEVICE:-cuda}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+[ "$DEVICE" = cpu ] || "$PY" - <<'EOF' || exit 2
+import sys
+try:
+    import torch
+except ImportError:
+    sys.exit(f"gpu_check: error: {sys.executable} has no torch; run `make setup` or pass PY=/path/to/venv/bin/python")
+if not torch.cuda.is_available():
+    sys.exit(f"gpu_check: error: CUDA is not available here (torch {torch.__version__}, built for CUDA "
+             f"{torch.version.cuda}); this script measures the GPU path and has nothing to run on CPU")
+print(f"gpu_check: {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+EOF
+
+rm -rf "$WORK"
+mkdir -p "$WORK"
+began=$(date +%s)
+
+echo "[1/3] corpus: $SPEAKERS speakers x $UTTS clips"
+MANIFEST=$("$PY" -c "
+from manifests.demo import make_demo_corpus
+print(make_demo_corpus('$WORK/data', speakers=$SPEAKERS, utts_per_speaker=$UTTS, progress=False))")
+
+echo "[2/3] extract run on $DEVICE ($WORKERS decode workers, face batch $FACE_BATCH)"
+"$PY" -m extract run --manifest "$MANIFEST" --cache-root "$WORK/cache" --device "$DEVICE" --face-models shared \
+    --workers "$WORKERS" --face-batch "$FACE_BATCH" --face-weights random --no-progress --strict | tee "$WORK/extract.log"
+CACHE=$(tail -n 1 "$WORK/extract.log" | awk '{print $NF}')
+
+echo "[3/3] teacher and student, $EPOCHS epochs each, $DEVICE + AMP"
+TRAIN=(--epochs "$EPOCHS" --set train.device="$DEVICE" --set 'train.amp="on"' --set data.num_workers=4 --quiet)
+"$PY" -m distill teacher --cache "$CACHE" --task speaker --setting nonseq --out "$WORK/teacher" "${TRAIN[@]}"
+"$PY" -m distill student --cache "$CACHE" --teacher "$WORK/teacher" --method embed --out "$WORK/student" "${TRAIN[@]}"
+
+"$PY" - "$WORK" "$CACHE" "$(( $(date +%s) - began ))" <<'EOF'
+import json
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from extract import open_cache
+from extract.info import cache_info
+
+work, cache_dir, total = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+line = (work / "extract.log").read_text().strip().splitlines()[-1]
+extracted, seconds = int(re.search(r"(\d+) extracted", line)[1]), float(re.search(r" in ([\d.]+) s", line)[1])
+info = cache_info(cache_dir)
+index = open_cache(cache_dir).index
+out = {"extract": {"items": extracted, "seconds": seconds, "items_per_s": extracted / seconds,
+                   "face_frames": info["face_frames"], "face_frames_per_s": info["face_frames"] / seconds,
+                   "face_found_rate": info["face_found_rate"]}}
+for role in ("teacher", "student"):
+    run = work / role
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    log = pd.read_csv(run / "train_log.csv")
+    n_train = int((index[cfg["data"].get("split_column", "split")] == "train").sum())
+    steps = max(1, n_train // cfg["data"]["batch_size"])
+    last = float(log["seconds"].iloc[-1])
+    out[role] = {"steps_per_epoch": steps, "last_epoch_s": last, "steps_per_s": steps / last,
+                 "metrics": json.loads((run / "metrics.json").read_text())}
+out["total_s"] = total
+(work / "gpu_check.json").write_text(json.dumps(out, indent=2) + "\n")
+e = out["extract"]
+print(f"\ngpu_check: extraction {e['face_frames_per_s']:.0f} face frames/s, {e['items_per_s']:.1f} items/s "
+      f"({e['items']} items, {e['face_frames']} face frames, {e['seconds']:.1f} s incl. start-up; target >= 1000 frames/s)")
+for role in ("teacher", "student"):
+    r = out[role]
+    print(f"gpu_check: {role} {r['steps_per_s']:.1f} steps/s ({r['steps_per_epoch']} steps in {r['last_epoch_s']:.1f} s, "
+          "last epoch incl. validation)")
+print(f"gpu_check: done in {total} s -> {work / 'gpu_check.json'}")
+EOF
