@@ -65,11 +65,13 @@ def random_embedder(seed: int) -> nn.Module:
     (normal, fan-in, ReLU gain) preserves the signal's scale: cosine 0.989 and accuracy 0.91, on a
     par with the aligned crops' own pixels (0.92). See docs/extract.md.
     """
-    torch.manual_seed(seed)  # reproducible: same seed, same embedder
+    # A generator of its own, not torch's global one: two threads of one process may build models
+    # at once (extract run's driver works beside its pool), and the global stream would interleave.
+    generator = torch.Generator().manual_seed(seed)
     model = InceptionResnetV1(pretrained=None, classify=False)
-    for module in model.modules():
+    for module in model.modules():  # every Conv2d/Linear weight is drawn here; BatchNorm's init is fixed
         if isinstance(module, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu", generator=generator)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
     return model.eval()
@@ -106,7 +108,7 @@ def _download_pretrained(name: str) -> Path:
 def resolve_face_weights(spec: str, seed: int = 0) -> FaceWeights:
     """Turn a --face-weights value into a local file and an identity, failing now if it cannot."""
     if spec == "random":
-        return FaceWeights(spec, None, f"random(seed={seed},init=he)")
+        return FaceWeights(spec, None, f"random(seed={seed},init=he,rng=own)")
     if spec in PRETRAINED_FILES:
         path = _download_pretrained(spec)
         return FaceWeights(spec, path, f"{spec}:sha256={_sha256(path)[:16]}")

@@ -103,14 +103,15 @@ def load_manifest(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
 _EXTRACTORS: dict[tuple[ExtractConfig, str, str], ItemExtractor] = {}
 _LOGMELS: dict[ExtractConfig, LogMel] = {}
 _EMBEDDERS: dict[tuple[ExtractConfig, str, str], FaceEmbedder] = {}
-_BUILD = threading.Lock()  # the shared path's consumer threads build their models concurrently
+_BUILD = threading.Lock()  # threads of one process (driver + pool relay, shared consumers) build models
 
 
 def _extractor(cfg: ExtractConfig, weights: FaceWeights, device: str) -> ItemExtractor:
     """Models are built once per worker process and reused by every chunk it runs."""
     key = (cfg, weights.identity, device)
-    if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = ItemExtractor(cfg, weights, device)
+    with _BUILD:  # the driver's thread and a one-process pool's thread may ask at the same moment
+        if key not in _EXTRACTORS:
+            _EXTRACTORS[key] = ItemExtractor(cfg, weights, device)
     return _EXTRACTORS[key]
 
 
@@ -317,6 +318,9 @@ def _driver_helps(
     chunks: Iterable[list[ManifestItem]], n_jobs: int, run_chunk
 ) -> Iterator[tuple[list[dict], list[Failure]]]:
     """n_jobs workers = this process (a thread) + n_jobs - 1 pool processes, sharing one task list.
+
+    (With n_jobs = 2 the "pool" of one runs in a second thread of this process: joblib runs
+    n_jobs=1 in-process. Models are therefore built under a lock, and with generators of their own.)
 
     A pool worker spends seconds starting (imports, models, kernels) before its first item; the
     driver has paid that already, so it works meanwhile instead of waiting. Results come back to

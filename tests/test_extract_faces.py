@@ -102,3 +102,30 @@ def test_pretrained_offline_fails_naming_the_ways_out(tmp_path, monkeypatch):
     message = str(err.value)
     assert "--face-weights PATH" in message and "--face-weights random" in message
     assert str(tmp_path / "torch") in message  # says where it looked
+
+
+def test_random_embedder_is_the_same_while_another_thread_draws_random_numbers():
+    """Two threads of one process build models (extract run's driver beside its pool): the seeded
+    embedder must not depend on torch's global random stream."""
+    import threading
+
+    import torch
+
+    from extract.faces import random_embedder
+
+    reference = random_embedder(0).state_dict()
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            torch.randn(64)
+
+    thread = threading.Thread(target=draw)
+    thread.start()
+    try:
+        again = random_embedder(0).state_dict()
+    finally:
+        stop.set()
+        thread.join()
+    assert all(torch.equal(reference[k], again[k]) for k in reference)
+    assert not torch.equal(random_embedder(1).state_dict()["last_linear.weight"], reference["last_linear.weight"])

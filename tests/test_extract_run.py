@@ -88,7 +88,7 @@ def test_good_items_are_stored_with_their_labels(extracted, clips):
         else:
             assert not item["face_found"].any() and not item["face"].any()  # never filled
     assert cache.config["hash"] == summary.cache_dir.name == CFG.hash(resolve_face_weights("random", 0).identity)
-    assert cache.config["face_weights_identity"] == "random(seed=0,init=he)" and "torch" in cache.config["versions"]
+    assert cache.config["face_weights_identity"] == "random(seed=0,init=he,rng=own)" and "torch" in cache.config["versions"]
 
 
 def test_every_bad_input_gets_a_failure_row(extracted):
@@ -208,5 +208,5 @@ def test_device_is_checked_before_work_and_not_hashed(tmp_path, clips, capsys, e
 
 def test_config_round_trips_through_its_record():
     cfg = ExtractConfig(n_mels=40, fps=2.5, face_weights="random", face_thresholds=(0.5, 0.6, 0.7))
-    record = json.loads(json.dumps(cfg.to_record("random(seed=0,init=he)")))  # as config.json holds it
+    record = json.loads(json.dumps(cfg.to_record("random(seed=0,init=he,rng=own)")))  # as config.json holds it
     assert ExtractConfig.from_record(record) == cfg
