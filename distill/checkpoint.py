@@ -50,7 +50,7 @@ def load_best_network(run_dir: str | Path, device: str | torch.device = "cpu"
     state = load_checkpoint(Path(run_dir) / BEST, map_location=device)
     meta = state["meta"]
     net = build_network(cfg.model, role=cfg.role, setting=cfg.data.setting, n_mels=meta["n_mels"],
-                        n_classes=len(meta["labels"]))
+                        n_classes=len(meta["labels"]), face_dim=int(meta.get("face_dim", 512)))
     net.load_state_dict(state["model"])
     return net.to(device).eval(), cfg, meta
 

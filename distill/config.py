@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from distill.models import ModelConfig
+from distill.models.normalize import FACE_NORMS, FBANK_NORMS
 
 TASK_LABEL_COLUMNS = {"speaker": "speaker", "emotion": "emotion"}
 SETTINGS = ("nonseq", "seq")
@@ -120,6 +121,10 @@ class RunConfig:
         _check_choice("distill.method", self.distill.method, METHODS)
         _check_choice("distill.distance", self.distill.distance, DISTANCES)
         _check_choice("distill.encoder_grad", self.distill.encoder_grad, ENCODER_GRADS)
+        _check_choice("model.fbank_norm", self.model.fbank_norm, FBANK_NORMS)
+        _check_choice("model.face_norm", self.model.face_norm, FACE_NORMS)
+        if not 0.0 <= self.model.face_dropout <= 1.0:
+            raise ConfigError(f"model.face_dropout must lie in [0, 1], got {self.model.face_dropout}")
         _check_choice("train.optimizer", self.train.optimizer, ("adamw", "adam", "sgd"))
         _check_choice("train.scheduler", self.train.scheduler, ("cosine", "step", "none"))
         _check_choice("train.amp", self.train.amp, ("auto", "on", "off"))

@@ -33,6 +33,7 @@ from distill.data import EpochTaggedSampler, Grid, GridDataset, Labels, assign_s
 from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, init_distributed
 from distill.evaluate import SELECTION_METRIC, Predictions, build_trials, classification, predict, verification
 from distill.models import build_network
+from distill.normalize import fit_input_norms
 from distill.objective import Objective, StepModule
 from distill.targets import (TARGETS_FILE, TargetStore, cache_identity, compute_targets, open_targets, targets_key,
                              write_targets)
@@ -143,7 +144,7 @@ class Trainer:
         self.is_teacher = cfg.role == "teacher"
         self.teacher = self._teacher_source(live_teacher)
         self.net = build_network(cfg.model, role=cfg.role, setting=cfg.data.setting, n_mels=self.cache.n_mels,
-                                 n_classes=len(self.data.labels.names)).to(self.device)
+                                 n_classes=len(self.data.labels.names), face_dim=self.cache.face_dim).to(self.device)
         teacher_dims = self.teacher.dims if self.teacher else None
         face_dim = self.net.encoder.visual.face_dim if self.is_teacher else None
         self.objective = Objective(cfg.distill, cfg.role, self.net.level_dims, teacher_dims,
@@ -237,6 +238,7 @@ class Trainer:
 
     def meta(self) -> dict:
         return {"role": self.cfg.role, "labels": list(self.data.labels.names), "n_mels": self.cache.n_mels,
+                "face_dim": self.cache.face_dim,
                 "cache_id": cache_identity(self.cache), "cache_config": json.dumps(self.cache.config, sort_keys=True),
                 "setting": self.cfg.data.setting, "task": self.cfg.data.task}
 
@@ -269,6 +271,8 @@ class Trainer:
             dump_config(self.cfg, self.out / "config.yaml")
             if self.is_teacher:
                 self._warn_without_faces()
+        # Input normalisation from the training split, once (a resumed run restored it with the weights).
+        fit_input_norms(self.net, self.cache, self.data.ids["train"], self.env)
         dataset = self.train_dataset()
         loader, sampler = self.train_loader(dataset)
         val = self.data.dataset("val", faces=self.is_teacher, train=False)

@@ -449,6 +449,17 @@ class Cache:
     def n_mels(self) -> int:
         return int(self.config["n_mels"])
 
+    @property
+    def face_dim(self) -> int:
+        """Width of the stored face embeddings: config.json's ``face_dim``, else the shards' arrays."""
+        if "face_dim" in self.config:
+            return int(self.config["face_dim"])
+        for path in self.shard_paths()[:1]:
+            shape = self._file(path.name)["face"].shape
+            if len(shape) == 2 and shape[1]:
+                return int(shape[1])
+        return FACE_DIM
+
     def labels(self, utt_id: str) -> dict[str, Any]:
         return dict(self._records[self._row(utt_id)])
 
