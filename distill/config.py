@@ -85,6 +85,13 @@ class DistillConfig:
     alpha: float = 0.5  # softlabel: weight of the KD term, (1 - alpha) on the hard labels
     imitation: float = 0.5  # gkd: imitation parameter lambda
     encoder_grad: str = "joint"  # joint | distill-only: does the task loss reach the encoder?
+    # embed: what of the teacher's embeddings the student imitates (docs/method.md). pointwise: the
+    # `distance` term; relational: batch similarity-matrix matching (Tung & Mori 2019); contrastive:
+    # in-batch InfoNCE between student and teacher embeddings (Tian et al. 2020), temperature below.
+    pointwise: float = 1.0
+    relational: float = 0.0
+    contrastive: float = 0.0
+    contrastive_temperature: float = 0.1
     # Teacher only: weight of a term asking a linear map of the teacher's encoder embedding to
     # reconstruct the mean face embedding of its crop/segment (relative squared error), so its
     # targets keep what the faces show instead of collapsing to a class code. 0 = the paper's
@@ -137,6 +144,11 @@ class RunConfig:
             raise ConfigError("distill.alpha and distill.imitation must lie in [0, 1]")
         if self.distill.temperature <= 0:
             raise ConfigError(f"distill.temperature must be > 0, got {self.distill.temperature}")
+        d = self.distill
+        if min(d.pointwise, d.relational, d.contrastive) < 0 or not (d.pointwise or d.relational or d.contrastive):
+            raise ConfigError("distill.pointwise, relational and contrastive must be >= 0, and one of them > 0")
+        if d.contrastive_temperature <= 0:
+            raise ConfigError(f"distill.contrastive_temperature must be > 0, got {d.contrastive_temperature}")
         if self.distill.face_recon < 0:
             raise ConfigError(f"distill.face_recon must be >= 0, got {self.distill.face_recon}")
         return self

@@ -139,3 +139,13 @@ def test_normalisation_modes_are_checked_by_the_config(cache):
         tiny_config(cache, "teacher", model__fbank_norm="sentence")
     with pytest.raises(ConfigError, match="face_dropout"):
         tiny_config(cache, "teacher", model__face_dropout=1.5)
+
+
+def test_configs_base_yaml_writes_out_the_defaults_normalisation_included():
+    from pathlib import Path
+
+    from distill.config import RunConfig, load_config
+
+    base = load_config(Path(__file__).resolve().parents[1] / "configs" / "base.yaml")
+    assert base.to_dict() == RunConfig().to_dict()
+    assert (base.model.fbank_norm, base.model.face_norm) == ("global", "standardize")

@@ -95,6 +95,17 @@ def test_every_student_method_trains_and_logs_each_loss_term(cache, teachers, tm
     assert all(math.isfinite(float(row[f"train_{t}"])) for t in terms)
 
 
+@pytest.mark.parametrize("setting", ["nonseq", "seq"])
+def test_relational_and_contrastive_embedding_terms_train_and_are_logged(cache, teachers, tmp_path, setting):
+    cfg = tiny_config(cache, "student", data__setting=setting, distill__method="embed", distill__pointwise=0.0,
+                      distill__relational=1.0, distill__contrastive=0.5, distill__teacher=str(teachers["speaker", setting]))
+    run_training(cfg, tmp_path / "s", progress=False)
+    levels = ("enc", "agg") if setting == "seq" else ("enc",)
+    row = read_log(tmp_path / "s")[0]
+    logged = {k[len("train_"):] for k in row if k.startswith("train_")}
+    assert logged == {"task", "total"} | {f"{t}_{lv}" for t in ("rel", "nce") for lv in levels}
+
+
 def test_a_teacher_on_a_cache_without_any_face_warns(tmp_path):
     items = make_lupi_items(n_classes=3, per_class=8, n_frames=90)  # 2 test items a class: verification runs
     for item in items:
