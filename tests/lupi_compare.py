@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -41,7 +42,22 @@ VARIANTS = {
     "softlabel": {"distill__method": "softlabel"},
     "gkd": {"distill__method": "gkd"},
     "embed+softlabel": {"distill__method": "embed+softlabel", "distill__encoder_grad": "distill-only"},
+    # what of the teacher's embedding is imitated (docs/method.md): relations within a batch, or
+    # which teacher embedding is one's own among the batch's (InfoNCE), instead of the point itself
+    "embed-relational": {"distill__method": "embed", "distill__encoder_grad": "distill-only",
+                         "distill__pointwise": 0.0, "distill__relational": 1.0},
+    "embed-contrastive": {"distill__method": "embed", "distill__encoder_grad": "distill-only",
+                          "distill__pointwise": 0.0, "distill__contrastive": 1.0},
+    "embed+relational": {"distill__method": "embed", "distill__encoder_grad": "distill-only",
+                         "distill__relational": 1.0},
 }
+
+
+def train_or_read(cfg, out: Path) -> dict:
+    """A finished run in ``out`` (same --out, another variant list) is read, not retrained."""
+    if (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text())
+    return run_training(cfg, out, progress=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,19 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"design {design}\n{args.setting}; teacher face_recon={args.face_recon}; runs in {root}")
     for draw in args.draws:
         run = root / f"draw{draw}"
-        cache = make_lupi_cache(run / "cache", design, seed=draw)
+        cache = run / "cache" if (run / "cache" / "config.json").is_file() else make_lupi_cache(run / "cache", design, seed=draw)
         teachers = {"teacher": {}, "audio_teacher": {"model__face_dropout": 1.0}} if args.control else {"teacher": {}}
         cells = [f"draw {draw}:"]
         for tname, hide in teachers.items():
-            t = run_training(tiny_config(cache, "teacher", distill__face_recon=args.face_recon, data__setting=args.setting,
-                                         **{**TEACHER, **extra_set, **hide}), run / tname, progress=False)
+            t = train_or_read(tiny_config(cache, "teacher", distill__face_recon=args.face_recon,
+                                          data__setting=args.setting, **{**TEACHER, **extra_set, **hide}), run / tname)
             cells.append(f"{tname} {t['accuracy']:.2f} (video missing {t['video_missing']['accuracy']:.2f})")
         for name in names + controls:
             method, _, control = name.partition("@")
             extra = {"distill__method": "none"} if name == "none" else VARIANTS[method]
             cfg = tiny_config(cache, "student", distill__teacher=str(run / (control or "teacher")), train__seed=args.seed,
                               data__setting=args.setting, **{**SCHEDULE, **extra_set, **extra})
-            m = run_training(cfg, run / name, progress=False)
+            m = train_or_read(cfg, run / name)
             acc[name].append(m["accuracy"])
             cells.append(f"{name} {m['accuracy']:.3f} / EER {m['eer']:.3f}")
         print(" | ".join(cells), flush=True)
