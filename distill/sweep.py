@@ -21,7 +21,8 @@ SWEEP.yaml::
     controls: [audio_teacher]    # optional: the privileged-information control (default: none)
 
 ``controls: [audio_teacher]`` also trains the same teacher with its faces hidden in training and
-evaluation (``model.face_dropout: 1.0``, same architecture, same seed) and distils every variant
+evaluation (``model.face_dropout: 1.0``, same architecture, same seed; ``distill.face_recon: 0``, so
+the faces do not reach it as reconstruction targets either) and distils every variant
 but ``none`` from it too: a gain that the audio-only teacher gives as well is self-distillation,
 not the video's. distill.report then gives each method's gain over ``none`` and the video's share.
 
@@ -43,8 +44,10 @@ from distill.config import METHODS, ConfigError, RunConfig, load_config, merge
 from distill.report import AUDIO_TEACHER, CONTROL_SUFFIX
 from distill.train import LAST, METRICS, run_training
 
-#: Control teachers by name: the overrides that turn the sweep's teacher into the control's.
-CONTROLS = {AUDIO_TEACHER: {"model.face_dropout": 1.0}}
+#: Control teachers by name: the overrides that turn the sweep's teacher into the control's. The
+#: audio-only teacher must not learn from the faces by any route: hidden as input, and not
+#: reconstructed either (a face_recon teacher on audio alone still learns from them as targets).
+CONTROLS = {AUDIO_TEACHER: {"model.face_dropout": 1.0, "distill.face_recon": 0.0}}
 
 
 @dataclass

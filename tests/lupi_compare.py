@@ -11,7 +11,8 @@ gain over `none`. One thread, about 10 s a run.
     python tests/lupi_compare.py --setting seq                                # segments + aggregation
     python tests/lupi_compare.py --control                                    # + the audio-only teacher
 
-``--control`` also trains the same teacher with its faces hidden (``model.face_dropout: 1.0``) and
+``--control`` also trains the same teacher with its faces hidden (``model.face_dropout: 1.0``, and
+``distill.face_recon: 0``: no faces as reconstruction targets either) and
 distils every variant from it: the video's share of a gain is the gain over that control, given
 as the mean over draws with a 95 % t-interval and a paired t-test (pairs: the draws).
 """
@@ -54,10 +55,10 @@ VARIANTS = {
 
 
 def train_or_read(cfg, out: Path) -> dict:
-    """A finished run in ``out`` (same --out, another variant list) is read, not retrained."""
+    """A finished run in ``out`` (same --out, another variant list) is read, not retrained; a killed one resumed."""
     if (out / "metrics.json").is_file():
         return json.loads((out / "metrics.json").read_text())
-    return run_training(cfg, out, progress=False)
+    return run_training(cfg, out, resume=(out / "last.pt").is_file(), progress=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     for draw in args.draws:
         run = root / f"draw{draw}"
         cache = run / "cache" if (run / "cache" / "config.json").is_file() else make_lupi_cache(run / "cache", design, seed=draw)
-        teachers = {"teacher": {}, "audio_teacher": {"model__face_dropout": 1.0}} if args.control else {"teacher": {}}
+        teachers = {"teacher": {}, "audio_teacher": {"model__face_dropout": 1.0, "distill__face_recon": 0.0}} if args.control else {"teacher": {}}
         cells = [f"draw {draw}:"]
         for tname, hide in teachers.items():
             t = train_or_read(tiny_config(cache, "teacher", distill__face_recon=args.face_recon,

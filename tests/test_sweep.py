@@ -86,6 +86,8 @@ def test_noisy_labels_sweep_is_the_recipe_of_the_docs():
     spec = SweepSpec.load(REPO / "configs" / "noisy_labels_sweep.yaml", cache="c")
     task, setting = spec.combos[0]
     assert spec.teacher_config(task, setting).distill.face_recon == 10.0
+    # its audio-only control must not see the faces as reconstruction targets either
+    assert spec.teacher_config(task, setting, "audio_teacher").distill.face_recon == 0.0
     grads = {v.name: spec.student_config(task, setting, v, 0, REPO).distill.encoder_grad for v in spec.variants}
     assert grads["embed-distill-only"] == "distill-only" and grads["embed-joint"] == "joint"
 
@@ -103,6 +105,7 @@ def test_controls_train_an_audio_only_teacher_and_distil_every_variant_from_it(s
     control = yaml.safe_load((combo / "audio_teacher" / "config.yaml").read_text())
     teacher = yaml.safe_load((combo / "teacher" / "config.yaml").read_text())
     assert control["model"]["face_dropout"] == 1.0 and teacher["model"]["face_dropout"] == 0.0
+    assert control["distill"]["face_recon"] == 0.0
     assert {k: v for k, v in control["model"].items() if k != "face_dropout"} == \
         {k: v for k, v in teacher["model"].items() if k != "face_dropout"}
     student = yaml.safe_load((combo / "embed-cosine@audio_teacher" / "seed0" / "config.yaml").read_text())
