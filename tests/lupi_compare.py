@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         teachers = {"teacher": {}, "audio_teacher": {"model__face_dropout": 1.0, "distill__face_recon": 0.0}} if args.control else {"teacher": {}}
         cells = [f"draw {draw}:"]
         for tname, hide in teachers.items():
-            t = train_or_read(tiny_config(cache, "teacher", distill__face_recon=args.face_recon,
-                                          data__setting=args.setting, **{**TEACHER, **extra_set, **hide}), run / tname)
+            overrides = {"distill__face_recon": args.face_recon, **TEACHER, **extra_set, **hide}
+            t = train_or_read(tiny_config(cache, "teacher", data__setting=args.setting, **overrides), run / tname)
             cells.append(f"{tname} {t['accuracy']:.2f} (video missing {t['video_missing']['accuracy']:.2f})")
         for name in names + controls:
             method, _, control = name.partition("@")
