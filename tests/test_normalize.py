@@ -149,3 +149,14 @@ def test_configs_base_yaml_writes_out_the_defaults_normalisation_included():
     base = load_config(Path(__file__).resolve().parents[1] / "configs" / "base.yaml")
     assert base.to_dict() == RunConfig().to_dict()
     assert (base.model.fbank_norm, base.model.face_norm) == ("global", "standardize")
+
+
+def test_a_run_from_before_normalisation_is_a_clear_error(cache, tmp_path):
+    run = tmp_path / "student"
+    run_training(tiny_config(cache, "student", data__crop=40, data__crop_hop=20), run, progress=False)
+    state = load_checkpoint(run / BEST)
+    state["model"] = {k.replace("encoder.encoder.", "encoder."): v for k, v in state["model"].items()
+                      if ".norm." not in k}  # the layout of a checkpoint written before normalisation
+    save_checkpoint(state, run / BEST)
+    with pytest.raises(ConfigError, match="before input normalisation"):
+        load_best_network(run)
