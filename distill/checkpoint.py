@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.config import RunConfig, read_run_config
+from distill.config import ConfigError, RunConfig, read_run_config
 from distill.models import DistillNetwork, build_network
 
 BEST = "best.pt"
@@ -50,8 +50,14 @@ def load_best_network(run_dir: str | Path, device: str | torch.device = "cpu"
     state = load_checkpoint(Path(run_dir) / BEST, map_location=device)
     meta = state["meta"]
     net = build_network(cfg.model, role=cfg.role, setting=cfg.data.setting, n_mels=meta["n_mels"],
-                        n_classes=len(meta["labels"]))
-    net.load_state_dict(state["model"])
+                        n_classes=len(meta["labels"]), face_dim=int(meta.get("face_dim", 512)))
+    try:
+        net.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        if not any(".norm." in key for key in state["model"]):
+            raise ConfigError(f"{run_dir} was trained before input normalisation (its best.pt has no normaliser "
+                              "statistics): retrain it") from exc
+        raise
     return net.to(device).eval(), cfg, meta
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from distill.models import ModelConfig
+from distill.models.normalize import FACE_NORMS, FBANK_NORMS
 
 TASK_LABEL_COLUMNS = {"speaker": "speaker", "emotion": "emotion"}
 SETTINGS = ("nonseq", "seq")
@@ -98,6 +99,13 @@ class DistillConfig:
     alpha: float = 0.5  # softlabel: weight of the KD term, (1 - alpha) on the hard labels
     imitation: float = 0.5  # gkd: imitation parameter lambda
     encoder_grad: str = "joint"  # joint | distill-only: does the task loss reach the encoder?
+    # embed: what of the teacher's embeddings the student imitates (docs/method.md). pointwise: the
+    # `distance` term; relational: batch similarity-matrix matching (Tung & Mori 2019); contrastive:
+    # in-batch InfoNCE between student and teacher embeddings (Tian et al. 2020), temperature below.
+    pointwise: float = 1.0
+    relational: float = 0.0
+    contrastive: float = 0.0
+    contrastive_temperature: float = 0.1
     # Teacher only: weight of a term asking a linear map of the teacher's encoder embedding to
     # reconstruct the mean face embedding of its crop/segment (relative squared error), so its
     # targets keep what the faces show instead of collapsing to a class code. 0 = the paper's
@@ -134,6 +142,10 @@ class RunConfig:
         _check_choice("distill.method", self.distill.method, METHODS)
         _check_choice("distill.distance", self.distill.distance, DISTANCES)
         _check_choice("distill.encoder_grad", self.distill.encoder_grad, ENCODER_GRADS)
+        _check_choice("model.fbank_norm", self.model.fbank_norm, FBANK_NORMS)
+        _check_choice("model.face_norm", self.model.face_norm, FACE_NORMS)
+        if not 0.0 <= self.model.face_dropout <= 1.0:
+            raise ConfigError(f"model.face_dropout must lie in [0, 1], got {self.model.face_dropout}")
         _check_choice("train.optimizer", self.train.optimizer, ("adamw", "adam", "sgd"))
         _check_choice("train.scheduler", self.train.scheduler, ("cosine", "step", "none"))
         _check_choice("train.amp", self.train.amp, ("auto", "on", "off"))
@@ -150,6 +162,11 @@ class RunConfig:
             raise ConfigError("distill.alpha and distill.imitation must lie in [0, 1]")
         if self.distill.temperature <= 0:
             raise ConfigError(f"distill.temperature must be > 0, got {self.distill.temperature}")
+        d = self.distill
+        if min(d.pointwise, d.relational, d.contrastive) < 0 or not (d.pointwise or d.relational or d.contrastive):
+            raise ConfigError("distill.pointwise, relational and contrastive must be >= 0, and one of them > 0")
+        if d.contrastive_temperature <= 0:
+            raise ConfigError(f"distill.contrastive_temperature must be > 0, got {d.contrastive_temperature}")
         if self.distill.face_recon < 0:
             raise ConfigError(f"distill.face_recon must be >= 0, got {self.distill.face_recon}")
         return self

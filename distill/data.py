@@ -16,7 +16,6 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from distill.config import ConfigError, DataConfig
-from extract.cache import FACE_DIM
 
 SPLITS = ("train", "val", "test")
 
@@ -157,6 +156,7 @@ class GridDataset(Dataset):
         self.targets = targets
         self.epoch = 0
         self.hop_s = float(cache.config.get("hop_ms", 10.0)) / 1000.0
+        self.face_dim = cache.face_dim
         self.n_frames = cache.table.locations[self.rows, 1].astype(np.int64)
         self.n_cells = np.array([grid.n_cells(int(n)) for n in self.n_frames], dtype=np.int64)
         self.cell_item = np.repeat(np.arange(len(self.rows)), self.n_cells)
@@ -204,7 +204,7 @@ class GridDataset(Dataset):
         return sample
 
     def _faces(self, arrays: dict, rows: np.ndarray, n_frames: int) -> dict:
-        face = np.asarray(arrays["face"], dtype=np.float32).reshape(-1, FACE_DIM)
+        face = np.asarray(arrays["face"], dtype=np.float32).reshape(-1, self.face_dim)
         found = np.asarray(arrays["face_found"], dtype=bool)
         face_frame = np.floor(np.asarray(arrays["frame_times"], dtype=np.float64) / self.hop_s + 1e-6).astype(np.int64)
         face_frame = np.where(face_frame < n_frames, face_frame, -1)  # a face past the audio never counts
@@ -216,7 +216,7 @@ class GridDataset(Dataset):
                 faces.append(face[idx])
                 masks.append(valid & found[idx])
             else:  # an item without video: no frames at all
-                faces.append(np.zeros((self.grid.max_faces, FACE_DIM), np.float32))
+                faces.append(np.zeros((self.grid.max_faces, self.face_dim), np.float32))
                 masks.append(np.zeros(self.grid.max_faces, bool))
         face_t, mask_t = np.stack(faces), np.stack(masks)
         if rows.ndim == 1:

@@ -73,6 +73,10 @@ class EmbeddingDistillLoss(nn.Module):
         levels: Mapping[str, tuple[int, int]],
         distance: str = "mse",
         weights: Mapping[str, float] | None = None,
+        relational: float = 0.0,
+        contrastive: float = 0.0,
+        pointwise: float = 1.0,
+        contrastive_temperature: float = 0.1,
     ) -> None:
         super().__init__()
         if not levels:
@@ -85,10 +89,22 @@ class EmbeddingDistillLoss(nn.Module):
         self.weights = {name: float(weights.get(name, 1.0)) for name in self.levels}
         self.distance_name = distance
         self.distance = DISTANCES[distance]
-        self.projections = nn.ModuleDict({name: nn.Linear(s, t) for name, (s, t) in self.levels.items() if s != t})
+        self.relational, self.contrastive, self.temperature = float(relational), float(contrastive), contrastive_temperature
+        self.pointwise = float(pointwise)
+        if not (self.pointwise or self.relational or self.contrastive):
+            raise ValueError("EmbeddingDistillLoss: pointwise, relational and contrastive weights are all 0")
+        # the relational term needs no projection; without the others it would get no gradient (DDP)
+        projected = self.pointwise or self.contrastive
+        self.projections = nn.ModuleDict({name: nn.Linear(s, t) for name, (s, t) in self.levels.items()
+                                          if s != t and projected})
 
     def forward(self, student: Mapping[str, Tensor], teacher: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Return ``{"embed_<level>": weighted term, ..., "total": their sum}``."""
+        """Return ``{"embed_<level>": weighted term, ..., "total": their sum}``.
+
+        With ``relational`` / ``contrastive`` weights, ``rel_<level>`` / ``nce_<level>`` terms are
+        added per level (scaled by the level's weight too, so a level at weight 0 is off entirely);
+        ``pointwise`` scales the distance term (0 drops it: relational or contrastive alone).
+        """
         terms: dict[str, Tensor] = {}
         for name, (s_dim, t_dim) in self.levels.items():
             for who, given, dim in (("student", student, s_dim), ("teacher", teacher, t_dim)):
@@ -97,14 +113,52 @@ class EmbeddingDistillLoss(nn.Module):
                 if given[name].shape[-1] != dim:
                     raise ValueError(f"{who} level {name!r} has width {given[name].shape[-1]}, expected {dim}")
             s = student[name]
+            if self.relational:
+                terms[f"rel_{name}"] = self.weights[name] * self.relational * similarity_preserving(s, teacher[name])
             if name in self.projections:
                 s = self.projections[name](s)
-            terms[f"embed_{name}"] = self.weights[name] * self.distance(s, teacher[name])
+            if self.pointwise:
+                terms[f"embed_{name}"] = self.weights[name] * self.pointwise * self.distance(s, teacher[name])
+            if self.contrastive:
+                terms[f"nce_{name}"] = self.weights[name] * self.contrastive * info_nce(s, teacher[name], self.temperature)
         terms["total"] = torch.stack(list(terms.values())).sum()
         return terms
 
     def extra_repr(self) -> str:
         return f"distance={self.distance_name!r}, levels={self.levels}, weights={self.weights}"
+
+
+def _rows(x: Tensor) -> Tensor:
+    """(..., D) -> (N, D): every leading axis (batch, segments) is one set of items to relate."""
+    return x.reshape(-1, x.shape[-1]).float()
+
+
+def similarity_preserving(student: Tensor, teacher: Tensor) -> Tensor:
+    """Relational distillation (Tung & Mori 2019, similarity-preserving KD): match the batch's
+    pairwise cosine-similarity matrices, ``‖S_s − S_t‖²_F / N²``.
+
+    Only how items relate to each other is imitated, not where they lie, so the student's
+    embedding may have any width and needs no projection: what the faces say about which
+    utterances go together is passed on without asking the audio to reproduce the face itself.
+    """
+    s, t = _rows(student), _rows(teacher).detach()
+    if len(s) != len(t):
+        raise ValueError(f"student has {len(s)} items and teacher {len(t)}: relations need the same batch")
+    s, t = F.normalize(s, dim=-1, eps=1e-8), F.normalize(t, dim=-1, eps=1e-8)
+    return (s @ s.T - t @ t.T).pow(2).sum() / len(s) ** 2
+
+
+def info_nce(student: Tensor, teacher: Tensor, temperature: float = 0.1) -> Tensor:
+    """Contrastive embedding distillation (InfoNCE, as in CRD, Tian et al. 2020, with in-batch
+    negatives): each student embedding must pick its own teacher embedding among the batch's,
+    ``CE(cos(s_i, t_j) / τ, j = i)``. Widths must match (the caller projects)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    s, t = _rows(student), _rows(teacher).detach()
+    if s.shape != t.shape:
+        raise ValueError(f"student {tuple(s.shape)} and teacher {tuple(t.shape)} differ: project the student first")
+    logits = F.normalize(s, dim=-1, eps=1e-8) @ F.normalize(t, dim=-1, eps=1e-8).T / temperature
+    return F.cross_entropy(logits, torch.arange(len(s), device=s.device))
 
 
 class FaceReconstructionLoss(nn.Module):

@@ -39,7 +39,10 @@ class Objective(nn.Module):
             levels = {k: (student_dims[k], teacher_dims[k]) for k in student_dims if k in (teacher_dims or {})}
             weights = {"enc": distill.weight_enc, "agg": distill.weight_agg}
             self.embed = EmbeddingDistillLoss(levels=levels, distance=distill.distance,
-                                              weights={k: weights[k] for k in levels})
+                                              weights={k: weights[k] for k in levels},
+                                              pointwise=distill.pointwise, relational=distill.relational,
+                                              contrastive=distill.contrastive,
+                                              contrastive_temperature=distill.contrastive_temperature)
 
     @property
     def detach_emb(self) -> bool:

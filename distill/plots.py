@@ -28,6 +28,7 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_embeddings",
     "plot_results_bar",
+    "plot_video_share",
 ]
 
 #: train-log columns that index rows rather than measure anything.
@@ -304,4 +305,36 @@ def plot_results_bar(
     ax.set_ylim(0.0, 1.15 * top if top > 0 else 1.0)  # every metric here is >= 0
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="small", ncols=min(len(hues), 4), loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    return _save(fig, out_png)
+
+
+def plot_video_share(shares: pd.DataFrame, out_png, title: str | None = None) -> Path:
+    """Per method: its gain over ``none`` and the video's share, each with its 95 % interval.
+
+    ``shares`` is :func:`distill.report.video_shares` for one metric (columns ``setting``,
+    ``method``, ``gain_mean/low/high``, ``share_mean/low/high``; positive = better). A share whose
+    interval crosses zero is not shown to come from the video; the dashed zero line makes that visible.
+    """
+    missing = [c for c in ("setting", "method", "gain_mean", "gain_low", "gain_high") if c not in shares.columns]
+    if missing or shares.empty:
+        raise ValueError(f"video-share table is empty or lacks {', '.join(missing) or 'rows'}")
+    labels = [f"{r.setting}\n{r.method}" for r in shares.itertuples()]
+    fig = Figure(figsize=(max(5.0, 1.5 + 1.1 * len(labels)), 4.0))
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.38
+    for i, (name, text) in enumerate((("gain", "gain over none"), ("share", "video's share (vs audio-only teacher)"))):
+        if f"{name}_mean" not in shares or shares[f"{name}_mean"].isna().all():
+            continue
+        mean = shares[f"{name}_mean"].to_numpy(float)
+        low = np.nan_to_num(mean - shares[f"{name}_low"].to_numpy(float), nan=0.0)
+        high = np.nan_to_num(shares[f"{name}_high"].to_numpy(float) - mean, nan=0.0)
+        xs = np.arange(len(labels)) + (i - 0.5) * width
+        ax.bar(xs, np.nan_to_num(mean), width, yerr=np.vstack([low, high]), capsize=3, color=f"C{i}", label=text)
+    ax.axhline(0.0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xticks(range(len(labels)), labels=labels, fontsize="small")
+    metric = str(shares["metric"].iloc[0]) if "metric" in shares else "metric"
+    ax.set_ylabel(f"{metric}: improvement (positive = better)")
+    ax.set_title(title or f"{metric}: mean and 95 % interval over seeds, paired by seed", fontsize="medium")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=2)
     return _save(fig, out_png)

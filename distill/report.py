@@ -8,6 +8,13 @@ and on runs made by hand, and it tolerates config layouts: ``task``/``setting``/
 carries ``video_missing: {...}``, which becomes a second row with method
 ``teacher-no-video``: the failure that audio-only students exist to avoid.
 
+The privileged-information control: a teacher trained with its faces always hidden
+(``model.face_dropout: 1.0``) is method ``audio_teacher``, and a student distilled from it gets
+its method suffixed ``@audio_teacher``. Next to the table, results.md then gives per method the
+gain over ``none`` and the *video's share* (the gain over the same method distilled from the
+audio-only teacher): mean, 95 % t-interval over seeds (paired by seed) and a paired t-test
+(:mod:`distill.stats`); a LUPI gain is only a video gain if its share is significant.
+
     python -m distill.report runs/ --out results/
 """
 
@@ -33,11 +40,21 @@ __all__ = [
     "summarize",
     "format_markdown",
     "write_results",
+    "video_shares",
+    "format_shares",
     "main",
 ]
 
-#: Upper bound first, then its failure mode, the baseline, the LUPI baselines, the method.
-METHOD_ORDER = ("teacher", "teacher-no-video", "none", "softlabel", "gkd", "embed", "embed+softlabel")
+#: Upper bound first, then its failure mode, the control teacher, the baseline, the LUPI baselines, the method.
+METHOD_ORDER = ("teacher", "teacher-no-video", "audio_teacher", "none", "softlabel", "gkd", "embed", "embed+softlabel")
+#: the audio-only teacher of the privileged-information control, and the suffix of its students' methods
+AUDIO_TEACHER = "audio_teacher"
+CONTROL_SUFFIX = f"@{AUDIO_TEACHER}"
+BASELINE = "none"
+#: the metrics the gains and the video's share are reported on, per task
+SHARE_METRICS = {"speaker": ("accuracy", "eer"), "emotion": ("uar",)}
+#: rows that are not students distilled from the teacher: no gain or share of their own
+_NOT_SHARED = ("teacher", "teacher-no-video", AUDIO_TEACHER, BASELINE)
 SETTING_ORDER = ("nonseq", "seq")
 #: the metric each task's bar chart shows: verification is what a speaker embedding is for,
 #: UAR is the emotion metric that class imbalance cannot inflate.
@@ -81,14 +98,41 @@ def _read_run(run_dir: Path, name: str) -> list[dict]:
     base = {"run": name, **{field: _config_field(config, field) for field in ("task", "setting", "method", "seed")}}
     for field in KEY_COLUMNS:  # group keys must be values, not NaN, to group and sort on
         base[field] = "unknown" if base[field] is None else str(base[field])
+    audio_only = False
     if config.get("role") == "teacher":
-        base["method"] = "teacher"  # a teacher's distill section is unused (method defaults to none)
+        audio_only = _hides_faces(config)
+        # a teacher's distill section is unused (method defaults to none)
+        base["method"] = AUDIO_TEACHER if audio_only else "teacher"
+    elif _from_audio_teacher(config, run_dir):
+        base["method"] += CONTROL_SUFFIX
     rows = [{**base, **_scalar_metrics(metrics)}]
-    if isinstance(metrics.get(VIDEO_MISSING), dict):
+    # An audio-only teacher never looks at faces: its video-missing scores are its scores.
+    if isinstance(metrics.get(VIDEO_MISSING), dict) and not audio_only:
         rows.append({**base, "method": "teacher-no-video", **_scalar_metrics(metrics[VIDEO_MISSING])})
     for row in rows:
         row["run_dir"] = str(run_dir)
     return rows
+
+
+def _hides_faces(config: dict) -> bool:
+    """A teacher trained (and evaluated) with its faces always hidden: the control's teacher."""
+    model = config.get("model")
+    return isinstance(model, dict) and float(model.get("face_dropout") or 0.0) >= 1.0
+
+
+def _from_audio_teacher(config: dict, run_dir: Path) -> bool:
+    """A student whose teacher run (distill.teacher, if it can still be read) hides its faces."""
+    distill = config.get("distill")
+    teacher = distill.get("teacher") if isinstance(distill, dict) else None
+    if not teacher:
+        return False
+    path = Path(teacher)
+    path = path if path.is_absolute() or (path / CONFIG_FILE).is_file() else run_dir / path
+    try:
+        teacher_config = yaml.safe_load((path / CONFIG_FILE).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(teacher_config, dict) and _hides_faces(teacher_config)
 
 
 def _scalar_metrics(metrics: dict) -> dict[str, float]:
@@ -145,7 +189,12 @@ def _sort_groups(df: pd.DataFrame) -> pd.DataFrame:
 
     def rank(values: pd.Series) -> pd.Series:
         order = {v: i for i, v in enumerate(orders[values.name])}
-        return values.map(lambda v: f"{order.get(v, len(order)):03d}:{v}")
+
+        def key(v: str) -> str:  # a control student right after the same method from the teacher
+            base, control = (v[: -len(CONTROL_SUFFIX)], 1) if v.endswith(CONTROL_SUFFIX) else (v, 0)
+            return f"{order.get(base, len(order)):03d}:{base}:{control}"
+
+        return values.map(key)
 
     return df.sort_values(list(KEY_COLUMNS), key=rank, kind="stable").reset_index(drop=True)
 
@@ -170,6 +219,93 @@ def summarize(df: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.Data
         out[f"{m}_mean"] = grouped[m].mean()
         out[f"{m}_std"] = grouped[m].std(ddof=1)
     return _sort_groups(out.reset_index())
+
+
+def _by_seed(rows: pd.DataFrame, metric: str) -> pd.Series:
+    values = rows.dropna(subset=[metric])
+    return values.groupby("seed")[metric].mean()
+
+
+def video_shares(df: pd.DataFrame, metric: str, confidence: float = 0.95) -> pd.DataFrame:
+    """Per (task, setting, method): the gain over ``none`` and the video's share, paired by seed.
+
+    ``gain_*``: the method against ``none``; ``share_*``: against the same method distilled from
+    the audio-only teacher (``<method>@audio_teacher``), NaN where that control was not run.
+    Positive is better for every metric (for EER: lower than the reference). Each has ``_n`` pairs,
+    ``_mean``, ``_low``/``_high`` (t-interval) and ``_p`` (paired t-test).
+    """
+    from distill.stats import improvement
+
+    lower = metric in LOWER_IS_BETTER
+    rows = []
+    for (task, setting), group in df.groupby(["task", "setting"], sort=False):
+        if metric not in group or group[metric].isna().all():
+            continue
+        methods = [m for m in dict.fromkeys(group["method"]) if m not in _NOT_SHARED and not m.endswith(CONTROL_SUFFIX)]
+        baseline = _by_seed(group[group["method"] == BASELINE], metric)
+        for method in methods:
+            own = _by_seed(group[group["method"] == method], metric)
+            control = _by_seed(group[group["method"] == method + CONTROL_SUFFIX], metric)
+            row = {"task": task, "setting": setting, "method": method, "metric": metric}
+            for name, reference in (("gain", baseline), ("share", control)):
+                seeds = own.index.intersection(reference.index)
+                row[f"{name}_n"] = len(seeds)
+                if len(seeds):
+                    d = improvement(own[seeds].to_numpy(), reference[seeds].to_numpy(), lower, confidence)
+                    row.update({f"{name}_mean": d.mean, f"{name}_low": d.ci_low, f"{name}_high": d.ci_high,
+                                f"{name}_p": d.p_value})
+            rows.append(row)
+    columns = ["task", "setting", "method", "metric"] + [f"{n}_{k}" for n in ("gain", "share")
+                                                         for k in ("n", "mean", "low", "high", "p")]
+    return _sort_groups(pd.DataFrame(rows, columns=columns)) if rows else pd.DataFrame(columns=columns)
+
+
+def _interval(row: pd.Series, name: str) -> str:
+    mean = row.get(f"{name}_mean")
+    if mean is None or pd.isna(mean):
+        return "–"
+    low, high = row[f"{name}_low"], row[f"{name}_high"]
+    if pd.isna(low):
+        return f"{mean:+.3f} (one seed: no interval)"
+    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def _p(value) -> str:
+    return "–" if value is None or pd.isna(value) else (f"{value:.3f}" if value >= 0.001 else "< 0.001")
+
+
+def _verdict(row: pd.Series, alpha: float = 0.05) -> str:
+    """The reading of one row, in words: is the gain there, and is it the video's?"""
+    gain_p, share_p = row.get("gain_p"), row.get("share_p")
+    if pd.isna(row.get("share_mean")):
+        share = "no audio-only-teacher control run: the video's share is unknown"
+    elif pd.isna(share_p):
+        share = "one seed: the video's share cannot be tested"
+    elif share_p < alpha and row["share_mean"] > 0:
+        share = "the video's share is significant"
+    elif share_p < alpha:
+        share = "the audio-only teacher does significantly better: the video costs here"
+    else:
+        share = "the video's share is **not significant**: this gain is not shown to come from the video"
+    if pd.isna(gain_p):
+        gain = "gain over none untested"
+    elif gain_p < alpha:
+        gain = "gain over none significant" if row["gain_mean"] > 0 else "significantly worse than none"
+    else:
+        gain = "gain over none not significant"
+    return f"{gain}; {share}"
+
+
+def format_shares(shares: pd.DataFrame, alpha: float = 0.05) -> str:
+    """The markdown table of :func:`video_shares` for one metric, with a verdict per row."""
+    header = ["setting", "method", "n", "gain over `none` [95 % CI]", "p", "video's share [95 % CI]", "p", "reading"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in shares.iterrows():
+        n = int(max(row["gain_n"], row["share_n"]))
+        lines.append("| " + " | ".join([str(row["setting"]), str(row["method"]), str(n), _interval(row, "gain"),
+                                         _p(row.get("gain_p")), _interval(row, "share"), _p(row.get("share_p")),
+                                         _verdict(row, alpha)]) + " |")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -235,9 +371,37 @@ def write_results(df: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] 
             png = out_dir / f"results_{task}.png"
             plot_results_bar(task_df, bar_metric, png, hue_order=METHOD_ORDER, title=f"{task}: {bar_metric}, mean ± std over seeds")
             written[f"bar:{task}"] = png
+        sections += _share_sections(task_df, str(task), out_dir, written)
     (out_dir / "results.md").write_text("\n".join(sections) + "\n")
     written["md"] = out_dir / "results.md"
     return written
+
+
+def _share_sections(task_df: pd.DataFrame, task: str, out_dir: Path, written: dict[str, Path]) -> list[str]:
+    """results.md's gains-and-video's-share tables of one task, and their plot (first metric)."""
+    from distill.plots import plot_video_share
+
+    sections: list[str] = []
+    for metric in SHARE_METRICS.get(task, ()):
+        if metric not in task_df:
+            continue
+        shares = video_shares(task_df, metric)
+        if shares.empty:
+            continue
+        arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
+        sections += ["", f"### Gain over `none` and the video's share: {metric} {arrow}", ""]
+        if len(sections) == 3:  # the explanation once per task
+            sections += ["Per seed, paired (same seed, same initialisation and data order), then the mean, its "
+                         "95 % t-interval and a two-sided paired t-test; positive = better. The video's share is "
+                         "the gain over the same method distilled from the audio-only teacher "
+                         f"(`<method>{CONTROL_SUFFIX}`: the same teacher trained with its faces hidden).", ""]
+        sections.append(format_shares(shares))
+        if f"share:{task}" not in written and shares["share_mean"].notna().any():
+            png = out_dir / f"results_{task}_share.png"
+            plot_video_share(shares, png, title=f"{task}: {metric}, gain over none and the video's share")
+            written[f"share:{task}"] = png
+            sections += ["", f"![{task}: gain over none and the video's share]({png.name})"]
+    return sections
 
 
 # --------------------------------------------------------------------------------- CLI

@@ -18,9 +18,17 @@ SWEEP.yaml::
     variants:                    # students: a name, a method, optional dotted overrides
       - {name: none, method: none}
       - {name: embed-cosine, method: embed, set: {distill.distance: cosine}}
+    controls: [audio_teacher]    # optional: the privileged-information control (default: none)
 
-Layout: ``OUT/<task>-<setting>/teacher`` and ``OUT/<task>-<setting>/<variant>/seed<k>``; then
-``OUT/results.csv``, ``OUT/results.md`` and ``OUT/results_<task>.png`` via distill.report.
+``controls: [audio_teacher]`` also trains the same teacher with its faces hidden in training and
+evaluation (``model.face_dropout: 1.0``, same architecture, same seed; ``distill.face_recon: 0``, so
+the faces do not reach it as reconstruction targets either) and distils every variant
+but ``none`` from it too: a gain that the audio-only teacher gives as well is self-distillation,
+not the video's. distill.report then gives each method's gain over ``none`` and the video's share.
+
+Layout: ``OUT/<task>-<setting>/teacher`` and ``OUT/<task>-<setting>/<variant>/seed<k>``; the control
+``OUT/<task>-<setting>/audio_teacher`` and ``OUT/<task>-<setting>/<variant>@audio_teacher/seed<k>``;
+then ``OUT/results.csv``, ``OUT/results.md`` and ``OUT/results_<task>[_share].png`` via distill.report.
 """
 from __future__ import annotations
 
@@ -33,7 +41,13 @@ import yaml
 from tqdm import tqdm
 
 from distill.config import METHODS, ConfigError, RunConfig, load_config, merge
+from distill.report import AUDIO_TEACHER, CONTROL_SUFFIX
 from distill.train import LAST, METRICS, run_training
+
+#: Control teachers by name: the overrides that turn the sweep's teacher into the control's. The
+#: audio-only teacher must not learn from the faces by any route: hidden as input, and not
+#: reconstructed either (a face_recon teacher on audio alone still learns from them as targets).
+CONTROLS = {AUDIO_TEACHER: {"model.face_dropout": 1.0, "distill.face_recon": 0.0}}
 
 
 @dataclass
@@ -54,6 +68,7 @@ class SweepSpec:
     teacher: dict
     variants: list[Variant]
     teacher_seed: int
+    controls: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str | Path, cache: str | None = None, out: str | None = None) -> "SweepSpec":
@@ -61,7 +76,8 @@ class SweepSpec:
             raw = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read sweep file {path}: {exc}") from exc
-        known = {"cache", "out", "seeds", "combos", "tasks", "settings", "base", "teacher", "variants", "teacher_seed"}
+        known = {"cache", "out", "seeds", "combos", "tasks", "settings", "base", "teacher", "variants", "teacher_seed",
+                 "controls"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) {unknown}; valid: {sorted(known)}")
@@ -85,19 +101,35 @@ class SweepSpec:
         names = [v.name for v in variants]
         if len(set(names)) != len(names) or "teacher" in names:
             raise ConfigError(f"{path}: variant names must be unique and not 'teacher', got {names}")
+        controls = [str(c) for c in raw.get("controls") or []]
+        bad = sorted(set(controls) - set(CONTROLS))
+        if bad:
+            raise ConfigError(f"{path}: unknown control(s) {bad}; known: {sorted(CONTROLS)}")
+        if set(controls) & set(names) or any(n.endswith(CONTROL_SUFFIX) for n in names):
+            raise ConfigError(f"{path}: variant names must not name a control or end in {CONTROL_SUFFIX!r}")
         seeds = [int(s) for s in raw.get("seeds", [0])]
         spec = cls(cache=cache or raw.get("cache"), out=out or raw.get("out") or "results/sweep", seeds=seeds,
                    combos=combos, combo_overrides=combo_overrides, base=dict(raw.get("base") or {}), teacher=dict(raw.get("teacher") or {}),
-                   variants=variants, teacher_seed=int(raw.get("teacher_seed", seeds[0])))
+                   variants=variants, teacher_seed=int(raw.get("teacher_seed", seeds[0])), controls=controls)
         if not spec.cache:
             raise ConfigError(f"{path}: no cache (give cache: in the file or --cache)")
         return spec
 
-    def teacher_config(self, task: str, setting: str) -> RunConfig:
+    def teacher_config(self, task: str, setting: str, control: str | None = None) -> RunConfig:
+        """The combo's teacher, or with ``control`` the same teacher turned into that control."""
         tree = merge(self.base, self.teacher)
         return load_config(base=tree, overrides={"role": "teacher", "cache": self.cache, "data.task": task,
                                                  "data.setting": setting, "train.seed": self.teacher_seed,
-                                                 **self.combo_overrides.get((task, setting), {})})
+                                                 **self.combo_overrides.get((task, setting), {}),
+                                                 **(CONTROLS[control] if control else {})})
+
+    def student_runs(self, combo_dir: Path) -> list[tuple[Variant, str, Path, Path]]:
+        """(variant, method label, its teacher's dir, its run dir without seed) for every student of a combo."""
+        runs = [(v, v.name, combo_dir / "teacher", combo_dir / v.name) for v in self.variants]
+        for control in self.controls:
+            runs += [(v, f"{v.name}@{control}", combo_dir / control, combo_dir / f"{v.name}@{control}")
+                     for v in self.variants if v.method != "none"]
+        return runs
 
     def student_config(self, task: str, setting: str, variant: Variant, seed: int, teacher_dir: Path) -> RunConfig:
         overrides = {"role": "student", "cache": self.cache, "data.task": task, "data.setting": setting,
@@ -152,24 +184,27 @@ def run_sweep(path: str | Path, cache: str | None = None, out: str | None = None
     spec = SweepSpec.load(path, cache=cache, out=out)
     out_dir = Path(spec.out)
     records: list[RunRecord] = []
-    total = len(spec.combos) * (1 + len(spec.variants) * len(spec.seeds))
-    bar = tqdm(total=total, desc="sweep", unit="run", disable=not progress)
+    per_combo = 1 + len(spec.controls) + len(spec.student_runs(out_dir)) * len(spec.seeds)
+    bar = tqdm(total=len(spec.combos) * per_combo, desc="sweep", unit="run", disable=not progress)
     for task, setting in spec.combos:
         combo_dir = out_dir / f"{task}-{setting}"
-        teacher_dir = combo_dir / "teacher"
-        record = _train_or_reuse(spec.teacher_config(task, setting), teacher_dir, f"{task}-{setting}/teacher")
-        records.append(record)
-        _report(bar, record)
-        for variant in spec.variants:
+        teachers: dict[Path, RunRecord] = {}
+        for control in [None, *spec.controls]:
+            teacher_dir = combo_dir / (control or "teacher")
+            record = _train_or_reuse(spec.teacher_config(task, setting, control), teacher_dir,
+                                     f"{task}-{setting}/{control or 'teacher'}")
+            teachers[teacher_dir] = record
+            records.append(record)
+            _report(bar, record)
+        for variant, label, teacher_dir, run_dir in spec.student_runs(combo_dir):
             for seed in spec.seeds:
-                name = f"{task}-{setting}/{variant.name}/seed{seed}"
-                if record.status == "failed" and variant.method != "none":
-                    records.append(RunRecord(name, combo_dir / variant.name / f"seed{seed}", "failed",
-                                             error="its teacher failed"))
+                name = f"{task}-{setting}/{label}/seed{seed}"
+                if teachers[teacher_dir].status == "failed" and variant.method != "none":
+                    records.append(RunRecord(name, run_dir / f"seed{seed}", "failed", error="its teacher failed"))
                     _report(bar, records[-1])
                     continue
                 cfg = spec.student_config(task, setting, variant, seed, teacher_dir)
-                records.append(_train_or_reuse(cfg, combo_dir / variant.name / f"seed{seed}", name))
+                records.append(_train_or_reuse(cfg, run_dir / f"seed{seed}", name))
                 _report(bar, records[-1])
     bar.close()
     result = SweepResult(out_dir, records)
@@ -194,9 +229,9 @@ def write_sweep_results(spec: SweepSpec, out_dir: Path) -> dict:
     # Two variants of one method (e.g. embed with mse vs cosine) must stay two rows of the table.
     variant_of = {}
     for t, s in spec.combos:
-        for v in spec.variants:
+        for _, label, _, run_dir in spec.student_runs(out_dir / f"{t}-{s}"):
             for seed in spec.seeds:
-                variant_of[str(out_dir / f"{t}-{s}" / v.name / f"seed{seed}")] = v.name
+                variant_of[str(run_dir / f"seed{seed}")] = label
     is_student = df["run_dir"].isin(variant_of)
     df.loc[is_student, "method"] = df.loc[is_student, "run_dir"].map(variant_of)
     return write_results(df, out_dir)

@@ -35,6 +35,7 @@ from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag
 from distill.evaluate import (LOWER_IS_BETTER, Predictions, build_trials, classification, predict, selection_metric,
                               trials_record, validation_scores, verification)
 from distill.models import build_network
+from distill.normalize import fit_input_norms
 from distill.objective import Objective, StepModule
 from distill.targets import (TARGETS_FILE, TargetStore, cache_identity, check_heldout, compute_targets, open_targets,
                              targets_key, write_targets, write_train_ids)
@@ -151,7 +152,7 @@ class Trainer:
         self.is_teacher = cfg.role == "teacher"
         self.teacher = self._teacher_source(live_teacher)
         self.net = build_network(cfg.model, role=cfg.role, setting=cfg.data.setting, n_mels=self.cache.n_mels,
-                                 n_classes=len(self.data.labels.names)).to(self.device)
+                                 n_classes=len(self.data.labels.names), face_dim=self.cache.face_dim).to(self.device)
         teacher_dims = self.teacher.dims if self.teacher else None
         face_dim = self.net.encoder.visual.face_dim if self.is_teacher else None
         self.objective = Objective(cfg.distill, cfg.role, self.net.level_dims, teacher_dims,
@@ -262,6 +263,7 @@ class Trainer:
 
     def meta(self) -> dict:
         return {"role": self.cfg.role, "labels": list(self.data.labels.names), "n_mels": self.cache.n_mels,
+                "face_dim": self.cache.face_dim,
                 "cache_id": cache_identity(self.cache), "cache_config": json.dumps(self.cache.config, sort_keys=True),
                 "setting": self.cfg.data.setting, "task": self.cfg.data.task}
 
@@ -295,6 +297,8 @@ class Trainer:
             if self.is_teacher:
                 self._warn_without_faces()
             self.tb = TensorBoardLog.open(self.out, self.cfg.train.tensorboard, self.epoch)
+        # Input normalisation from the training split, once (a resumed run restored it with the weights).
+        fit_input_norms(self.net, self.cache, self.data.utt_ids("train"), self.env)
         dataset = self.train_dataset()
         loader, sampler = self.train_loader(dataset)
         val = self.data.dataset("val", faces=self.is_teacher, train=False)

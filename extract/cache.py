@@ -85,7 +85,8 @@ class ItemFeatures:
         """Build from the dict shape ``cache[utt_id]`` returns (labels are the remaining keys)."""
         item = dict(item)
         fbank = np.asarray(item.pop("fbank"), dtype=np.float32)
-        face = np.asarray(item.pop("face", np.zeros((0, FACE_DIM))), dtype=np.float32).reshape(-1, FACE_DIM)
+        face = np.asarray(item.pop("face", np.zeros((0, FACE_DIM))), dtype=np.float32)
+        face = face if face.ndim == 2 else face.reshape(-1, FACE_DIM)
         n_face = len(face)
         found = np.asarray(item.pop("face_found", np.zeros(n_face, bool)), dtype=bool)
         times = np.asarray(item.pop("frame_times", np.zeros(n_face)), dtype=np.float32)
@@ -112,16 +113,17 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _check_item(item: ItemFeatures, dtype: np.dtype) -> None:
+def _check_item(item: ItemFeatures, dtype: np.dtype, face_dim: int = FACE_DIM) -> None:
     """Reject what would be stored wrongly, naming the item: shapes, and values the dtype can't hold."""
     name = item.utt_id
     if item.fbank.ndim != 2 or len(item.fbank) == 0:
         raise ValueError(f"{name}: fbank must be a non-empty (T, n_mels) array, got shape {item.fbank.shape}")
     n = len(item.face_found)
-    if item.face.shape != (n, FACE_DIM) or item.frame_times.shape != (n,):
+    width_ok = item.face.shape == (n, face_dim) or (n == 0 and item.face.size == 0)  # no frames: any empty shape
+    if not width_ok or item.frame_times.shape != (n,):
         raise ValueError(
             f"{name}: face {item.face.shape}, face_found {item.face_found.shape} and frame_times "
-            f"{item.frame_times.shape} disagree (expected ({n}, {FACE_DIM}), ({n},), ({n},))"
+            f"{item.frame_times.shape} disagree (expected ({n}, {face_dim}), ({n},), ({n},))"
         )
     for key in ("fbank", "face"):
         with np.errstate(over="ignore"):  # an overflow is exactly what this check reports
@@ -133,9 +135,10 @@ def _check_item(item: ItemFeatures, dtype: np.dtype) -> None:
 class ShardWriter:
     """Packs items into one shard file; the only writer of that file."""
 
-    def __init__(self, cache_dir: str | os.PathLike, dtype: str = "float16") -> None:
+    def __init__(self, cache_dir: str | os.PathLike, dtype: str = "float16", face_dim: int = FACE_DIM) -> None:
         self.cache_dir = Path(cache_dir)
         self.dtype = np.dtype(dtype)
+        self.face_dim = face_dim  # width of the face embeddings (FaceNet: 512)
         self.shard_id = uuid.uuid4().hex
         self.shard_dir = self.cache_dir / SHARD_DIR
         self.shard_dir.mkdir(parents=True, exist_ok=True)
@@ -153,7 +156,7 @@ class ShardWriter:
             raise RuntimeError("ShardWriter is closed")
         if isinstance(item, dict):
             item = ItemFeatures.from_dict(item)
-        _check_item(item, self.dtype)
+        _check_item(item, self.dtype, self.face_dim)
         self._items.append(item)
 
     def close(self) -> list[dict[str, Any]]:
@@ -195,7 +198,7 @@ class ShardWriter:
         """The index rows and the bytes of the shard file (an in-memory HDF5 image)."""
         items = self._items
         fbank = np.concatenate([it.fbank for it in items]).astype(self.dtype)
-        face = np.concatenate([it.face for it in items]).astype(self.dtype).reshape(-1, FACE_DIM)
+        face = np.concatenate([it.face.reshape(-1, self.face_dim) for it in items]).astype(self.dtype)
         found = np.concatenate([it.face_found for it in items]).astype(bool)
         times = np.concatenate([it.frame_times for it in items]).astype(np.float32)
         rows: list[dict[str, Any]] = []
@@ -746,12 +749,14 @@ def build_cache(
     cache_dir.mkdir(parents=True, exist_ok=True)
     writer: ShardWriter | None = None
     n_mels = None
+    face_dim = int((config or {}).get("face_dim", 0)) or None
     with cache_lock(cache_dir):
         for item in items:
             if isinstance(item, dict):
                 item = ItemFeatures.from_dict(item)
             n_mels = n_mels or item.fbank.shape[1]
-            writer = writer or ShardWriter(cache_dir, dtype=dtype)
+            face_dim = face_dim or (item.face.shape[1] if len(item.face) else None)
+            writer = writer or ShardWriter(cache_dir, dtype=dtype, face_dim=face_dim or FACE_DIM)
             writer.add(item)
             if len(writer) >= shard_size:
                 commit_rows(cache_dir, writer.close())
@@ -760,7 +765,7 @@ def build_cache(
             commit_rows(cache_dir, writer.close())
         if config is None:
             config = {"synthetic": True, "n_mels": n_mels, "hop_ms": 10.0, "dtype": dtype}
-        config = dict(config)
+        config = {"face_dim": face_dim or FACE_DIM, **config}
         config.setdefault("hash", config_hash(config))
         write_config(cache_dir, config)
         write_snapshot(cache_dir)
@@ -893,6 +898,17 @@ class Cache:
     @property
     def n_mels(self) -> int:
         return int(self.config["n_mels"])
+
+    @property
+    def face_dim(self) -> int:
+        """Width of the stored face embeddings: config.json's ``face_dim``, else the shards' arrays."""
+        if "face_dim" in self.config:
+            return int(self.config["face_dim"])
+        for path in self.shard_paths()[:1]:
+            shape = self._file(path.name)["face"].shape
+            if len(shape) == 2 and shape[1]:
+                return int(shape[1])
+        return FACE_DIM
 
     def labels(self, utt_id: str) -> dict[str, Any]:
         return self.labels_at(self.position(utt_id))

@@ -72,6 +72,7 @@ class ExtractConfig:
         record.update(
             hash=self.hash(weights_identity),
             face_weights_identity=weights_identity,
+            face_dim=512,  # InceptionResnetV1's embedding width; distill sizes its visual branch by it
             versions=library_versions(),
         )
         return record

@@ -9,11 +9,18 @@ gain over `none`. One thread, about 10 s a run.
     python tests/lupi_compare.py --variants embed-joint softlabel gkd         # the other students
     python tests/lupi_compare.py --label-noise 0 --train-per-class 4          # the clean-label design
     python tests/lupi_compare.py --setting seq                                # segments + aggregation
+    python tests/lupi_compare.py --control                                    # + the audio-only teacher
+
+``--control`` also trains the same teacher with its faces hidden (``model.face_dropout: 1.0``, and
+``distill.face_recon: 0``: no faces as reconstruction targets either) and
+distils every variant from it: the video's share of a gain is the gain over that control, given
+as the mean over draws with a 95 % t-interval and a paired t-test (pairs: the draws).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from distill.stats import paired_difference  # noqa: E402
 from distill.train import run_training  # noqa: E402
 from lupi_data import LupiDesign, make_lupi_cache  # noqa: E402
 from synthetic import tiny_config  # noqa: E402
@@ -35,7 +43,22 @@ VARIANTS = {
     "softlabel": {"distill__method": "softlabel"},
     "gkd": {"distill__method": "gkd"},
     "embed+softlabel": {"distill__method": "embed+softlabel", "distill__encoder_grad": "distill-only"},
+    # what of the teacher's embedding is imitated (docs/method.md): relations within a batch, or
+    # which teacher embedding is one's own among the batch's (InfoNCE), instead of the point itself
+    "embed-relational": {"distill__method": "embed", "distill__encoder_grad": "distill-only",
+                         "distill__pointwise": 0.0, "distill__relational": 1.0},
+    "embed-contrastive": {"distill__method": "embed", "distill__encoder_grad": "distill-only",
+                          "distill__pointwise": 0.0, "distill__contrastive": 1.0},
+    "embed+relational": {"distill__method": "embed", "distill__encoder_grad": "distill-only",
+                         "distill__relational": 1.0},
 }
+
+
+def train_or_read(cfg, out: Path) -> dict:
+    """A finished run in ``out`` (same --out, another variant list) is read, not retrained; a killed one resumed."""
+    if (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text())
+    return run_training(cfg, out, resume=(out / "last.pt").is_file(), progress=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,31 +71,49 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="student seed")
     p.add_argument("--label-noise", type=float, default=LupiDesign.label_noise)
     p.add_argument("--train-per-class", type=int, default=LupiDesign.train_per_class)
+    p.add_argument("--control", action="store_true", help="also distil every variant from an audio-only teacher")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="dotted overrides for every run, e.g. model.face_norm=none")
     p.add_argument("--out", help="keep the runs here (default: a temporary directory)")
     args = p.parse_args(argv)
     design = dataclasses.replace(LupiDesign(), label_noise=args.label_noise, train_per_class=args.train_per_class)
     root = Path(args.out or tempfile.mkdtemp(prefix="lupi-"))
     names = ["none", *args.variants]
-    acc = {n: [] for n in names}
+    controls = [f"{v}@audio_teacher" for v in args.variants] if args.control else []
+    acc = {n: [] for n in names + controls}
+    extra_set = {k.replace(".", "__"): v for k, v in (_parse(o) for o in args.set)}
     print(f"design {design}\n{args.setting}; teacher face_recon={args.face_recon}; runs in {root}")
     for draw in args.draws:
         run = root / f"draw{draw}"
-        cache = make_lupi_cache(run / "cache", design, seed=draw)
-        teacher = run_training(tiny_config(cache, "teacher", distill__face_recon=args.face_recon,
-                                           data__setting=args.setting, **TEACHER), run / "teacher", progress=False)
-        cells = [f"draw {draw}: teacher {teacher['accuracy']:.2f} (video missing {teacher['video_missing']['accuracy']:.2f})"]
-        for name in names:
-            extra = {"distill__method": "none"} if name == "none" else VARIANTS[name]
-            cfg = tiny_config(cache, "student", distill__teacher=str(run / "teacher"), train__seed=args.seed,
-                              data__setting=args.setting, **{**SCHEDULE, **extra})
-            m = run_training(cfg, run / name, progress=False)
+        cache = run / "cache" if (run / "cache" / "config.json").is_file() else make_lupi_cache(run / "cache", design, seed=draw)
+        teachers = {"teacher": {}, "audio_teacher": {"model__face_dropout": 1.0, "distill__face_recon": 0.0}} if args.control else {"teacher": {}}
+        cells = [f"draw {draw}:"]
+        for tname, hide in teachers.items():
+            overrides = {"distill__face_recon": args.face_recon, **TEACHER, **extra_set, **hide}
+            t = train_or_read(tiny_config(cache, "teacher", data__setting=args.setting, **overrides), run / tname)
+            cells.append(f"{tname} {t['accuracy']:.2f} (video missing {t['video_missing']['accuracy']:.2f})")
+        for name in names + controls:
+            method, _, control = name.partition("@")
+            extra = {"distill__method": "none"} if name == "none" else VARIANTS[method]
+            cfg = tiny_config(cache, "student", distill__teacher=str(run / (control or "teacher")), train__seed=args.seed,
+                              data__setting=args.setting, **{**SCHEDULE, **extra_set, **extra})
+            m = train_or_read(cfg, run / name)
             acc[name].append(m["accuracy"])
             cells.append(f"{name} {m['accuracy']:.3f} / EER {m['eer']:.3f}")
         print(" | ".join(cells), flush=True)
     for name in args.variants:
-        gain = np.array(acc[name]) - np.array(acc["none"])
-        print(f"{name}: gain over none per draw {gain.round(3).tolist()}, mean {gain.mean():+.3f}")
+        for reference in ["none"] + ([f"{name}@audio_teacher"] if args.control else []):
+            d = paired_difference(acc[name], acc[reference])
+            what = "gain over none" if reference == "none" else "video's share (gain over the audio-only teacher's)"
+            print(f"{name}: {what} per draw {np.subtract(acc[name], acc[reference]).round(3).tolist()}, "
+                  f"mean {d.mean:+.3f} [95 % CI {d.ci_low:+.3f}, {d.ci_high:+.3f}], paired t-test p {d.p_value:.3f}")
     return 0
+
+
+def _parse(text: str):
+    from distill.config import parse_override
+
+    return parse_override(text)
 
 
 if __name__ == "__main__":

@@ -83,13 +83,17 @@ def test_every_run_has_its_artefacts(demo):
 def test_results_table_and_charts(demo):
     results = demo / "results"
     table = pd.read_csv(results / "results.csv")
-    # 4 combos × (teacher + teacher-no-video + 5 methods × 2 seeds)
-    assert len(table) == 4 * (2 + len(METHODS) * 2)
-    assert set(table["method"]) == {"teacher", "teacher-no-video", *METHODS}
+    # 4 combos × (teacher + teacher-no-video + 5 methods × 2 seeds), and the control: its audio-only
+    # teacher + the 4 distilling methods × 2 seeds from it
+    controls = [f"{m}@audio_teacher" for m in METHODS if m != "none"]
+    assert len(table) == 4 * (2 + len(METHODS) * 2 + 1 + len(controls) * 2)
+    assert set(table["method"]) == {"teacher", "teacher-no-video", *METHODS, "audio_teacher", *controls}
     markdown = (results / "results.md").read_text()
     assert "±" in markdown and "embed+softlabel" in markdown and "teacher-no-video" in markdown
+    assert "video's share" in markdown and "embed@audio_teacher" in markdown
     for task in ("speaker", "emotion"):
         assert_png(results / f"results_{task}.png")
+        assert_png(results / f"results_{task}_share.png")
     sweep = yaml.safe_load((results / "sweep.yaml").read_text())
     assert sweep["seeds"] == [0, 1] and Path(sweep["cache"]).is_dir()
 

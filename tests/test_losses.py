@@ -159,3 +159,49 @@ def test_face_reconstruction_per_segment_and_shape_errors():
     assert value.item() == pytest.approx(expected.item(), abs=1e-6)
     with pytest.raises(ValueError, match="leading axes"):
         loss(torch.randn(2, 4), face, mask)
+
+
+def test_similarity_preserving_hand_computed_and_width_free():
+    from distill.losses import similarity_preserving
+
+    student = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # orthogonal: S_s = I
+    teacher = torch.tensor([[2.0, 0.0], [1.0, 0.0]])  # parallel: S_t = all ones
+    assert similarity_preserving(student, teacher).item() == pytest.approx(2 / 4)  # two off-diagonal 1s, / N²
+    wide = torch.tensor([[3.0, 0.0, 0.0], [0.0, 0.5, 0.0]])  # another width, same relations
+    assert similarity_preserving(wide, teacher).item() == pytest.approx(0.5)
+    assert similarity_preserving(teacher, 5 * teacher).item() == pytest.approx(0.0, abs=1e-7)  # scale-free
+    seq = torch.randn(2, 3, 4)  # (B, S, D): all 6 segments are related to each other
+    assert similarity_preserving(seq, seq).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="same batch"):
+        similarity_preserving(student, teacher[:1])
+
+
+def test_info_nce_hand_computed():
+    from distill.losses import info_nce
+
+    s = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # logits = I / τ; each row's CE = log(1 + e^{-1/τ})
+    assert info_nce(s, 3 * s, temperature=1.0).item() == pytest.approx(math.log(1 + math.exp(-1)))
+    assert info_nce(s, s, temperature=0.5).item() == pytest.approx(math.log(1 + math.exp(-2)))
+    swapped = s.flip(0)  # each student now matches the other item's teacher best
+    assert info_nce(s, swapped, temperature=1.0).item() == pytest.approx(math.log(1 + math.exp(1)))
+    with pytest.raises(ValueError, match="temperature"):
+        info_nce(s, s, temperature=0.0)
+
+
+def test_embedding_loss_adds_relational_and_contrastive_terms_by_weight():
+    torch.manual_seed(0)
+    student, teacher = {"enc": torch.randn(4, 3, requires_grad=True)}, {"enc": torch.randn(4, 5)}
+    loss = EmbeddingDistillLoss({"enc": (3, 5)}, distance="cosine", weights={"enc": 2.0},
+                                relational=0.5, contrastive=0.25, contrastive_temperature=0.2)
+    terms = loss(student, teacher)
+    from distill.losses import info_nce, similarity_preserving
+
+    projected = loss.projections["enc"](student["enc"])
+    assert terms["rel_enc"].item() == pytest.approx(2.0 * 0.5 * similarity_preserving(student["enc"], teacher["enc"]).item())
+    assert terms["nce_enc"].item() == pytest.approx(2.0 * 0.25 * info_nce(projected, teacher["enc"], 0.2).item())
+    assert terms["total"].item() == pytest.approx(sum(v.item() for k, v in terms.items() if k != "total"))
+    alone = EmbeddingDistillLoss({"enc": (3, 5)}, pointwise=0.0, relational=1.0)
+    assert set(alone(student, teacher)) == {"rel_enc", "total"} and not list(alone.parameters())
+    with pytest.raises(ValueError, match="all 0"):
+        EmbeddingDistillLoss({"enc": (3, 5)}, pointwise=0.0)

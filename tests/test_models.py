@@ -131,7 +131,7 @@ def test_teacher_trains_the_visual_branch_and_no_face_only_when_a_face_is_missin
 
 def test_resnet_blocks_set_each_stage_depth_and_bad_counts_are_refused():
     net = build(replace(TINY, audio_encoder="resnet", resnet_blocks=[1, 2, 1, 3]), "student", "nonseq")
-    resnet = net.encoder.net
+    resnet = net.encoder.encoder.net  # behind the log-mel normaliser
     assert [len(stage) for stage in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)] == [1, 2, 1, 3]
     for bad in ([3, 4, 6], [1, 0, 1, 1]):
         with pytest.raises(ValueError, match="4 positive counts"):
@@ -147,7 +147,7 @@ def test_training_batch_of_one_is_a_clear_error_for_batchnorm_pooled_encoders(en
 
 
 def test_face_dropout_hides_the_whole_face_track_in_training_only():
-    cfg = replace(TINY, face_dropout=1.0)
+    cfg = replace(TINY, face_dropout=1.0 - 1e-9)  # a probability below 1: every item hidden (but not by rule)
     net = build(cfg, "teacher", "nonseq").train()
     x = inputs("nonseq")
     torch.testing.assert_close(net(**x).enc, net(fbank=x["fbank"]).enc)  # BN in batch mode: same batch, same stats
@@ -155,6 +155,15 @@ def test_face_dropout_hides_the_whole_face_track_in_training_only():
     assert not torch.allclose(net(**x).enc, net(fbank=x["fbank"]).enc)
     with pytest.raises(ValueError, match="face_dropout"):
         type(net)(net.encoder.audio, net.head, role="student", n_mels=N_MELS, face_dropout=0.5)
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_face_dropout_of_one_is_an_audio_only_teacher_in_evaluation_too(setting):
+    """The control teacher never saw a face; showing it faces at test time would feed its fusion
+    features of an untrained visual branch, so it never looks at them."""
+    net = build(replace(TINY, face_dropout=1.0), "teacher", setting)
+    x = inputs(setting)
+    torch.testing.assert_close(net(**x).enc, net(fbank=x["fbank"]).enc)
 
 
 @pytest.mark.parametrize("setting", SETTINGS)

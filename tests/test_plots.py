@@ -109,3 +109,14 @@ def test_results_bar_png(tmp_path):
         plots.plot_results_bar(df, "uar", tmp_path / "x.png")
     with pytest.raises(ValueError, match="no run has a value for 'eer'"):
         plots.plot_results_bar(df.assign(eer=np.nan), "eer", tmp_path / "x.png")
+
+
+def test_video_share_png_and_refuses_an_empty_table(tmp_path):
+    shares = pd.DataFrame({"setting": ["nonseq", "seq"], "method": ["embed", "embed"], "metric": "accuracy",
+                           "gain_mean": [0.1, 0.05], "gain_low": [0.02, float("nan")], "gain_high": [0.18, float("nan")],
+                           "share_mean": [0.01, float("nan")], "share_low": [-0.03, float("nan")],
+                           "share_high": [0.05, float("nan")]})
+    png = plots.plot_video_share(shares, tmp_path / "share.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="empty"):
+        plots.plot_video_share(shares.iloc[:0], tmp_path / "none.png")

@@ -140,3 +140,61 @@ def test_main_cli(runs, tmp_path, capsys):
     assert (tmp_path / "cli" / "results.md").is_file()
     assert report.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "cli2")]) == 1
     assert "nowhere: no such run directory" in capsys.readouterr().err
+
+
+# accuracy per seed of a speaker nonseq sweep with the privileged-information control
+CONTROL = {"none": [0.50, 0.55, 0.52], "embed": [0.60, 0.66, 0.61], "embed@audio_teacher": [0.59, 0.64, 0.62],
+           "softlabel": [0.70, 0.74, 0.72], "softlabel@audio_teacher": [0.52, 0.55, 0.53]}
+
+
+@pytest.fixture
+def control_runs(tmp_path):
+    root = tmp_path / "sweep"
+    teacher = _sectioned("teacher", "speaker", "nonseq", "none", 0)
+    _run(root, "teacher", teacher, {"accuracy": 0.9, "video_missing": {"accuracy": 0.3}})
+    audio = {**teacher, "model": {"audio_encoder": "ecapa", "face_dropout": 1.0}}
+    _run(root, "audio_teacher", audio, {"accuracy": 0.6, "video_missing": {"accuracy": 0.6}})
+    for label, accs in CONTROL.items():
+        method, _, control = label.partition("@")
+        for seed, acc in enumerate(accs):
+            config = _sectioned("student", "speaker", "nonseq", method, seed)
+            config["distill"]["teacher"] = str(root / (control or "teacher")) if method != "none" else None
+            _run(root, f"{label}/seed{seed}", config, {"accuracy": acc, "eer": 1 - acc})
+    return root
+
+
+def test_the_control_teacher_and_its_students_are_named_apart(control_runs):
+    df = report.collect_runs(control_runs)
+    assert sorted(df["method"].unique()) == sorted(["teacher", "teacher-no-video", "audio_teacher", *CONTROL])
+    assert (df["method"] == "teacher-no-video").sum() == 1  # the audio teacher's would repeat its own row
+    order = report.summarize(df, ["accuracy"])["method"].tolist()
+    assert order == ["teacher", "teacher-no-video", "audio_teacher", "none", "softlabel", "softlabel@audio_teacher",
+                     "embed", "embed@audio_teacher"]
+
+
+def test_video_shares_are_paired_by_seed_and_match_scipy(control_runs):
+    from scipy import stats
+
+    shares = report.video_shares(report.collect_runs(control_runs), "accuracy").set_index("method")
+    assert sorted(shares.index) == ["embed", "softlabel"]
+    for method in ("embed", "softlabel"):
+        for name, reference in (("gain", "none"), ("share", f"{method}@audio_teacher")):
+            ref = stats.ttest_rel(CONTROL[method], CONTROL[reference])
+            ci = ref.confidence_interval()
+            row = shares.loc[method]
+            assert row[f"{name}_n"] == 3
+            assert row[f"{name}_mean"] == pytest.approx(np.mean(np.subtract(CONTROL[method], CONTROL[reference])))
+            assert (row[f"{name}_low"], row[f"{name}_high"], row[f"{name}_p"]) == pytest.approx((ci.low, ci.high, ref.pvalue))
+    # EER: lower is better, so a better method still has a positive gain
+    eer = report.video_shares(report.collect_runs(control_runs), "eer").set_index("method")
+    assert eer.loc["softlabel", "gain_mean"] == pytest.approx(shares.loc["softlabel", "gain_mean"])
+
+
+def test_results_md_says_in_words_when_the_share_is_not_significant(control_runs, tmp_path):
+    written = report.write_results(report.collect_runs(control_runs), tmp_path / "out")
+    md = written["md"].read_text()
+    assert "video's share" in md and written["share:speaker"].read_bytes()[:4] == b"\x89PNG"
+    embed = next(line for line in md.splitlines() if line.startswith("| nonseq | embed |") and "share" in line)
+    soft = next(line for line in md.splitlines() if line.startswith("| nonseq | softlabel |") and "share" in line)
+    assert "**not significant**" in embed and "gain over none significant" in embed
+    assert "the video's share is significant" in soft

@@ -86,5 +86,45 @@ def test_noisy_labels_sweep_is_the_recipe_of_the_docs():
     spec = SweepSpec.load(REPO / "configs" / "noisy_labels_sweep.yaml", cache="c")
     task, setting = spec.combos[0]
     assert spec.teacher_config(task, setting).distill.face_recon == 10.0
+    # its audio-only control must not see the faces as reconstruction targets either
+    assert spec.teacher_config(task, setting, "audio_teacher").distill.face_recon == 0.0
     grads = {v.name: spec.student_config(task, setting, v, 0, REPO).distill.encoder_grad for v in spec.variants}
     assert grads["embed-distill-only"] == "distill-only" and grads["embed-joint"] == "joint"
+
+
+def test_controls_train_an_audio_only_teacher_and_distil_every_variant_from_it(sweep_file, tmp_path):
+    spec = yaml.safe_load(sweep_file.read_text())
+    spec.update(seeds=[0], controls=["audio_teacher"])
+    sweep_file.write_text(yaml.safe_dump(spec))
+    result = run_sweep(sweep_file, progress=False)
+    assert not result.failed
+    combo = tmp_path / "out" / "emotion-nonseq"
+    assert [r.name for r in result.runs] == ["emotion-nonseq/teacher", "emotion-nonseq/audio_teacher",
+                                             "emotion-nonseq/none/seed0", "emotion-nonseq/embed-cosine/seed0",
+                                             "emotion-nonseq/embed-cosine@audio_teacher/seed0"]
+    control = yaml.safe_load((combo / "audio_teacher" / "config.yaml").read_text())
+    teacher = yaml.safe_load((combo / "teacher" / "config.yaml").read_text())
+    assert control["model"]["face_dropout"] == 1.0 and teacher["model"]["face_dropout"] == 0.0
+    assert control["distill"]["face_recon"] == 0.0
+    assert {k: v for k, v in control["model"].items() if k != "face_dropout"} == \
+        {k: v for k, v in teacher["model"].items() if k != "face_dropout"}
+    student = yaml.safe_load((combo / "embed-cosine@audio_teacher" / "seed0" / "config.yaml").read_text())
+    assert student["distill"]["teacher"] == str(combo / "audio_teacher")
+    assert set(pd.read_csv(tmp_path / "out" / "results.csv")["method"]) == {
+        "teacher", "teacher-no-video", "audio_teacher", "none", "embed-cosine", "embed-cosine@audio_teacher"}
+    assert "video's share" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_unknown_controls_are_refused(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"cache": "c", "controls": ["blindfold"], "variants": [{"method": "none"}]}))
+    with pytest.raises(ConfigError, match="blindfold"):
+        SweepSpec.load(path)
+
+
+def test_the_demo_sweep_runs_the_audio_teacher_control():
+    spec = SweepSpec.load(REPO / "configs" / "demo_sweep.yaml", cache="c")
+    assert spec.controls == ["audio_teacher"]
+    task, setting = spec.combos[0]
+    assert spec.teacher_config(task, setting, "audio_teacher").model.face_dropout == 1.0
+    assert spec.teacher_config(task, setting).model.face_dropout == 0.0

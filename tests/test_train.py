@@ -95,6 +95,17 @@ def test_every_student_method_trains_and_logs_each_loss_term(cache, teachers, tm
     assert all(math.isfinite(float(row[f"train_{t}"])) for t in terms)
 
 
+@pytest.mark.parametrize("setting", ["nonseq", "seq"])
+def test_relational_and_contrastive_embedding_terms_train_and_are_logged(cache, teachers, tmp_path, setting):
+    cfg = tiny_config(cache, "student", data__setting=setting, distill__method="embed", distill__pointwise=0.0,
+                      distill__relational=1.0, distill__contrastive=0.5, distill__teacher=str(teachers["speaker", setting]))
+    run_training(cfg, tmp_path / "s", progress=False)
+    levels = ("enc", "agg") if setting == "seq" else ("enc",)
+    row = read_log(tmp_path / "s")[0]
+    logged = {k[len("train_"):] for k in row if k.startswith("train_")}
+    assert logged == {"task", "total"} | {f"{t}_{lv}" for t in ("rel", "nce") for lv in levels}
+
+
 def test_a_teacher_on_a_cache_without_any_face_warns(tmp_path):
     items = make_lupi_items(n_classes=3, per_class=8, n_frames=90)  # 2 test items a class: verification runs
     for item in items:
@@ -188,3 +199,21 @@ def test_alternative_audio_encoders_train_a_student_from_the_config(cache, teach
     saved = read_run_config(tmp_path / "s").model
     assert saved.audio_encoder == encoder and saved.resnet_blocks == [1, 1, 1, 1]
     assert evaluate_run(tmp_path / "s")["accuracy"] == pytest.approx(metrics["accuracy"])
+
+
+def test_face_width_comes_from_the_cache(tmp_path):
+    """A face model of another width (dlib's ResNet: 128-d) plugs in: the teacher is sized from the cache."""
+    from distill.checkpoint import load_best_network
+    from extract import open_cache
+    from synthetic import make_shared_direction_items
+
+    items = make_shared_direction_items(n_classes=3, per_split=(4, 2, 2), n_frames=70, face_dim=128)
+    cache = build_cache(tmp_path / "cache", items)
+    assert open_cache(cache).face_dim == 128 and open_cache(cache).config["face_dim"] == 128
+    metrics = run_training(tiny_config(cache, "teacher", data__task="emotion"), tmp_path / "teacher", progress=False)
+    assert "video_missing" in metrics
+    net, _, meta = load_best_network(tmp_path / "teacher")
+    assert meta["face_dim"] == 128 and net.encoder.visual.face_dim == 128
+    assert net.encoder.visual.norm.mean.shape == (128,)
+    run_training(tiny_config(cache, "student", data__task="emotion", distill__method="embed",
+                             distill__teacher=str(tmp_path / "teacher")), tmp_path / "student", progress=False)

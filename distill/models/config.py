@@ -19,13 +19,17 @@ class ModelConfig:
     audio_channels: int = 64  # TDNN / SE-Res2Net width (the MFA layer is 3x this); resnet: first stage
     emb_dim: int = 64  # encoder embedding width (the teacher's fused embedding has this width too)
     res2net_scale: int = 8  # ECAPA Res2Net branches; audio_channels must be divisible by it
+    # Input normalisation with training statistics (stored in the checkpoint; docs/method.md).
+    fbank_norm: str = "global"  # "global" (per mel band, training split) | "utterance" (per crop/segment) | "none"
+    face_norm: str = "standardize"  # teacher: "standardize" (per dimension) | "whiten" (ZCA) | "none"
     resnet_blocks: list[int] = field(default_factory=lambda: [3, 4, 6, 3])  # per stage: ResNet-34
 
     # Visual encoder and fusion (teacher only).
     visual_encoder: str = "attentive"  # "attentive" | "temporal"
     visual_dim: int = 64  # width of per-frame projections and of the visual embedding
     fusion: str = "concat"  # "concat" | "gated"
-    face_dropout: float = 0.0  # training-time probability of hiding an item's whole face track
+    face_dropout: float = 0.0  # training-time probability of hiding an item's whole face track;
+    # 1.0 hides it at evaluation too: the audio-only teacher of the privileged-information control
 
     # Aggregation over segments (sequential setting only).
     aggregator: str = "attention"  # "bilstm" | "attention" | "transformer"

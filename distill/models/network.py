@@ -19,6 +19,7 @@ from distill.models.audio import AUDIO_ENCODERS
 from distill.models.config import ModelConfig
 from distill.models.fusion import FUSIONS
 from distill.models.heads import HEADS
+from distill.models.normalize import FbankNorm, NormalizedAudio
 from distill.models.visual import VISUAL_ENCODERS
 
 ROLES = ("teacher", "student")
@@ -106,7 +107,12 @@ class DistillNetwork(nn.Module):
             raise ValueError(f"face {tuple(face.shape)} does not match fbank {tuple(fbank.shape)} in its leading dims")
         if face_mask is None:
             face_mask = torch.ones(face.shape[:-1], dtype=torch.bool, device=face.device)
-        if self.training and self.face_dropout > 0:
+        if self.face_dropout >= 1.0:
+            # Never sees a face, in evaluation either: the audio-only teacher of the control. Its
+            # visual branch never trained on faces, so showing it some at test time would feed
+            # the fusion untrained features.
+            face_mask = torch.zeros_like(face_mask)
+        elif self.training and self.face_dropout > 0:
             hidden = torch.rand(fbank.shape[0], device=fbank.device) < self.face_dropout
             face_mask = face_mask & ~hidden.view(-1, *([1] * (face_mask.dim() - 1)))
         return face.flatten(0, lead - 1), face_mask.flatten(0, lead - 1)
@@ -156,7 +162,8 @@ def build_network(
         raise ValueError(f"unknown role {role!r}; choose one of {ROLES}")
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; choose one of {SETTINGS}")
-    audio = AUDIO_ENCODERS[cfg.audio_encoder].from_config(cfg, n_mels=n_mels)
+    audio = NormalizedAudio(FbankNorm(n_mels, cfg.fbank_norm),
+                            AUDIO_ENCODERS[cfg.audio_encoder].from_config(cfg, n_mels=n_mels))
     if role == "teacher":
         visual = VISUAL_ENCODERS[cfg.visual_encoder].from_config(cfg, face_dim=face_dim)
         fusion = FUSIONS[cfg.fusion].from_config(cfg, audio_dim=audio.out_dim, visual_dim=visual.out_dim)

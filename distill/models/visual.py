@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.models.config import ModelConfig
+from distill.models.normalize import FaceNorm
 from distill.models.pooling import MaskedAttentivePooling
 from distill.models.registry import Registry
 
@@ -20,9 +21,10 @@ VISUAL_ENCODERS: Registry[type[nn.Module]] = Registry("visual encoder")
 class _FaceEncoder(nn.Module):
     """Shared frame projection, masking, pooling and "no face" fallback; subclasses add context."""
 
-    def __init__(self, face_dim: int = 512, dim: int = 64, dropout: float = 0.1) -> None:
+    def __init__(self, face_dim: int = 512, dim: int = 64, dropout: float = 0.1, norm: str = "standardize") -> None:
         super().__init__()
         self.face_dim, self.out_dim = face_dim, dim
+        self.norm = FaceNorm(face_dim, norm)
         self.frame = nn.Sequential(nn.Linear(face_dim, dim), nn.LayerNorm(dim), nn.ReLU(), nn.Dropout(dropout))
         self.pool = MaskedAttentivePooling(dim)
         self.out = nn.Linear(dim, dim)
@@ -30,7 +32,7 @@ class _FaceEncoder(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, face_dim: int) -> "_FaceEncoder":
-        return cls(face_dim, cfg.visual_dim, cfg.dropout)
+        return cls(face_dim, cfg.visual_dim, cfg.dropout, norm=cfg.face_norm)
 
     def context(self, frames: Tensor, mask: Tensor) -> Tensor:
         """Per-frame features → per-frame features with context; identity here."""
@@ -44,7 +46,7 @@ class _FaceEncoder(nn.Module):
                 f"face_mask must be bool of shape {tuple(face.shape[:2])}, got {face_mask.dtype} {tuple(face_mask.shape)}"
             )
         keep = face_mask.unsqueeze(-1)
-        frames = self.frame(face.masked_fill(~keep, 0.0)).masked_fill(~keep, 0.0)
+        frames = self.frame(self.norm(face).masked_fill(~keep, 0.0)).masked_fill(~keep, 0.0)
         pooled, present = self.pool(self.context(frames, face_mask), face_mask)
         return torch.where(present.unsqueeze(-1), self.out(pooled), self.no_face.to(pooled.dtype))
 
@@ -66,8 +68,9 @@ class TemporalFaceEncoder(_FaceEncoder):
     Missing neighbours contribute exactly zero, never their stored values.
     """
 
-    def __init__(self, face_dim: int = 512, dim: int = 64, dropout: float = 0.1, kernel_size: int = 3) -> None:
-        super().__init__(face_dim, dim, dropout)
+    def __init__(self, face_dim: int = 512, dim: int = 64, dropout: float = 0.1, norm: str = "standardize",
+                 kernel_size: int = 3) -> None:
+        super().__init__(face_dim, dim, dropout, norm)
         if kernel_size % 2 == 0:
             raise ValueError(f"temporal visual encoder: kernel_size must be odd to keep frame alignment, got {kernel_size}")
         self.conv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2)
