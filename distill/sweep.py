@@ -40,7 +40,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from distill.config import METHODS, ConfigError, RunConfig, load_config, merge
+from distill.config import METHODS, ConfigError, RunConfig, load_config, merge, student_base
 from distill.report import AUDIO_TEACHER, CONTROL_SUFFIX
 from distill.train import LAST, METRICS, run_training
 
@@ -131,11 +131,16 @@ class SweepSpec:
                      for v in self.variants if v.method != "none"]
         return runs
 
-    def student_config(self, task: str, setting: str, variant: Variant, seed: int, teacher_dir: Path) -> RunConfig:
-        overrides = {"role": "student", "cache": self.cache, "data.task": task, "data.setting": setting,
-                     "train.seed": seed, "distill.method": variant.method, "distill.teacher": str(teacher_dir),
-                     **self.combo_overrides.get((task, setting), {}), **variant.overrides}
-        return load_config(base=self.base, overrides=overrides)
+    def student_config(self, task: str, setting: str, variant: Variant, seed: int, teacher_dir: Path,
+                       control: str | None = None) -> RunConfig:
+        """A student of the combo's teacher (or of its ``control``), derived by the CLI's rule
+        (:func:`distill.config.student_base`): the teacher's data and model sections reach it, so a
+        ``teacher: {data: ...}`` override cannot give the student another split."""
+        base = student_base(self.teacher_config(task, setting, control), self.base)
+        overrides = {"role": "student", "train.seed": seed, "distill.method": variant.method,
+                     "distill.teacher": str(teacher_dir), **self.combo_overrides.get((task, setting), {}),
+                     **variant.overrides}
+        return load_config(base=base, overrides=overrides)
 
 
 @dataclass
@@ -203,7 +208,8 @@ def run_sweep(path: str | Path, cache: str | None = None, out: str | None = None
                     records.append(RunRecord(name, run_dir / f"seed{seed}", "failed", error="its teacher failed"))
                     _report(bar, records[-1])
                     continue
-                cfg = spec.student_config(task, setting, variant, seed, teacher_dir)
+                control = None if teacher_dir.name == "teacher" else teacher_dir.name
+                cfg = spec.student_config(task, setting, variant, seed, teacher_dir, control)
                 records.append(_train_or_reuse(cfg, run_dir / f"seed{seed}", name))
                 _report(bar, records[-1])
     bar.close()

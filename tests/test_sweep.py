@@ -128,3 +128,19 @@ def test_the_demo_sweep_runs_the_audio_teacher_control():
     task, setting = spec.combos[0]
     assert spec.teacher_config(task, setting, "audio_teacher").model.face_dropout == 1.0
     assert spec.teacher_config(task, setting).model.face_dropout == 0.0
+
+
+def test_a_teacher_data_override_reaches_its_students(tmp_path):
+    """One rule derives a student from its teacher (distill.config.student_base), in sweeps as in
+    the CLI: a split set in the sweep's teacher section is the students' split too."""
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({
+        "cache": "c", "seeds": [0], "combos": [{"task": "speaker", "setting": "nonseq"}],
+        "base": {"train": {"epochs": 3}}, "teacher": {"data": {"split_seed": 7}, "train": {"epochs": 9}},
+        "variants": [{"name": "embed", "method": "embed"}], "controls": ["audio_teacher"],
+    }))
+    spec = SweepSpec.load(path)
+    for control in (None, "audio_teacher"):
+        student = spec.student_config("speaker", "nonseq", spec.variants[0], 0, tmp_path / "t", control)
+        assert student.data.split_seed == 7
+        assert student.train.epochs == 3  # the teacher's own training schedule stays its own
