@@ -109,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local: the runs one after another in this process; dask: each run a task on a "
                         "dask.distributed cluster, students after their teacher (docs/cluster.md)")
     p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="with --backend dask: the cluster's scheduler, e.g. tcp://HEAD:8786 (default: a local "
-                        "cluster of --workers processes)")
+                   help="with --backend dask: the cluster's scheduler, e.g. tcp://HEAD:8786; without it, a local "
+                        "cluster of --workers processes")
     p.add_argument("--workers", type=int, default=2,
                    help="with --backend dask and no --scheduler: local worker processes, one run each at a time")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -213,7 +213,8 @@ def plan_sweep(spec: SweepSpec, out_dir: Path) -> list[SweepTask]:
             for seed in spec.seeds:
                 cfg = spec.student_config(task, setting, variant, seed, teacher_dir, control)
                 depends_on = None if variant.method == "none" else teacher_task[teacher_dir]
-                tasks.append(SweepTask(f"{task}-{setting}/{label}/seed{seed}", run_dir / f"seed{seed}", cfg, depends_on))
+                name = f"{task}-{setting}/{label}/seed{seed}"
+                tasks.append(SweepTask(name, run_dir / f"seed{seed}", cfg, depends_on))
     return tasks
 
 

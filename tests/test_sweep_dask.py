@@ -30,8 +30,8 @@ def _sweep_file(tmp_path: Path, cache: Path, out: Path, **extra) -> Path:
         section, name = key.split(".")
         tree.setdefault(section, {})[name] = value
     spec = {"cache": str(cache), "out": str(out), "seeds": [0], "combos": [{"task": "emotion", "setting": "nonseq"}],
-            "base": tree, "variants": [{"name": "none", "method": "none"},
-                                       {"name": "embed-cosine", "method": "embed", "set": {"distill.distance": "cosine"}}],
+            "base": tree, "variants": [{"name": "none", "method": "none"}, {"name": "embed-cosine", "method": "embed",
+                                                                              "set": {"distill.distance": "cosine"}}],
             **extra}
     path = tmp_path / f"sweep-{out.name}.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -53,7 +53,8 @@ def test_dask_sweep_gives_the_sequential_tables_and_runs_students_after_their_te
     # done: without the dependency on its teacher's task, embed-cosine would start there at once.
     extra = {"controls": ["audio_teacher"], "teacher": {"train": {"epochs": 4}}}
     local = run_sweep(_sweep_file(tmp_path, cache, tmp_path / "local", **extra), progress=False)
-    dask = run_sweep(_sweep_file(tmp_path, cache, tmp_path / "dask", **extra), progress=False, backend="dask", workers=3)
+    dask = run_sweep(_sweep_file(tmp_path, cache, tmp_path / "dask", **extra), progress=False,
+                     backend="dask", workers=3)
     assert not local.failed and not dask.failed
     assert [r.name for r in dask.runs] == [r.name for r in local.runs]
     assert len({r.host for r in dask.runs}) >= 2 and os.getpid() not in {int(r.host.split(":")[1]) for r in dask.runs}
