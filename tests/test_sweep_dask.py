@@ -141,7 +141,11 @@ def test_a_killed_workers_run_resumes_on_another_worker(cache, tmp_path):
         log = pd.read_csv(teacher / "train_log.csv")
         assert log["epoch"].tolist() == list(range(1, 31))  # every epoch once: resumed, not restarted
         assert by_name["emotion-nonseq/embed-cosine/seed0"].started >= by_name["emotion-nonseq/teacher"].finished
-        assert (out / "results.md").is_file()
+        # Resumed from its checkpoint, the run ends as an uninterrupted sequential sweep does.
+        local = run_sweep(_sweep_file(tmp_path, cache, tmp_path / "local", teacher={"train": {"epochs": 30}}),
+                          progress=False)
+        assert not local.failed and _metrics(out) == _metrics(tmp_path / "local")
+        assert (out / "results.md").read_text() == (tmp_path / "local" / "results.md").read_text()
     finally:
         for proc in reversed(procs):
             _stop(proc)
