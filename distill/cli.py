@@ -23,6 +23,7 @@ EPILOG = """examples:
   torchrun --nproc_per_node 2 -m distill teacher --cache cache/3f2a --task emotion --setting nonseq --out runs/t2
   distill eval runs/s
   distill sweep configs/sweep_demo.yaml --cache cache/3f2a --out results/demo
+  distill sweep configs/demo_sweep.yaml --backend dask --scheduler tcp://head:8786 --out /shared/results/demo
   distill embed runs/s clip1.wav clip2.mp4 --out emb.npy
   distill embed runs/s --manifest test.csv --out emb.h5          # resumable
   distill predict runs/s clip1.wav clip2.mp4 --out pred.csv
@@ -104,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep", help="sweep file (see configs/sweep_demo.yaml)")
     p.add_argument("--cache", help="cache directory (overrides cache: in the sweep file)")
     p.add_argument("--out", help="output directory (overrides out: in the sweep file)")
+    p.add_argument("--backend", choices=("local", "dask"), default="local",
+                   help="local: the runs one after another in this process; dask: each run a task on a "
+                        "dask.distributed cluster, students after their teacher (docs/cluster.md)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="with --backend dask: the cluster's scheduler, e.g. tcp://HEAD:8786; without it, a local "
+                        "cluster of --workers processes")
+    p.add_argument("--workers", type=int, default=2,
+                   help="with --backend dask and no --scheduler: local worker processes, one run each at a time")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("embed", formatter_class=_formatter, help="audio-only embeddings of new audio/video files",
@@ -215,7 +224,8 @@ def _eval(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from distill.sweep import run_sweep
 
-    result = run_sweep(args.sweep, cache=args.cache, out=args.out, progress=not args.quiet)
+    result = run_sweep(args.sweep, cache=args.cache, out=args.out, progress=not args.quiet, backend=args.backend,
+                       scheduler=args.scheduler, workers=args.workers)
     print(result.summary())
     return EXIT_OK if not result.failed else EXIT_FAIL
 

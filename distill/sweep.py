@@ -29,11 +29,21 @@ not the video's. distill.report then gives each method's gain over ``none`` and 
 Layout: ``OUT/<task>-<setting>/teacher`` and ``OUT/<task>-<setting>/<variant>/seed<k>``; the control
 ``OUT/<task>-<setting>/audio_teacher`` and ``OUT/<task>-<setting>/<variant>@audio_teacher/seed<k>``;
 then ``OUT/results.csv``, ``OUT/results.md`` and ``OUT/results_<task>[_share].png`` via distill.report.
+
+One planner (:func:`plan_sweep`) lists the runs with the teacher each depends on; two executors
+run that plan: in order in this process (``backend="local"``, the default), or as tasks on a
+dask.distributed cluster (``backend="dask"``), each student after its teacher's task. Both train
+a run with the same function into the same directory, so the tables cannot differ by backend.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import time
 import traceback
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +58,8 @@ from distill.train import LAST, METRICS, run_training
 #: audio-only teacher must not learn from the faces by any route: hidden as input, and not
 #: reconstructed either (a face_recon teacher on audio alone still learns from them as targets).
 CONTROLS = {AUDIO_TEACHER: {"model.face_dropout": 1.0, "distill.face_recon": 0.0}}
+#: Where a sweep's runs train: in order in this process, or as tasks on a dask.distributed cluster.
+BACKENDS = ("local", "dask")
 
 
 @dataclass
@@ -150,6 +162,9 @@ class RunRecord:
     status: str  # trained | resumed | skipped | failed
     seconds: float = 0.0
     error: str = ""
+    started: float = 0.0  # wall clock (time.time()) when the run began and ended: the order across workers
+    finished: float = 0.0
+    host: str = ""  # hostname:pid of the process that ran it
 
 
 @dataclass
@@ -171,6 +186,38 @@ class SweepResult:
         return text
 
 
+@dataclass(frozen=True)
+class SweepTask:
+    """One run of the plan; ``depends_on`` names the teacher task whose targets it reads."""
+    name: str
+    run_dir: Path
+    config: RunConfig
+    depends_on: str | None = None
+
+
+def plan_sweep(spec: SweepSpec, out_dir: Path) -> list[SweepTask]:
+    """Every run of the sweep in the sequential order: per combo its teachers, then its students.
+
+    A ``none`` student reads no targets, so it depends on nothing (it runs even if the teacher failed).
+    """
+    tasks: list[SweepTask] = []
+    for task, setting in spec.combos:
+        combo_dir = out_dir / f"{task}-{setting}"
+        teacher_task: dict[Path, str] = {}
+        for control in [None, *spec.controls]:
+            teacher_dir = combo_dir / (control or "teacher")
+            teacher_task[teacher_dir] = f"{task}-{setting}/{control or 'teacher'}"
+            tasks.append(SweepTask(teacher_task[teacher_dir], teacher_dir, spec.teacher_config(task, setting, control)))
+        for variant, label, teacher_dir, run_dir in spec.student_runs(combo_dir):
+            control = None if teacher_dir.name == "teacher" else teacher_dir.name
+            for seed in spec.seeds:
+                cfg = spec.student_config(task, setting, variant, seed, teacher_dir, control)
+                depends_on = None if variant.method == "none" else teacher_task[teacher_dir]
+                name = f"{task}-{setting}/{label}/seed{seed}"
+                tasks.append(SweepTask(name, run_dir / f"seed{seed}", cfg, depends_on))
+    return tasks
+
+
 def _train_or_reuse(cfg: RunConfig, run_dir: Path, name: str) -> RunRecord:
     if (run_dir / METRICS).is_file():
         return RunRecord(name, run_dir, "skipped")
@@ -185,34 +232,85 @@ def _train_or_reuse(cfg: RunConfig, run_dir: Path, name: str) -> RunRecord:
     return RunRecord(name, run_dir, "resumed" if resume else "trained", time.perf_counter() - started)
 
 
-def run_sweep(path: str | Path, cache: str | None = None, out: str | None = None, progress: bool = True) -> SweepResult:
+def run_task(task: SweepTask, *teachers: RunRecord) -> RunRecord:
+    """Train (or reuse, or resume) one planned run once its teachers' records are in; both executors call this."""
+    began = time.time()
+    if any(t.status == "failed" for t in teachers):
+        record = RunRecord(task.name, task.run_dir, "failed", error="its teacher failed")
+    else:
+        record = _train_or_reuse(task.config, task.run_dir, task.name)
+    record.started, record.finished, record.host = began, time.time(), f"{socket.gethostname()}:{os.getpid()}"
+    return record
+
+
+def _run_local(tasks: list[SweepTask], bar: tqdm) -> list[RunRecord]:
+    done: dict[str, RunRecord] = {}
+    for task in tasks:
+        done[task.name] = run_task(task, *([done[task.depends_on]] if task.depends_on else []))
+        _report(bar, done[task.name])
+    return [done[t.name] for t in tasks]
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None, workers: int) -> Iterator:
+    """A client of the cluster at ``scheduler``, or of a LocalCluster of ``workers`` one-thread processes."""
+    from dask.distributed import Client, LocalCluster
+
+    with contextlib.ExitStack() as stack:
+        if scheduler:
+            client = stack.enter_context(Client(scheduler, timeout="30s"))
+        else:
+            cluster = stack.enter_context(
+                LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None))
+            client = stack.enter_context(Client(cluster))
+        yield client
+
+
+def _run_dask(tasks: list[SweepTask], client, bar: tqdm) -> list[RunRecord]:
+    """Each run a task; a student's task takes its teacher's future as an argument, so dask starts it
+    only once the teacher's run (and its targets) is finished. A worker that dies mid-run has its
+    task rescheduled by dask on another worker (``distributed.scheduler.allowed-failures`` times),
+    where :func:`_train_or_reuse` resumes it from the run's ``last.pt``."""
+    from dask.distributed import as_completed
+
+    tag = uuid.uuid4().hex[:8]  # a rerun from the same client must not get the cached results back
+    futures = {}
+    for task in tasks:
+        deps = [futures[task.depends_on]] if task.depends_on else []
+        futures[task.name] = client.submit(run_task, task, *deps, key=f"sweep-{tag}-{task.name}", pure=False)
+    task_of = {fut.key: task for task, fut in zip(tasks, futures.values())}
+    done: dict[str, RunRecord] = {}
+    for fut in as_completed(list(futures.values())):
+        task = task_of[fut.key]
+        if fut.status == "finished":
+            done[task.name] = fut.result()
+        else:  # run_task never raises: the worker died too often (KilledWorker), or the cluster went away
+            exc = fut.exception()
+            done[task.name] = RunRecord(task.name, task.run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
+        _report(bar, done[task.name])
+    return [done[t.name] for t in tasks]
+
+
+def run_sweep(path: str | Path, cache: str | None = None, out: str | None = None, progress: bool = True,
+              backend: str = "local", scheduler: str | None = None, workers: int = 2) -> SweepResult:
+    """Run a sweep file; ``backend="dask"`` runs it on the cluster at ``scheduler``, or without one
+    on a LocalCluster of ``workers`` processes. The run directories must be on a filesystem every
+    worker sees."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    if scheduler and backend != "dask":
+        raise ConfigError("a scheduler address needs backend 'dask'")
     spec = SweepSpec.load(path, cache=cache, out=out)
     out_dir = Path(spec.out)
-    records: list[RunRecord] = []
-    per_combo = 1 + len(spec.controls) + len(spec.student_runs(out_dir)) * len(spec.seeds)
-    bar = tqdm(total=len(spec.combos) * per_combo, desc="sweep", unit="run", disable=not progress)
-    for task, setting in spec.combos:
-        combo_dir = out_dir / f"{task}-{setting}"
-        teachers: dict[Path, RunRecord] = {}
-        for control in [None, *spec.controls]:
-            teacher_dir = combo_dir / (control or "teacher")
-            record = _train_or_reuse(spec.teacher_config(task, setting, control), teacher_dir,
-                                     f"{task}-{setting}/{control or 'teacher'}")
-            teachers[teacher_dir] = record
-            records.append(record)
-            _report(bar, record)
-        for variant, label, teacher_dir, run_dir in spec.student_runs(combo_dir):
-            for seed in spec.seeds:
-                name = f"{task}-{setting}/{label}/seed{seed}"
-                if teachers[teacher_dir].status == "failed" and variant.method != "none":
-                    records.append(RunRecord(name, run_dir / f"seed{seed}", "failed", error="its teacher failed"))
-                    _report(bar, records[-1])
-                    continue
-                control = None if teacher_dir.name == "teacher" else teacher_dir.name
-                cfg = spec.student_config(task, setting, variant, seed, teacher_dir, control)
-                records.append(_train_or_reuse(cfg, run_dir / f"seed{seed}", name))
-                _report(bar, records[-1])
-    bar.close()
+    tasks = plan_sweep(spec, out_dir)
+    with tqdm(total=len(tasks), desc="sweep", unit="run", disable=not progress) as bar:
+        if backend == "local":
+            records = _run_local(tasks, bar)
+        else:
+            with dask_client(scheduler, workers) as client:
+                records = _run_dask(tasks, client, bar)
     result = SweepResult(out_dir, records)
     result.results = write_sweep_results(spec, out_dir)
     return result
