@@ -22,7 +22,7 @@ EPILOG = """examples:
   distill student --cache cache/3f2a --teacher runs/t --method embed --out runs/s --set distill.distance=cosine
   torchrun --nproc_per_node 2 -m distill teacher --cache cache/3f2a --task emotion --setting nonseq --out runs/t2
   distill eval runs/s
-  distill sweep configs/sweep_demo.yaml --cache cache/3f2a --out results/demo
+  distill sweep configs/demo_sweep.yaml --cache cache/3f2a --out results/demo
   distill sweep configs/demo_sweep.yaml --backend dask --scheduler tcp://head:8786 --out /shared/results/demo
   distill embed runs/s clip1.wav clip2.mp4 --out emb.npy
   distill embed runs/s --manifest test.csv --out emb.h5          # resumable
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run a SWEEP.yaml: one teacher per task x setting, reused by every student variant "
                                    "and seed; finished runs (metrics.json present) are skipped; then results.csv/.md "
                                    "and bar charts.")
-    p.add_argument("sweep", help="sweep file (see configs/sweep_demo.yaml)")
+    p.add_argument("sweep", help="sweep file (see configs/demo_sweep.yaml)")
     p.add_argument("--cache", help="cache directory (overrides cache: in the sweep file)")
     p.add_argument("--out", help="output directory (overrides out: in the sweep file)")
     p.add_argument("--backend", choices=("local", "dask"), default="local",
