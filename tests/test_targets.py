@@ -110,6 +110,7 @@ def test_student_refuses_a_teacher_trained_on_its_heldout_items(setup, tmp_path)
         Trainer(cfg, tmp_path / "s", progress=False)
 
 
+@pytest.mark.filterwarnings("ignore:.*no verification")  # its tiny test split has no target trial, by design
 def test_student_on_the_teachers_split_is_accepted_and_another_split_seed_refused(tmp_path):
     cache = make_lupi_cache(tmp_path / "cache", n_classes=3, per_class=8, n_frames=40, with_split=False)
     teacher = tmp_path / "teacher"
