@@ -18,6 +18,7 @@ from extract.cache import read_index_rows
 from extract.config import ExtractConfig
 from extract.run import RunOptions, run_extraction
 from extract.verify import verify_cache
+from processes import spawn_module, stop_group
 from tests.conftest import write_manifest
 
 pytest.importorskip("distributed")
@@ -58,28 +59,12 @@ def test_local_cluster_equals_loky(manifest, loky_cache, tmp_path):
     assert_same_cache(summary.cache_dir, loky_cache)
 
 
-def _spawn(*args: str, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", *args], cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-        start_new_session=True,  # killpg takes a worker's nanny and its process down together
-    )
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.mark.slow
 def test_separate_scheduler_and_workers_survive_a_killed_worker(manifest, loky_cache, tmp_path):
     sched_file = tmp_path / "scheduler.json"
-    procs = [_spawn("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+    procs = [spawn_module("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                     "--scheduler-file", str(sched_file), log=tmp_path / "scheduler.log")]
     try:
         deadline = time.monotonic() + 60
@@ -89,7 +74,7 @@ def test_separate_scheduler_and_workers_survive_a_killed_worker(manifest, loky_c
         time.sleep(0.2)  # the file is written in one go, but give the writer a moment to close it
         address = json.loads(sched_file.read_text())["address"]
         for i in range(2):
-            procs.append(_spawn("distributed.cli.dask_worker", address, "--nthreads", "1", "--host", "127.0.0.1",
+            procs.append(spawn_module("distributed.cli.dask_worker", address, "--nthreads", "1", "--host", "127.0.0.1",
                                 "--no-dashboard", "--name", f"w{i}", log=tmp_path / f"worker{i}.log"))
         from distributed import Client
 
@@ -119,4 +104,4 @@ def test_separate_scheduler_and_workers_survive_a_killed_worker(manifest, loky_c
         assert_same_cache(cache_root / loky_cache.name, loky_cache)
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop_group(proc)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,11 +15,11 @@ import yaml
 
 from distill.cli import main
 from distill.sweep import run_sweep
+from processes import spawn_module, stop_group
 from synthetic import TINY, make_lupi_cache
 
 pytest.importorskip("distributed")
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _sweep_file(tmp_path: Path, cache: Path, out: Path, **extra) -> Path:
@@ -77,26 +75,12 @@ def test_sweep_backend_options_are_checked(cache, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def _spawn(*args: str, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=env, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)  # killpg: the nanny and its worker
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.mark.slow
 def test_a_killed_workers_run_resumes_on_another_worker(cache, tmp_path):
     sched_file = tmp_path / "scheduler.json"
-    procs = [_spawn("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+    procs = [spawn_module("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                     "--scheduler-file", str(sched_file), log=tmp_path / "scheduler.log")]
     try:
         deadline = time.monotonic() + 60
@@ -107,7 +91,7 @@ def test_a_killed_workers_run_resumes_on_another_worker(cache, tmp_path):
         address = json.loads(sched_file.read_text())["address"]
         workers = {}
         for i in range(2):
-            workers[f"w{i}"] = _spawn("distributed.cli.dask_worker", address, "--nthreads", "1", "--host", "127.0.0.1",
+            workers[f"w{i}"] = spawn_module("distributed.cli.dask_worker", address, "--nthreads", "1", "--host", "127.0.0.1",
                                       "--no-dashboard", "--name", f"w{i}", log=tmp_path / f"worker{i}.log")
         procs += workers.values()
         from distributed import Client
@@ -148,4 +132,4 @@ def test_a_killed_workers_run_resumes_on_another_worker(cache, tmp_path):
         assert (out / "results.md").read_text() == (tmp_path / "local" / "results.md").read_text()
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop_group(proc)
