@@ -28,3 +28,21 @@ def stop_group(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def start_scheduler(folder: Path) -> tuple[subprocess.Popen, str]:
+    """A dask scheduler on loopback (random port); returns it and its address once it listens."""
+    import json
+    import time
+
+    sched_file, log = folder / "scheduler.json", folder / "scheduler.log"
+    proc = spawn_module("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                        "--scheduler-file", str(sched_file), log=log)
+    deadline = time.monotonic() + 60
+    while not sched_file.exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            stop_group(proc)
+            raise RuntimeError(f"the dask scheduler did not start: {log.read_text()}")
+        time.sleep(0.1)
+    time.sleep(0.2)  # the file is written in one go, but give the writer a moment to close it
+    return proc, json.loads(sched_file.read_text())["address"]

@@ -2,7 +2,6 @@
 separate processes on loopback, one of them killed mid-run."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,7 +17,7 @@ from extract.cache import read_index_rows
 from extract.config import ExtractConfig
 from extract.run import RunOptions, run_extraction
 from extract.verify import verify_cache
-from processes import spawn_module, stop_group
+from processes import spawn_module, start_scheduler, stop_group
 from tests.conftest import write_manifest
 
 pytest.importorskip("distributed")
@@ -63,16 +62,9 @@ def test_local_cluster_equals_loky(manifest, loky_cache, tmp_path):
 
 @pytest.mark.slow
 def test_separate_scheduler_and_workers_survive_a_killed_worker(manifest, loky_cache, tmp_path):
-    sched_file = tmp_path / "scheduler.json"
-    procs = [spawn_module("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                    "--scheduler-file", str(sched_file), log=tmp_path / "scheduler.log")]
+    scheduler, address = start_scheduler(tmp_path)
+    procs = [scheduler]
     try:
-        deadline = time.monotonic() + 60
-        while not sched_file.exists():
-            assert time.monotonic() < deadline, (tmp_path / "scheduler.log").read_text()
-            time.sleep(0.1)
-        time.sleep(0.2)  # the file is written in one go, but give the writer a moment to close it
-        address = json.loads(sched_file.read_text())["address"]
         for i in range(2):
             procs.append(spawn_module("distributed.cli.dask_worker", address, "--nthreads", "1", "--host", "127.0.0.1",
                                 "--no-dashboard", "--name", f"w{i}", log=tmp_path / f"worker{i}.log"))

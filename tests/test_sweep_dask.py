@@ -15,7 +15,7 @@ import yaml
 
 from distill.cli import main
 from distill.sweep import run_sweep
-from processes import spawn_module, stop_group
+from processes import spawn_module, start_scheduler, stop_group
 from synthetic import TINY, make_lupi_cache
 
 pytest.importorskip("distributed")
@@ -79,16 +79,9 @@ def test_sweep_backend_options_are_checked(cache, tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_workers_run_resumes_on_another_worker(cache, tmp_path):
-    sched_file = tmp_path / "scheduler.json"
-    procs = [spawn_module("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                    "--scheduler-file", str(sched_file), log=tmp_path / "scheduler.log")]
+    scheduler, address = start_scheduler(tmp_path)
+    procs = [scheduler]
     try:
-        deadline = time.monotonic() + 60
-        while not sched_file.exists():
-            assert time.monotonic() < deadline, (tmp_path / "scheduler.log").read_text()
-            time.sleep(0.1)
-        time.sleep(0.2)
-        address = json.loads(sched_file.read_text())["address"]
         workers = {}
         for i in range(2):
             workers[f"w{i}"] = spawn_module("distributed.cli.dask_worker", address, "--nthreads", "1", "--host", "127.0.0.1",
