@@ -37,13 +37,11 @@ a run with the same function into the same directory, so the tables cannot diffe
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import time
 import traceback
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -251,21 +249,6 @@ def _run_local(tasks: list[SweepTask], bar: tqdm) -> list[RunRecord]:
     return [done[t.name] for t in tasks]
 
 
-@contextlib.contextmanager
-def dask_client(scheduler: str | None, workers: int) -> Iterator:
-    """A client of the cluster at ``scheduler``, or of a LocalCluster of ``workers`` one-thread processes."""
-    from dask.distributed import Client, LocalCluster
-
-    with contextlib.ExitStack() as stack:
-        if scheduler:
-            client = stack.enter_context(Client(scheduler, timeout="30s"))
-        else:
-            cluster = stack.enter_context(
-                LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None))
-            client = stack.enter_context(Client(cluster))
-        yield client
-
-
 def _run_dask(tasks: list[SweepTask], client, bar: tqdm) -> list[RunRecord]:
     """Each run a task; a student's task takes its teacher's future as an argument, so dask starts it
     only once the teacher's run (and its targets) is finished. A worker that dies mid-run has its
@@ -309,6 +292,8 @@ def run_sweep(path: str | Path, cache: str | None = None, out: str | None = None
         if backend == "local":
             records = _run_local(tasks, bar)
         else:
+            from extract.cluster import dask_client
+
             with dask_client(scheduler, workers) as client:
                 records = _run_dask(tasks, client, bar)
     result = SweepResult(out_dir, records)

@@ -277,17 +277,10 @@ def _backend(options: RunOptions) -> Iterator[int]:
         return
     if options.backend != "dask":
         raise ValueError(f"backend must be one of {BACKENDS}, got {options.backend!r}")
-    from dask.distributed import Client, LocalCluster
+    from extract.cluster import dask_client
 
-    with contextlib.ExitStack() as stack:
-        if options.scheduler:
-            client = stack.enter_context(Client(options.scheduler, timeout="30s"))
-        else:
-            cluster = stack.enter_context(
-                LocalCluster(n_workers=options.workers, threads_per_worker=1, processes=True, dashboard_address=None)
-            )
-            client = stack.enter_context(Client(cluster))
-        stack.enter_context(joblib.parallel_config(backend="dask", n_jobs=-1))
+    with dask_client(options.scheduler, options.workers) as client, \
+            joblib.parallel_config(backend="dask", n_jobs=-1):
         yield max(1, len(client.scheduler_info().get("workers", {})))
 
 
