@@ -15,8 +15,6 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 _PAIR_HINT = (
     "its compiled library must be built for the installed torch {torch}; install the set pinned in "
     "requirements.lock (`make setup`), or pin matching torch/torchaudio/torchvision releases"
@@ -82,8 +80,7 @@ def check_h5py() -> None:
 
 
 def check_ffmpeg() -> None:
-    sys.path.insert(0, str(REPO))
-    from manifests.media import ffmpeg_exe
+    from manifests.media import ffmpeg_exe  # the project is installed (editable) before this runs
 
     exe = ffmpeg_exe()
     subprocess.run([exe, "-version"], check=True, capture_output=True, timeout=30)
