@@ -24,6 +24,7 @@ SETTINGS = ("nonseq", "seq")
 METHODS = ("none", "embed", "softlabel", "gkd", "embed+softlabel")
 DISTANCES = ("mse", "cosine", "l1", "smooth_l1")
 ENCODER_GRADS = ("joint", "distill-only")
+TARGETS = ("fused", "audio")  # distill.target: which teacher embedding the student's encoder level imitates
 ROLES = ("teacher", "student")
 SELECTS = ("auto", "eer", "accuracy", "uar", "loss")  # train.select: the val metric of the best checkpoint
 
@@ -106,6 +107,15 @@ class DistillConfig:
     relational: float = 0.0
     contrastive: float = 0.0
     contrastive_temperature: float = 0.1
+    # embed: which teacher embedding the student's encoder level imitates. fused: the teacher's
+    # encoder output, audio and faces fused (the paper's). audio: the teacher's own audio branch
+    # before fusion, trained next to the faces (give that teacher `audio_aux` > 0). In seq the
+    # aggregated level stays the teacher's fused aggregate: the teacher has no audio-only one.
+    target: str = "fused"
+    # Teacher only: weight of an auxiliary cross-entropy head on its audio-branch embedding (per
+    # crop/segment), so the branch also learns the task on its own; the fused loss still trains it
+    # too. 0 = no head (the paper's teacher). The head lives in the objective, not in best.pt.
+    audio_aux: float = 0.0
     # Teacher only: weight of a term asking a linear map of the teacher's encoder embedding to
     # reconstruct the mean face embedding of its crop/segment (relative squared error), so its
     # targets keep what the faces show instead of collapsing to a class code. 0 = the paper's
@@ -142,6 +152,7 @@ class RunConfig:
         _check_choice("distill.method", self.distill.method, METHODS)
         _check_choice("distill.distance", self.distill.distance, DISTANCES)
         _check_choice("distill.encoder_grad", self.distill.encoder_grad, ENCODER_GRADS)
+        _check_choice("distill.target", self.distill.target, TARGETS)
         _check_choice("model.fbank_norm", self.model.fbank_norm, FBANK_NORMS)
         _check_choice("model.face_norm", self.model.face_norm, FACE_NORMS)
         if not 0.0 <= self.model.face_dropout <= 1.0:
@@ -169,6 +180,8 @@ class RunConfig:
             raise ConfigError(f"distill.contrastive_temperature must be > 0, got {d.contrastive_temperature}")
         if self.distill.face_recon < 0:
             raise ConfigError(f"distill.face_recon must be >= 0, got {self.distill.face_recon}")
+        if self.distill.audio_aux < 0:
+            raise ConfigError(f"distill.audio_aux must be >= 0, got {self.distill.audio_aux}")
         return self
 
     def to_dict(self) -> dict:

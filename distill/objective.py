@@ -21,11 +21,14 @@ class Objective(nn.Module):
     [and aggregated] embeddings, through a learned projection when widths differ), ``softlabel``
     (Hinton KD), ``gkd`` (Lopez-Paz generalized distillation), ``embed+softlabel``. A teacher
     uses the labels, plus, with ``distill.face_recon > 0``, a term keeping its encoder
-    embeddings able to reconstruct the faces it saw (``face_dim`` sizes that term).
+    embeddings able to reconstruct the faces it saw (``face_dim`` sizes that term), and with
+    ``distill.audio_aux > 0`` a classifier on its audio branch alone (``audio_dim`` and
+    ``n_classes`` size it), so that branch is a target worth imitating (``distill.target: audio``).
     """
 
     def __init__(self, distill: DistillConfig, role: str, student_dims: dict[str, int],
-                 teacher_dims: dict[str, int] | None = None, face_dim: int | None = None):
+                 teacher_dims: dict[str, int] | None = None, face_dim: int | None = None,
+                 audio_dim: int | None = None, n_classes: int | None = None):
         super().__init__()
         self.cfg = distill
         self.method = "none" if role == "teacher" else distill.method
@@ -34,6 +37,11 @@ class Objective(nn.Module):
             if face_dim is None:
                 raise ValueError("distill.face_recon > 0 needs the teacher's face_dim")
             self.face_recon = FaceReconstructionLoss(student_dims["enc"], face_dim)
+        self.audio_head = None
+        if role == "teacher" and distill.audio_aux > 0:
+            if audio_dim is None or n_classes is None:
+                raise ValueError("distill.audio_aux > 0 needs the teacher's audio_dim and n_classes")
+            self.audio_head = nn.Linear(audio_dim, n_classes)
         self.embed = None
         if self.method in ("embed", "embed+softlabel"):
             levels = {k: (student_dims[k], teacher_dims[k]) for k in student_dims if k in (teacher_dims or {})}
@@ -68,7 +76,10 @@ class Objective(nn.Module):
             terms["total"] = task
             if self.face_recon is not None and face is not None:
                 terms["face_recon"] = self.face_recon(out.enc, face, face_mask)
-                terms["total"] = task + cfg.face_recon * terms["face_recon"]
+                terms["total"] = terms["total"] + cfg.face_recon * terms["face_recon"]
+            if self.audio_head is not None:
+                terms["audio_aux"] = audio_aux_loss(self.audio_head, out.audio, labels)
+                terms["total"] = terms["total"] + cfg.audio_aux * terms["audio_aux"]
             return terms
         total = task.new_zeros(())
         if self.embed is not None:
@@ -87,6 +98,16 @@ class Objective(nn.Module):
             total = terms["gkd"] = (1.0 - cfg.imitation) * task + cfg.imitation * imitate
         terms["total"] = total
         return terms
+
+
+def audio_aux_loss(head: nn.Module, audio: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of a classifier on the teacher's audio-branch embedding (nonseq (B, D); seq
+    (B, S, D), every segment with its item's label): a modality-specific head, so the branch learns
+    the task from the audio alone as well as through the fusion."""
+    if audio is None:
+        raise ValueError("distill.audio_aux needs a teacher network (its NetOutput carries no audio-branch embedding)")
+    return task_loss(head(audio.float()).flatten(0, -2), labels.view(-1, *([1] * (audio.dim() - 2)))
+                     .expand(audio.shape[:-1]).flatten())
 
 
 class StepModule(nn.Module):

@@ -17,6 +17,7 @@ Layout of ``targets.h5`` (packed, item-major, one row per cell)::
     enc     (N_cells, D) nonseq | (N_cells, S, D) seq     teacher encoder embedding(s)
     agg     (N_cells, D2)                                  seq only
     logits  (N_cells, C)
+    audio   like enc                                       the teacher's audio branch before fusion
     utt_id, cell_offset, n_cells                           per item
     attrs["key"] = JSON {teacher_sha256, cache_id, grid, labels, train_ids_sha256}
 """
@@ -38,7 +39,10 @@ from distill.evaluate import forward_cells
 
 TARGETS_FILE = "targets.h5"
 TRAIN_IDS = "train_ids.txt"
-FIELDS = ("enc", "agg", "logits")
+FIELDS = ("enc", "agg", "logits", "audio")
+#: Per ``distill.target``: the stored array each student level imitates (the teacher has no
+#: audio-only aggregate, so ``agg`` stays the fused one).
+TARGET_FIELDS = {"fused": {"enc": "enc", "agg": "agg"}, "audio": {"enc": "audio", "agg": "agg"}}
 
 
 class TargetMismatchError(RuntimeError):
@@ -215,6 +219,9 @@ def open_targets(teacher_dir: str | Path, cache_id: str, grid: Grid, labels: lis
     if found.get("labels") != expected["labels"]:
         raise TargetMismatchError(f"{path}: the teacher's classes differ from this run's (another split or label column?)")
     missing = [f for f in fields if f not in store.fields and f != "agg"]
+    if "audio" in missing:
+        raise TargetMismatchError(f"{path} holds no audio-branch targets (made before they were stored): rerun "
+                                  f"`distill teacher` for distill.target=audio, or use distill.target=fused")
     if missing:
         raise TargetMismatchError(f"{path} lacks target field(s) {missing}")
     if heldout is not None:

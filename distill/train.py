@@ -37,8 +37,8 @@ from distill.evaluate import (LOWER_IS_BETTER, Predictions, build_trials, classi
 from distill.models import build_network
 from distill.normalize import fit_input_norms
 from distill.objective import Objective, StepModule
-from distill.targets import (TARGETS_FILE, TargetStore, cache_identity, check_heldout, compute_targets, open_targets,
-                             targets_key, write_targets, write_train_ids)
+from distill.targets import (TARGET_FIELDS, TARGETS_FILE, TargetStore, cache_identity, check_heldout, compute_targets,
+                             open_targets, targets_key, write_targets, write_train_ids)
 from distill.tensorboard import TensorBoardLog
 from extract import open_cache
 
@@ -100,12 +100,12 @@ class CachedTeacher:
 
     live = False
 
-    def __init__(self, store: TargetStore):
-        self.store = store
-        self.dims = {k: int(store.shapes[k][-1]) for k in ("enc", "agg") if k in store.shapes}
+    def __init__(self, store: TargetStore, target: str = "fused"):
+        self.store, self.levels = store, TARGET_FIELDS[target]  # student level -> stored array
+        self.dims = {k: int(store.shapes[f][-1]) for k, f in self.levels.items() if f in store.shapes}
 
     def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
-        return {k[2:]: v for k, v in batch.items() if k.startswith("t_")}
+        return _as_levels({k[2:]: v for k, v in batch.items() if k.startswith("t_")}, self.levels)
 
 
 class LiveTeacher:
@@ -113,14 +113,22 @@ class LiveTeacher:
 
     live = True
 
-    def __init__(self, teacher_dir: Path, device: torch.device):
+    def __init__(self, teacher_dir: Path, device: torch.device, target: str = "fused"):
         self.net, _, _ = load_best_network(teacher_dir, device)
-        self.dims = dict(self.net.level_dims)
+        self.levels = TARGET_FIELDS[target]
+        dims = {**self.net.level_dims, "audio": self.net.encoder.audio.out_dim}
+        self.dims = {k: dims[f] for k, f in self.levels.items() if f in dims and k in self.net.level_dims}
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
         out = self.net(batch["fbank"], face=batch["face"], face_mask=batch["face_mask"])
-        return {**out.levels(), "logits": out.logits}
+        return _as_levels({**out.levels(), "audio": out.audio, "logits": out.logits}, self.levels)
+
+
+def _as_levels(fields: dict[str, torch.Tensor], levels: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Teacher outputs by the student level that imitates them (``distill.target``), plus the logits."""
+    out = {k: fields[f] for k, f in levels.items() if fields.get(f) is not None}
+    return {**out, "logits": fields["logits"]} if "logits" in fields else out
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -155,8 +163,9 @@ class Trainer:
                                  n_classes=len(self.data.labels.names), face_dim=self.cache.face_dim).to(self.device)
         teacher_dims = self.teacher.dims if self.teacher else None
         face_dim = self.net.encoder.visual.face_dim if self.is_teacher else None
-        self.objective = Objective(cfg.distill, cfg.role, self.net.level_dims, teacher_dims,
-                                   face_dim=face_dim).to(self.device)
+        audio_dim = self.net.encoder.audio.out_dim if self.is_teacher else None
+        self.objective = Objective(cfg.distill, cfg.role, self.net.level_dims, teacher_dims, face_dim=face_dim,
+                                   audio_dim=audio_dim, n_classes=self.net.n_classes).to(self.device)
         self.step_module: nn.Module = StepModule(self.net, self.objective)
         if self.env.distributed:
             self.step_module = DistributedDataParallel(
@@ -204,11 +213,12 @@ class Trainer:
         heldout = self.data.utt_ids("val", "test")
         if live:
             check_heldout(d.teacher, heldout)
-            return LiveTeacher(Path(d.teacher), self.device)
-        fields = (("enc", "agg") if d.uses_embeddings else ()) + (("logits",) if d.uses_logits else ())
+            return LiveTeacher(Path(d.teacher), self.device, d.target)
+        levels = tuple(TARGET_FIELDS[d.target].values())
+        fields = (levels if d.uses_embeddings else ()) + (("logits",) if d.uses_logits else ())
         store = open_targets(d.teacher, cache_identity(self.cache), self.data.grid, self.data.labels.names, fields,
                              heldout=heldout)
-        return CachedTeacher(store)
+        return CachedTeacher(store, d.target)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         t = self.cfg.train

@@ -88,7 +88,24 @@ def test_matching_targets_open(setup):
     root, cache, cfg = setup
     data = RunData.load(cfg, open_cache(cache))
     store = open_targets(root / "teacher", cache_identity(data.cache), data.grid, data.labels.names)
-    assert set(store.fields) == {"enc", "agg", "logits"}
+    assert set(store.fields) == {"enc", "agg", "logits", "audio"}
+    assert store.shapes["audio"] == store.shapes["enc"]  # the audio branch per segment, as wide as the fused one
+
+
+def test_student_asking_for_audio_branch_targets_refuses_a_file_without_them(setup, tmp_path):
+    """A targets file made before audio-branch targets were stored holds only the fused ones:
+    ``distill.target: audio`` is refused (never silently given the fused embedding), ``fused`` reads it."""
+    root, cache, _ = setup
+    teacher = tmp_path / "teacher"
+    shutil.copytree(root / "teacher", teacher)
+    with h5py.File(teacher / TARGETS_FILE, "a") as h5:
+        del h5["audio"]
+    cfg = tiny_config(cache, "student", data__setting="seq", distill__method="embed", distill__teacher=str(teacher))
+    Trainer(cfg, tmp_path / "fused", progress=False)
+    cfg = tiny_config(cache, "student", data__setting="seq", distill__method="embed", distill__target="audio",
+                      distill__teacher=str(teacher))
+    with pytest.raises(TargetMismatchError, match="no audio-branch targets"):
+        Trainer(cfg, tmp_path / "audio", progress=False)
 
 
 # --- leakage guard: a student never holds out what the teacher trained on --------------------

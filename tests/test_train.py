@@ -159,20 +159,48 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cache, tmp_pat
     assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.dtype.is_floating_point)
 
 
+@pytest.mark.parametrize("target", ["fused", "audio"])
 @pytest.mark.parametrize("setting", ["nonseq", "seq"])
-def test_cached_targets_equal_the_live_teachers_outputs(cache, teachers, tmp_path, setting):
+def test_cached_targets_equal_the_live_teachers_outputs(cache, teachers, tmp_path, setting, target):
     teacher_dir = teachers["speaker", setting]
     cfg = tiny_config(cache, "student", data__setting=setting, distill__method="embed+softlabel",
-                      distill__teacher=str(teacher_dir))
+                      distill__teacher=str(teacher_dir), distill__target=target)
     cached = Trainer(cfg, tmp_path / "a", progress=False)
-    live = LiveTeacher(teacher_dir, device=torch.device("cpu"))
+    live = LiveTeacher(teacher_dir, device=torch.device("cpu"), target=target)
     dataset = cached.data.dataset("train", faces=True, train=True, seed=0, targets=cached.teacher.store)
     from distill.data import collate
 
     batch = collate([dataset[i] for i in range(6)])
     from_cache, from_net = cached.teacher(batch), live(batch)
+    assert set(from_cache) == {"enc", "logits"} | ({"agg"} if setting == "seq" else set())
     for key in from_cache:
         torch.testing.assert_close(from_cache[key], from_net[key], atol=1e-4, rtol=1e-4)
+    # what the student's encoder level imitates: the fused embedding, or the audio branch before fusion
+    with torch.no_grad():
+        out = live.net(batch["fbank"], face=batch["face"], face_mask=batch["face_mask"])
+    torch.testing.assert_close(from_cache["enc"], out.enc if target == "fused" else out.audio, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(out.enc, out.audio, atol=1e-3)
+
+
+def test_teacher_audio_head_is_weighted_logged_learned_and_its_branch_distilled(cache, tmp_path):
+    """``distill.audio_aux``: a classifier on the teacher's audio branch (per segment in seq) adds a
+    weighted term that decreases, lives in the objective's checkpoint, and a student imitates that
+    branch with ``distill.target: audio``."""
+    cfg = tiny_config(cache, "teacher", data__setting="seq", distill__audio_aux=0.5, train__epochs=8, train__lr=0.02)
+    run_training(cfg, tmp_path / "t", progress=False)
+    rows = read_log(tmp_path / "t")
+    for row in rows:
+        assert float(row["train_total"]) == pytest.approx(
+            float(row["train_task"]) + 0.5 * float(row["train_audio_aux"]), rel=1e-4)
+    assert float(rows[-1]["train_audio_aux"]) < 0.8 * float(rows[0]["train_audio_aux"])
+    objective = torch.load(tmp_path / "t" / LAST, weights_only=True)["objective"]
+    assert {"audio_head.weight", "audio_head.bias"} <= set(objective)
+    student = tiny_config(cache, "student", data__setting="seq", distill__method="embed", distill__target="audio",
+                          distill__audio_aux=0.5, distill__teacher=str(tmp_path / "t"))
+    metrics = run_training(student, tmp_path / "s", progress=False)
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    logged = {k[len("train_"):] for k in read_log(tmp_path / "s")[0] if k.startswith("train_")}
+    assert logged == {"task", "embed_enc", "embed_agg", "total"}  # a student has no audio head
 
 
 def test_autocast_path_runs_on_cpu_in_bfloat16(cache, teachers, tmp_path):

@@ -34,6 +34,7 @@ class NetOutput:
     agg: Tensor | None  # seq (B, D_agg); nonseq None
     emb: Tensor  # = enc (nonseq) or agg (seq)
     logits: Tensor  # (B, C); an AAM header adds its margin only when labels were given
+    audio: Tensor | None = None  # teacher only: its audio branch's embedding before fusion, shaped like enc
 
     def levels(self) -> dict[str, Tensor]:
         """The distillable embeddings by level name, as ``EmbeddingDistillLoss`` and the target cache key them."""
@@ -53,6 +54,11 @@ class AudioVisualEncoder(nn.Module):
         self.out_dim = fusion.out_dim
 
     def forward(self, fbank: Tensor, face: Tensor | None = None, face_mask: Tensor | None = None) -> Tensor:
+        return self.branches(fbank, face, face_mask)[1]
+
+    def branches(self, fbank: Tensor, face: Tensor | None = None,
+                 face_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(audio, fused)``: the audio branch's embedding before fusion (``distill.target: audio``) and the fused one."""
         if face is None:
             face = fbank.new_zeros(fbank.shape[0], 1, self.visual.face_dim)
             face_mask = torch.zeros(fbank.shape[0], 1, dtype=torch.bool, device=fbank.device)
@@ -60,7 +66,8 @@ class AudioVisualEncoder(nn.Module):
             face_mask = torch.ones(face.shape[:2], dtype=torch.bool, device=face.device)
         if face.shape[0] != fbank.shape[0]:
             raise ValueError(f"face batch {face.shape[0]} does not match fbank batch {fbank.shape[0]}")
-        return self.fusion(self.audio(fbank), self.visual(face, face_mask))
+        audio = self.audio(fbank)
+        return audio, self.fusion(audio, self.visual(face, face_mask))
 
 
 class DistillNetwork(nn.Module):
@@ -139,19 +146,21 @@ class DistillNetwork(nn.Module):
         if labels is not None and labels.shape != fbank.shape[:1]:
             raise ValueError(f"labels must have shape ({fbank.shape[0]},), got {tuple(labels.shape)}")
 
+        audio = None
         if self.role == "student":
             enc = self.encoder(fbank.flatten(0, lead - 1))
         else:
             face, face_mask = self._fold_faces(face, face_mask, fbank, lead)
-            enc = self.encoder(fbank.flatten(0, lead - 1), face, face_mask)
+            audio, enc = self.encoder.branches(fbank.flatten(0, lead - 1), face, face_mask)
 
         if self.aggregator is None:
             agg, emb = None, enc
         else:
             enc = enc.unflatten(0, fbank.shape[:lead])
+            audio = None if audio is None else audio.unflatten(0, fbank.shape[:lead])
             agg = emb = self.aggregator(enc, seg_mask)
         logits = self.head(emb.detach() if detach_emb else emb, labels)
-        return NetOutput(enc=enc, agg=agg, emb=emb, logits=logits)
+        return NetOutput(enc=enc, agg=agg, emb=emb, logits=logits, audio=audio)
 
 
 def build_network(
