@@ -58,7 +58,8 @@ class AudioVisualEncoder(nn.Module):
 
     def branches(self, fbank: Tensor, face: Tensor | None = None,
                  face_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``(audio, fused)``: the audio branch's embedding before fusion (``distill.target: audio``) and the fused one."""
+        """``(audio, fused)``: the audio branch's embedding before fusion (what ``distill.target: audio``
+        imitates) and the fused one."""
         if face is None:
             face = fbank.new_zeros(fbank.shape[0], 1, self.visual.face_dim)
             face_mask = torch.zeros(fbank.shape[0], 1, dtype=torch.bool, device=fbank.device)
