@@ -27,6 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from distill.augment import build_augmenter
+from distill.calibration import score_norm_metrics
 from distill.checkpoint import (BEST, LAST, file_sha256, load_best_network, load_checkpoint, rng_state, save_checkpoint,
                                 set_rng_state)
 from distill.config import ConfigError, DistillConfig, RunConfig, dump_config, read_run_config
@@ -77,9 +79,10 @@ class RunData:
         y = {s: labels.encode(index[cfg.data.label].iloc[ids[s]]) for s in ids}
         return cls(cache, Grid.from_config(cfg.data), labels, ids, y)
 
-    def dataset(self, split: str, *, faces: bool, train: bool, seed: int = 0, targets=None) -> GridDataset:
+    def dataset(self, split: str, *, faces: bool, train: bool, seed: int = 0, targets=None,
+                augment=None) -> GridDataset:
         return GridDataset(self.cache, self.ids[split], self.y[split], self.grid, faces=faces, train=train,
-                           seed=seed, targets=targets)
+                           seed=seed, targets=targets, augment=augment)
 
     def utt_ids(self, *splits: str) -> list[str]:
         """Utt ids of the items of these splits (for records and checks, not the loading path)."""
@@ -237,7 +240,11 @@ class Trainer:
     def train_dataset(self) -> GridDataset:
         faces = self.is_teacher or bool(self.teacher and self.teacher.live)
         targets = self.teacher.store if isinstance(self.teacher, CachedTeacher) else None
-        return self.data.dataset("train", faces=faces, train=True, seed=self.cfg.train.seed, targets=targets)
+        augment = build_augmenter(self.cfg.augment, self.cache)
+        if augment is not None and self.teacher and self.teacher.live:  # it would compute its targets on the augmented cell
+            raise ConfigError("augmentation needs cached teacher targets (computed on clean cells), not a live teacher")
+        return self.data.dataset("train", faces=faces, train=True, seed=self.cfg.train.seed, targets=targets,
+                                 augment=augment)
 
     def train_loader(self, dataset: GridDataset) -> tuple[DataLoader, DistributedSampler]:
         # DistributedSampler with one replica is a seeded per-epoch permutation: one code path for both.
@@ -456,7 +463,7 @@ def evaluate_network(trainer: Trainer, plots: bool = True) -> dict:
     test = trainer.data.dataset("test", faces=trainer.is_teacher, train=False)
     metrics, extras = test_metrics(trainer, trainer.predict(test))
     if trainer.is_teacher:
-        metrics["video_missing"], _ = test_metrics(trainer, trainer.predict(test, video=False))
+        metrics["video_missing"], _ = test_metrics(trainer, trainer.predict(test, video=False), video=False)
     metrics["best_epoch"] = trainer.best["epoch"]
     if "trials" in extras:
         metrics["trials"] = extras["trials"]
@@ -475,7 +482,7 @@ def evaluate_network(trainer: Trainer, plots: bool = True) -> dict:
     return metrics
 
 
-def test_metrics(trainer: Trainer, pred: Predictions) -> tuple[dict, dict]:
+def test_metrics(trainer: Trainer, pred: Predictions, video: bool = True) -> tuple[dict, dict]:
     cfg = trainer.cfg
     extras: dict = {"pred": pred}
     if cfg.data.task == "speaker" and not (pred.labels >= 0).any():
@@ -493,6 +500,7 @@ def test_metrics(trainer: Trainer, pred: Predictions) -> tuple[dict, dict]:
             warnings.warn(f"{trainer.out}: no verification metrics ({exc})", stacklevel=2)
             return metrics, extras
         metrics.update(ver)
+        metrics.update(score_norm_metrics(trainer, pred, trials, video))  # eval.score_norm
         extras.update(scores=scores, trial_labels=labels,
                       trials=trials_record(trials, cfg.data.trials, len(pred.utt_ids)))
     return metrics, extras
