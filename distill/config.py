@@ -320,13 +320,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
 
 
 #: The sections a student takes from its teacher: what the targets were computed on (task, setting,
-#: grid, split, trial list) and the network sizes.
-INHERITED = ("data", "model")
+#: grid, split, trial list), the network sizes, and how test scores are normalised (comparable metrics).
+INHERITED = ("data", "model", "eval")
 
 
 def student_base(teacher: RunConfig, shared: dict | None = None) -> dict:
     """The config tree a student of ``teacher`` starts from: ``shared`` (e.g. a sweep's ``base``)
-    with the teacher's ``data`` and ``model`` sections and cache on top.
+    with the teacher's ``data``, ``model`` and ``eval`` sections and cache on top.
 
     The one rule for the CLI and for sweeps: whatever reached the teacher's data (a ``--set
     data.split_seed=...``, a sweep's ``teacher: {data: ...}``) reaches its students too, so they
