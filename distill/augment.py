@@ -21,7 +21,8 @@ item) (``GridDataset.augment_rng``): a resumed run sees the same augmented cells
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from extract.cache import CacheError
 #: The extraction settings that decide what a log-mel value means; a noise cache must share them.
 FBANK_SETTINGS = ("sample_rate", "n_mels", "win_ms", "hop_ms", "f_min", "f_max")
 DB = 10.0  # log-mels are 10·log10(mel power): dB of a power spectrogram (speechbrain Fbank)
+_NATS_PER_DB = np.log(10.0) / DB  # exp/log in the cell's own dtype: float32 holds 10^(±38), log-mels span ~100 dB
 
 
 class Transform(Protocol):
@@ -39,16 +41,18 @@ class Transform(Protocol):
 
 
 def to_power(logmel: np.ndarray) -> np.ndarray:
-    """dB log-mels -> mel power (float64: a 100 dB range is 1e10)."""
-    return np.power(10.0, np.asarray(logmel, dtype=np.float64) / DB)
+    """dB log-mels -> mel power, 10^(x/10), in the input's float dtype."""
+    logmel = np.asarray(logmel)
+    return np.exp(logmel * logmel.dtype.type(_NATS_PER_DB))
 
 
 def mix_at_snr(logmel: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
     """Log-mels of speech + noise from both log-mels, the noise scaled so that mean mel power of
     speech over noise is ``snr_db``; same shape and dtype as ``logmel``."""
-    p_x, p_n = to_power(logmel), to_power(noise)
-    gain = p_x.mean() / (max(p_n.mean(), 1e-30) * 10.0 ** (snr_db / DB))
-    return (DB * np.log10(p_x + gain * p_n)).astype(logmel.dtype, copy=False)
+    p_x, p_n = to_power(logmel), to_power(noise.astype(logmel.dtype, copy=False))
+    gain = p_x.mean(dtype=np.float64) / (max(p_n.mean(dtype=np.float64), 1e-30) * 10.0 ** (snr_db / DB))
+    p_x += logmel.dtype.type(gain) * p_n
+    return np.log(p_x, out=p_x) * logmel.dtype.type(1.0 / _NATS_PER_DB)
 
 
 class NoiseSource:

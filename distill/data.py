@@ -149,7 +149,8 @@ class GridDataset(Dataset):
     def __init__(self, cache, items, labels: np.ndarray, grid: Grid, *, faces: bool,
                  train: bool, seed: int = 0, targets=None, augment=None):
         if augment is not None and not train:
-            raise ValueError("augmentation is for training datasets only: evaluation and teacher targets see clean cells")
+            raise ValueError("augmentation is for training datasets only: evaluation and teacher targets see "
+                             "clean cells")
         self.cache = cache
         items = np.asarray(items) if len(items) else np.zeros(0, np.int64)
         self.rows = items.astype(np.int64) if items.dtype.kind in "iu" else cache.positions(list(items))

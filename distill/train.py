@@ -241,7 +241,7 @@ class Trainer:
         faces = self.is_teacher or bool(self.teacher and self.teacher.live)
         targets = self.teacher.store if isinstance(self.teacher, CachedTeacher) else None
         augment = build_augmenter(self.cfg.augment, self.cache)
-        if augment is not None and self.teacher and self.teacher.live:  # it would compute its targets on the augmented cell
+        if augment is not None and self.teacher and self.teacher.live:  # its targets would be of the augmented cell
             raise ConfigError("augmentation needs cached teacher targets (computed on clean cells), not a live teacher")
         return self.data.dataset("train", faces=faces, train=True, seed=self.cfg.train.seed, targets=targets,
                                  augment=augment)
