@@ -39,7 +39,8 @@ from extract.faces import FaceEmbedder, resolve_face_weights  # noqa: E402
 from extract.fbank import LogMel  # noqa: E402
 from extract.info import cache_info  # noqa: E402
 from extract.run import RunOptions, run_extraction  # noqa: E402
-from manifests.media import ffmpeg_exe, lfw_faces, write_video  # noqa: E402
+from common.ffmpeg import ffmpeg_exe  # noqa: E402
+from manifests.media import lfw_faces, write_video  # noqa: E402
 
 SIZES = [(224, 224), (360, 480), (720, 1280)]  # (H, W)
 CONTAINERS = [".mp4", ".mkv", ".webm", ".mov", ".avi", ".flv"]
