@@ -868,18 +868,12 @@ class Cache:
                 return int(shape[1])
         return FACE_DIM
 
-    def labels(self, utt_id: str) -> dict[str, Any]:
-        return self.labels_at(self.position(utt_id))
-
     def labels_at(self, position: int) -> dict[str, Any]:
         """utt_id and every label column of one row, as plain Python values."""
         out: dict[str, Any] = {"utt_id": self.utt_id(position)}
         for name in self.table.labels:
             out[name] = self.table.label(name, position)
         return out
-
-    def _row(self, utt_id: str) -> int:
-        return self.position(utt_id)
 
     def read(self, utt_id: str, fields: Sequence[str] = ARRAY_FIELDS) -> dict[str, Any]:
         """The item's labels plus the requested arrays (float32 / bool), read with a slice each."""

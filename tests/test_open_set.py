@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic import TINY, make_lupi_items, tiny_config
+from distill.testing import TINY, make_lupi_items, tiny_config
 
 from distill import metrics as M
 from distill.cli import main as distill

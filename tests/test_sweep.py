@@ -10,7 +10,7 @@ import yaml
 from distill.cli import main
 from distill.config import ConfigError
 from distill.sweep import SweepSpec, run_sweep
-from synthetic import TINY, make_lupi_cache
+from distill.testing import TINY, make_lupi_cache
 
 REPO = Path(__file__).resolve().parents[1]
 
