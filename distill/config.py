@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from common.files import atomic_write_text
 from distill.models import ModelConfig
 from distill.models.normalize import FACE_NORMS, FBANK_NORMS
 
@@ -298,7 +299,7 @@ def student_base(teacher: RunConfig, shared: dict | None = None) -> dict:
 
 
 def dump_config(cfg: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:

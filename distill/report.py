@@ -34,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from common.files import atomic_output, atomic_write_text
 from distill.metrics import LOWER_IS_BETTER, METRIC_KEYS
 
 __all__ = [
@@ -391,7 +392,8 @@ def write_results(df: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    df.to_csv(out_dir / "results.csv", index=False)
+    with atomic_output(out_dir / "results.csv") as tmp:
+        df.to_csv(tmp, index=False)
     written["csv"] = out_dir / "results.csv"
 
     sections = [
@@ -419,7 +421,7 @@ def write_results(df: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] 
                              title=f"{task}: {bar_metric}, mean ± std over {over}")
             written[f"bar:{task}"] = png
         sections += _share_sections(task_df, str(task), out_dir, written)
-    (out_dir / "results.md").write_text("\n".join(sections) + "\n")
+    atomic_write_text(out_dir / "results.md", "\n".join(sections) + "\n")
     written["md"] = out_dir / "results.md"
     return written
 

@@ -10,7 +10,7 @@ import yaml
 from distill.cli import main
 from distill.config import ConfigError
 from distill.sweep import Folds, SweepSpec, run_sweep
-from synthetic import TINY, make_lupi_cache
+from distill.testing import TINY, make_lupi_cache
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,7 +150,7 @@ def test_a_teacher_data_override_reaches_its_students(tmp_path):
 def session_cache(tmp_path):
     """An emotion corpus recorded in three sessions, every emotion in each (IEMOCAP-like)."""
     from extract.cache import build_cache
-    from synthetic import make_lupi_items
+    from distill.testing import make_lupi_items
 
     items = make_lupi_items(n_classes=3, per_class=9, n_frames=70, with_split=False)
     for i, item in enumerate(items):
