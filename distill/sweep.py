@@ -85,9 +85,10 @@ class Folds:
     k: int = 0  # 0: one fold per value of the column; k >= 3: the values dealt into k seeded folds
 
     @classmethod
-    def parse(cls, raw, where: str) -> "Folds":
+    def parse(cls, raw, where: str) -> Folds:
         if not isinstance(raw, dict) or "column" not in raw or set(raw) - {"column", "k"}:
-            raise ConfigError(f"{where}: folds must be a mapping {{column: NAME}} or {{column: NAME, k: K}}, got {raw!r}")
+            raise ConfigError(f"{where}: folds must be a mapping {{column: NAME}} or {{column: NAME, k: K}}, "
+                              f"got {raw!r}")
         k = raw.get("k", 0)
         if not isinstance(k, int) or isinstance(k, bool) or k < 0 or k in (1, 2):
             raise ConfigError(f"{where}: folds.k must be an integer >= 3 (or absent: one fold per value), got {k!r}")
@@ -159,7 +160,8 @@ class SweepSpec:
             raise ConfigError(f"{path}: no cache (give cache: in the file or --cache)")
         return spec
 
-    def teacher_config(self, task: str, setting: str, control: str | None = None, fold: int | None = None) -> RunConfig:
+    def teacher_config(self, task: str, setting: str, control: str | None = None,
+                       fold: int | None = None) -> RunConfig:
         """The combo's teacher (of cross-validation fold ``fold``), or with ``control`` the same
         teacher turned into that control."""
         tree = merge(self.base, self.teacher)

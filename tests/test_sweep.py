@@ -149,8 +149,8 @@ def test_a_teacher_data_override_reaches_its_students(tmp_path):
 @pytest.fixture
 def session_cache(tmp_path):
     """An emotion corpus recorded in three sessions, every emotion in each (IEMOCAP-like)."""
-    from extract.cache import build_cache
     from distill.testing import make_lupi_items
+    from extract.cache import build_cache
 
     items = make_lupi_items(n_classes=3, per_class=9, n_frames=70, with_split=False)
     for i, item in enumerate(items):
@@ -199,7 +199,8 @@ def test_fold_sweep_trains_a_teacher_per_fold_and_reports_per_fold_and_mean_rows
 
 def test_folds_are_checked_when_the_sweep_is_read_and_planned(session_cache, tmp_path):
     path = tmp_path / "s.yaml"
-    for folds, message in (({"col": "session"}, "folds must be a mapping"), ({"column": "speaker", "k": 2}, "k must be")):
+    bad = (({"col": "session"}, "folds must be a mapping"), ({"column": "speaker", "k": 2}, "k must be"))
+    for folds, message in bad:
         path.write_text(yaml.safe_dump({"cache": "c", "folds": folds, "variants": [{"method": "none"}]}))
         with pytest.raises(ConfigError, match=message):
             SweepSpec.load(path)
