@@ -160,8 +160,10 @@ def session_cache(tmp_path):
 
 @pytest.mark.slow
 def test_fold_sweep_trains_a_teacher_per_fold_and_reports_per_fold_and_mean_rows(session_cache, tmp_path):
-    from distill.config import read_run_config
+    from distill.config import load_config, read_run_config
     from distill.data import assign_splits
+    from distill.targets import TargetMismatchError
+    from distill.train import run_training
     from extract.cache import open_cache
 
     path = tmp_path / "cv.yaml"
@@ -195,6 +197,13 @@ def test_fold_sweep_trains_a_teacher_per_fold_and_reports_per_fold_and_mean_rows
     assert "n = folds" in md and any(line.startswith("| nonseq | embed | 3 |") for line in overall.splitlines())
     for fold in range(3):
         assert any(line.startswith(f"| nonseq | {fold} | embed | 1 |") for line in per_fold.splitlines())
+    # the leakage guard still holds across folds: fold 1's student cannot read fold 0's teacher, which
+    # trained on Session3, fold 1's val session
+    folds_dir = tmp_path / "out" / "emotion-nonseq"
+    crossed = load_config(folds_dir / "fold1" / "embed" / "seed0" / "config.yaml",
+                          overrides={"distill.teacher": str(folds_dir / "fold0" / "teacher")})
+    with pytest.raises(TargetMismatchError, match="were in the teacher's training set"):
+        run_training(crossed, tmp_path / "crossed", progress=False)
 
 
 def test_folds_are_checked_when_the_sweep_is_read_and_planned(session_cache, tmp_path):
