@@ -53,6 +53,12 @@ class DataConfig:
     label_column: str | None = None  # None: derived from task (speaker -> speaker, emotion -> emotion)
     split_column: str = "split"  # train/val/test column; absent -> seeded split via manifests.splits
     split_seed: int = 0  # seed of that fallback split (fixed apart from train.seed: same split per seed)
+    # Cross-validation (a sweep's `folds:` sets these per run): with fold_column set, the split is fold
+    # `fold` over that column (manifests.splits.fold_split: test that fold, val the next, train the rest)
+    # and split_column is not read. None: no folds.
+    fold_column: str | None = None  # e.g. session (IEMOCAP) or speaker (CREMA-D, RAVDESS)
+    n_folds: int = 0  # 0: one fold per value of fold_column; k >= 3: values dealt into k folds seeded by split_seed
+    fold: int = 0  # the test fold (0-based)
     # Non-sequential grid: crops of `crop` fbank frames every `crop_hop` frames.
     crop: int = 100
     crop_hop: int = 50
@@ -157,6 +163,10 @@ class RunConfig:
         if not 0.0 < self.data.p_target < 1.0 or self.data.c_miss <= 0 or self.data.c_fa <= 0:
             raise ConfigError(f"data.p_target must lie in (0, 1) and data.c_miss, data.c_fa be > 0, got "
                               f"{self.data.p_target}, {self.data.c_miss}, {self.data.c_fa}")
+        if self.data.n_folds < 0 or self.data.n_folds in (1, 2) or self.data.fold < 0 or (
+                self.data.n_folds and self.data.fold >= self.data.n_folds):
+            raise ConfigError(f"data.n_folds must be 0 (one fold per value) or >= 3 and data.fold lie in "
+                              f"[0, n_folds), got n_folds={self.data.n_folds}, fold={self.data.fold}")
         for name in ("crop", "crop_hop", "seg_len", "seg_hop", "n_segments", "max_faces", "batch_size"):
             if getattr(self.data, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self.data, name)}")

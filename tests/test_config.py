@@ -26,6 +26,7 @@ def test_student_base_carries_the_teachers_data_and_model_over_shared_settings()
 @pytest.mark.parametrize("override, message", [
     ({"train.select": "f1"}, "train.select='f1' is not one of"),
     ({"data.p_target": 0.0}, "data.p_target must lie in"), ({"data.c_fa": -1.0}, "data.c_fa be > 0"),
+    ({"data.n_folds": 2}, "data.n_folds must be 0"), ({"data.n_folds": 5, "data.fold": 5}, "fold lie in"),
 ])
 def test_invalid_selection_and_costs_are_config_errors(override, message):
     with pytest.raises(ConfigError, match=message):
