@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,15 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from distill.config import load_config  # noqa: E402
-from distill.train import Trainer, run_training  # noqa: E402
-from extract.cache import build_cache  # noqa: E402
-from extract.config import ExtractConfig  # noqa: E402
-from extract.fbank import LogMel  # noqa: E402
-from synthetic import make_lupi_items  # noqa: E402
+from distill.config import load_config
+from distill.testing import make_lupi_items
+from distill.train import Trainer, run_training
+from extract.cache import build_cache
+from extract.config import ExtractConfig
+from extract.fbank import LogMel
 
 CONTENDERS = {
     "off": {},
@@ -43,7 +39,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=300, help="fbank frames per item (3 s)")
     p.add_argument("--noise-items", type=int, default=20, help="noise items of 10 s")
     p.add_argument("--rounds", type=int, default=3, help="epochs per contender, interleaved")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers (0: augmentation in the training process)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader workers (0: augmentation in the training process)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--work", help="scratch directory; a fresh temp dir when not given")
     return p.parse_args()
@@ -78,7 +75,8 @@ def main() -> int:
 
     trainers, loaders = {}, {}
     for name, over in CONTENDERS.items():
-        over = {**base, **over} if "noise" in name else {**{k: v for k, v in base.items() if k != "augment.noise"}, **over}
+        plain = {k: v for k, v in base.items() if k != "augment.noise"}
+        over = {**(base if "noise" in name else plain), **over}
         cfg = load_config(overrides={**over, "role": "student", "distill.method": "embed+softlabel",
                                      "distill.teacher": str(work / "teacher")})
         trainers[name] = Trainer(cfg, work / f"student-{name}", progress=False)
@@ -121,8 +119,9 @@ def main() -> int:
     t_wave = per_cell_ms(waveform_route, n)
     print(f"(b) per cell ({crop} frames): loader read {t_clean:.3f} ms, with noise+masks {t_aug:.3f} ms "
           f"(+{t_aug - t_clean:.3f} ms); a waveform route (0.5 s reverb + Fbank) {t_wave:.3f} ms")
-    print(f"bench-augment: noise+masks per step {statistics.median(times['noise+masks']) / steps / off:.3f}x off, "
-          f"masks {statistics.median(times['masks']) / steps / off:.3f}x, noise {statistics.median(times['noise']) / steps / off:.3f}x")
+    ratio = {name: statistics.median(times[name]) / steps / off for name in CONTENDERS}
+    print(f"bench-augment: per step noise+masks {ratio['noise+masks']:.3f}x off, masks {ratio['masks']:.3f}x, "
+          f"noise {ratio['noise']:.3f}x")
     return 0
 
 

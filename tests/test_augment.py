@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import tone
-from synthetic import make_lupi_cache, make_lupi_items, tiny_config
 
 from distill.augment import AddNoise, Augmenter, FreqMask, NoiseSource, TimeMask, build_augmenter, mix_at_snr, to_power
 from distill.config import AugmentConfig, ConfigError
 from distill.data import Grid, GridDataset
+from distill.testing import make_lupi_cache, make_lupi_items, tiny_config
 from distill.train import Trainer, run_training
 from extract.cache import build_cache, open_cache
 
