@@ -1,8 +1,8 @@
 """What augmentation costs per training step (``python benchmarks/bench_augment.py``), in one process:
 
-(a) student training epochs with augmentation off, SpecAugment masks, noise from a noise cache, and
-    both, interleaved over rounds (medians), read by the loader in the training process
-    (``data.num_workers=0``: the worst case, nothing hides the cost); ratio to "off" per step;
+(a) a student training step (loading the batch in the training process, ``data.num_workers=0``:
+    the worst case, nothing hides the cost) with augmentation off, SpecAugment masks, noise from a
+    noise cache, and both, interleaved batch by batch; medians of CPU time; ratio to "off";
 (b) per cell: the loader's read with and without augmentation, and what a waveform route would
     cost instead (reverberation by FFT convolution with a 0.5 s impulse response, then speechbrain's
     Fbank on the cell's audio), the reference for docs/training.md's choice of no waveform store.
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from distill.config import load_config
+from distill.data import collate
 from distill.testing import make_lupi_items
 from distill.train import Trainer, run_training
 from extract.cache import build_cache
@@ -35,12 +36,10 @@ CONTENDERS = {
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--items", type=int, default=960, help="synthetic training items")
+    p.add_argument("--items", type=int, default=320, help="synthetic training items")
     p.add_argument("--frames", type=int, default=300, help="fbank frames per item (3 s)")
     p.add_argument("--noise-items", type=int, default=20, help="noise items of 10 s")
-    p.add_argument("--rounds", type=int, default=3, help="epochs per contender, interleaved")
-    p.add_argument("--workers", type=int, default=0,
-                   help="DataLoader workers (0: augmentation in the training process)")
+    p.add_argument("--batches", type=int, default=40, help="training steps per contender, interleaved")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--work", help="scratch directory; a fresh temp dir when not given")
     return p.parse_args()
@@ -54,10 +53,13 @@ def noise_items(n: int, n_mels: int = 80, frames: int = 1000) -> list[dict]:
 
 
 def per_cell_ms(fn, n: int) -> float:
-    started = time.perf_counter()
+    """Median CPU ms of fn(i) over n calls."""
+    times = []
     for i in range(n):
+        started = time.process_time()
         fn(i)
-    return (time.perf_counter() - started) / n * 1000
+        times.append(time.process_time() - started)
+    return statistics.median(times) * 1000
 
 
 def main() -> int:
@@ -68,39 +70,50 @@ def main() -> int:
                             split_ratios=(0.6, 0.2, 0.2))
     cache = build_cache(work / "cache", items)
     noise = build_cache(work / "noise", noise_items(args.noise_items))
-    base = {"cache": str(cache), "train.epochs": 1, "train.threads": args.threads, "augment.noise": str(noise),
-            "data.num_workers": args.workers}
+    base = {"cache": str(cache), "train.epochs": 1, "train.threads": args.threads, "augment.noise": str(noise)}
     print(f"{len(items)} items x {args.frames} frames x 80 mels, noise {args.noise_items} x 10 s, in {work}")
     run_training(load_config(overrides={**base, "role": "teacher"}), work / "teacher", progress=False)
 
-    trainers, loaders = {}, {}
+    trainers, datasets = {}, {}
     for name, over in CONTENDERS.items():
         plain = {k: v for k, v in base.items() if k != "augment.noise"}
         over = {**(base if "noise" in name else plain), **over}
         cfg = load_config(overrides={**over, "role": "student", "distill.method": "embed+softlabel",
                                      "distill.teacher": str(work / "teacher")})
         trainers[name] = Trainer(cfg, work / f"student-{name}", progress=False)
-        loaders[name] = trainers[name].train_loader(trainers[name].train_dataset())
-    times: dict[str, list[float]] = {name: [] for name in CONTENDERS}
-    steps = 0
-    for r in range(args.rounds + 1):  # round 0 warms up (allocator, kernels, HDF5 handles)
-        for name, (loader, sampler) in loaders.items():
-            sampler.set_epoch(r + 1)
-            started = time.perf_counter()
-            trainers[name].train_epoch(loader, r + 1)
-            if r:
-                times[name].append(time.perf_counter() - started)
-            steps = len(loader)
-    off = statistics.median(times["off"]) / steps
-    print(f"(a) per training step (batch {trainers['off'].cfg.data.batch_size}, median of {args.rounds} epochs of "
-          f"{steps} steps, num_workers={args.workers}):")
-    for name in CONTENDERS:
-        step = statistics.median(times[name]) / steps
-        print(f"    {name:<12} {1000 * step:7.1f} ms  -> {step / off:.3f}x off")
+        datasets[name] = trainers[name].train_dataset()
+    # Per batch, every contender in turn (rotating who goes first): load the batch (read + augment +
+    # collate), then one training step; CPU time of this process, so other jobs on a shared
+    # machine do not land in one contender's figure.
+    bs = trainers["off"].cfg.data.batch_size
+    names = list(CONTENDERS)
+    load: dict[str, list[float]] = {name: [] for name in names}
+    step: dict[str, list[float]] = {name: [] for name in names}
+    rng = np.random.default_rng(0)
+    for b in range(args.batches + 2):  # the first two warm up (allocator, kernels, HDF5 handles)
+        idx = rng.choice(len(datasets["off"]), bs, replace=False)
+        for name in names[b % len(names):] + names[:b % len(names)]:
+            t0 = time.process_time()
+            batch = collate([datasets[name][(b + 1, int(i))] for i in idx])
+            t1 = time.process_time()
+            trainers[name].train_epoch([batch], b + 1)
+            t2 = time.process_time()
+            if b >= 2:
+                load[name].append(t1 - t0)
+                step[name].append(t2 - t1)
+    med = {name: (statistics.median(load[name]), statistics.median(step[name])) for name in names}
+    off = sum(med["off"])
+    print(f"(a) per training step (batch {bs}, {trainers['off'].cfg.data.crop} frames, medians of {args.batches} "
+          f"batches, CPU ms of this process, loading in the training process):")
+    ratio = {}
+    for name in names:
+        ratio[name] = sum(med[name]) / off
+        print(f"    {name:<12} load {1000 * med[name][0]:6.1f} + step {1000 * med[name][1]:6.1f} = "
+              f"{1000 * sum(med[name]):6.1f} ms -> {ratio[name]:.3f}x off")
 
     # (b) per cell: the loader's read (+ augmentation) vs a waveform route's reverb + Fbank
     n = 200
-    clean, noisy = loaders["off"][0].dataset, loaders["noise+masks"][0].dataset
+    clean, noisy = datasets["off"], datasets["noise+masks"]
     t_clean = per_cell_ms(lambda i: clean[(1, i % len(clean))], n)
     t_aug = per_cell_ms(lambda i: noisy[(1, i % len(noisy))], n)
     crop = trainers["off"].cfg.data.crop
@@ -119,7 +132,6 @@ def main() -> int:
     t_wave = per_cell_ms(waveform_route, n)
     print(f"(b) per cell ({crop} frames): loader read {t_clean:.3f} ms, with noise+masks {t_aug:.3f} ms "
           f"(+{t_aug - t_clean:.3f} ms); a waveform route (0.5 s reverb + Fbank) {t_wave:.3f} ms")
-    ratio = {name: statistics.median(times[name]) / steps / off for name in CONTENDERS}
     print(f"bench-augment: per step noise+masks {ratio['noise+masks']:.3f}x off, masks {ratio['masks']:.3f}x, "
           f"noise {ratio['noise']:.3f}x")
     return 0
