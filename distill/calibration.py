@@ -28,7 +28,7 @@ def training_cohort(trainer) -> np.ndarray:
     ids = trainer.data.utt_ids("train")
     speakers = trainer.cache.index.loc[ids, trainer.cfg.data.label].astype(str)
     keep = speakers.groupby(speakers.to_numpy()).head(COHORT_PER_SPEAKER)
-    dataset = GridDataset(trainer.cache, list(keep.index), np.zeros(len(keep), np.int64), trainer.data.grid,
+    dataset = GridDataset(trainer.cache, list(keep.index), np.zeros(len(keep), np.int64), trainer.data.eval_grid,
                           faces=False, train=False)
     return speaker_cohort(trainer.predict(dataset, video=False).emb, keep.to_numpy())
 

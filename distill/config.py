@@ -21,6 +21,8 @@ from distill.models.normalize import FACE_NORMS, FBANK_NORMS
 
 TASK_LABEL_COLUMNS = {"speaker": "speaker", "emotion": "emotion"}
 SETTINGS = ("nonseq", "seq")
+SPANS = ("window", "utterance")  # data.seq_span: fixed windows | the whole utterance
+EVAL_SPANS = ("crop", "utterance")  # data.eval_span (nonseq): mean over crops | the whole utterance at once
 METHODS = ("none", "embed", "softlabel", "gkd", "embed+softlabel")
 DISTANCES = ("mse", "cosine", "l1", "smooth_l1")
 ENCODER_GRADS = ("joint", "distill-only")
@@ -49,6 +51,20 @@ class DataConfig:
     seg_len: int = 50
     seg_hop: int = 25
     n_segments: int = 4
+    # seq only. window: a cell is n_segments segments (the fixed windows above). utterance: a cell is
+    # the whole utterance cut into segments of seg_len frames every seg_hop frames (the paper's mode;
+    # a variable number per item, padded per batch with a segment mask); n_segments and crop_hop
+    # then do not apply. docs/method.md, "Whole-utterance settings".
+    seq_span: str = "window"
+    # seq_span=utterance: at most this many segments go through the aggregator at once (memory: a
+    # step encodes up to batch_size * max_segments segments). A longer utterance is split into
+    # ceil(n / max_segments) interleaved cells (segments i, i+k, i+2k, ...), each spanning the whole
+    # utterance; training draws one, evaluation averages all.
+    max_segments: int = 64
+    # nonseq evaluation (val, test, distill eval/embed): crop = the mean over the crops' embeddings;
+    # utterance = the encoder over the whole utterance in one pass (its pooling takes any length).
+    # Training and teacher targets stay on crops either way.
+    eval_span: str = "crop"
     max_faces: int = 8  # face frames per crop (nonseq) or per segment (seq); padded with a mask
     batch_size: int = 32
     num_workers: int = 0
@@ -139,6 +155,11 @@ class RunConfig:
         _check_choice("role", self.role, ROLES)
         _check_choice("data.task", self.data.task, tuple(TASK_LABEL_COLUMNS))
         _check_choice("data.setting", self.data.setting, SETTINGS)
+        _check_choice("data.seq_span", self.data.seq_span, SPANS)
+        _check_choice("data.eval_span", self.data.eval_span, EVAL_SPANS)
+        if self.data.setting == "seq" and self.data.eval_span != "crop":
+            raise ConfigError("data.eval_span applies to nonseq; seq covers the whole utterance with "
+                              "data.seq_span=utterance")
         _check_choice("distill.method", self.distill.method, METHODS)
         _check_choice("distill.distance", self.distill.distance, DISTANCES)
         _check_choice("distill.encoder_grad", self.distill.encoder_grad, ENCODER_GRADS)
@@ -153,7 +174,8 @@ class RunConfig:
         if not 0.0 < self.data.p_target < 1.0 or self.data.c_miss <= 0 or self.data.c_fa <= 0:
             raise ConfigError(f"data.p_target must lie in (0, 1) and data.c_miss, data.c_fa be > 0, got "
                               f"{self.data.p_target}, {self.data.c_miss}, {self.data.c_fa}")
-        for name in ("crop", "crop_hop", "seg_len", "seg_hop", "n_segments", "max_faces", "batch_size"):
+        for name in ("crop", "crop_hop", "seg_len", "seg_hop", "n_segments", "max_segments", "max_faces",
+                     "batch_size"):
             if getattr(self.data, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self.data, name)}")
         if self.train.epochs < 1:
