@@ -161,6 +161,18 @@ def test_whole_utterance_seq_teacher_then_embed_student(cache, teacher, tmp_path
     assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["eer"] <= 1.0
 
 
+def test_a_student_on_another_span_is_refused(cache, teacher, tmp_path):
+    from distill.targets import TargetMismatchError
+
+    window = tiny_config(cache, "student", distill__method="embed", distill__teacher=str(teacher), data__setting="seq")
+    with pytest.raises(TargetMismatchError, match="span: teacher utterance vs student window"):
+        Trainer(window, tmp_path / "s", progress=False)
+    fewer = tiny_config(cache, "student", distill__method="embed", distill__teacher=str(teacher),
+                        **{**UTTERANCE, "data__max_segments": 3})
+    with pytest.raises(TargetMismatchError, match="max_segments: teacher 4 vs student 3"):
+        Trainer(fewer, tmp_path / "s2", progress=False)
+
+
 @pytest.mark.slow
 def test_whole_utterance_model_embeds_as_evaluation_does(cache, teacher):
     """distill embed's grouping of equal-shape cells gives the embeddings evaluation scored."""
