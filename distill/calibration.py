@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 
+from common.files import atomic_write_text
 from distill.data import GridDataset
 from distill.evaluate import VERIFICATION, build_trials, operating_point
 from distill.inference import COHORT
@@ -47,5 +48,5 @@ def write_verification(trainer) -> dict | None:
         return None
     np.save(out / COHORT, cohort)
     point = {**point, "split": "val"}
-    (out / VERIFICATION).write_text(json.dumps(point, indent=2) + "\n")
+    atomic_write_text(out / VERIFICATION, json.dumps(point, indent=2) + "\n")
     return point

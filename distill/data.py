@@ -154,7 +154,15 @@ class Grid:
 
 
 def assign_splits(index: pd.DataFrame, data: DataConfig) -> pd.Series:
-    """The train/val/test split per item: the cache's split column, else a seeded split."""
+    """The train/val/test split per item: a cross-validation fold (``data.fold_column``), else the
+    cache's split column, else a seeded split."""
+    if data.fold_column:
+        from manifests.splits import fold_split
+
+        try:
+            return fold_split(index, data.fold_column, data.fold, data.n_folds, seed=data.split_seed).astype(str)
+        except ValueError as exc:
+            raise ConfigError(f"fold {data.fold} over data.fold_column {data.fold_column!r}: {exc}") from exc
     if data.split_column in index.columns:
         splits = index[data.split_column].astype(str)
         bad = sorted(set(splits) - set(SPLITS))

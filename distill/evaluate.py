@@ -6,7 +6,6 @@ by the same code.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +13,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from common.files import sha256_text
 from distill import metrics as M
 from distill.config import SELECTS
 from distill.data import GridDataset, collate
@@ -187,7 +187,7 @@ def trials_record(trials: pd.DataFrame, trials_path: str | None, n_items: int) -
              + trials["test"].astype(str))
     source = str(trials_path) if trials_path else "sampled" if sampled(n_items) else "all-pairs"
     record = {"source": source, "n_trials": len(trials), "n_target": int(trials["label"].sum()),
-              "sha256": hashlib.sha256("".join(f"{x}\n" for x in lines).encode()).hexdigest()}
+              "sha256": sha256_text("".join(f"{x}\n" for x in lines))}
     if source == "sampled":
         record["seed"] = TRIAL_SEED
     return record

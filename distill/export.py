@@ -44,7 +44,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from distill.checkpoint import BEST, file_sha256, load_best_network
+from common.files import sha256_file
+from distill.checkpoint import BEST, load_best_network
 from distill.config import ConfigError
 from distill.data import Grid
 from distill.inference import COHORT, EXPORT_INFO, VERIFICATION, Backend, cell_shape, torch_backend
@@ -153,7 +154,7 @@ def _info(run_dir: Path, cfg, meta: dict, grid: Grid, fmt: str, emb_dim: int, ce
         "features": json.loads(meta["cache_config"]),
         "verification": _read_json(run_dir / VERIFICATION),
         "cohort": COHORT if (run_dir / COHORT).is_file() else None,
-        "checkpoint": {"file": BEST, "sha256": file_sha256(run_dir / BEST), "meta": plain},
+        "checkpoint": {"file": BEST, "sha256": sha256_file(run_dir / BEST), "meta": plain},
         "source_run": str(run_dir.resolve()),
         "torch": torch.__version__,
     }

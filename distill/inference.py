@@ -127,13 +127,14 @@ class Model:
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Model:
         """A run's best checkpoint (run directory with config.yaml and best.pt); no cache needed."""
-        from distill.checkpoint import BEST, file_sha256, load_best_network
+        from common.files import sha256_file
+        from distill.checkpoint import BEST, load_best_network
 
         net, cfg, meta = load_best_network(run_dir, device)
         return cls(torch_backend(net, torch.device(device)), grid=Grid.for_eval(cfg.data), n_mels=meta["n_mels"],
                    classes=meta["labels"], task=cfg.data.task, feature_record=json.loads(meta["cache_config"]),
                    threshold=_read_json(Path(run_dir) / VERIFICATION), source=str(run_dir),
-                   identity=file_sha256(Path(run_dir) / BEST), cohort=_read_cohort(Path(run_dir)),
+                   identity=sha256_file(Path(run_dir) / BEST), cohort=_read_cohort(Path(run_dir)),
                    info={"role": cfg.role, "setting": cfg.data.setting})
 
     @classmethod

@@ -24,7 +24,6 @@ Layout of ``targets.h5`` (packed, item-major, one row per cell)::
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -34,7 +33,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from distill.checkpoint import BEST, file_sha256
+from common.files import atomic_output, atomic_write_text, sha256_file, sha256_text
+from common.hdf5 import H5Files
+from distill.checkpoint import BEST
 from distill.data import Grid, GridDataset
 from distill.evaluate import forward_cells
 
@@ -55,8 +56,7 @@ def cache_identity(cache) -> str:
     tells them apart, and changes when items are repaired or added.
     """
     columns = ["utt_id", "shard", "fbank_offset", "n_fbank"]
-    blob = cache.index[columns].to_csv(index=False).encode()
-    return f"{cache.cache_id}:{hashlib.sha256(blob).hexdigest()[:16]}"
+    return f"{cache.cache_id}:{sha256_text(cache.index[columns].to_csv(index=False))[:16]}"
 
 
 def targets_key(teacher_sha256: str, cache_id: str, grid: Grid, labels: list[str]) -> dict:
@@ -66,15 +66,13 @@ def targets_key(teacher_sha256: str, cache_id: str, grid: Grid, labels: list[str
 
 def ids_digest(ids) -> str:
     """sha256 of a set of utt ids (order-free): what the targets key records of the training set."""
-    return hashlib.sha256("".join(f"{u}\n" for u in sorted(map(str, ids))).encode()).hexdigest()
+    return sha256_text("".join(f"{u}\n" for u in sorted(map(str, ids))))
 
 
 def write_train_ids(run_dir: str | Path, ids) -> str:
     """Record a teacher's training items in ``run_dir/train_ids.txt`` (atomically); returns their digest."""
     path = Path(run_dir) / TRAIN_IDS
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text("".join(f"{u}\n" for u in sorted(map(str, ids))))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(f"{u}\n" for u in sorted(map(str, ids))))
     return ids_digest(ids)
 
 
@@ -133,8 +131,7 @@ def write_targets(path: str | Path, arrays: dict[str, np.ndarray], dataset: Grid
         want = int(n_segs.sum()) if name == "enc" and n_segs is not None else n_rows
         if len(value) != want:
             raise ValueError(f"targets {name}: {len(value)} rows for {want} grid cells (or segments)")
-    tmp = path.with_name(f".tmp-{path.name}")
-    with h5py.File(tmp, "w") as h5:
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
         for name, value in arrays.items():
             h5.create_dataset(name, data=value.astype(np.float32))
         if n_segs is not None:
@@ -146,9 +143,6 @@ def write_targets(path: str | Path, arrays: dict[str, np.ndarray], dataset: Grid
         h5.create_dataset("n_cells", data=dataset.n_cells)
         h5.create_dataset("cell_offset", data=np.concatenate([[0], np.cumsum(dataset.n_cells)[:-1]]).astype(np.int64))
         h5.attrs["key"] = json.dumps(key, sort_keys=True)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     return path
 
 
@@ -175,6 +169,7 @@ class TargetStore:
             self._segs = (h5["seg_offset"][:], h5["n_segs"][:]) if "seg_offset" in h5 else None
         self._offset = dict(zip(utts, offsets.tolist()))
         self._count = dict(zip(utts, counts.tolist()))
+        self._files = H5Files(max_open=1)
         self._arrays: dict | None = None
         self._pid = os.getpid()
 
@@ -186,10 +181,10 @@ class TargetStore:
     def _source(self) -> dict:
         """Per process: the whole arrays (small file) or the open HDF5 datasets (large file)."""
         if self._arrays is None or self._pid != os.getpid():
-            h5 = h5py.File(self.path, "r", rdcc_nbytes=1 << 20)
+            h5 = self._files.get(self.path)
             if self.nbytes <= self.max_in_memory:
                 self._arrays = {f: h5[f][:] for f in self.fields}
-                h5.close()
+                self._files.close()
             else:
                 self._arrays = {f: h5[f] for f in self.fields}
             self._pid = os.getpid()
@@ -204,7 +199,7 @@ class TargetStore:
             raise TargetMismatchError(f"{self.path}: item {utt_id!r} has {count} grid cells, asked for cell {cell}")
         source = self._source()
         row = offset + cell
-        out = {f: np.asarray(source[f][row]) for f in self.fields if not (f == "enc" and self._segs)}
+        out = {f: np.asarray(source[f][row]) for f in self.fields if not (f == "enc" and self._segs is not None)}
         if "enc" in self.fields and self._segs is not None:
             first, count = int(self._segs[0][row]), int(self._segs[1][row])
             out["enc"] = np.asarray(source["enc"][first:first + count])
@@ -223,7 +218,7 @@ def open_targets(teacher_dir: str | Path, cache_id: str, grid: Grid, labels: lis
         raise TargetMismatchError(
             f"{teacher_dir} has no {TARGETS_FILE} / {BEST}: is it a finished `distill teacher` run?")
     store = TargetStore(path, fields)
-    expected = targets_key(file_sha256(ckpt), cache_id, grid, labels)
+    expected = targets_key(sha256_file(ckpt), cache_id, grid, labels)
     found = store.key
     if found.get("teacher_sha256") != expected["teacher_sha256"]:
         raise TargetMismatchError(

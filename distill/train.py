@@ -27,7 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from distill.checkpoint import (BEST, LAST, file_sha256, load_best_network, load_checkpoint, rng_state, save_checkpoint,
+from common.files import atomic_output, atomic_write_text, sha256_file
+from distill.checkpoint import (BEST, LAST, load_best_network, load_checkpoint, rng_state, save_checkpoint,
                                 set_rng_state)
 from distill.config import ConfigError, DistillConfig, RunConfig, dump_config, read_run_config
 from distill.data import EpochTaggedSampler, Grid, GridDataset, Labels, assign_splits, collate
@@ -420,7 +421,7 @@ class Trainer:
         items = self.data.all_items(faces=True)
         arrays = compute_targets(self.net, items, self.device, batch_size=max(64, self.cfg.data.batch_size),
                                  progress=self.progress)
-        key = targets_key(file_sha256(self.out / BEST), cache_identity(self.cache), self.data.grid,
+        key = targets_key(sha256_file(self.out / BEST), cache_identity(self.cache), self.data.grid,
                           self.data.labels.names)
         key["train_ids_sha256"] = write_train_ids(self.out, self.data.utt_ids("train"))
         return write_targets(self.out / TARGETS_FILE, arrays, items, key)
@@ -441,12 +442,10 @@ def write_log(history: list[dict], path: Path) -> None:
     if not history:
         return
     columns = list(dict.fromkeys(k for row in history for k in row))
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
-    tmp.replace(path)
 
 
 # --------------------------------------------------------------------------- evaluation of a run
@@ -462,9 +461,7 @@ def evaluate_network(trainer: Trainer, plots: bool = True) -> dict:
     metrics["best_epoch"] = trainer.best["epoch"]
     if "trials" in extras:
         metrics["trials"] = extras["trials"]
-    tmp = out / f".tmp-{METRICS}"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(out / METRICS)
+    atomic_write_text(out / METRICS, json.dumps(metrics, indent=2) + "\n")
     if trainer.cfg.data.task == "speaker":
         from distill.calibration import write_verification
 

@@ -13,7 +13,7 @@ from distill.data import Grid, collate
 from distill.losses import EmbeddingDistillLoss
 from distill.models import AGGREGATORS, ModelConfig, build_network
 from distill.train import LiveTeacher, Trainer, run_training
-from synthetic import make_lupi_cache, tiny_config
+from distill.testing import make_lupi_cache, tiny_config
 
 torch.set_num_threads(1)
 

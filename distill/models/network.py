@@ -10,6 +10,7 @@ encoder call covers all segments, then unfolded for the aggregator.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -22,8 +23,10 @@ from distill.models.heads import HEADS
 from distill.models.normalize import FbankNorm, NormalizedAudio
 from distill.models.visual import VISUAL_ENCODERS
 
-ROLES = ("teacher", "student")
-SETTINGS = ("nonseq", "seq")
+Role = Literal["teacher", "student"]
+Setting = Literal["nonseq", "seq"]  # one crop per item, or segments + an aggregator
+ROLES: tuple[str, ...] = get_args(Role)
+SETTINGS: tuple[str, ...] = get_args(Setting)
 
 
 @dataclass
