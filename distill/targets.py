@@ -232,7 +232,8 @@ def open_targets(teacher_dir: str | Path, cache_id: str, grid: Grid, labels: lis
         # a window grid's spec omits span / max_segments (its key predates them): compare with them filled in
         filled = {"span": "window", "max_segments": 0}
         theirs, ours = {**filled, **found.get("grid", {})}, {**filled, **expected["grid"]}
-        diff = {k: (theirs.get(k), ours.get(k)) for k in dict.fromkeys([*ours, *theirs]) if theirs.get(k) != ours.get(k)}
+        diff = {k: (theirs.get(k), ours.get(k)) for k in dict.fromkeys([*ours, *theirs])
+                if theirs.get(k) != ours.get(k)}
         detail = ", ".join(f"{k}: teacher {a} vs student {b}" for k, (a, b) in diff.items())
         raise TargetMismatchError(f"{path} was computed on another crop/segment grid ({detail})")
     if found.get("labels") != expected["labels"]:

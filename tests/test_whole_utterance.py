@@ -11,9 +11,9 @@ import torch
 from distill.config import ConfigError, DataConfig
 from distill.data import Grid, collate
 from distill.losses import EmbeddingDistillLoss
-from distill.models import AGGREGATORS, ModelConfig, build_network
-from distill.train import LiveTeacher, Trainer, run_training
+from distill.models import AGGREGATORS, AUDIO_ENCODERS, ModelConfig, build_network
 from distill.testing import make_lupi_cache, tiny_config
+from distill.train import LiveTeacher, Trainer, run_training
 
 torch.set_num_threads(1)
 
@@ -63,9 +63,9 @@ def test_bad_span_options_are_config_errors(tmp_path):
 
 
 def test_collate_pads_segments_with_a_prefix_mask():
-    samples = [{"fbank": torch.randn(s, 5, 3), "face": torch.randn(s, 2, 4), "face_mask": torch.ones(s, 2, dtype=torch.bool),
-                "t_enc": torch.randn(s, 6), "t_agg": torch.randn(7), "seg_mask": torch.ones(s, dtype=torch.bool),
-                "label": 0, "utt_id": f"u{s}"} for s in (2, 4, 1)]
+    samples = [{"fbank": torch.randn(s, 5, 3), "face": torch.randn(s, 2, 4),
+                "face_mask": torch.ones(s, 2, dtype=torch.bool), "t_enc": torch.randn(s, 6), "t_agg": torch.randn(7),
+                "seg_mask": torch.ones(s, dtype=torch.bool), "label": 0, "utt_id": f"u{s}"} for s in (2, 4, 1)]
     batch = collate(samples)
     assert batch["fbank"].shape == (3, 4, 5, 3) and batch["t_enc"].shape == (3, 4, 6) and batch["t_agg"].shape == (3, 7)
     assert batch["seg_mask"].tolist() == [[True, True, False, False], [True] * 4, [True, False, False, False]]
@@ -104,6 +104,16 @@ def test_padding_segments_do_not_change_an_items_embeddings(aggregator, role):
             torch.testing.assert_close(padded.agg[i:i + 1], alone.agg, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(padded.enc[i:i + 1, :n], alone.enc, atol=1e-5, rtol=1e-5)
         assert (padded.enc[~seg_mask] == 0).all()
+
+
+@pytest.mark.parametrize("encoder", list(AUDIO_ENCODERS))
+def test_every_audio_encoder_embeds_a_whole_utterance_of_any_length(encoder):
+    """eval_span=utterance runs the encoder on each utterance's own length: every encoder pools over time."""
+    cfg = ModelConfig(audio_encoder=encoder, audio_channels=8, emb_dim=6, res2net_scale=4, resnet_blocks=[1, 1, 1, 1])
+    net = build_network(cfg, role="student", setting="nonseq", n_mels=20, n_classes=3).eval()
+    with torch.no_grad():
+        for frames in (37, 100, 523):
+            assert net(torch.randn(1, frames, 20)).emb.shape == (1, 6)
 
 
 def test_embedding_losses_count_valid_segments_only():
