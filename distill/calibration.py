@@ -31,7 +31,7 @@ def training_cohort(trainer, video: bool = False) -> np.ndarray:
     speakers = trainer.cache.index.loc[ids, trainer.cfg.data.label].astype(str)
     keep = speakers.groupby(speakers.to_numpy()).head(COHORT_PER_SPEAKER)
     faces = video and trainer.is_teacher
-    dataset = GridDataset(trainer.cache, list(keep.index), np.zeros(len(keep), np.int64), trainer.data.grid,
+    dataset = GridDataset(trainer.cache, list(keep.index), np.zeros(len(keep), np.int64), trainer.data.eval_grid,
                           faces=faces, train=False)
     return speaker_cohort(trainer.predict(dataset, video=faces).emb, keep.to_numpy())
 

@@ -30,6 +30,8 @@ Scheduler = Literal["cosine", "step", "none"]
 Amp = Literal["auto", "on", "off"]
 Select = Literal["auto", "eer", "accuracy", "uar", "loss"]  # train.select: the val metric of the best checkpoint
 ScoreNorm = Literal["none", "asnorm"]  # eval.score_norm
+SeqSpan = Literal["window", "utterance"]  # data.seq_span: fixed windows | the whole utterance
+EvalSpan = Literal["crop", "utterance"]  # data.eval_span (nonseq): mean over crops | the whole utterance at once
 TASKS: tuple[str, ...] = get_args(Task)
 SETTINGS: tuple[str, ...] = get_args(Setting)
 SELECTS: tuple[str, ...] = get_args(Select)
@@ -68,6 +70,20 @@ class DataConfig:
     seg_len: int = 50
     seg_hop: int = 25
     n_segments: int = 4
+    # seq only. window: a cell is n_segments segments (the fixed windows above). utterance: a cell is
+    # the whole utterance cut into segments of seg_len frames every seg_hop frames (the paper's mode;
+    # a variable number per item, padded per batch with a segment mask); n_segments and crop_hop
+    # then do not apply. docs/method.md, "Whole-utterance settings".
+    seq_span: SeqSpan = "window"
+    # seq_span=utterance: at most this many segments go through the aggregator at once (memory: a
+    # step encodes up to batch_size * max_segments segments). A longer utterance is split into
+    # ceil(n / max_segments) interleaved cells (segments i, i+k, i+2k, ...), each spanning the whole
+    # utterance; training draws one, evaluation averages all.
+    max_segments: int = 64
+    # nonseq evaluation (val, test, distill eval/embed): crop = the mean over the crops' embeddings;
+    # utterance = the encoder over the whole utterance in one pass (its pooling takes any length).
+    # Training and teacher targets stay on crops either way.
+    eval_span: EvalSpan = "crop"
     max_faces: int = 8  # face frames per crop (nonseq) or per segment (seq); padded with a mask
     batch_size: int = 32
     num_workers: int = 0
@@ -193,6 +209,9 @@ class RunConfig:
             _check_choice(name, _get_dotted(self, name), option_choices(name))
         for name in (*REGISTRY_OPTIONS, "distill.method"):
             _check_choice(name, _get_dotted(self, name), option_choices(name))
+        if self.data.setting == "seq" and self.data.eval_span != "crop":
+            raise ConfigError("data.eval_span applies to nonseq; seq covers the whole utterance with "
+                              "data.seq_span=utterance")
         if not 0.0 <= self.model.face_dropout <= 1.0:
             raise ConfigError(f"model.face_dropout must lie in [0, 1], got {self.model.face_dropout}")
         if not 0.0 < self.data.p_target < 1.0 or self.data.c_miss <= 0 or self.data.c_fa <= 0:
@@ -202,7 +221,8 @@ class RunConfig:
                 self.data.n_folds and self.data.fold >= self.data.n_folds):
             raise ConfigError(f"data.n_folds must be 0 (one fold per value) or >= 3 and data.fold lie in "
                               f"[0, n_folds), got n_folds={self.data.n_folds}, fold={self.data.fold}")
-        for name in ("crop", "crop_hop", "seg_len", "seg_hop", "n_segments", "max_faces", "batch_size"):
+        for name in ("crop", "crop_hop", "seg_len", "seg_hop", "n_segments", "max_segments", "max_faces",
+                     "batch_size"):
             if getattr(self.data, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self.data, name)}")
         if self.train.epochs < 1:

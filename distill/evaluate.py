@@ -50,10 +50,14 @@ def forward_cells(net: torch.nn.Module, dataset: GridDataset, device: torch.devi
     """Yield ``(batch, NetOutput)`` for every cell of an evaluation dataset, in order, in eval mode.
 
     ``video=False`` drops the faces even for a teacher: the "video missing" evaluation. The
-    network's train/eval mode is restored when the iteration ends.
+    network's train/eval mode is restored when the iteration ends. Whole utterances of
+    ``nonseq`` (``data.eval_span=utterance``) run one per forward pass: padding frames would reach
+    the encoder's convolutions and pooling, so an utterance is only ever seen at its own length.
     """
     if dataset.train:
         raise ValueError("needs an evaluation dataset (train=False): every cell of every item")
+    if dataset.grid.span == "utterance" and not dataset.grid.segmented:
+        batch_size = 1
     was_training = net.training
     net.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
@@ -61,8 +65,9 @@ def forward_cells(net: torch.nn.Module, dataset: GridDataset, device: torch.devi
         for batch in loader:
             face = batch["face"].to(device) if video and "face" in batch else None
             mask = batch["face_mask"].to(device) if video and "face_mask" in batch else None
+            seg_mask = batch["seg_mask"].to(device) if "seg_mask" in batch else None
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                out = net(batch["fbank"].to(device), face=face, face_mask=mask)
+                out = net(batch["fbank"].to(device), face=face, face_mask=mask, seg_mask=seg_mask)
             yield batch, out
     finally:
         net.train(was_training)

@@ -77,7 +77,11 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, cells: int = 
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / EXPORT_INFO).is_file():
         raise ConfigError(f"--out {out_dir} exists and is not an exported model; choose an empty or new folder")
     net, cfg, meta = load_best_network(run_dir, "cpu")
-    grid = Grid.from_config(cfg.data)
+    grid = Grid.for_eval(cfg.data)
+    if grid.span == "utterance":
+        option = "data.seq_span" if grid.setting == "seq" else "data.eval_span"
+        raise ConfigError(f"{run_dir} evaluates whole utterances ({option}=utterance): an exported graph takes cells "
+                          f"of one fixed shape, so it cannot run it; use the run directory (Model.from_run)")
     cell = CellNetwork(net).eval()
     shape = (*cell_shape(grid), meta["n_mels"])
     tmp = out_dir.with_name(f".tmp-{out_dir.name}")

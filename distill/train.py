@@ -65,6 +65,7 @@ class RunData:
     labels: Labels
     ids: dict[str, np.ndarray]  # split -> cache rows, ascending (cache order); arrays, so workers share them
     y: dict[str, np.ndarray]  # split -> class ids (-1: class unseen in training)
+    eval_grid: Grid  # val/test evaluation: `grid`, or whole utterances (nonseq, data.eval_span=utterance)
 
     @classmethod
     def load(cls, cfg: RunConfig, cache) -> "RunData":
@@ -78,11 +79,12 @@ class RunData:
             if not len(ids[split]):
                 raise ConfigError(f"the {split} split of cache {cache.dir} is empty")
         y = {s: labels.encode(index[cfg.data.label].iloc[ids[s]]) for s in ids}
-        return cls(cache, Grid.from_config(cfg.data), labels, ids, y)
+        return cls(cache, Grid.from_config(cfg.data), labels, ids, y, Grid.for_eval(cfg.data))
 
     def dataset(self, split: str, *, faces: bool, train: bool, seed: int = 0, targets=None,
                 augment=None) -> GridDataset:
-        return GridDataset(self.cache, self.ids[split], self.y[split], self.grid, faces=faces, train=train,
+        grid = self.grid if train else self.eval_grid
+        return GridDataset(self.cache, self.ids[split], self.y[split], grid, faces=faces, train=train,
                            seed=seed, targets=targets, augment=augment)
 
     def utt_ids(self, *splits: str) -> list[str]:
@@ -123,7 +125,7 @@ class LiveTeacher:
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
-        out = self.net(batch["fbank"], face=batch["face"], face_mask=batch["face_mask"])
+        out = self.net(batch["fbank"], face=batch["face"], face_mask=batch["face_mask"], seg_mask=batch.get("seg_mask"))
         return {**out.levels(), "logits": out.logits}
 
 
@@ -381,8 +383,8 @@ class Trainer:
         return {k: float(reduced[i] / reduced[-1]) for i, k in enumerate(keys)}
 
     def _inputs(self, batch: dict) -> dict:
-        keep = ("fbank", "label") + (("face", "face_mask") if self.is_teacher else ())
-        return {k: batch[k] for k in keep}
+        keep = ("fbank", "label", "seg_mask") + (("face", "face_mask") if self.is_teacher else ())
+        return {k: batch[k] for k in keep if k in batch}
 
     def end_epoch(self, epoch: int, losses: dict, val: GridDataset, lr: float, seconds: float) -> bool:
         """Validate, log, checkpoint (rank 0); True when patience says stop."""

@@ -69,10 +69,14 @@ def test_mixing_log_mels_approximates_the_log_mel_of_the_mixed_waveform():
 # --------------------------------------------------------------------------- the transforms
 
 
-def seq_cell(n_frames: int = 140):
-    grid = Grid(setting="seq", crop=0, hop=20, seg_len=30, seg_hop=15, n_segments=4, max_faces=4)
+WINDOW = Grid(setting="seq", crop=0, hop=20, seg_len=30, seg_hop=15, n_segments=4, max_faces=4)
+UTTERANCE = Grid(setting="seq", crop=0, hop=0, seg_len=30, seg_hop=15, n_segments=0, max_faces=4, span="utterance",
+                 max_segments=64)  # the whole utterance in one cell
+
+
+def seq_cell(n_frames: int = 140, grid: Grid = WINDOW):
     fbank = np.random.default_rng(1).normal(10.0, 5.0, (n_frames, 20)).astype(np.float32)
-    rows = grid.frame_index(n_frames, 1)  # (4, 30), segments overlapping by 15 frames
+    rows = grid.frame_index(n_frames, grid.n_cells(n_frames) - 1)  # (segments, 30), overlapping by 15 frames
     return fbank, rows
 
 
@@ -82,8 +86,10 @@ def same_frame_same_value(out: np.ndarray, rows: np.ndarray) -> bool:
     return all((flat[flat_rows == r] == flat[flat_rows == r][0]).all() for r in np.unique(flat_rows))
 
 
-def test_noise_and_masks_treat_a_frame_shared_by_two_segments_alike(caches):
-    fbank, rows = seq_cell()
+@pytest.mark.parametrize("grid", [WINDOW, UTTERANCE], ids=["window", "utterance"])
+def test_noise_and_masks_treat_a_frame_shared_by_two_segments_alike(caches, grid):
+    fbank, rows = seq_cell(grid=grid)
+    assert len(np.unique(rows)) < rows.size  # segments do share frames
     source = NoiseSource(open_cache(caches[1]))
     for transform in (AddNoise(source, (0.0, 5.0), p=1.0), TimeMask(3, 12), FreqMask(2, 5)):
         aug = Augmenter([transform])
