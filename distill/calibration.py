@@ -15,22 +15,40 @@ import warnings
 
 import numpy as np
 
+from common.files import atomic_write_text
 from distill.data import GridDataset
-from distill.evaluate import VERIFICATION, build_trials, operating_point
+from distill.evaluate import VERIFICATION, Predictions, build_trials, operating_point, verification_asnorm
 from distill.inference import COHORT
 from distill.scoring import DEFAULT_TOP_K, speaker_cohort
 
 COHORT_PER_SPEAKER = 10
 
 
-def training_cohort(trainer) -> np.ndarray:
-    """(speakers, D) unit mean embeddings of the run's training speakers."""
+def training_cohort(trainer, video: bool = False) -> np.ndarray:
+    """(speakers, D) unit mean embeddings of the run's training speakers (a teacher's with its faces
+    when ``video``, as its test embeddings are scored; audio-only by default)."""
     ids = trainer.data.utt_ids("train")
     speakers = trainer.cache.index.loc[ids, trainer.cfg.data.label].astype(str)
     keep = speakers.groupby(speakers.to_numpy()).head(COHORT_PER_SPEAKER)
-    dataset = GridDataset(trainer.cache, list(keep.index), np.zeros(len(keep), np.int64), trainer.data.grid,
-                          faces=False, train=False)
-    return speaker_cohort(trainer.predict(dataset, video=False).emb, keep.to_numpy())
+    faces = video and trainer.is_teacher
+    dataset = GridDataset(trainer.cache, list(keep.index), np.zeros(len(keep), np.int64), trainer.data.eval_grid,
+                          faces=faces, train=False)
+    return speaker_cohort(trainer.predict(dataset, video=faces).emb, keep.to_numpy())
+
+
+def score_norm_metrics(trainer, pred: Predictions, trials, video: bool = True) -> dict:
+    """``eval.score_norm`` for metrics.json: nothing for ``none``; for ``asnorm`` the EER/minDCF of
+    AS-norm scores (``eer_asnorm``, ``min_dcf_asnorm``) and a ``score_norm`` record of how (the
+    cohort: one mean embedding per training speaker, as in cohort.npy, from the same model and
+    modality as ``pred``)."""
+    ev = trainer.cfg.eval
+    if ev.score_norm == "none":
+        return {}
+    cohort = training_cohort(trainer, video=video)
+    out: dict = verification_asnorm(pred, trials, cohort, ev.top_k, **trainer.cfg.data.costs)
+    out["score_norm"] = {"method": ev.score_norm, "top_k": min(ev.top_k, len(cohort)), "cohort_speakers": len(cohort),
+                         "cohort_per_speaker": COHORT_PER_SPEAKER}
+    return out
 
 
 def write_verification(trainer) -> dict | None:
@@ -47,5 +65,5 @@ def write_verification(trainer) -> dict | None:
         return None
     np.save(out / COHORT, cohort)
     point = {**point, "split": "val"}
-    (out / VERIFICATION).write_text(json.dumps(point, indent=2) + "\n")
+    atomic_write_text(out / VERIFICATION, json.dumps(point, indent=2) + "\n")
     return point

@@ -63,11 +63,13 @@ class Objective(nn.Module):
 
     def forward(self, out: NetOutput, labels: torch.Tensor, teacher: dict[str, torch.Tensor],
                 soft_logits: torch.Tensor | None = None, face: torch.Tensor | None = None,
-                face_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                face_mask: torch.Tensor | None = None, seg_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``soft_logits``: the student's label-free logits for the soft-label terms, when the header
         adds a training margin to ``out.logits`` (AAM); the teacher's cached logits are margin-free,
         so imitating them with margin-shifted student logits would compare unlike things.
-        ``face``/``face_mask``: the batch's faces, read by the teacher's face reconstruction term."""
+        ``face``/``face_mask``: the batch's faces, read by the teacher's face reconstruction term.
+        ``seg_mask`` (B, S): the valid segments of whole-utterance seq; padded ones enter no term
+        (their faces are all masked, so the face reconstruction term skips them as well)."""
         cfg = self.cfg
         task = task_loss(out.logits, labels)
         soft = out.logits if soft_logits is None else soft_logits
@@ -78,13 +80,14 @@ class Objective(nn.Module):
                 terms["face_recon"] = self.face_recon(out.enc, face, face_mask)
                 terms["total"] = terms["total"] + cfg.face_recon * terms["face_recon"]
             if self.audio_head is not None:
-                terms["audio_aux"] = audio_aux_loss(self.audio_head, out.audio, labels)
+                terms["audio_aux"] = audio_aux_loss(self.audio_head, out.audio, labels, seg_mask)
                 terms["total"] = terms["total"] + cfg.audio_aux * terms["audio_aux"]
             return terms
         total = task.new_zeros(())
         if self.embed is not None:
             student = {k: v.float() for k, v in out.levels().items() if k in teacher}
-            emb_terms = self.embed(student, {k: teacher[k].float() for k in student})
+            masks = {"enc": seg_mask} if seg_mask is not None else None
+            emb_terms = self.embed(student, {k: teacher[k].float() for k in student}, masks)
             terms.update({k: v for k, v in emb_terms.items() if k != "total"})
             total = total + emb_terms["total"] + cfg.task_weight * task
         if self.method in ("softlabel", "embed+softlabel"):
@@ -100,14 +103,18 @@ class Objective(nn.Module):
         return terms
 
 
-def audio_aux_loss(head: nn.Module, audio: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor:
+def audio_aux_loss(head: nn.Module, audio: torch.Tensor | None, labels: torch.Tensor,
+                   seg_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of a classifier on the teacher's audio-branch embedding (nonseq (B, D); seq
-    (B, S, D), every segment with its item's label): a modality-specific head, so the branch learns
-    the task from the audio alone as well as through the fusion."""
+    (B, S, D), every segment with its item's label, padded segments of ``seg_mask`` left out): a
+    modality-specific head, so the branch learns the task from the audio alone as well as through
+    the fusion."""
     if audio is None:
         raise ValueError("distill.audio_aux needs a teacher network (its NetOutput carries no audio-branch embedding)")
-    return task_loss(head(audio.float()).flatten(0, -2), labels.view(-1, *([1] * (audio.dim() - 2)))
-                     .expand(audio.shape[:-1]).flatten())
+    per_row = labels.view(-1, *([1] * (audio.dim() - 2))).expand(audio.shape[:-1])
+    if seg_mask is not None:
+        return task_loss(head(audio[seg_mask].float()), per_row[seg_mask])
+    return task_loss(head(audio.float()).flatten(0, -2), per_row.flatten())
 
 
 class StepModule(nn.Module):
@@ -119,10 +126,11 @@ class StepModule(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]):
         detach = self.objective.detach_emb
+        seg_mask = batch.get("seg_mask")
         out = self.net(batch["fbank"], face=batch.get("face"), face_mask=batch.get("face_mask"),
-                       labels=batch["label"], detach_emb=detach)
+                       labels=batch["label"], detach_emb=detach, seg_mask=seg_mask)
         soft = None
         if self.objective.uses_teacher_logits and self.net.head.uses_labels:
             soft = self.net.head(out.emb.detach() if detach else out.emb)
         return self.objective(out, batch["label"], teacher, soft_logits=soft, face=batch.get("face"),
-                              face_mask=batch.get("face_mask"))
+                              face_mask=batch.get("face_mask"), seg_mask=seg_mask)
