@@ -16,36 +16,35 @@ import warnings
 import numpy as np
 
 from distill.data import GridDataset
-from distill.evaluate import VERIFICATION, build_trials, operating_point
-from distill.inference import COHORT
+from distill.evaluate import build_trials, operating_point
+from distill.run import Evaluator, RunData, RunDir
 from distill.scoring import DEFAULT_TOP_K, speaker_cohort
 
 COHORT_PER_SPEAKER = 10
 
 
-def training_cohort(trainer) -> np.ndarray:
+def training_cohort(evaluator: Evaluator, data: RunData) -> np.ndarray:
     """(speakers, D) unit mean embeddings of the run's training speakers."""
-    ids = trainer.data.utt_ids("train")
-    speakers = trainer.cache.index.loc[ids, trainer.cfg.data.label].astype(str)
+    ids = data.utt_ids("train")
+    speakers = data.cache.index.loc[ids, data.config.label].astype(str)
     keep = speakers.groupby(speakers.to_numpy()).head(COHORT_PER_SPEAKER)
-    dataset = GridDataset(trainer.cache, list(keep.index), np.zeros(len(keep), np.int64), trainer.data.grid,
+    dataset = GridDataset(data.cache, list(keep.index), np.zeros(len(keep), np.int64), data.grid,
                           faces=False, train=False)
-    return speaker_cohort(trainer.predict(dataset, video=False).emb, keep.to_numpy())
+    return speaker_cohort(evaluator.predict(dataset, video=False).emb, keep.to_numpy())
 
 
-def write_verification(trainer) -> dict | None:
+def write_verification(evaluator: Evaluator, data: RunData, run_dir: RunDir) -> dict | None:
     """Write cohort.npy and verification.json into the run; None (with a warning) when the
     validation split has no target pair."""
-    cfg, out = trainer.cfg, trainer.out
     try:
-        trials = build_trials(trainer.cache.index, trainer.data.utt_ids("val"), cfg.data.label, None)
-        cohort = training_cohort(trainer)
-        val = trainer.predict(trainer.data.dataset("val", faces=False, train=False), video=False)
+        trials = build_trials(data.cache.index, data.utt_ids("val"), data.config.label, None)
+        cohort = training_cohort(evaluator, data)
+        val = evaluator.predict(data.dataset("val", faces=False, train=False), video=False)
         point = operating_point(val, trials, cohort, DEFAULT_TOP_K)
     except ValueError as exc:  # e.g. one val utterance per speaker: no target trial
-        warnings.warn(f"{out}: no verification threshold ({exc})", stacklevel=2)
+        warnings.warn(f"{run_dir}: no verification threshold ({exc})", stacklevel=2)
         return None
-    np.save(out / COHORT, cohort)
+    np.save(run_dir.cohort, cohort)
     point = {**point, "split": "val"}
-    (out / VERIFICATION).write_text(json.dumps(point, indent=2) + "\n")
+    run_dir.verification.write_text(json.dumps(point, indent=2) + "\n")
     return point

@@ -16,12 +16,14 @@ from typing import Any
 
 import yaml
 
+from distill.methods import METHODS as METHOD_TABLE
+from distill.methods import Method, get_method
 from distill.models import ModelConfig
 from distill.models.normalize import FACE_NORMS, FBANK_NORMS
 
 TASK_LABEL_COLUMNS = {"speaker": "speaker", "emotion": "emotion"}
 SETTINGS = ("nonseq", "seq")
-METHODS = ("none", "embed", "softlabel", "gkd", "embed+softlabel")
+METHODS = tuple(METHOD_TABLE)  # distill.methods declares each one
 DISTANCES = ("mse", "cosine", "l1", "smooth_l1")
 ENCODER_GRADS = ("joint", "distill-only")
 ROLES = ("teacher", "student")
@@ -90,7 +92,7 @@ class TrainConfig:
 class DistillConfig:
     """How a student learns from the teacher (ignored for role=teacher), and what a teacher keeps for it (``face_recon``)."""
 
-    method: str = "none"  # none | embed | softlabel | gkd | embed+softlabel
+    method: str = "none"  # none | softlabel | gkd | embed | embed+softlabel (distill.methods says what each is)
     distance: str = "cosine"  # mse | cosine | l1 | smooth_l1 (cosine: the teacher's norm is arbitrary)
     weight_enc: float = 1.0  # embedding loss weight, encoder level (per segment in seq)
     weight_agg: float = 1.0  # embedding loss weight, aggregated level (seq only)
@@ -114,16 +116,9 @@ class DistillConfig:
     teacher: str | None = None  # teacher run dir (from --teacher)
 
     @property
-    def uses_embeddings(self) -> bool:
-        return "embed" in self.method
-
-    @property
-    def uses_logits(self) -> bool:
-        return self.method in ("softlabel", "gkd", "embed+softlabel")
-
-    @property
-    def needs_teacher(self) -> bool:
-        return self.method != "none"
+    def spec(self) -> Method:
+        """The method's entry in the methods table: its loss terms and the teacher outputs it reads."""
+        return get_method(self.method)
 
 
 @dataclass
@@ -268,31 +263,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     return _from_dict(RunConfig, tree, "").validate()
 
 
-#: The sections a student takes from its teacher: what the targets were computed on (task, setting,
-#: grid, split, trial list) and the network sizes.
-INHERITED = ("data", "model")
-
-
-def student_base(teacher: RunConfig, shared: dict | None = None) -> dict:
-    """The config tree a student of ``teacher`` starts from: ``shared`` (e.g. a sweep's ``base``)
-    with the teacher's ``data`` and ``model`` sections and cache on top.
-
-    The one rule for the CLI and for sweeps: whatever reached the teacher's data (a ``--set
-    data.split_seed=...``, a sweep's ``teacher: {data: ...}``) reaches its students too, so they
-    see the teacher's split and grid; a student's own overrides come after it.
-    """
-    if teacher.role != "teacher":
-        raise ConfigError(f"a student's teacher must be a teacher run, got role {teacher.role!r}")
-    tree = teacher.to_dict()
-    return merge(shared or {}, {**{k: tree[k] for k in INHERITED}, "cache": teacher.cache})
-
-
 def dump_config(cfg: RunConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-
-def read_run_config(run_dir: str | Path) -> RunConfig:
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
-    return load_config(path)

@@ -30,7 +30,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from distill.methods import BASELINE, METHODS
 from distill.metrics import LOWER_IS_BETTER, METRIC_KEYS
+from distill.run import RunDir
 
 __all__ = [
     "METHOD_ORDER",
@@ -45,12 +47,12 @@ __all__ = [
     "main",
 ]
 
-#: Upper bound first, then its failure mode, the control teacher, the baseline, the LUPI baselines, the method.
-METHOD_ORDER = ("teacher", "teacher-no-video", "audio_teacher", "none", "softlabel", "gkd", "embed", "embed+softlabel")
 #: the audio-only teacher of the privileged-information control, and the suffix of its students' methods
 AUDIO_TEACHER = "audio_teacher"
 CONTROL_SUFFIX = f"@{AUDIO_TEACHER}"
-BASELINE = "none"
+#: Upper bound first, then its failure mode, the control teacher, then the students in the methods
+#: table's order (distill.methods): the baseline, the LUPI baselines, the method.
+METHOD_ORDER = ("teacher", "teacher-no-video", AUDIO_TEACHER, *METHODS)
 #: the metrics the gains and the video's share are reported on, per task
 SHARE_METRICS = {"speaker": ("accuracy", "eer"), "emotion": ("uar",)}
 #: rows that are not students distilled from the teacher: no gain or share of their own
@@ -62,8 +64,8 @@ HEADLINE_METRIC = {"speaker": "eer", "emotion": "uar"}
 
 KEY_COLUMNS = ("task", "setting", "method")
 _FIELD_SECTIONS = {"task": "data", "setting": "data", "method": "distill", "seed": "train"}
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.json"
+CONFIG_FILE = RunDir.CONFIG
+METRICS_FILE = RunDir.METRICS
 VIDEO_MISSING = "video_missing"
 
 

@@ -48,9 +48,11 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from distill.config import METHODS, ConfigError, RunConfig, load_config, merge, student_base
+from distill.config import ConfigError, RunConfig, load_config, merge
+from distill.methods import METHODS
 from distill.report import AUDIO_TEACHER, CONTROL_SUFFIX
-from distill.train import LAST, METRICS, run_training
+from distill.run import RunDir, student_config
+from distill.train import run_training
 
 #: Control teachers by name: the overrides that turn the sweep's teacher into the control's. The
 #: audio-only teacher must not learn from the faces by any route: hidden as input, and not
@@ -58,6 +60,24 @@ from distill.train import LAST, METRICS, run_training
 CONTROLS = {AUDIO_TEACHER: {"model.face_dropout": 1.0, "distill.face_recon": 0.0}}
 #: Where a sweep's runs train: in order in this process, or as tasks on a dask.distributed cluster.
 BACKENDS = ("local", "dask")
+
+
+@dataclass(frozen=True)
+class SweepLayout:
+    """Where a sweep's runs live: ``OUT/<task>-<setting>/`` holds the combo's ``teacher``, its
+    control teachers by name, and ``<label>/seed<k>`` per student (label: the variant's name, with
+    ``@<control>`` for a student of a control teacher). The one place these paths are built."""
+
+    out: Path
+
+    def combo(self, task: str, setting: str) -> Path:
+        return self.out / f"{task}-{setting}"
+
+    def teacher(self, task: str, setting: str, control: str | None = None) -> Path:
+        return self.combo(task, setting) / (control or "teacher")
+
+    def student(self, task: str, setting: str, label: str, seed: int) -> Path:
+        return self.combo(task, setting) / label / f"seed{seed}"
 
 
 @dataclass
@@ -105,7 +125,7 @@ class SweepSpec:
         for i, v in enumerate(raw.get("variants") or []):
             if not isinstance(v, dict) or "method" not in v:
                 raise ConfigError(f"{path}: variant {i} needs at least a method (one of {', '.join(METHODS)})")
-            if v["method"] not in METHODS:
+            if v["method"] not in METHODS:  # the methods table (distill.methods)
                 raise ConfigError(f"{path}: variant {v.get('name', i)} has method {v['method']!r}; one of {', '.join(METHODS)}")
             variants.append(Variant(str(v.get("name", v["method"])), v["method"], dict(v.get("set") or {})))
         names = [v.name for v in variants]
@@ -133,24 +153,22 @@ class SweepSpec:
                                                  **self.combo_overrides.get((task, setting), {}),
                                                  **(CONTROLS[control] if control else {})})
 
-    def student_runs(self, combo_dir: Path) -> list[tuple[Variant, str, Path, Path]]:
-        """(variant, method label, its teacher's dir, its run dir without seed) for every student of a combo."""
-        runs = [(v, v.name, combo_dir / "teacher", combo_dir / v.name) for v in self.variants]
+    def student_runs(self) -> list[tuple[Variant, str, str | None]]:
+        """(variant, method label, control teacher or None) for every student of a combo. A student
+        that reads nothing of its teacher (``none``) is not repeated per control: it would be the same run."""
+        runs = [(v, v.name, None) for v in self.variants]
         for control in self.controls:
-            runs += [(v, f"{v.name}@{control}", combo_dir / control, combo_dir / f"{v.name}@{control}")
-                     for v in self.variants if v.method != "none"]
+            runs += [(v, f"{v.name}@{control}", control) for v in self.variants if METHODS[v.method].needs_teacher]
         return runs
 
     def student_config(self, task: str, setting: str, variant: Variant, seed: int, teacher_dir: Path,
                        control: str | None = None) -> RunConfig:
         """A student of the combo's teacher (or of its ``control``), derived by the CLI's rule
-        (:func:`distill.config.student_base`): the teacher's data and model sections reach it, so a
+        (:func:`distill.run.student_config`): the teacher's data and model sections reach it, so a
         ``teacher: {data: ...}`` override cannot give the student another split."""
-        base = student_base(self.teacher_config(task, setting, control), self.base)
-        overrides = {"role": "student", "train.seed": seed, "distill.method": variant.method,
-                     "distill.teacher": str(teacher_dir), **self.combo_overrides.get((task, setting), {}),
-                     **variant.overrides}
-        return load_config(base=base, overrides=overrides)
+        overrides = {"train.seed": seed, **self.combo_overrides.get((task, setting), {}), **variant.overrides}
+        return student_config(self.teacher_config(task, setting, control), variant.method, overrides,
+                              teacher_dir=teacher_dir, shared=self.base)
 
 
 @dataclass
@@ -198,34 +216,35 @@ def plan_sweep(spec: SweepSpec, out_dir: Path) -> list[SweepTask]:
 
     A ``none`` student reads no targets, so it depends on nothing (it runs even if the teacher failed).
     """
+    layout = SweepLayout(out_dir)
     tasks: list[SweepTask] = []
     for task, setting in spec.combos:
-        combo_dir = out_dir / f"{task}-{setting}"
-        teacher_task: dict[Path, str] = {}
+        teacher_task: dict[str | None, str] = {}
         for control in [None, *spec.controls]:
-            teacher_dir = combo_dir / (control or "teacher")
-            teacher_task[teacher_dir] = f"{task}-{setting}/{control or 'teacher'}"
-            tasks.append(SweepTask(teacher_task[teacher_dir], teacher_dir, spec.teacher_config(task, setting, control)))
-        for variant, label, teacher_dir, run_dir in spec.student_runs(combo_dir):
-            control = None if teacher_dir.name == "teacher" else teacher_dir.name
+            teacher_task[control] = f"{task}-{setting}/{control or 'teacher'}"
+            tasks.append(SweepTask(teacher_task[control], layout.teacher(task, setting, control),
+                                   spec.teacher_config(task, setting, control)))
+        for variant, label, control in spec.student_runs():
+            teacher_dir = layout.teacher(task, setting, control)
             for seed in spec.seeds:
                 cfg = spec.student_config(task, setting, variant, seed, teacher_dir, control)
-                depends_on = None if variant.method == "none" else teacher_task[teacher_dir]
+                depends_on = teacher_task[control] if METHODS[variant.method].needs_teacher else None
                 name = f"{task}-{setting}/{label}/seed{seed}"
-                tasks.append(SweepTask(name, run_dir / f"seed{seed}", cfg, depends_on))
+                tasks.append(SweepTask(name, layout.student(task, setting, label, seed), cfg, depends_on))
     return tasks
 
 
 def _train_or_reuse(cfg: RunConfig, run_dir: Path, name: str) -> RunRecord:
-    if (run_dir / METRICS).is_file():
+    run = RunDir(run_dir)
+    if run.finished:
         return RunRecord(name, run_dir, "skipped")
-    resume = (run_dir / LAST).is_file()
+    resume = run.started
     started = time.perf_counter()
     try:
         run_training(cfg, run_dir, resume=resume, progress=False)
     except Exception as exc:  # one failed run must not lose the others; it is reported and exits 1
-        (run_dir / "error.txt").parent.mkdir(parents=True, exist_ok=True)
-        (run_dir / "error.txt").write_text(traceback.format_exc())
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.error.write_text(traceback.format_exc())
         return RunRecord(name, run_dir, "failed", time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
     return RunRecord(name, run_dir, "resumed" if resume else "trained", time.perf_counter() - started)
 
@@ -311,16 +330,17 @@ def write_sweep_results(spec: SweepSpec, out_dir: Path) -> dict:
     """results.csv/.md and bar charts over the sweep's finished runs, students named by variant."""
     from distill.report import collect_runs, write_results
 
-    dirs = [out_dir / f"{t}-{s}" for t, s in spec.combos if (out_dir / f"{t}-{s}").is_dir()]
+    layout = SweepLayout(out_dir)
+    dirs = [layout.combo(t, s) for t, s in spec.combos if layout.combo(t, s).is_dir()]
     if not dirs:
         return {}
     df = collect_runs(dirs)
     # Two variants of one method (e.g. embed with mse vs cosine) must stay two rows of the table.
     variant_of = {}
     for t, s in spec.combos:
-        for _, label, _, run_dir in spec.student_runs(out_dir / f"{t}-{s}"):
+        for _, label, _ in spec.student_runs():
             for seed in spec.seeds:
-                variant_of[str(run_dir / f"seed{seed}")] = label
+                variant_of[str(layout.student(t, s, label, seed))] = label
     is_student = df["run_dir"].isin(variant_of)
     df.loc[is_student, "method"] = df.loc[is_student, "run_dir"].map(variant_of)
     return write_results(df, out_dir)

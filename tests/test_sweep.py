@@ -131,7 +131,7 @@ def test_the_demo_sweep_runs_the_audio_teacher_control():
 
 
 def test_a_teacher_data_override_reaches_its_students(tmp_path):
-    """One rule derives a student from its teacher (distill.config.student_base), in sweeps as in
+    """One rule derives a student from its teacher (distill.run.student_config), in sweeps as in
     the CLI: a split set in the sweep's teacher section is the students' split too."""
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump({

@@ -7,8 +7,7 @@ the field comments (and in docs/models.md).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -43,15 +42,3 @@ class ModelConfig:
     aam_scale: float = 30.0  # cosine scale, speechbrain VoxCeleb recipe
 
     dropout: float = 0.1  # in the visual encoder, fusion MLP and aggregator (not in the audio encoder)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
-        """Build from a (YAML) mapping; unknown keys are an error, not silently dropped."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown model option(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(values))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
