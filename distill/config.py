@@ -16,14 +16,12 @@ from typing import Any
 
 import yaml
 
-from distill.methods import METHODS as METHOD_TABLE
-from distill.methods import Method, get_method
+from distill.methods import METHODS, Method, get_method
 from distill.models import ModelConfig
 from distill.models.normalize import FACE_NORMS, FBANK_NORMS
 
 TASK_LABEL_COLUMNS = {"speaker": "speaker", "emotion": "emotion"}
 SETTINGS = ("nonseq", "seq")
-METHODS = tuple(METHOD_TABLE)  # distill.methods declares each one
 DISTANCES = ("mse", "cosine", "l1", "smooth_l1")
 ENCODER_GRADS = ("joint", "distill-only")
 ROLES = ("teacher", "student")
@@ -134,7 +132,7 @@ class RunConfig:
         _check_choice("role", self.role, ROLES)
         _check_choice("data.task", self.data.task, tuple(TASK_LABEL_COLUMNS))
         _check_choice("data.setting", self.data.setting, SETTINGS)
-        _check_choice("distill.method", self.distill.method, METHODS)
+        _check_choice("distill.method", self.distill.method, tuple(METHODS))  # the methods table
         _check_choice("distill.distance", self.distill.distance, DISTANCES)
         _check_choice("distill.encoder_grad", self.distill.encoder_grad, ENCODER_GRADS)
         _check_choice("model.fbank_norm", self.model.fbank_norm, FBANK_NORMS)

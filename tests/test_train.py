@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from distill.config import METHODS
+from distill.methods import METHODS
 from distill.run import RunDir
 from distill.train import LiveTeacher, NonFiniteLossError, Trainer, run_training
 from extract.cache import build_cache
