@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from distill.config import DistillConfig
-from distill.losses import (EmbeddingDistillLoss, FaceReconstructionLoss, generalized_distillation, hinton_kd,
-                            task_loss)
+from distill.losses import EmbeddingDistillLoss, FaceReconstructionLoss, generalized_distillation, hinton_kd, task_loss
 from distill.methods import TEACHER, Method, get_method
 from distill.models import DistillNetwork, NetOutput
 

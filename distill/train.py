@@ -304,7 +304,8 @@ class Trainer:
             if not _all_finite(self.env, total):
                 raise NonFiniteLossError(
                     f"non-finite loss ({total.item()}) at epoch {epoch}, step {step}; batch items: "
-                    f"{', '.join(batch['utt_id'])}. Stopped; the last good checkpoint ({RunDir.LAST}, epoch {self.epoch}) is kept")
+                    f"{', '.join(batch['utt_id'])}. Stopped; the last good checkpoint ({RunDir.LAST}, epoch "
+                    f"{self.epoch}) is kept")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(total).backward()
             if clip:

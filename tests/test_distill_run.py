@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 import yaml
+from synthetic import make_lupi_cache, tiny_config
 
 from distill.config import ConfigError, load_config
 from distill.run import RunDir, load_run, student_config
 from distill.train import Trainer
-from synthetic import make_lupi_cache, tiny_config
 
 TENSORBOARD = ("events.out.tfevents.", "projector_config.pbtxt")  # written by TensorBoard into RunDir.tensorboard
 
@@ -86,7 +86,8 @@ def test_the_cli_and_the_sweep_derive_students_by_student_config(trained, tmp_pa
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({"cache": teacher.cache, "seeds": [5], "base": {"train": {"epochs": 3}},
                                      "teacher": {"data": {"split_seed": 7}},
-                                     "variants": [{"name": "kd", "method": "softlabel", "set": {"distill.alpha": 0.2}}]}))
+                                     "variants": [{"name": "kd", "method": "softlabel",
+                                                   "set": {"distill.alpha": 0.2}}]}))
     spec = SweepSpec.load(sweep)
     got = spec.student_config("speaker", "nonseq", spec.variants[0], 5, tmp_path / "t")
     want = student_config(spec.teacher_config("speaker", "nonseq"), "softlabel",
@@ -108,4 +109,5 @@ def test_student_config_without_a_teacher_only_for_a_method_that_reads_none():
 def test_metrics_are_written_whole(tmp_path):
     run = RunDir(tmp_path)
     run.write_metrics({"accuracy": 0.5})
-    assert json.loads(run.metrics.read_text()) == {"accuracy": 0.5} and [p.name for p in tmp_path.iterdir()] == [run.METRICS]
+    assert json.loads(run.metrics.read_text()) == {"accuracy": 0.5}
+    assert [p.name for p in tmp_path.iterdir()] == [run.METRICS]  # no temp file left behind
