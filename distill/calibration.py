@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 
+from common.files import atomic_write_text
 from distill.data import GridDataset
 from distill.evaluate import build_trials, operating_point
 from distill.run import Evaluator, RunData, RunDir
@@ -28,7 +29,7 @@ def training_cohort(evaluator: Evaluator, data: RunData) -> np.ndarray:
     ids = data.utt_ids("train")
     speakers = data.cache.index.loc[ids, data.config.label].astype(str)
     keep = speakers.groupby(speakers.to_numpy()).head(COHORT_PER_SPEAKER)
-    dataset = GridDataset(data.cache, list(keep.index), np.zeros(len(keep), np.int64), data.grid,
+    dataset = GridDataset(data.cache, list(keep.index), np.zeros(len(keep), np.int64), data.eval_grid,
                           faces=False, train=False)
     return speaker_cohort(evaluator.predict(dataset, video=False).emb, keep.to_numpy())
 
@@ -46,5 +47,5 @@ def write_verification(evaluator: Evaluator, data: RunData, run_dir: RunDir) -> 
         return None
     np.save(run_dir.cohort, cohort)
     point = {**point, "split": "val"}
-    run_dir.verification.write_text(json.dumps(point, indent=2) + "\n")
+    atomic_write_text(run_dir.verification, json.dumps(point, indent=2) + "\n")
     return point

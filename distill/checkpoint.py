@@ -7,8 +7,6 @@ previous checkpoint whole. Which checkpoints a run keeps, and loading its best n
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -16,15 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.files import atomic_output
+
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -34,12 +30,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:

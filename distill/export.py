@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from distill.checkpoint import file_sha256
+from common.files import sha256_file
 from distill.config import ConfigError
 from distill.data import Grid
 from distill.inference import EXPORT_INFO, Backend, cell_shape, torch_backend
@@ -78,7 +78,11 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, cells: int = 
         raise ConfigError(f"--out {out_dir} exists and is not an exported model; choose an empty or new folder")
     trained = RunDir(run_dir).load_network("cpu")
     net, cfg, meta = trained.net, trained.config, trained.meta
-    grid = Grid.from_config(cfg.data)
+    grid = Grid.for_eval(cfg.data)
+    if grid.span == "utterance":
+        option = "data.seq_span" if grid.setting == "seq" else "data.eval_span"
+        raise ConfigError(f"{run_dir} evaluates whole utterances ({option}=utterance): an exported graph takes cells "
+                          f"of one fixed shape, so it cannot run it; use the run directory (Model.from_run)")
     cell = CellNetwork(net).eval()
     shape = (*cell_shape(grid), meta["n_mels"])
     tmp = out_dir.with_name(f".tmp-{out_dir.name}")
@@ -153,7 +157,7 @@ def _info(run_dir: Path, cfg, meta: dict, grid: Grid, fmt: str, emb_dim: int, ce
         "features": json.loads(meta["cache_config"]),
         "verification": _read_json(run.verification),
         "cohort": RunDir.COHORT if run.cohort.is_file() else None,
-        "checkpoint": {"file": RunDir.BEST, "sha256": file_sha256(run.best), "meta": plain},
+        "checkpoint": {"file": RunDir.BEST, "sha256": sha256_file(run.best), "meta": plain},
         "source_run": str(run_dir.resolve()),
         "torch": torch.__version__,
     }

@@ -39,6 +39,7 @@ class StepInputs:
     soft: torch.Tensor  # the student's logits for soft-label terms: margin-free when the header adds one
     face: torch.Tensor | None = None
     face_mask: torch.Tensor | None = None
+    seg_mask: torch.Tensor | None = None  # (B, S) valid segments of whole-utterance seq: padding enters no term
 
 
 #: A term's value (what its weight multiplies; None: not applicable to this batch) and what it logs.
@@ -97,7 +98,8 @@ class EmbeddingTerm(EmbeddingDistillLoss):
 
     def term(self, x: StepInputs) -> TermResult:
         student = {k: v.float() for k, v in x.out.levels().items() if k in x.teacher}
-        parts = self(student, {k: x.teacher[k].float() for k in student})
+        masks = {"enc": x.seg_mask} if x.seg_mask is not None else None
+        parts = self(student, {k: x.teacher[k].float() for k in student}, masks)
         return parts["total"], {k: v for k, v in parts.items() if k != "total"}
 
 
@@ -166,13 +168,16 @@ class Objective(nn.Module):
 
     def forward(self, out: NetOutput, labels: torch.Tensor, teacher: dict[str, torch.Tensor],
                 soft_logits: torch.Tensor | None = None, face: torch.Tensor | None = None,
-                face_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                face_mask: torch.Tensor | None = None, seg_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``soft_logits``: the student's label-free logits for the soft-label terms, when the header
         adds a training margin to ``out.logits`` (AAM); the teacher's cached logits are margin-free,
         so imitating them with margin-shifted student logits would compare unlike things.
-        ``face``/``face_mask``: the batch's faces, read by the teacher's face reconstruction term."""
+        ``face``/``face_mask``: the batch's faces, read by the teacher's face reconstruction term.
+        ``seg_mask`` (B, S): the valid segments of whole-utterance seq; padded ones enter no term
+        (their faces are all masked, so the face reconstruction term skips them as well)."""
         task = task_loss(out.logits, labels)
-        x = StepInputs(out, labels, teacher, task, out.logits if soft_logits is None else soft_logits, face, face_mask)
+        x = StepInputs(out, labels, teacher, task, out.logits if soft_logits is None else soft_logits, face, face_mask,
+                       seg_mask)
         terms = {"task": task}
         total = None
         for name, weight in self.weights.items():
@@ -193,10 +198,11 @@ class StepModule(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]):
         detach = self.objective.detach_emb
+        seg_mask = batch.get("seg_mask")
         out = self.net(batch["fbank"], face=batch.get("face"), face_mask=batch.get("face_mask"),
-                       labels=batch["label"], detach_emb=detach)
+                       labels=batch["label"], detach_emb=detach, seg_mask=seg_mask)
         soft = None
         if self.objective.uses_teacher_logits and self.net.head.uses_labels:
             soft = self.net.head(out.emb.detach() if detach else out.emb)
         return self.objective(out, batch["label"], teacher, soft_logits=soft, face=batch.get("face"),
-                              face_mask=batch.get("face_mask"))
+                              face_mask=batch.get("face_mask"), seg_mask=seg_mask)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from common.files import atomic_write_text
 from distill.methods import METHODS
 
 if TYPE_CHECKING:
@@ -113,9 +114,7 @@ class RunDir:
 
     def write_metrics(self, metrics: dict) -> None:
         """Atomically: a sweep takes a present ``metrics.json`` for a finished run."""
-        tmp = self.path / f".tmp-{self.METRICS}"
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-        tmp.replace(self.metrics)
+        atomic_write_text(self.metrics, json.dumps(metrics, indent=2) + "\n")
 
     def load_network(self, device: str | torch.device = "cpu") -> TrainedNetwork:
         """The best network (eval mode, on ``device``) with its config, checkpoint meta and epoch.
@@ -164,7 +163,8 @@ class RunData:
     labels: Labels
     ids: dict[str, np.ndarray]  # split -> cache rows, ascending (cache order); arrays, so workers share them
     y: dict[str, np.ndarray]  # split -> class ids (-1: class unseen in training)
-    config: DataConfig  # what the splits, grid, labels and trials were derived from
+    eval_grid: Grid  # val/test evaluation: `grid`, or whole utterances (nonseq, data.eval_span=utterance)
+    config: DataConfig  # what the splits, grids, labels and trials were derived from
 
     @classmethod
     def load(cls, cfg: RunConfig, cache) -> RunData:
@@ -181,12 +181,13 @@ class RunData:
             if not len(ids[split]):
                 raise ConfigError(f"the {split} split of cache {cache.dir} is empty")
         y = {s: labels.encode(index[cfg.data.label].iloc[ids[s]]) for s in ids}
-        return cls(cache, Grid.from_config(cfg.data), labels, ids, y, cfg.data)
+        return cls(cache, Grid.from_config(cfg.data), labels, ids, y, Grid.for_eval(cfg.data), cfg.data)
 
     def dataset(self, split: str, *, faces: bool, train: bool, seed: int = 0, targets=None) -> GridDataset:
         from distill.data import GridDataset
 
-        return GridDataset(self.cache, self.ids[split], self.y[split], self.grid, faces=faces, train=train,
+        grid = self.grid if train else self.eval_grid
+        return GridDataset(self.cache, self.ids[split], self.y[split], grid, faces=faces, train=train,
                            seed=seed, targets=targets)
 
     def utt_ids(self, *splits: str) -> list[str]:

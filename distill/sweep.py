@@ -19,6 +19,7 @@ SWEEP.yaml::
       - {name: none, method: none}
       - {name: embed-cosine, method: embed, set: {distill.distance: cosine}}
     controls: [audio_teacher]    # optional: the privileged-information control (default: none)
+    folds: {column: session}     # optional: cross-validation, one teacher per fold (below)
 
 ``controls: [audio_teacher]`` also trains the same teacher with its faces hidden in training and
 evaluation (``model.face_dropout: 1.0``, same architecture, same seed; ``distill.face_recon: 0``, so
@@ -29,6 +30,15 @@ not the video's. distill.report then gives each method's gain over ``none`` and 
 Layout: ``OUT/<task>-<setting>/teacher`` and ``OUT/<task>-<setting>/<variant>/seed<k>``; the control
 ``OUT/<task>-<setting>/audio_teacher`` and ``OUT/<task>-<setting>/<variant>@audio_teacher/seed<k>``;
 then ``OUT/results.csv``, ``OUT/results.md`` and ``OUT/results_<task>[_share].png`` via distill.report.
+
+``folds: {column: session}`` runs every task x setting once per fold: one fold per value of the
+cache's ``session`` column (IEMOCAP leave-one-session-out), or with ``k: 5`` the column's values
+(e.g. ``speaker``: CREMA-D, RAVDESS) dealt into 5 folds seeded by ``data.split_seed``. Fold f tests
+its values, validates on fold f+1 (mod the count), trains on the rest (:func:`manifests.splits.fold_split`).
+Each fold has its own teacher (and control), its students distilled from it; the fold is written
+into every run's config (``data.fold_column``, ``data.n_folds``, ``data.fold``), so a run directory
+alone says which items it trained and tested on. Layout ``OUT/<task>-<setting>/fold<f>/teacher`` etc.;
+results.md gives per-fold rows and mean ± std over folds.
 
 One planner (:func:`plan_sweep`) lists the runs with the teacher each depends on; two executors
 run that plan: in order in this process (``backend="local"``, the default), or as tasks on a
@@ -64,20 +74,26 @@ BACKENDS = ("local", "dask")
 
 @dataclass(frozen=True)
 class SweepLayout:
-    """Where a sweep's runs live: ``OUT/<task>-<setting>/`` holds the combo's ``teacher``, its
-    control teachers by name, and ``<label>/seed<k>`` per student (label: the variant's name, with
-    ``@<control>`` for a student of a control teacher). The one place these paths are built."""
+    """Where a sweep's runs live: ``OUT/<task>-<setting>[/fold<f>]/`` holds the combo's (fold's)
+    ``teacher``, its control teachers by name, and ``<label>/seed<k>`` per student (label: the
+    variant's name, with ``@<control>`` for a student of a control teacher). The one place these
+    paths are built."""
 
     out: Path
 
-    def combo(self, task: str, setting: str) -> Path:
-        return self.out / f"{task}-{setting}"
+    def combo(self, task: str, setting: str, fold: int | None = None) -> Path:
+        combo = self.out / f"{task}-{setting}"
+        return combo if fold is None else combo / f"fold{fold}"
 
-    def teacher(self, task: str, setting: str, control: str | None = None) -> Path:
-        return self.combo(task, setting) / (control or "teacher")
+    def teacher(self, task: str, setting: str, control: str | None = None, fold: int | None = None) -> Path:
+        return self.combo(task, setting, fold) / (control or "teacher")
 
-    def student(self, task: str, setting: str, label: str, seed: int) -> Path:
-        return self.combo(task, setting) / label / f"seed{seed}"
+    def student(self, task: str, setting: str, label: str, seed: int, fold: int | None = None) -> Path:
+        return self.combo(task, setting, fold) / label / f"seed{seed}"
+
+    def name(self, run_dir: Path) -> str:
+        """A run's name in the sweep's records and task keys: its path below ``out``."""
+        return run_dir.relative_to(self.out).as_posix()
 
 
 @dataclass
@@ -85,6 +101,28 @@ class Variant:
     name: str
     method: str
     overrides: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Folds:
+    """A sweep's ``folds:``: the cross-validation every task x setting of the sweep runs over."""
+
+    column: str  # the cache index column whose values make the folds (session, speaker)
+    k: int = 0  # 0: one fold per value of the column; k >= 3: the values dealt into k seeded folds
+
+    @classmethod
+    def parse(cls, raw, where: str) -> Folds:
+        if not isinstance(raw, dict) or "column" not in raw or set(raw) - {"column", "k"}:
+            raise ConfigError(f"{where}: folds must be a mapping {{column: NAME}} or {{column: NAME, k: K}}, "
+                              f"got {raw!r}")
+        k = raw.get("k", 0)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0 or k in (1, 2):
+            raise ConfigError(f"{where}: folds.k must be an integer >= 3 (or absent: one fold per value), got {k!r}")
+        return cls(str(raw["column"]), k)
+
+    def overrides(self, fold: int) -> dict:
+        """The data section of fold ``fold``'s runs: how its split is made, in the run's own config."""
+        return {"data.fold_column": self.column, "data.n_folds": self.k, "data.fold": fold}
 
 
 @dataclass
@@ -99,6 +137,8 @@ class SweepSpec:
     variants: list[Variant]
     teacher_seed: int
     controls: list[str] = field(default_factory=list)
+    folds: Folds | None = None
+    _n_folds: int | None = field(default=None, repr=False)  # counted once from the cache index
 
     @classmethod
     def load(cls, path: str | Path, cache: str | None = None, out: str | None = None) -> "SweepSpec":
@@ -107,7 +147,7 @@ class SweepSpec:
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read sweep file {path}: {exc}") from exc
         known = {"cache", "out", "seeds", "combos", "tasks", "settings", "base", "teacher", "variants", "teacher_seed",
-                 "controls"}
+                 "controls", "folds"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) {unknown}; valid: {sorted(known)}")
@@ -140,18 +180,44 @@ class SweepSpec:
         seeds = [int(s) for s in raw.get("seeds", [0])]
         spec = cls(cache=cache or raw.get("cache"), out=out or raw.get("out") or "results/sweep", seeds=seeds,
                    combos=combos, combo_overrides=combo_overrides, base=dict(raw.get("base") or {}), teacher=dict(raw.get("teacher") or {}),
-                   variants=variants, teacher_seed=int(raw.get("teacher_seed", seeds[0])), controls=controls)
+                   variants=variants, teacher_seed=int(raw.get("teacher_seed", seeds[0])), controls=controls,
+                   folds=Folds.parse(raw["folds"], f"{path}") if raw.get("folds") is not None else None)
         if not spec.cache:
             raise ConfigError(f"{path}: no cache (give cache: in the file or --cache)")
         return spec
 
-    def teacher_config(self, task: str, setting: str, control: str | None = None) -> RunConfig:
-        """The combo's teacher, or with ``control`` the same teacher turned into that control."""
+    def teacher_config(self, task: str, setting: str, control: str | None = None,
+                       fold: int | None = None) -> RunConfig:
+        """The combo's teacher (of cross-validation fold ``fold``), or with ``control`` the same
+        teacher turned into that control."""
         tree = merge(self.base, self.teacher)
         return load_config(base=tree, overrides={"role": "teacher", "cache": self.cache, "data.task": task,
                                                  "data.setting": setting, "train.seed": self.teacher_seed,
                                                  **self.combo_overrides.get((task, setting), {}),
+                                                 **(self.folds.overrides(fold) if fold is not None else {}),
                                                  **(CONTROLS[control] if control else {})})
+
+    def fold_ids(self) -> list[int | None]:
+        """The sweep's folds, ``[None]`` without ``folds:``; one per column value is counted in the cache."""
+        if self.folds is None:
+            return [None]
+        if self._n_folds is None:
+            from extract.cache import open_cache
+            from manifests.splits import count_folds
+
+            try:
+                self._n_folds = count_folds(open_cache(self.cache).index, self.folds.column, self.folds.k)
+            except ValueError as exc:  # CacheError is a RuntimeError: a missing cache says so itself
+                raise ConfigError(f"folds: {exc}") from exc
+            if self._n_folds < 3:
+                raise ConfigError(f"folds: column {self.folds.column!r} has {self._n_folds} value(s) in cache "
+                                  f"{self.cache}; cross-validation needs >= 3 (train, val and test folds)")
+        return list(range(self._n_folds))
+
+    def combo_dirs(self, out_dir: Path, task: str, setting: str) -> list[tuple[int | None, Path]]:
+        """(fold, directory) of each fold of a task x setting (:class:`SweepLayout`)."""
+        layout = SweepLayout(Path(out_dir))
+        return [(f, layout.combo(task, setting, f)) for f in self.fold_ids()]
 
     def student_runs(self) -> list[tuple[Variant, str, str | None]]:
         """(variant, method label, control teacher or None) for every student of a combo. A student
@@ -162,12 +228,12 @@ class SweepSpec:
         return runs
 
     def student_config(self, task: str, setting: str, variant: Variant, seed: int, teacher_dir: Path,
-                       control: str | None = None) -> RunConfig:
+                       control: str | None = None, fold: int | None = None) -> RunConfig:
         """A student of the combo's teacher (or of its ``control``), derived by the CLI's rule
         (:func:`distill.run.student_config`): the teacher's data and model sections reach it, so a
         ``teacher: {data: ...}`` override cannot give the student another split."""
         overrides = {"train.seed": seed, **self.combo_overrides.get((task, setting), {}), **variant.overrides}
-        return student_config(self.teacher_config(task, setting, control), variant.method, overrides,
+        return student_config(self.teacher_config(task, setting, control, fold), variant.method, overrides,
                               teacher_dir=teacher_dir, shared=self.base)
 
 
@@ -219,18 +285,20 @@ def plan_sweep(spec: SweepSpec, out_dir: Path) -> list[SweepTask]:
     layout = SweepLayout(out_dir)
     tasks: list[SweepTask] = []
     for task, setting in spec.combos:
-        teacher_task: dict[str | None, str] = {}
-        for control in [None, *spec.controls]:
-            teacher_task[control] = f"{task}-{setting}/{control or 'teacher'}"
-            tasks.append(SweepTask(teacher_task[control], layout.teacher(task, setting, control),
-                                   spec.teacher_config(task, setting, control)))
-        for variant, label, control in spec.student_runs():
-            teacher_dir = layout.teacher(task, setting, control)
-            for seed in spec.seeds:
-                cfg = spec.student_config(task, setting, variant, seed, teacher_dir, control)
-                depends_on = teacher_task[control] if METHODS[variant.method].needs_teacher else None
-                name = f"{task}-{setting}/{label}/seed{seed}"
-                tasks.append(SweepTask(name, layout.student(task, setting, label, seed), cfg, depends_on))
+        for fold in spec.fold_ids():
+            teacher_task: dict[str | None, str] = {}
+            for control in [None, *spec.controls]:
+                teacher_dir = layout.teacher(task, setting, control, fold)
+                teacher_task[control] = layout.name(teacher_dir)
+                tasks.append(SweepTask(teacher_task[control], teacher_dir,
+                                       spec.teacher_config(task, setting, control, fold)))
+            for variant, label, control in spec.student_runs():
+                teacher_dir = layout.teacher(task, setting, control, fold)
+                for seed in spec.seeds:
+                    cfg = spec.student_config(task, setting, variant, seed, teacher_dir, control, fold)
+                    depends_on = teacher_task[control] if METHODS[variant.method].needs_teacher else None
+                    run_dir = layout.student(task, setting, label, seed, fold)
+                    tasks.append(SweepTask(layout.name(run_dir), run_dir, cfg, depends_on))
     return tasks
 
 
@@ -338,9 +406,10 @@ def write_sweep_results(spec: SweepSpec, out_dir: Path) -> dict:
     # Two variants of one method (e.g. embed with mse vs cosine) must stay two rows of the table.
     variant_of = {}
     for t, s in spec.combos:
-        for _, label, _ in spec.student_runs():
-            for seed in spec.seeds:
-                variant_of[str(layout.student(t, s, label, seed))] = label
+        for fold in spec.fold_ids():
+            for _, label, _ in spec.student_runs():
+                for seed in spec.seeds:
+                    variant_of[str(layout.student(t, s, label, seed, fold))] = label
     is_student = df["run_dir"].isin(variant_of)
     df.loc[is_student, "method"] = df.loc[is_student, "run_dir"].map(variant_of)
     return write_results(df, out_dir)

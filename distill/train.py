@@ -26,7 +26,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from distill.checkpoint import file_sha256, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from common.files import atomic_output, sha256_file
+from distill.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from distill.config import ConfigError, RunConfig
 from distill.data import EpochTaggedSampler, GridDataset, collate
 from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, init_distributed, shutdown
@@ -74,7 +75,7 @@ class LiveTeacher:
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
-        out = self.net(batch["fbank"], face=batch["face"], face_mask=batch["face_mask"])
+        out = self.net(batch["fbank"], face=batch["face"], face_mask=batch["face_mask"], seg_mask=batch.get("seg_mask"))
         return {**out.levels(), "logits": out.logits}
 
 
@@ -323,8 +324,8 @@ class Trainer:
         return {k: float(reduced[i] / reduced[-1]) for i, k in enumerate(keys)}
 
     def _inputs(self, batch: dict) -> dict:
-        keep = ("fbank", "label") + (("face", "face_mask") if self.is_teacher else ())
-        return {k: batch[k] for k in keep}
+        keep = ("fbank", "label", "seg_mask") + (("face", "face_mask") if self.is_teacher else ())
+        return {k: batch[k] for k in keep if k in batch}
 
     def end_epoch(self, epoch: int, losses: dict, val: GridDataset, lr: float, seconds: float) -> bool:
         """Validate, log, checkpoint (rank 0); True when patience says stop."""
@@ -369,7 +370,7 @@ class Trainer:
         items = self.data.all_items(faces=True)
         arrays = compute_targets(self.net, items, self.device, batch_size=eval_batch_size(self.cfg.data),
                                  progress=self.progress)
-        key = targets_key(file_sha256(self.run.best), cache_identity(self.cache), self.data.grid,
+        key = targets_key(sha256_file(self.run.best), cache_identity(self.cache), self.data.grid,
                           self.data.labels.names)
         key["train_ids_sha256"] = write_train_ids(self.run.path, self.data.utt_ids("train"))
         return write_targets(self.run.targets, arrays, items, key)
@@ -390,12 +391,10 @@ def write_log(history: list[dict], path: Path) -> None:
     if not history:
         return
     columns = list(dict.fromkeys(k for row in history for k in row))
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
-    tmp.replace(path)
 
 
 def run_training(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> dict:

@@ -14,7 +14,7 @@ from distill.targets import (TARGETS_FILE, TRAIN_IDS, TargetMismatchError, Targe
 from distill.run import RunData, RunDir
 from distill.train import Trainer, run_training
 from extract.cache import open_cache
-from synthetic import make_lupi_cache, tiny_config
+from distill.testing import make_lupi_cache, tiny_config
 
 
 @pytest.fixture(scope="module")
