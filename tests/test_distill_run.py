@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 import yaml
-from synthetic import make_lupi_cache, tiny_config
 
 from distill.config import ConfigError, load_config
 from distill.run import RunDir, load_run, student_config
+from distill.testing import make_lupi_cache, tiny_config
 from distill.train import Trainer
 
 TENSORBOARD = ("events.out.tfevents.", "projector_config.pbtxt")  # written by TensorBoard into RunDir.tensorboard
