@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 SPLITS = ("train", "val", "test")
 
 
+def _file(name: str) -> property:
+    """A read-only attribute: the path of the run's file ``name``."""
+    return property(lambda self: self.path / name, doc=f"``{name}`` in the run directory")
+
+
 @dataclass(frozen=True)
 class RunDir:
     """A run directory and the names of everything in it (docs/architecture.md lists them).
@@ -41,7 +46,7 @@ class RunDir:
     ``tensorboard --logdir`` on a sweep's folder shows every run.
     """
 
-    path: Path
+    path: Path  # str or PathLike accepted
 
     CONFIG: ClassVar[str] = "config.yaml"  # the resolved config: the run is fully described by it
     BEST: ClassVar[str] = "best.pt"  # weights (+ normaliser statistics) of the best val epoch, its meta
@@ -59,8 +64,8 @@ class RunDir:
     EMBEDDINGS: ClassVar[str] = "embeddings.png"
     ERROR: ClassVar[str] = "error.txt"  # a sweep's failed run: the traceback
 
-    def __init__(self, path: str | Path):
-        object.__setattr__(self, "path", Path(path))
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))  # accept a str or any os.PathLike
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -71,23 +76,27 @@ class RunDir:
     def __str__(self) -> str:
         return str(self.path)
 
-    # -- the files
-    config_file = property(lambda self: self.path / self.CONFIG)
-    best = property(lambda self: self.path / self.BEST)
-    last = property(lambda self: self.path / self.LAST)
-    train_log = property(lambda self: self.path / self.TRAIN_LOG)
-    metrics = property(lambda self: self.path / self.METRICS)
-    targets = property(lambda self: self.path / self.TARGETS)
-    train_ids = property(lambda self: self.path / self.TRAIN_IDS)
-    verification = property(lambda self: self.path / self.VERIFICATION)
-    cohort = property(lambda self: self.path / self.COHORT)
-    curves = property(lambda self: self.path / self.CURVES)
-    det = property(lambda self: self.path / self.DET)
-    confusion = property(lambda self: self.path / self.CONFUSION)
-    confusion_csv = property(lambda self: self.path / self.CONFUSION_CSV)
-    embeddings = property(lambda self: self.path / self.EMBEDDINGS)
-    error = property(lambda self: self.path / self.ERROR)
-    tensorboard = property(lambda self: self.path)
+    # -- the files (paths)
+    config_file = _file(CONFIG)
+    best = _file(BEST)
+    last = _file(LAST)
+    train_log = _file(TRAIN_LOG)
+    metrics = _file(METRICS)
+    targets = _file(TARGETS)
+    train_ids = _file(TRAIN_IDS)
+    verification = _file(VERIFICATION)
+    cohort = _file(COHORT)
+    curves = _file(CURVES)
+    det = _file(DET)
+    confusion = _file(CONFUSION)
+    confusion_csv = _file(CONFUSION_CSV)
+    embeddings = _file(EMBEDDINGS)
+    error = _file(ERROR)
+
+    @property
+    def tensorboard(self) -> Path:
+        """Where the TensorBoard event files go: the run directory itself."""
+        return self.path
 
     # -- state
     @property
