@@ -30,6 +30,7 @@ Optimizer = Literal["adamw", "adam", "sgd"]
 Scheduler = Literal["cosine", "step", "none"]
 Amp = Literal["auto", "on", "off"]
 Select = Literal["auto", "eer", "accuracy", "uar", "loss"]  # train.select: the val metric of the best checkpoint
+ScoreNorm = Literal["none", "asnorm"]  # eval.score_norm
 SeqSpan = Literal["window", "utterance"]  # data.seq_span: fixed windows | the whole utterance
 EvalSpan = Literal["crop", "utterance"]  # data.eval_span (nonseq): mean over crops | the whole utterance at once
 TASKS: tuple[str, ...] = get_args(Task)
@@ -154,6 +155,38 @@ class DistillConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Training-time augmentation of the fbank cells a network sees (docs/training.md#augmentation).
+
+    Training cells only: evaluation, validation and teacher targets always see clean cells, so a
+    student learns noisy audio in -> the clean teacher embedding out. Every draw is a function of
+    (train.seed, epoch, item), so a resumed run sees the same inputs. All off by default.
+    """
+
+    noise: str | None = None  # noise cache dir (`extract run` over noise audio); null: no additive noise
+    p_noise: float = 0.5  # probability that a training cell gets noise (when `noise` is set)
+    snr: list[float] = field(default_factory=lambda: [0.0, 15.0])  # dB, drawn uniformly from [low, high]
+    time_masks: int = 0  # SpecAugment: time masks per cell (0: none)
+    time_mask_width: int = 10  # most frames one time mask covers (width drawn from 0..this)
+    freq_masks: int = 0  # SpecAugment: frequency masks per cell (0: none)
+    freq_mask_width: int = 8  # most mel bands one frequency mask covers (width drawn from 0..this)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.noise) or self.time_masks > 0 or self.freq_masks > 0
+
+
+@dataclass
+class EvalConfig:
+    """How test metrics are scored (speaker runs)."""
+
+    # asnorm: metrics.json also gets eer_asnorm / min_dcf_asnorm, AS-norm scores with a cohort of the
+    # run's training speakers (the cohort.npy of distill verify); docs/metrics.md.
+    score_norm: ScoreNorm = "none"
+    top_k: int = 300  # AS-norm: each side's top_k highest cohort scores standardise it
+
+
+@dataclass
 class RunConfig:
     role: Role = "teacher"
     cache: str | None = None  # feature cache dir (from --cache)
@@ -161,6 +194,8 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training cells only; all off by default
+    eval: EvalConfig = field(default_factory=EvalConfig)  # how speaker test metrics are scored
 
     def validate(self) -> "RunConfig":
         for name in _literal_options():  # also checked on load; this catches values set in code
@@ -196,7 +231,22 @@ class RunConfig:
             raise ConfigError(f"distill.contrastive_temperature must be > 0, got {d.contrastive_temperature}")
         if self.distill.face_recon < 0:
             raise ConfigError(f"distill.face_recon must be >= 0, got {self.distill.face_recon}")
+        self._validate_augment_eval()
         return self
+
+    def _validate_augment_eval(self) -> None:
+        a = self.augment
+        if len(a.snr) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in a.snr) \
+                or a.snr[0] > a.snr[1]:
+            raise ConfigError(f"augment.snr must be [low, high] dB with low <= high, got {a.snr}")
+        a.snr = [float(x) for x in a.snr]
+        if not 0.0 <= a.p_noise <= 1.0:
+            raise ConfigError(f"augment.p_noise must lie in [0, 1], got {a.p_noise}")
+        for name in ("time_masks", "time_mask_width", "freq_masks", "freq_mask_width"):
+            if getattr(a, name) < 0:
+                raise ConfigError(f"augment.{name} must be >= 0, got {getattr(a, name)}")
+        if self.eval.top_k < 1:
+            raise ConfigError(f"eval.top_k must be >= 1, got {self.eval.top_k}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset, Sampler
 from distill.config import ConfigError, DataConfig
 
 SPLITS = ("train", "val", "test")
+AUGMENT_STREAM = 1  # the augmentation's draws: another random stream of (seed, epoch, item) than the cell's
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,9 @@ class GridDataset(Dataset):
     is reproducible whatever the worker layout (and after a resume). ``train=False``: every cell
     of every item, item-major, for evaluation and for writing teacher targets.
     ``faces=False`` reads fbank only (students). ``targets`` attaches the cached teacher targets of
-    the sampled cell. The cache opens its HDF5 files lazily in each worker process.
+    the sampled cell. ``augment`` (training only: :mod:`distill.augment`) transforms the sampled
+    cell's fbank; faces and targets stay those of the clean cell. The cache opens its HDF5 files
+    lazily in each worker process.
 
     ``items`` are utt ids or cache rows (``cache.positions``). Only numpy arrays are kept per item:
     a list of a million id strings, touched by each loader worker, is copied page by page into
@@ -215,7 +218,10 @@ class GridDataset(Dataset):
     """
 
     def __init__(self, cache, items, labels: np.ndarray, grid: Grid, *, faces: bool,
-                 train: bool, seed: int = 0, targets=None):
+                 train: bool, seed: int = 0, targets=None, augment=None):
+        if augment is not None and not train:
+            raise ValueError("augmentation is for training datasets only: evaluation and teacher targets see "
+                             "clean cells")
         self.cache = cache
         items = np.asarray(items) if len(items) else np.zeros(0, np.int64)
         self.rows = items.astype(np.int64) if items.dtype.kind in "iu" else cache.positions(list(items))
@@ -225,6 +231,7 @@ class GridDataset(Dataset):
         self.train = train
         self.seed = seed
         self.targets = targets
+        self.augment = augment
         self.hop_s = float(cache.config.get("hop_ms", 10.0)) / 1000.0
         self.face_dim = cache.face_dim
         self.n_frames = cache.table.locations[self.rows, 1].astype(np.int64)
@@ -262,7 +269,10 @@ class GridDataset(Dataset):
         if len(fbank) != self.n_frames[item]:
             raise RuntimeError(f"{utt}: cache holds {len(fbank)} fbank frames, its index says {self.n_frames[item]}")
         rows = self.grid.frame_index(len(fbank), cell)
-        sample = {"fbank": torch.from_numpy(fbank[rows]), "label": int(self.labels[item]),
+        x = fbank[rows]
+        if self.augment is not None:
+            x = self.augment(x, rows, len(fbank), self.augment_rng(i, epoch))
+        sample = {"fbank": torch.from_numpy(x), "label": int(self.labels[item]),
                   "item": item, "cell": cell, "utt_id": utt}
         if self.faces:
             sample.update(self._faces(arrays, rows, len(fbank)))
@@ -271,6 +281,11 @@ class GridDataset(Dataset):
         if self.grid.segmented:
             sample["seg_mask"] = torch.ones(len(rows), dtype=torch.bool)
         return sample
+
+    def augment_rng(self, i: int, epoch: int = 0) -> np.random.Generator:
+        """The generator of sample ``i``'s augmentation: a function of (seed, epoch, item) like its
+        cell, so a resumed run (or any worker layout) sees the same augmented input."""
+        return np.random.default_rng((self.seed, epoch, i, AUGMENT_STREAM))
 
     def _faces(self, arrays: dict, rows: np.ndarray, n_frames: int) -> dict:
         face = np.asarray(arrays["face"], dtype=np.float32).reshape(-1, self.face_dim)

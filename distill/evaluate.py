@@ -216,6 +216,21 @@ def verification(pred: Predictions, trials: pd.DataFrame, p_target: float = 0.01
     return {"eer": float(out["eer"]), "min_dcf": float(out["min_dcf"])}, scores, labels
 
 
+def verification_asnorm(pred: Predictions, trials: pd.DataFrame, cohort: np.ndarray, top_k: int = DEFAULT_TOP_K,
+                        p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0) -> dict[str, float]:
+    """EER / minDCF of AS-norm scores (``distill.scoring.as_norm`` against ``cohort``) of the trials,
+    as ``eer_asnorm`` / ``min_dcf_asnorm``."""
+    row = {u: i for i, u in enumerate(pred.utt_ids)}
+    missing = sorted((set(trials["enrol"]) | set(trials["test"])) - set(row))
+    if missing:
+        raise ValueError(f"{len(missing)} trial item(s) were not evaluated, e.g. {missing[0]!r}")
+    scores = as_norm(pred.emb[[row[u] for u in trials["enrol"]]], pred.emb[[row[u] for u in trials["test"]]],
+                     cohort, top_k)
+    out = M.verification_metrics(scores, trials["label"].to_numpy().astype(bool), p_target=p_target, c_miss=c_miss,
+                                 c_fa=c_fa)
+    return {"eer_asnorm": float(out["eer"]), "min_dcf_asnorm": float(out["min_dcf"])}
+
+
 def operating_point(pred: Predictions, trials: pd.DataFrame, cohort: np.ndarray | None = None,
                     top_k: int = DEFAULT_TOP_K) -> dict:
     """The EER threshold on cosine scores of a (validation) trial list, with the EER it gives there;

@@ -14,6 +14,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from distill.calibration import score_norm_metrics, write_verification
+from distill.config import EvalConfig
 from distill.evaluate import Predictions, build_trials, classification, trials_record, verification
 from distill.models import DistillNetwork
 from distill.run import Evaluator, RunData, RunDir, eval_batch_size, load_run
@@ -29,32 +31,37 @@ class RunEvaluation:
 
 
 def evaluate_run(network: DistillNetwork, data: RunData, run_dir: str | Path | RunDir, *, best_epoch: int,
-                 device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None) -> RunEvaluation:
+                 device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None,
+                 scoring: EvalConfig | None = None) -> RunEvaluation:
     """Test metrics of ``network`` (+ ``video_missing`` for a teacher) into ``metrics.json``, the
-    verification threshold and cohort of a speaker run, and the plots; ``best_epoch`` is recorded."""
+    verification threshold and cohort of a speaker run, and the plots; ``best_epoch`` is recorded.
+    ``scoring``: the run's ``eval`` section (score normalisation of the test metrics; default none)."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     evaluator = Evaluator(network, torch.device(device), amp_dtype, eval_batch_size(data.config))
+    scoring = scoring or EvalConfig()
     teacher = network.role == "teacher"
     test = data.dataset("test", faces=teacher, train=False)
     pred = evaluator.predict(test)
-    metrics, extras = test_metrics(pred, data, run)
+    metrics, extras = test_metrics(pred, evaluator, data, scoring, run)
     if teacher:
-        metrics["video_missing"], _ = test_metrics(evaluator.predict(test, video=False), data, run)
+        metrics["video_missing"], _ = test_metrics(evaluator.predict(test, video=False), evaluator, data, scoring, run,
+                                                   video=False)
     metrics["best_epoch"] = best_epoch
     if "trials" in extras:
         metrics["trials"] = extras["trials"]
     run.write_metrics(metrics)
     if data.config.task == "speaker":
-        from distill.calibration import write_verification
-
         write_verification(evaluator, data, run)
     write_plots(pred, extras, data, run)
     return RunEvaluation(metrics, pred, extras)
 
 
-def test_metrics(pred: Predictions, data: RunData, run: RunDir) -> tuple[dict, dict]:
+def test_metrics(pred: Predictions, evaluator: Evaluator, data: RunData, scoring: EvalConfig, run: RunDir,
+                 video: bool = True) -> tuple[dict, dict]:
     """Classification metrics (unless no test item's class was trained on) and, for a speaker run,
-    verification on the configured or built trials; extras: the scores, trial labels and trials record."""
+    verification on the configured or built trials, also on normalised scores when ``scoring`` says so
+    (the cohort from the same modality as ``pred``: ``video``); extras: the scores, trial labels and
+    trials record."""
     cfg = data.config
     extras: dict = {}
     if cfg.task == "speaker" and not (pred.labels >= 0).any():
@@ -72,6 +79,7 @@ def test_metrics(pred: Predictions, data: RunData, run: RunDir) -> tuple[dict, d
             warnings.warn(f"{run}: no verification metrics ({exc})", stacklevel=2)
             return metrics, extras
         metrics.update(ver)
+        metrics.update(score_norm_metrics(evaluator, data, scoring, pred, trials, video))  # eval.score_norm
         extras.update(scores=scores, trial_labels=labels, trials=trials_record(trials, cfg.trials, len(pred.utt_ids)))
     return metrics, extras
 
@@ -98,4 +106,4 @@ def reevaluate(run_dir: str | Path, cache: str | None = None) -> dict:
     """``distill eval``: recompute metrics.json, verification and plots from a run's config and best checkpoint."""
     run = load_run(run_dir, cache)
     return evaluate_run(run.net, run.data, run.dir, best_epoch=run.epoch, device=run.evaluator.device,
-                        amp_dtype=run.evaluator.amp_dtype).metrics
+                        amp_dtype=run.evaluator.amp_dtype, scoring=run.config.eval).metrics

@@ -192,12 +192,13 @@ class RunData:
         y = {s: labels.encode(index[cfg.data.label].iloc[ids[s]]) for s in ids}
         return cls(cache, Grid.from_config(cfg.data), labels, ids, y, Grid.for_eval(cfg.data), cfg.data)
 
-    def dataset(self, split: str, *, faces: bool, train: bool, seed: int = 0, targets=None) -> GridDataset:
+    def dataset(self, split: str, *, faces: bool, train: bool, seed: int = 0, targets=None,
+                augment=None) -> GridDataset:
         from distill.data import GridDataset
 
         grid = self.grid if train else self.eval_grid
         return GridDataset(self.cache, self.ids[split], self.y[split], grid, faces=faces, train=train,
-                           seed=seed, targets=targets)
+                           seed=seed, targets=targets, augment=augment)
 
     def utt_ids(self, *splits: str) -> list[str]:
         """Utt ids of the items of these splits (for records and checks, not the loading path)."""
@@ -287,8 +288,8 @@ def load_run(run_dir: str | Path, cache: str | None = None, device: str | torch.
 # --------------------------------------------------------------------------- students of a teacher
 
 #: The sections a student takes from its teacher: what the targets were computed on (task, setting,
-#: grid, split, trial list) and the network sizes.
-INHERITED = ("data", "model")
+#: grid, split, trial list), the network sizes, and how test scores are normalised (comparable metrics).
+INHERITED = ("data", "model", "eval")
 
 
 def student_config(teacher: RunConfig | None, method: str, overrides: list[str] | dict | None = None, *,
@@ -297,8 +298,8 @@ def student_config(teacher: RunConfig | None, method: str, overrides: list[str] 
     """The config of a ``method`` student of ``teacher`` (run at ``teacher_dir``): the one rule for
     the CLI and for sweeps.
 
-    Defaults <- ``shared`` (a sweep's ``base``) <- the teacher's ``data`` and ``model`` sections and
-    cache <- ``config_file`` <- role, method and teacher <- ``overrides`` (``key=value`` strings or a
+    Defaults <- ``shared`` (a sweep's ``base``) <- the teacher's ``data``, ``model`` and ``eval``
+    sections and cache <- ``config_file`` <- role, method and teacher <- ``overrides`` (``key=value`` strings or a
     dotted dict). Whatever reached the teacher's data (a ``--set data.split_seed=...``, a sweep's
     ``teacher: {data: ...}``) reaches its students too, so they see the teacher's split and grid.
     Without a teacher (``method`` must then need none) the student starts from the defaults.

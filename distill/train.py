@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from common.files import atomic_output, sha256_file
+from distill.augment import build_augmenter
 from distill.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from distill.config import ConfigError, RunConfig
 from distill.data import EpochTaggedSampler, GridDataset, collate
@@ -188,7 +189,11 @@ class Trainer:
     def train_dataset(self) -> GridDataset:
         faces = self.is_teacher or bool(self.teacher and self.teacher.live)
         targets = self.teacher.store if isinstance(self.teacher, CachedTeacher) else None
-        return self.data.dataset("train", faces=faces, train=True, seed=self.cfg.train.seed, targets=targets)
+        augment = build_augmenter(self.cfg.augment, self.cache)
+        if augment is not None and self.teacher and self.teacher.live:  # its targets would be of the augmented cell
+            raise ConfigError("augmentation needs cached teacher targets (computed on clean cells), not a live teacher")
+        return self.data.dataset("train", faces=faces, train=True, seed=self.cfg.train.seed, targets=targets,
+                                 augment=augment)
 
     def train_loader(self, dataset: GridDataset) -> tuple[DataLoader, DistributedSampler]:
         # DistributedSampler with one replica is a seeded per-epoch permutation: one code path for both.
@@ -357,7 +362,7 @@ class Trainer:
         """Test metrics of the best checkpoint (+ video missing and targets for a teacher), plots."""
         self.net.load_state_dict(load_checkpoint(self.run.best, map_location=self.device)["model"])
         result = evaluate_run(self.net, self.data, self.run, best_epoch=self.best["epoch"], device=self.device,
-                              amp_dtype=self.amp_dtype)
+                              amp_dtype=self.amp_dtype, scoring=self.cfg.eval)
         if self.tb:
             self.tb.projector(result.test.emb, self.data.label_of(result.test.utt_ids), self.epoch)
             self.tb.test(result.metrics, self.epoch)
