@@ -12,7 +12,6 @@ The EER/minDCF-at-1M-trials part is benchmarks/bench_metrics.py.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,15 +20,11 @@ import psutil
 import torch
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-# The repo root first: the editable install resolves the packages as namespace packages when the
-# script's own folder is sys.path[0]; tests/ for the synthetic-cache helper.
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from distill.config import load_config  # noqa: E402
-from distill.train import Trainer, run_training  # noqa: E402
-from extract.cache import build_cache  # noqa: E402
-from synthetic import make_lupi_items  # noqa: E402
+from distill.config import load_config
+from distill.train import Trainer, run_training
+from extract.cache import build_cache
+from distill.testing import make_lupi_items
 
 
 def parse_args() -> argparse.Namespace:

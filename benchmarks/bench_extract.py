@@ -23,23 +23,22 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from extract import open_cache  # noqa: E402
-from extract.config import ExtractConfig  # noqa: E402
-from extract.decode import decode  # noqa: E402
-from extract.faces import FaceEmbedder, resolve_face_weights  # noqa: E402
-from extract.fbank import LogMel  # noqa: E402
-from extract.info import cache_info  # noqa: E402
-from extract.run import RunOptions, run_extraction  # noqa: E402
-from manifests.media import ffmpeg_exe, lfw_faces, write_video  # noqa: E402
+from extract import open_cache
+from extract.config import ExtractConfig
+from extract.decode import decode
+from extract.faces import FaceEmbedder, resolve_face_weights
+from extract.fbank import LogMel
+from extract.info import cache_info
+from extract.run import RunOptions, run_extraction
+from common.ffmpeg import ffmpeg_exe
+from manifests.media import lfw_faces, write_video
 
 SIZES = [(224, 224), (360, 480), (720, 1280)]  # (H, W)
 CONTAINERS = [".mp4", ".mkv", ".webm", ".mov", ".avi", ".flv"]

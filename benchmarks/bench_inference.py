@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,18 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from distill.config import load_config  # noqa: E402
-from distill.embed import embed_to_h5  # noqa: E402
-from distill.export import export_run  # noqa: E402
-from distill.inference import Model, run_items, sources_from  # noqa: E402
-from distill.tensorboard import TensorBoardLog  # noqa: E402
-from distill.train import run_training  # noqa: E402
-from extract.cache import build_cache  # noqa: E402
-from extract.config import ExtractConfig  # noqa: E402
-from synthetic import make_lupi_items  # noqa: E402
+from distill.config import load_config
+from distill.embed import embed_to_h5
+from distill.export import export_run
+from distill.inference import Model, run_items, sources_from
+from distill.tensorboard import TensorBoardLog
+from distill.train import run_training
+from extract.cache import build_cache
+from extract.config import ExtractConfig
+from distill.testing import make_lupi_items
 
 
 def parse_args() -> argparse.Namespace:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -38,8 +37,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from extract.cache import (
     ARRAY_FIELDS,
@@ -191,7 +188,7 @@ def write_index(cache_dir: Path, rows: list[dict]) -> None:
 def _open_child(mode: str, cache_dir: str) -> None:
     import psutil
 
-    import extract.cache
+    import extract.cache  # noqa: F401 (measured: what importing it costs)
 
     proc = psutil.Process()
     rss_imports = proc.memory_info().rss
@@ -201,7 +198,7 @@ def _open_child(mode: str, cache_dir: str) -> None:
         n, probe = len(state["position"]), state["records"][state["position"][state["index"]["utt_id"].iloc[-1]]]
     else:
         cache = open_cache(cache_dir)
-        n, probe = len(cache), cache.labels(cache.utt_id(len(cache) - 1))
+        n, probe = len(cache), cache.labels_at(len(cache) - 1)
     seconds = time.perf_counter() - began
     peak = peak_rss()
     print(json.dumps({"seconds": seconds, "rss_imports": rss_imports, "rss": proc.memory_info().rss, "peak": peak,
@@ -219,13 +216,13 @@ def peak_rss() -> int:
 def workers_in_child(cache_dir: Path, legacy: bool, samples: int | None) -> dict:
     """worker_memory in a fresh process: the parent's heap would otherwise carry one contender's leftovers into the next."""
     out = subprocess.run([sys.executable, __file__, "--_workers", "old" if legacy else "new", str(cache_dir), str(samples or 0)],
-                         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def open_in_child(mode: str, cache_dir: Path) -> dict:
     out = subprocess.run([sys.executable, __file__, "--_open", mode, str(cache_dir)], capture_output=True, text=True,
-                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 
+from common.files import atomic_write_text
 from distill.data import GridDataset
 from distill.evaluate import VERIFICATION, build_trials, operating_point
 from distill.inference import COHORT
@@ -28,7 +29,7 @@ def training_cohort(trainer) -> np.ndarray:
     ids = trainer.data.utt_ids("train")
     speakers = trainer.cache.index.loc[ids, trainer.cfg.data.label].astype(str)
     keep = speakers.groupby(speakers.to_numpy()).head(COHORT_PER_SPEAKER)
-    dataset = GridDataset(trainer.cache, list(keep.index), np.zeros(len(keep), np.int64), trainer.data.grid,
+    dataset = GridDataset(trainer.cache, list(keep.index), np.zeros(len(keep), np.int64), trainer.data.eval_grid,
                           faces=False, train=False)
     return speaker_cohort(trainer.predict(dataset, video=False).emb, keep.to_numpy())
 
@@ -47,5 +48,5 @@ def write_verification(trainer) -> dict | None:
         return None
     np.save(out / COHORT, cohort)
     point = {**point, "split": "val"}
-    (out / VERIFICATION).write_text(json.dumps(point, indent=2) + "\n")
+    atomic_write_text(out / VERIFICATION, json.dumps(point, indent=2) + "\n")
     return point

@@ -6,8 +6,6 @@ previous checkpoint whole. Everything stored is a tensor or a plain Python value
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.files import atomic_output
 from distill.config import ConfigError, RunConfig, read_run_config
 from distill.models import DistillNetwork, build_network
 
@@ -24,12 +23,8 @@ LAST = "last.pt"
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -59,14 +54,6 @@ def load_best_network(run_dir: str | Path, device: str | torch.device = "cpu"
                               "statistics): retrain it") from exc
         raise
     return net.to(device).eval(), cfg, meta
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:

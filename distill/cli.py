@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 
-from distill.config import (METHODS, SETTINGS, TASK_LABEL_COLUMNS, ConfigError, RunConfig, load_config, read_run_config,
+from distill.config import (ConfigError, option_choices, RunConfig, load_config, read_run_config,
                             student_base)
 from distill.metrics import METRIC_KEYS
 
@@ -72,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("teacher", formatter_class=_formatter, help="train the audio+faces teacher and write its targets",
                        description="Train the audio-visual teacher, evaluate it (also with its video missing) and "
                                    "write its targets for every grid cell, for the students to read.")
-    p.add_argument("--task", choices=sorted(TASK_LABEL_COLUMNS), help="label column to learn (data.task)")
-    p.add_argument("--setting", choices=SETTINGS, help="one crop (nonseq) or segments + aggregation (seq)")
+    p.add_argument("--task", choices=option_choices("data.task"), help="label column to learn (data.task)")
+    p.add_argument("--setting", choices=option_choices("data.setting"), help="one crop (nonseq) or segments + aggregation (seq)")
     p.add_argument("--face-recon", type=float, metavar="WEIGHT",
                    help="weight of the face reconstruction term that keeps the faces in the teacher's targets "
                         "(distill.face_recon; config default 0 = cross-entropy only; see docs/method.md)")
@@ -85,12 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--method none is the audio-only baseline (a --teacher given then only supplies "
                                    "those config sections).")
     p.add_argument("--teacher", help="teacher run directory (needed unless --method none)")
-    p.add_argument("--method", choices=METHODS, default="embed", help="how the student learns from the teacher")
-    p.add_argument("--distance", choices=("mse", "cosine", "l1", "smooth_l1"), help="embedding distance (distill.distance)")
-    p.add_argument("--encoder-grad", choices=("joint", "distill-only"),
+    p.add_argument("--method", choices=option_choices("distill.method"), default="embed", help="how the student learns from the teacher")
+    p.add_argument("--distance", choices=option_choices("distill.distance"), help="embedding distance (distill.distance)")
+    p.add_argument("--encoder-grad", choices=option_choices("distill.encoder_grad"),
                    help="does the task loss reach the student encoder? (distill.encoder_grad)")
-    p.add_argument("--task", choices=sorted(TASK_LABEL_COLUMNS), help="only without --teacher (data.task)")
-    p.add_argument("--setting", choices=SETTINGS, help="only without --teacher (data.setting)")
+    p.add_argument("--task", choices=option_choices("data.task"), help="only without --teacher (data.task)")
+    p.add_argument("--setting", choices=option_choices("data.setting"), help="only without --teacher (data.setting)")
     _run_options(p)
 
     p = sub.add_parser("eval", formatter_class=_formatter, help="recompute a run's metrics.json and plots",

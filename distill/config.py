@@ -12,20 +12,34 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import yaml
 
-from distill.models import ModelConfig
-from distill.models.normalize import FACE_NORMS, FBANK_NORMS
+from common.files import atomic_write_text
+from distill.losses import DISTANCES
+from distill.models import AGGREGATORS, AUDIO_ENCODERS, FUSIONS, HEADS, VISUAL_ENCODERS, ModelConfig
+from distill.models.network import Role, Setting
 
-TASK_LABEL_COLUMNS = {"speaker": "speaker", "emotion": "emotion"}
-SETTINGS = ("nonseq", "seq")
+# The allowed values of every closed option are the Literal of its field: one source for the check
+# when a config is loaded, the CLI's choices (option_choices) and configs/base.yaml.
+Task = Literal["speaker", "emotion"]  # the label column is the task's name unless data.label_column says otherwise
+EncoderGrad = Literal["joint", "distill-only"]
+Optimizer = Literal["adamw", "adam", "sgd"]
+Scheduler = Literal["cosine", "step", "none"]
+Amp = Literal["auto", "on", "off"]
+Select = Literal["auto", "eer", "accuracy", "uar", "loss"]  # train.select: the val metric of the best checkpoint
+SeqSpan = Literal["window", "utterance"]  # data.seq_span: fixed windows | the whole utterance
+EvalSpan = Literal["crop", "utterance"]  # data.eval_span (nonseq): mean over crops | the whole utterance at once
+TASKS: tuple[str, ...] = get_args(Task)
+SETTINGS: tuple[str, ...] = get_args(Setting)
+SELECTS: tuple[str, ...] = get_args(Select)
 METHODS = ("none", "embed", "softlabel", "gkd", "embed+softlabel")
-DISTANCES = ("mse", "cosine", "l1", "smooth_l1")
-ENCODER_GRADS = ("joint", "distill-only")
-ROLES = ("teacher", "student")
-SELECTS = ("auto", "eer", "accuracy", "uar", "loss")  # train.select: the val metric of the best checkpoint
+#: Open options: their values are the names registered in a registry (a model family, a distance),
+#: so a plug-in registered at import time is accepted without touching this file.
+REGISTRY_OPTIONS = {"model.audio_encoder": AUDIO_ENCODERS, "model.visual_encoder": VISUAL_ENCODERS,
+                    "model.fusion": FUSIONS, "model.aggregator": AGGREGATORS, "model.header": HEADS,
+                    "distill.distance": DISTANCES}
 
 
 class ConfigError(ValueError):
@@ -36,11 +50,17 @@ class ConfigError(ValueError):
 class DataConfig:
     """What the networks see: labels, splits and the fixed crop/segment grid over the cache."""
 
-    task: str = "speaker"  # speaker | emotion
-    setting: str = "nonseq"  # nonseq | seq
+    task: Task = "speaker"
+    setting: Setting = "nonseq"  # nonseq: one crop -> encoder -> header; seq: segments -> encoder -> aggregator -> header
     label_column: str | None = None  # None: derived from task (speaker -> speaker, emotion -> emotion)
     split_column: str = "split"  # train/val/test column; absent -> seeded split via manifests.splits
     split_seed: int = 0  # seed of that fallback split (fixed apart from train.seed: same split per seed)
+    # Cross-validation (a sweep's `folds:` sets these per run): with fold_column set, the split is fold
+    # `fold` over that column (manifests.splits.fold_split: test that fold, val the next, train the rest)
+    # and split_column is not read. None: no folds.
+    fold_column: str | None = None  # e.g. session (IEMOCAP) or speaker (CREMA-D, RAVDESS)
+    n_folds: int = 0  # 0: one fold per value of fold_column; k >= 3: values dealt into k folds seeded by split_seed
+    fold: int = 0  # the test fold (0-based)
     # Non-sequential grid: crops of `crop` fbank frames every `crop_hop` frames.
     crop: int = 100
     crop_hop: int = 50
@@ -49,6 +69,20 @@ class DataConfig:
     seg_len: int = 50
     seg_hop: int = 25
     n_segments: int = 4
+    # seq only. window: a cell is n_segments segments (the fixed windows above). utterance: a cell is
+    # the whole utterance cut into segments of seg_len frames every seg_hop frames (the paper's mode;
+    # a variable number per item, padded per batch with a segment mask); n_segments and crop_hop
+    # then do not apply. docs/method.md, "Whole-utterance settings".
+    seq_span: SeqSpan = "window"
+    # seq_span=utterance: at most this many segments go through the aggregator at once (memory: a
+    # step encodes up to batch_size * max_segments segments). A longer utterance is split into
+    # ceil(n / max_segments) interleaved cells (segments i, i+k, i+2k, ...), each spanning the whole
+    # utterance; training draws one, evaluation averages all.
+    max_segments: int = 64
+    # nonseq evaluation (val, test, distill eval/embed): crop = the mean over the crops' embeddings;
+    # utterance = the encoder over the whole utterance in one pass (its pooling takes any length).
+    # Training and teacher targets stay on crops either way.
+    eval_span: EvalSpan = "crop"
     max_faces: int = 8  # face frames per crop (nonseq) or per segment (seq); padded with a mask
     batch_size: int = 32
     num_workers: int = 0
@@ -64,7 +98,7 @@ class DataConfig:
 
     @property
     def label(self) -> str:
-        return self.label_column or TASK_LABEL_COLUMNS[self.task]
+        return self.label_column or self.task
 
 
 @dataclass
@@ -72,33 +106,33 @@ class TrainConfig:
     epochs: int = 5
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    optimizer: str = "adamw"  # adamw | adam | sgd
-    scheduler: str = "cosine"  # cosine | step | none (stepped once per epoch)
+    optimizer: Optimizer = "adamw"
+    scheduler: Scheduler = "cosine"  # stepped once per epoch
     seed: int = 0
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto (on for CUDA) | on | off
+    amp: Amp = "auto"  # auto: on for CUDA
     grad_clip: float = 5.0  # max grad norm; 0 disables
     patience: int = 0  # epochs without val improvement before stopping; 0 = train all epochs
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
     tensorboard: bool = True  # TensorBoard event files in the run dir, next to train_log.csv
-    # Val metric of the best checkpoint: auto | eer | accuracy | uar | loss. auto: emotion -> uar;
-    # speaker -> accuracy when every val speaker is a training class, else eer (open-set val).
-    select: str = "auto"
+    # Val metric of the best checkpoint. auto: emotion -> uar; speaker -> accuracy when every val
+    # speaker is a training class, else eer (open-set val).
+    select: Select = "auto"
 
 
 @dataclass
 class DistillConfig:
     """How a student learns from the teacher (ignored for role=teacher), and what a teacher keeps for it (``face_recon``)."""
 
-    method: str = "none"  # none | embed | softlabel | gkd | embed+softlabel
-    distance: str = "cosine"  # mse | cosine | l1 | smooth_l1 (cosine: the teacher's norm is arbitrary)
+    method: str = "none"  # see docs/method.md
+    distance: str = "cosine"  # embed's pointwise term (cosine: the teacher's norm is arbitrary)
     weight_enc: float = 1.0  # embedding loss weight, encoder level (per segment in seq)
     weight_agg: float = 1.0  # embedding loss weight, aggregated level (seq only)
     task_weight: float = 1.0  # weight of the ground-truth loss next to the embedding loss
     temperature: float = 2.0  # softlabel / gkd temperature
     alpha: float = 0.5  # softlabel: weight of the KD term, (1 - alpha) on the hard labels
     imitation: float = 0.5  # gkd: imitation parameter lambda
-    encoder_grad: str = "joint"  # joint | distill-only: does the task loss reach the encoder?
+    encoder_grad: EncoderGrad = "joint"  # does the task loss reach the encoder?
     # embed: what of the teacher's embeddings the student imitates (docs/method.md). pointwise: the
     # `distance` term; relational: batch similarity-matrix matching (Tung & Mori 2019); contrastive:
     # in-batch InfoNCE between student and teacher embeddings (Tian et al. 2020), temperature below.
@@ -128,7 +162,7 @@ class DistillConfig:
 
 @dataclass
 class RunConfig:
-    role: str = "teacher"  # teacher | student
+    role: Role = "teacher"
     cache: str | None = None  # feature cache dir (from --cache)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -136,24 +170,24 @@ class RunConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
 
     def validate(self) -> "RunConfig":
-        _check_choice("role", self.role, ROLES)
-        _check_choice("data.task", self.data.task, tuple(TASK_LABEL_COLUMNS))
-        _check_choice("data.setting", self.data.setting, SETTINGS)
-        _check_choice("distill.method", self.distill.method, METHODS)
-        _check_choice("distill.distance", self.distill.distance, DISTANCES)
-        _check_choice("distill.encoder_grad", self.distill.encoder_grad, ENCODER_GRADS)
-        _check_choice("model.fbank_norm", self.model.fbank_norm, FBANK_NORMS)
-        _check_choice("model.face_norm", self.model.face_norm, FACE_NORMS)
+        for name in _literal_options():  # also checked on load; this catches values set in code
+            _check_choice(name, _get_dotted(self, name), option_choices(name))
+        for name in (*REGISTRY_OPTIONS, "distill.method"):
+            _check_choice(name, _get_dotted(self, name), option_choices(name))
+        if self.data.setting == "seq" and self.data.eval_span != "crop":
+            raise ConfigError("data.eval_span applies to nonseq; seq covers the whole utterance with "
+                              "data.seq_span=utterance")
         if not 0.0 <= self.model.face_dropout <= 1.0:
             raise ConfigError(f"model.face_dropout must lie in [0, 1], got {self.model.face_dropout}")
-        _check_choice("train.optimizer", self.train.optimizer, ("adamw", "adam", "sgd"))
-        _check_choice("train.scheduler", self.train.scheduler, ("cosine", "step", "none"))
-        _check_choice("train.amp", self.train.amp, ("auto", "on", "off"))
-        _check_choice("train.select", self.train.select, SELECTS)
         if not 0.0 < self.data.p_target < 1.0 or self.data.c_miss <= 0 or self.data.c_fa <= 0:
             raise ConfigError(f"data.p_target must lie in (0, 1) and data.c_miss, data.c_fa be > 0, got "
                               f"{self.data.p_target}, {self.data.c_miss}, {self.data.c_fa}")
-        for name in ("crop", "crop_hop", "seg_len", "seg_hop", "n_segments", "max_faces", "batch_size"):
+        if self.data.n_folds < 0 or self.data.n_folds in (1, 2) or self.data.fold < 0 or (
+                self.data.n_folds and self.data.fold >= self.data.n_folds):
+            raise ConfigError(f"data.n_folds must be 0 (one fold per value) or >= 3 and data.fold lie in "
+                              f"[0, n_folds), got n_folds={self.data.n_folds}, fold={self.data.fold}")
+        for name in ("crop", "crop_hop", "seg_len", "seg_hop", "n_segments", "max_segments", "max_faces",
+                     "batch_size"):
             if getattr(self.data, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self.data, name)}")
         if self.train.epochs < 1:
@@ -178,6 +212,44 @@ class RunConfig:
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def _get_dotted(obj: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        obj = getattr(obj, key)
+    return obj
+
+
+def _field_hint(dotted: str) -> Any:
+    cls: Any = RunConfig
+    *sections, name = dotted.split(".")
+    for section in sections:
+        cls = _field_types(cls)[section]
+    return _field_types(cls)[name]
+
+
+def _literal_options(cls: type | None = None, prefix: str = "") -> list[str]:
+    """Dotted names of every option whose type is a ``Literal`` (a closed set of values)."""
+    out = []
+    for name, hint in _field_types(cls or RunConfig).items():
+        if dataclasses.is_dataclass(hint):
+            out += _literal_options(hint, f"{prefix}{name}.")
+        elif typing.get_origin(hint) is Literal:
+            out.append(prefix + name)
+    return out
+
+
+def option_choices(dotted: str) -> tuple[str, ...]:
+    """The allowed values of an option (``"data.setting"`` -> ``("nonseq", "seq")``): its Literal,
+    the names of its registry, or the methods; what the CLI offers as ``choices``."""
+    if dotted in REGISTRY_OPTIONS:
+        return tuple(REGISTRY_OPTIONS[dotted].names())
+    if dotted == "distill.method":
+        return METHODS
+    hint = _field_hint(dotted)
+    if typing.get_origin(hint) is not Literal:
+        raise KeyError(f"{dotted} is not an option with a closed set of values")
+    return typing.get_args(hint)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -206,6 +278,11 @@ def _from_dict(cls: type, values: dict, where: str) -> Any:
 def _coerce(value: Any, hint: Any, name: str) -> Any:
     """Check a scalar against its annotation; ints are accepted where floats are expected."""
     origin = typing.get_origin(hint)
+    if origin is Literal:
+        if isinstance(value, bool) and {"on", "off"} <= set(typing.get_args(hint)):
+            value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as a boolean
+        _check_choice(name, value, typing.get_args(hint))
+        return value
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
         if value is None and type(None) in options:
@@ -288,7 +365,7 @@ def student_base(teacher: RunConfig, shared: dict | None = None) -> dict:
 
 
 def dump_config(cfg: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
@@ -296,3 +373,73 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
     return load_config(path)
+
+
+# --------------------------------------------------------------------------- configs/base.yaml
+
+BASE_YAML_HEADER = """\
+# The defaults of every run, written out. Generated from the dataclasses in distill/config.py and
+# distill/models/config.py (their comments included): do not edit; run `python -m distill.config >
+# configs/base.yaml` after changing a default (a test keeps the two equal). docs/method.md says why
+# each open choice got its default. Use as `--config configs/base.yaml` and edit a copy.
+"""
+
+
+def _yaml_scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("\n...").strip()
+
+
+def _source_lines(cls: type) -> list[str]:
+    """The dataclass body's field and comment lines, in source order (docstring and methods dropped)."""
+    import inspect
+
+    source = inspect.getsource(cls).splitlines()
+    start = next(i for i, line in enumerate(source) if line.lstrip().startswith("class "))
+    lines, body, in_doc = [], source[start + 1:], False
+    for line in body:
+        text = line.strip()
+        if text.startswith(('"""', "'''")):
+            in_doc = not (len(text) > 3 and text.endswith(('"""', "'''"))) if not in_doc else False
+            continue
+        if in_doc:
+            continue
+        if text.startswith(("def ", "@")):
+            break
+        lines.append(text)
+    return lines
+
+
+def _render_section(cls: type, values: Any, indent: str, prefix: str = "") -> list[str]:
+    out = []
+    hints = _field_types(cls)
+    for text in _source_lines(cls):
+        if text.startswith("#"):
+            out.append(f"{indent}{text}")
+            continue
+        name, sep, rest = text.partition(":")
+        if not sep or name not in hints:
+            if not text:
+                continue
+            raise AssertionError(f"{cls.__name__}: cannot read the line {text!r}")
+        comment = rest.split("  # ", 1)[1] if "  # " in rest else ""
+        value = getattr(values, name)
+        if dataclasses.is_dataclass(hints[name]):
+            out.append(f"{indent}{name}:" + (f"  # {comment}" if comment else ""))
+            out += _render_section(hints[name], value, indent + "  ", f"{prefix}{name}.")
+        else:
+            try:
+                choices = " | ".join(option_choices(prefix + name))
+                comment = f"{choices}; {comment}" if comment else choices
+            except KeyError:
+                pass
+            out.append(f"{indent}{name}: {_yaml_scalar(value)}" + (f"  # {comment}" if comment else ""))
+    return out
+
+
+def defaults_yaml() -> str:
+    """Every option at its default, with the comment its field carries: configs/base.yaml."""
+    return BASE_YAML_HEADER + "\n".join(_render_section(RunConfig, RunConfig(), "")) + "\n"
+
+
+if __name__ == "__main__":
+    print(defaults_yaml(), end="")

@@ -8,7 +8,7 @@ decoded here.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,11 @@ class Grid:
     aligned with the end so the tail is covered. Utterances shorter than a cell wrap around
     (deterministic, unlike random padding, so a cached target stays valid). In the sequential
     setting a cell is a window of ``n_segments`` segments of ``seg_len`` frames, ``seg_hop`` apart.
+
+    ``span="utterance"`` (:meth:`utterance_cells`): in ``seq`` a cell is the whole utterance cut
+    into segments, a variable number per item, at most ``max_segments`` (longer utterances give
+    several interleaved cells); in ``nonseq`` (evaluation only, ``data.eval_span``) a cell is the
+    whole utterance in one piece.
     """
 
     setting: str
@@ -37,13 +42,28 @@ class Grid:
     seg_hop: int
     n_segments: int
     max_faces: int
+    span: str = "window"  # window | utterance; defaults keep grids recorded before the option loadable
+    max_segments: int = 0  # seq, span=utterance: segments per cell at most
 
     @classmethod
     def from_config(cls, data: DataConfig) -> "Grid":
+        """The grid a run trains on and its teacher targets are computed on."""
         seq = data.setting == "seq"
+        if seq and data.seq_span == "utterance":  # crop, crop_hop and n_segments do not apply
+            return cls(setting="seq", crop=0, hop=0, seg_len=data.seg_len, seg_hop=data.seg_hop, n_segments=0,
+                       max_faces=data.max_faces, span="utterance", max_segments=data.max_segments)
         return cls(setting=data.setting, crop=data.crop, hop=data.crop_hop,
                    seg_len=data.seg_len if seq else 0, seg_hop=data.seg_hop if seq else 0,
                    n_segments=data.n_segments if seq else 1, max_faces=data.max_faces)
+
+    @classmethod
+    def for_eval(cls, data: DataConfig) -> "Grid":
+        """The grid val/test items are evaluated on: the training grid, except that ``nonseq`` with
+        ``data.eval_span=utterance`` runs the encoder over each whole utterance at once."""
+        grid = cls.from_config(data)
+        if data.setting == "nonseq" and data.eval_span == "utterance":
+            return replace(grid, span="utterance")
+        return grid
 
     @property
     def cell_len(self) -> int:
@@ -52,21 +72,64 @@ class Grid:
         return self.crop
 
     def spec(self) -> dict:
-        """The part of the grid a cached target depends on (what the targets key records)."""
-        return asdict(self)
+        """The part of the grid a cached target depends on (what the targets key records).
 
-    def starts(self, n_frames: int) -> np.ndarray:
-        last = max(n_frames - self.cell_len, 0)
-        starts = np.arange(0, last + 1, self.hop)
+        A window grid's spec is what it was before whole-utterance spans existed, so targets
+        computed then still match.
+        """
+        spec = asdict(self)
+        if self.span == "window":
+            del spec["span"], spec["max_segments"]
+        return spec
+
+    @property
+    def segmented(self) -> bool:
+        """Cells of a variable number of segments (seq over whole utterances): batches carry a seg_mask."""
+        return self.setting == "seq" and self.span == "utterance"
+
+    @staticmethod
+    def _starts(n_frames: int, length: int, hop: int) -> np.ndarray:
+        """Starts every ``hop`` frames of pieces of ``length`` frames, plus one aligned with the end."""
+        last = max(n_frames - length, 0)
+        starts = np.arange(0, last + 1, hop)
         if starts[-1] != last:
             starts = np.append(starts, last)
         return starts
 
+    def starts(self, n_frames: int) -> np.ndarray:
+        return self._starts(n_frames, self.cell_len, self.hop)
+
+    def segment_starts(self, n_frames: int) -> np.ndarray:
+        """seq over the whole utterance: the start of every segment (an utterance shorter than a
+        segment is one wrapped segment)."""
+        return self._starts(n_frames, self.seg_len, self.seg_hop)
+
     def n_cells(self, n_frames: int) -> int:
+        if self.span == "utterance":
+            return -(-len(self.segment_starts(n_frames)) // self.max_segments) if self.segmented else 1
         return len(self.starts(n_frames))
 
+    def utterance_cells(self, n_frames: int, cell: int) -> np.ndarray:
+        """seq over the whole utterance: the segment starts of one cell.
+
+        Up to ``max_segments`` segments the utterance is one cell. Beyond, it is cut into
+        k = ceil(n / max_segments) interleaved cells, cell c holding segments c, c + k, c + 2k, ...:
+        each spans the whole utterance (so the aggregator still summarises all of it, as the
+        paper's aggregator does), and the cells partition the segments, so the teacher's targets
+        cover every segment once and stay exact for the cell a student is shown.
+        """
+        starts = self.segment_starts(n_frames)
+        return starts[cell::self.n_cells(n_frames)]
+
     def frame_index(self, n_frames: int, cell: int) -> np.ndarray:
-        """Fbank rows of a cell: (crop,) for nonseq, (n_segments, seg_len) for seq; wrapped mod n."""
+        """Fbank rows of a cell: (crop,) for nonseq, (n_segments, seg_len) for seq; wrapped mod n.
+
+        Whole-utterance spans: (n_frames,) for nonseq, (segments of the cell, seg_len) for seq.
+        """
+        if self.span == "utterance":
+            if not self.segmented:
+                return np.arange(n_frames)
+            return (self.utterance_cells(n_frames, cell)[:, None] + np.arange(self.seg_len)[None, :]) % n_frames
         start = self.starts(n_frames)[cell]
         if self.setting == "seq":
             offsets = (np.arange(self.n_segments)[:, None] * self.seg_hop + np.arange(self.seg_len)[None, :])
@@ -91,7 +154,15 @@ class Grid:
 
 
 def assign_splits(index: pd.DataFrame, data: DataConfig) -> pd.Series:
-    """The train/val/test split per item: the cache's split column, else a seeded split."""
+    """The train/val/test split per item: a cross-validation fold (``data.fold_column``), else the
+    cache's split column, else a seeded split."""
+    if data.fold_column:
+        from manifests.splits import fold_split
+
+        try:
+            return fold_split(index, data.fold_column, data.fold, data.n_folds, seed=data.split_seed).astype(str)
+        except ValueError as exc:
+            raise ConfigError(f"fold {data.fold} over data.fold_column {data.fold_column!r}: {exc}") from exc
     if data.split_column in index.columns:
         splits = index[data.split_column].astype(str)
         bad = sorted(set(splits) - set(SPLITS))
@@ -201,6 +272,8 @@ class GridDataset(Dataset):
             sample.update(self._faces(arrays, rows, len(fbank)))
         if self.targets is not None:
             sample.update({f"t_{k}": torch.from_numpy(v) for k, v in self.targets.lookup(utt, cell).items()})
+        if self.grid.segmented:
+            sample["seg_mask"] = torch.ones(len(rows), dtype=torch.bool)
         return sample
 
     def _faces(self, arrays: dict, rows: np.ndarray, n_frames: int) -> dict:
@@ -239,8 +312,37 @@ class EpochTaggedSampler(Sampler):
         return len(self.sampler)
 
 
+#: Sample fields whose first axis is the segment axis (seq); padded by :func:`pad_segments`.
+SEGMENT_FIELDS = ("fbank", "face", "face_mask", "t_enc", "seg_mask")
+
+
+def pad_segments(samples: list[dict]) -> list[dict]:
+    """Samples of variable segment counts (whole-utterance seq), padded to the batch's longest.
+
+    Padding is trailing and zero (False in ``seg_mask`` and ``face_mask``), so ``seg_mask`` marks a
+    prefix of valid segments, as every aggregator (and the BiLSTM's packing) expects.
+    """
+    longest = max(len(s["seg_mask"]) for s in samples)
+    padded = []
+    for sample in samples:
+        missing = longest - len(sample["seg_mask"])
+        if missing:
+            sample = dict(sample)
+            for key in SEGMENT_FIELDS:
+                if key in sample:
+                    value = sample[key]
+                    sample[key] = torch.cat([value, value.new_zeros((missing, *value.shape[1:]))])
+        padded.append(sample)
+    return padded
+
+
 def collate(samples: list[dict]) -> dict:
-    """Stack tensors, keep ids as lists (so a failing batch can be named by its utt ids)."""
+    """Stack tensors, keep ids as lists (so a failing batch can be named by its utt ids).
+
+    Samples with a ``seg_mask`` (whole-utterance seq) are padded to one segment count first.
+    """
+    if "seg_mask" in samples[0]:
+        samples = pad_segments(samples)
     out: dict = {}
     for key in samples[0]:
         values = [s[key] for s in samples]

@@ -24,7 +24,7 @@ from distill.sweep import run_sweep
 from extract.config import ExtractConfig
 from extract.run import RunOptions, run_extraction
 from manifests.demo import make_demo_corpus
-from manifests.media import FFMPEG_ENV, ffmpeg_exe, ffmpeg_version
+from common.ffmpeg import FFMPEG_ENV, ffmpeg_exe, ffmpeg_version
 
 DEFAULT_SWEEP = Path(__file__).resolve().parents[1] / "configs" / "demo_sweep.yaml"
 #: The demo corpus is 160×160 video, so letterboxing to 160 loses nothing and MTCNN runs on a quarter

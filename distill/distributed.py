@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from common.device import resolve_device
+
 
 @dataclass
 class DistEnv:
@@ -27,15 +29,6 @@ class DistEnv:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
-    if preference == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(preference)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={preference} but CUDA is not available on this machine")
-    return device
 
 
 def init_distributed(device_preference: str = "auto") -> DistEnv:

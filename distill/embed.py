@@ -14,7 +14,6 @@ Embeddings of another model (a different checkpoint hash) are never mixed into t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from common.files import atomic_output
 from distill.config import ConfigError
 from distill.inference import Failure, Item, Model, Segment, run_items
 
@@ -114,12 +114,8 @@ def _stored_ids(model: Model, out: Path, parts: Path) -> set[str]:
 
 
 def _commit_part(path: Path, ids: list[str], paths: list[str], emb: np.ndarray) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "wb") as fh:
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, utt_id=np.array(ids, dtype=str), path=np.array(paths, dtype=str), emb=emb.astype(np.float32))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _merge(model: Model, out: Path, parts: Path) -> None:
@@ -136,12 +132,10 @@ def _merge(model: Model, out: Path, parts: Path) -> None:
             embs.append(z["emb"])
     embs = [e for e in embs if len(e)]
     if ids:
-        tmp = out.with_name(f".tmp-{out.name}")
         strings = h5py.string_dtype()
-        with h5py.File(tmp, "w") as fh:
+        with atomic_output(out) as tmp, h5py.File(tmp, "w") as fh:
             fh.create_dataset("utt_id", data=np.array(ids, dtype=object), dtype=strings)
             fh.create_dataset("path", data=np.array(paths, dtype=object), dtype=strings)
             fh.create_dataset("emb", data=np.concatenate(embs).astype(np.float32))
             fh.attrs.update(model=model.identity, source=model.source, emb_dim=int(embs[0].shape[1]))
-        os.replace(tmp, out)
     shutil.rmtree(parts)

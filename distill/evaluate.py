@@ -6,7 +6,6 @@ by the same code.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +13,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from common.files import sha256_text
 from distill import metrics as M
 from distill.config import SELECTS
 from distill.data import GridDataset, collate
@@ -50,10 +50,14 @@ def forward_cells(net: torch.nn.Module, dataset: GridDataset, device: torch.devi
     """Yield ``(batch, NetOutput)`` for every cell of an evaluation dataset, in order, in eval mode.
 
     ``video=False`` drops the faces even for a teacher: the "video missing" evaluation. The
-    network's train/eval mode is restored when the iteration ends.
+    network's train/eval mode is restored when the iteration ends. Whole utterances of
+    ``nonseq`` (``data.eval_span=utterance``) run one per forward pass: padding frames would reach
+    the encoder's convolutions and pooling, so an utterance is only ever seen at its own length.
     """
     if dataset.train:
         raise ValueError("needs an evaluation dataset (train=False): every cell of every item")
+    if dataset.grid.span == "utterance" and not dataset.grid.segmented:
+        batch_size = 1
     was_training = net.training
     net.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
@@ -61,8 +65,9 @@ def forward_cells(net: torch.nn.Module, dataset: GridDataset, device: torch.devi
         for batch in loader:
             face = batch["face"].to(device) if video and "face" in batch else None
             mask = batch["face_mask"].to(device) if video and "face_mask" in batch else None
+            seg_mask = batch["seg_mask"].to(device) if "seg_mask" in batch else None
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                out = net(batch["fbank"].to(device), face=face, face_mask=mask)
+                out = net(batch["fbank"].to(device), face=face, face_mask=mask, seg_mask=seg_mask)
             yield batch, out
     finally:
         net.train(was_training)
@@ -182,7 +187,7 @@ def trials_record(trials: pd.DataFrame, trials_path: str | None, n_items: int) -
              + trials["test"].astype(str))
     source = str(trials_path) if trials_path else "sampled" if sampled(n_items) else "all-pairs"
     record = {"source": source, "n_trials": len(trials), "n_target": int(trials["label"].sum()),
-              "sha256": hashlib.sha256("".join(f"{x}\n" for x in lines).encode()).hexdigest()}
+              "sha256": sha256_text("".join(f"{x}\n" for x in lines))}
     if source == "sampled":
         record["seed"] = TRIAL_SEED
     return record

@@ -44,7 +44,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from distill.checkpoint import BEST, file_sha256, load_best_network
+from common.files import sha256_file
+from distill.checkpoint import BEST, load_best_network
 from distill.config import ConfigError
 from distill.data import Grid
 from distill.inference import COHORT, EXPORT_INFO, VERIFICATION, Backend, cell_shape, torch_backend
@@ -76,7 +77,11 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, cells: int = 
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / EXPORT_INFO).is_file():
         raise ConfigError(f"--out {out_dir} exists and is not an exported model; choose an empty or new folder")
     net, cfg, meta = load_best_network(run_dir, "cpu")
-    grid = Grid.from_config(cfg.data)
+    grid = Grid.for_eval(cfg.data)
+    if grid.span == "utterance":
+        option = "data.seq_span" if grid.setting == "seq" else "data.eval_span"
+        raise ConfigError(f"{run_dir} evaluates whole utterances ({option}=utterance): an exported graph takes cells "
+                          f"of one fixed shape, so it cannot run it; use the run directory (Model.from_run)")
     cell = CellNetwork(net).eval()
     shape = (*cell_shape(grid), meta["n_mels"])
     tmp = out_dir.with_name(f".tmp-{out_dir.name}")
@@ -149,7 +154,7 @@ def _info(run_dir: Path, cfg, meta: dict, grid: Grid, fmt: str, emb_dim: int, ce
         "features": json.loads(meta["cache_config"]),
         "verification": _read_json(run_dir / VERIFICATION),
         "cohort": COHORT if (run_dir / COHORT).is_file() else None,
-        "checkpoint": {"file": BEST, "sha256": file_sha256(run_dir / BEST), "meta": plain},
+        "checkpoint": {"file": BEST, "sha256": sha256_file(run_dir / BEST), "meta": plain},
         "source_run": str(run_dir.resolve()),
         "torch": torch.__version__,
     }

@@ -127,13 +127,14 @@ class Model:
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Model:
         """A run's best checkpoint (run directory with config.yaml and best.pt); no cache needed."""
-        from distill.checkpoint import BEST, file_sha256, load_best_network
+        from common.files import sha256_file
+        from distill.checkpoint import BEST, load_best_network
 
         net, cfg, meta = load_best_network(run_dir, device)
-        return cls(torch_backend(net, torch.device(device)), grid=Grid.from_config(cfg.data), n_mels=meta["n_mels"],
+        return cls(torch_backend(net, torch.device(device)), grid=Grid.for_eval(cfg.data), n_mels=meta["n_mels"],
                    classes=meta["labels"], task=cfg.data.task, feature_record=json.loads(meta["cache_config"]),
                    threshold=_read_json(Path(run_dir) / VERIFICATION), source=str(run_dir),
-                   identity=file_sha256(Path(run_dir) / BEST), cohort=_read_cohort(Path(run_dir)),
+                   identity=sha256_file(Path(run_dir) / BEST), cohort=_read_cohort(Path(run_dir)),
                    info={"role": cfg.role, "setting": cfg.data.setting})
 
     @classmethod
@@ -209,18 +210,39 @@ class Model:
         owner = np.repeat(np.arange(n), [self.grid.n_cells(len(fb)) for fb in fbanks]).astype(np.int64)
         cell = np.concatenate([np.arange(self.grid.n_cells(len(fb))) for fb in fbanks]) if n else owner
         emb_sum = logit_sum = None
-        for lo in range(0, len(owner), batch_size):
-            x = np.stack([fbanks[i][self.grid.frame_index(len(fbanks[i]), c)]
-                          for i, c in zip(owner[lo:lo + batch_size], cell[lo:lo + batch_size])])
+        for chunk in self._batches(fbanks, owner, cell, batch_size):
+            x = np.stack([fbanks[owner[j]][self.grid.frame_index(len(fbanks[owner[j]]), cell[j])] for j in chunk])
             emb, logits = self.backend(x)
             if emb_sum is None:
                 emb_sum, logit_sum = np.zeros((n, emb.shape[1])), np.zeros((n, logits.shape[1]))
-            np.add.at(emb_sum, owner[lo:lo + batch_size], emb)
-            np.add.at(logit_sum, owner[lo:lo + batch_size], logits)
+            np.add.at(emb_sum, owner[chunk], emb)
+            np.add.at(logit_sum, owner[chunk], logits)
         if emb_sum is None:
             raise ValueError("nothing to embed: no items given")
         counts = np.bincount(owner, minlength=n)[:, None]
         return (emb_sum / counts).astype(np.float32), (logit_sum / counts).astype(np.float32)
+
+    def _batches(self, fbanks: list[np.ndarray], owner: np.ndarray, cell: np.ndarray,
+                 batch_size: int) -> Iterator[np.ndarray]:
+        """Positions of the cells to stack per forward pass, at most ``batch_size`` each.
+
+        Window grids: every cell has one shape, so consecutive cells. Whole-utterance grids: cells
+        of equal shape only (an utterance of its own length, or the same segment count), so no
+        padding ever reaches the network and a result is the same whatever else is batched with it.
+        """
+        positions = np.arange(len(owner))
+        if self.grid.span != "utterance":
+            groups = [positions]
+        else:
+            shapes: dict[tuple, list[int]] = {}
+            for j in positions:
+                n = len(fbanks[owner[j]])
+                shape = self.grid.frame_index(n, int(cell[j])).shape if self.grid.segmented else (n,)
+                shapes.setdefault(shape, []).append(int(j))
+            groups = [np.array(g) for g in shapes.values()]
+        for group in groups:
+            for lo in range(0, len(group), batch_size):
+                yield group[lo:lo + batch_size]
 
     def _fbanks(self, items: Item | Sequence[Item], lengths: Sequence[int] | None) -> list[np.ndarray]:
         return [self.fbank(x) for x in as_items(items, lengths)]
@@ -298,8 +320,11 @@ def _read_cohort(folder: Path) -> np.ndarray | None:
 
 
 def cell_shape(grid: Grid) -> tuple[int, ...]:
-    """Frames of one cell: (crop,) for nonseq, (n_segments, seg_len) for seq."""
-    return (grid.n_segments, grid.seg_len) if grid.setting == "seq" else (grid.crop,)
+    """Frames of one cell: (crop,) for nonseq, (n_segments, seg_len) for seq. A whole-utterance
+    grid has no one shape; this is then that of a crop (nonseq) or of one segment (seq)."""
+    if grid.setting == "seq":
+        return (grid.n_segments if grid.span == "window" else 1, grid.seg_len)
+    return (grid.crop,)
 
 
 def as_items(items: Item | Sequence[Item], lengths: Sequence[int] | None = None) -> list[Item]:

@@ -98,12 +98,16 @@ class EmbeddingDistillLoss(nn.Module):
         self.projections = nn.ModuleDict({name: nn.Linear(s, t) for name, (s, t) in self.levels.items()
                                           if s != t and projected})
 
-    def forward(self, student: Mapping[str, Tensor], teacher: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, student: Mapping[str, Tensor], teacher: Mapping[str, Tensor],
+                masks: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Return ``{"embed_<level>": weighted term, ..., "total": their sum}``.
 
         With ``relational`` / ``contrastive`` weights, ``rel_<level>`` / ``nce_<level>`` terms are
         added per level (scaled by the level's weight too, so a level at weight 0 is off entirely);
         ``pointwise`` scales the distance term (0 drops it: relational or contrastive alone).
+        ``masks`` maps a level to a bool mask over its leading axes (e.g. the (B, S) segment mask of
+        whole-utterance seq): only the rows it marks enter any term, so the distance is a mean over
+        valid segments and padding is neither a target nor a negative.
         """
         terms: dict[str, Tensor] = {}
         for name, (s_dim, t_dim) in self.levels.items():
@@ -112,15 +116,21 @@ class EmbeddingDistillLoss(nn.Module):
                     raise KeyError(f"{who} embeddings lack level {name!r} (have {sorted(given)})")
                 if given[name].shape[-1] != dim:
                     raise ValueError(f"{who} level {name!r} has width {given[name].shape[-1]}, expected {dim}")
-            s = student[name]
+            s, t = student[name], teacher[name]
+            mask = (masks or {}).get(name)
+            if mask is not None:
+                if mask.shape != s.shape[:-1] or mask.shape != t.shape[:-1] or mask.dtype != torch.bool:
+                    raise ValueError(f"level {name!r}: mask {mask.dtype} {tuple(mask.shape)} does not cover the "
+                                     f"leading axes of student {tuple(s.shape)} and teacher {tuple(t.shape)}")
+                s, t = s[mask], t[mask]
             if self.relational:
-                terms[f"rel_{name}"] = self.weights[name] * self.relational * similarity_preserving(s, teacher[name])
+                terms[f"rel_{name}"] = self.weights[name] * self.relational * similarity_preserving(s, t)
             if name in self.projections:
                 s = self.projections[name](s)
             if self.pointwise:
-                terms[f"embed_{name}"] = self.weights[name] * self.pointwise * self.distance(s, teacher[name])
+                terms[f"embed_{name}"] = self.weights[name] * self.pointwise * self.distance(s, t)
             if self.contrastive:
-                terms[f"nce_{name}"] = self.weights[name] * self.contrastive * info_nce(s, teacher[name], self.temperature)
+                terms[f"nce_{name}"] = self.weights[name] * self.contrastive * info_nce(s, t, self.temperature)
         terms["total"] = torch.stack(list(terms.values())).sum()
         return terms
 

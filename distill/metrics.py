@@ -37,7 +37,7 @@ __all__ = [
     "verification_metrics",
 ]
 
-#: The metrics.json keys of the interface contract (DESIGN.md), in table order.
+#: The metrics.json keys other tools read (the interface contract, docs/metrics.md), in table order.
 METRIC_KEYS = ("accuracy", "top5_accuracy", "eer", "min_dcf", "uar", "war", "macro_f1")
 #: Error rates and costs; every other metric is higher-is-better.
 LOWER_IS_BETTER = frozenset({"eer", "min_dcf"})

@@ -55,11 +55,13 @@ class Objective(nn.Module):
 
     def forward(self, out: NetOutput, labels: torch.Tensor, teacher: dict[str, torch.Tensor],
                 soft_logits: torch.Tensor | None = None, face: torch.Tensor | None = None,
-                face_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                face_mask: torch.Tensor | None = None, seg_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``soft_logits``: the student's label-free logits for the soft-label terms, when the header
         adds a training margin to ``out.logits`` (AAM); the teacher's cached logits are margin-free,
         so imitating them with margin-shifted student logits would compare unlike things.
-        ``face``/``face_mask``: the batch's faces, read by the teacher's face reconstruction term."""
+        ``face``/``face_mask``: the batch's faces, read by the teacher's face reconstruction term.
+        ``seg_mask`` (B, S): the valid segments of whole-utterance seq; padded ones enter no term
+        (their faces are all masked, so the face reconstruction term skips them as well)."""
         cfg = self.cfg
         task = task_loss(out.logits, labels)
         soft = out.logits if soft_logits is None else soft_logits
@@ -73,7 +75,8 @@ class Objective(nn.Module):
         total = task.new_zeros(())
         if self.embed is not None:
             student = {k: v.float() for k, v in out.levels().items() if k in teacher}
-            emb_terms = self.embed(student, {k: teacher[k].float() for k in student})
+            masks = {"enc": seg_mask} if seg_mask is not None else None
+            emb_terms = self.embed(student, {k: teacher[k].float() for k in student}, masks)
             terms.update({k: v for k, v in emb_terms.items() if k != "total"})
             total = total + emb_terms["total"] + cfg.task_weight * task
         if self.method in ("softlabel", "embed+softlabel"):
@@ -98,10 +101,11 @@ class StepModule(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]):
         detach = self.objective.detach_emb
+        seg_mask = batch.get("seg_mask")
         out = self.net(batch["fbank"], face=batch.get("face"), face_mask=batch.get("face_mask"),
-                       labels=batch["label"], detach_emb=detach)
+                       labels=batch["label"], detach_emb=detach, seg_mask=seg_mask)
         soft = None
         if self.objective.uses_teacher_logits and self.net.head.uses_labels:
             soft = self.net.head(out.emb.detach() if detach else out.emb)
         return self.objective(out, batch["label"], teacher, soft_logits=soft, face=batch.get("face"),
-                              face_mask=batch.get("face_mask"))
+                              face_mask=batch.get("face_mask"), seg_mask=seg_mask)

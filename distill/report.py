@@ -15,6 +15,10 @@ gain over ``none`` and the *video's share* (the gain over the same method distil
 audio-only teacher): mean, 95 % t-interval over seeds (paired by seed) and a paired t-test
 (:mod:`distill.stats`); a LUPI gain is only a video gain if its share is significant.
 
+Cross-validated runs (``data.fold_column`` set: a sweep's ``folds:``) get a ``fold`` column. Their
+table rows are mean ± std *over folds* of each fold's mean over seeds (n = folds), followed by a
+per-fold table (mean ± std over seeds); gains and shares are then paired by (fold, seed).
+
     python -m distill.report runs/ --out results/
 """
 
@@ -30,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from common.files import atomic_output, atomic_write_text
 from distill.metrics import LOWER_IS_BETTER, METRIC_KEYS
 
 __all__ = [
@@ -38,6 +43,7 @@ __all__ = [
     "HEADLINE_METRIC",
     "collect_runs",
     "summarize",
+    "fold_means",
     "format_markdown",
     "write_results",
     "video_shares",
@@ -61,6 +67,8 @@ SETTING_ORDER = ("nonseq", "seq")
 HEADLINE_METRIC = {"speaker": "eer", "emotion": "uar"}
 
 KEY_COLUMNS = ("task", "setting", "method")
+#: a cross-validated run's fold (from data.fold when data.fold_column is set); a column only when some run has one
+FOLD = "fold"
 _FIELD_SECTIONS = {"task": "data", "setting": "data", "method": "distill", "seed": "train"}
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -96,6 +104,9 @@ def _read_run(run_dir: Path, name: str) -> list[dict]:
         raise ValueError(f"{run_dir}: config.yaml and metrics.json must each hold a mapping")
 
     base = {"run": name, **{field: _config_field(config, field) for field in ("task", "setting", "method", "seed")}}
+    data = config.get("data")
+    if isinstance(data, dict) and data.get("fold_column"):
+        base[FOLD] = int(data.get("fold") or 0)
     for field in KEY_COLUMNS:  # group keys must be values, not NaN, to group and sort on
         base[field] = "unknown" if base[field] is None else str(base[field])
     audio_only = False
@@ -176,18 +187,22 @@ def collect_runs(root_or_run_dirs: str | Path | Iterable[str | Path]) -> pd.Data
         raise ValueError(f"no finished runs (directories with {METRICS_FILE}) under {', '.join(map(str, paths))}")
     df = pd.DataFrame(rows)
     metrics = [c for c in METRIC_KEYS if c in df.columns]
-    extras = [c for c in df.columns if c not in ("run", *KEY_COLUMNS, "seed", "run_dir", *metrics)]
-    return df[["run", *KEY_COLUMNS, "seed", *metrics, *extras, "run_dir"]]
+    folds = [FOLD] if FOLD in df.columns else []
+    extras = [c for c in df.columns if c not in ("run", *KEY_COLUMNS, "seed", *folds, "run_dir", *metrics)]
+    return df[["run", *KEY_COLUMNS, "seed", *folds, *metrics, *extras, "run_dir"]]
 
 
 # ----------------------------------------------------------------------- summarising
 
 
 def _sort_groups(df: pd.DataFrame) -> pd.DataFrame:
-    """Tasks alphabetically, settings and methods in their fixed order (unknown values last)."""
+    """Tasks alphabetically, settings and methods in their fixed order (unknown values last), folds by number."""
     orders = {"task": (), "setting": SETTING_ORDER, "method": METHOD_ORDER}
+    keys = ["task", "setting", FOLD, "method"] if FOLD in df.columns else list(KEY_COLUMNS)  # per fold: fold-major
 
     def rank(values: pd.Series) -> pd.Series:
+        if values.name == FOLD:
+            return values.fillna(-1).astype(int)
         order = {v: i for i, v in enumerate(orders[values.name])}
 
         def key(v: str) -> str:  # a control student right after the same method from the teacher
@@ -196,7 +211,7 @@ def _sort_groups(df: pd.DataFrame) -> pd.DataFrame:
 
         return values.map(key)
 
-    return df.sort_values(list(KEY_COLUMNS), key=rank, kind="stable").reset_index(drop=True)
+    return df.sort_values(keys, key=rank, kind="stable").reset_index(drop=True)
 
 
 def default_metrics(df: pd.DataFrame) -> list[str]:
@@ -204,16 +219,17 @@ def default_metrics(df: pd.DataFrame) -> list[str]:
     return [m for m in METRIC_KEYS if m in df.columns and df[m].notna().any()]
 
 
-def summarize(df: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+def summarize(df: pd.DataFrame, metrics: Sequence[str] | None = None, by_fold: bool = False) -> pd.DataFrame:
     """Mean and sample std (ddof 1; NaN for one run) per (task, setting, method), and n runs.
 
     Columns: task, setting, method, n, then ``<metric>_mean`` and ``<metric>_std`` per metric.
+    ``by_fold``: per (task, setting, method, fold), with a ``fold`` column (cross-validated runs).
     """
     metrics = list(metrics) if metrics is not None else default_metrics(df)
     missing = [m for m in metrics if m not in df.columns]
     if missing:
         raise ValueError(f"no run reports {', '.join(missing)} (available: {', '.join(default_metrics(df))})")
-    grouped = df.groupby(list(KEY_COLUMNS), dropna=False, sort=False)
+    grouped = df.groupby([*KEY_COLUMNS, *([FOLD] if by_fold else [])], dropna=False, sort=False)
     out = grouped.size().rename("n").to_frame()
     for m in metrics:
         out[f"{m}_mean"] = grouped[m].mean()
@@ -221,9 +237,29 @@ def summarize(df: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.Data
     return _sort_groups(out.reset_index())
 
 
+def _folded(df: pd.DataFrame) -> pd.Series:
+    """Which rows are cross-validated runs (have a fold)."""
+    return df[FOLD].notna() if FOLD in df.columns else pd.Series(False, index=df.index)
+
+
+def fold_means(df: pd.DataFrame) -> pd.DataFrame:
+    """Cross-validated runs -> one row per (task, setting, method, fold): each metric's mean over seeds.
+
+    Rows without a fold pass through unchanged, so :func:`summarize` of the result gives mean ± std
+    over folds (n = folds) for cross-validated groups and over seeds for the others.
+    """
+    folded = _folded(df)
+    if not folded.any():
+        return df
+    metrics = [c for c in df.columns if c in METRIC_KEYS]
+    means = df[folded].groupby([*KEY_COLUMNS, FOLD], sort=False)[metrics].mean().reset_index()
+    return pd.concat([df[~folded], means], ignore_index=True)
+
+
 def _by_seed(rows: pd.DataFrame, metric: str) -> pd.Series:
+    """A method's metric per seed, or per (fold, seed) for cross-validated runs: the pairing units."""
     values = rows.dropna(subset=[metric])
-    return values.groupby("seed")[metric].mean()
+    return values.groupby([FOLD, "seed"] if _folded(values).any() else "seed")[metric].mean()
 
 
 def video_shares(df: pd.DataFrame, metric: str, confidence: float = 0.95) -> pd.DataFrame:
@@ -321,22 +357,25 @@ def format_markdown(summary: pd.DataFrame, metrics: Sequence[str]) -> str:
     """One markdown table (setting, method, n, metrics) for the rows of ``summary``.
 
     Per setting and metric the best mean among the audio-only-at-test rows (every method
-    but ``teacher``) is bold, so the table shows at a glance which student wins, if any.
+    but ``teacher``) is bold, so the table shows at a glance which student wins, if any. A
+    per-fold summary (``summarize(..., by_fold=True)``) gets a fold column and a best per fold.
     """
-    header = ["setting", "method", "n", *(f"{m} {'↓' if m in LOWER_IS_BETTER else '↑'}" for m in metrics)]
+    fold = [FOLD] if FOLD in summary.columns else []
+    header = ["setting", *fold, "method", "n", *(f"{m} {'↓' if m in LOWER_IS_BETTER else '↑'}" for m in metrics)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     best: dict[tuple, float] = {}
     audio_only = summary[summary["method"] != "teacher"]
     for m in metrics:
-        for (task, setting), rows in audio_only.groupby(["task", "setting"]):
+        for keys, rows in audio_only.groupby(["task", "setting", *fold]):
             values = rows[f"{m}_mean"].dropna()
             if values.nunique() > 1:  # when every row ties, bold would single nothing out
-                best[(task, setting, m)] = values.min() if m in LOWER_IS_BETTER else values.max()
+                best[(*keys, m)] = values.min() if m in LOWER_IS_BETTER else values.max()
     for _, row in summary.iterrows():
-        cells = [str(row["setting"]), str(row["method"]), str(int(row["n"]))]
+        keys = (row["task"], row["setting"], *(row[c] for c in fold))
+        cells = [str(row["setting"]), *(str(int(row[c])) for c in fold), str(row["method"]), str(int(row["n"]))]
         for m in metrics:
             text = _cell(row[f"{m}_mean"], row[f"{m}_std"])
-            if row["method"] != "teacher" and best.get((row["task"], row["setting"], m)) == row[f"{m}_mean"]:
+            if row["method"] != "teacher" and best.get((*keys, m)) == row[f"{m}_mean"]:
                 text = f"**{text}**"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
@@ -353,7 +392,8 @@ def write_results(df: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    df.to_csv(out_dir / "results.csv", index=False)
+    with atomic_output(out_dir / "results.csv") as tmp:
+        df.to_csv(tmp, index=False)
     written["csv"] = out_dir / "results.csv"
 
     sections = [
@@ -362,17 +402,26 @@ def write_results(df: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] 
         "Mean ± sample standard deviation over seeds on the test split; n = runs; ↓/↑: lower/higher is better.",
         "Bold: best mean among the audio-only-at-test rows (all but `teacher`) of a setting.",
     ]
+    if _folded(df).any():
+        sections.append("Cross-validated rows: mean ± std over folds of each fold's mean over seeds; n = folds. "
+                        "Per-fold tables (mean ± std over seeds) follow each task's table.")
     for task, task_df in df.groupby("task", dropna=False, sort=True):
         task_metrics = [m for m in (metrics or default_metrics(task_df)) if m in task_df and task_df[m].notna().any()]
-        sections += ["", f"## {task}", "", format_markdown(summarize(task_df, task_metrics), task_metrics)]
+        folded = _folded(task_df)
+        sections += ["", f"## {task}", "", format_markdown(summarize(fold_means(task_df), task_metrics), task_metrics)]
+        if folded.any():
+            sections += ["", "### Per fold", "",
+                         format_markdown(summarize(task_df[folded], task_metrics, by_fold=True), task_metrics)]
         headline = HEADLINE_METRIC.get(str(task))
         bar_metric = headline if headline in task_metrics else (task_metrics[0] if task_metrics else None)
         if bar_metric is not None:
             png = out_dir / f"results_{task}.png"
-            plot_results_bar(task_df, bar_metric, png, hue_order=METHOD_ORDER, title=f"{task}: {bar_metric}, mean ± std over seeds")
+            over = "folds" if folded.any() else "seeds"
+            plot_results_bar(fold_means(task_df), bar_metric, png, hue_order=METHOD_ORDER,
+                             title=f"{task}: {bar_metric}, mean ± std over {over}")
             written[f"bar:{task}"] = png
         sections += _share_sections(task_df, str(task), out_dir, written)
-    (out_dir / "results.md").write_text("\n".join(sections) + "\n")
+    atomic_write_text(out_dir / "results.md", "\n".join(sections) + "\n")
     written["md"] = out_dir / "results.md"
     return written
 
@@ -391,7 +440,8 @@ def _share_sections(task_df: pd.DataFrame, task: str, out_dir: Path, written: di
         arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
         sections += ["", f"### Gain over `none` and the video's share: {metric} {arrow}", ""]
         if len(sections) == 3:  # the explanation once per task
-            sections += ["Per seed, paired (same seed, same initialisation and data order), then the mean, its "
+            sections += ["Per seed (per fold and seed when cross-validated), paired (same seed, same "
+                         "initialisation and data order), then the mean, its "
                          "95 % t-interval and a two-sided paired t-test; positive = better. The video's share is "
                          "the gain over the same method distilled from the audio-only teacher "
                          f"(`<method>{CONTROL_SUFFIX}`: the same teacher trained with its faces hidden).", ""]

@@ -19,6 +19,7 @@ SWEEP.yaml::
       - {name: none, method: none}
       - {name: embed-cosine, method: embed, set: {distill.distance: cosine}}
     controls: [audio_teacher]    # optional: the privileged-information control (default: none)
+    folds: {column: session}     # optional: cross-validation, one teacher per fold (below)
 
 ``controls: [audio_teacher]`` also trains the same teacher with its faces hidden in training and
 evaluation (``model.face_dropout: 1.0``, same architecture, same seed; ``distill.face_recon: 0``, so
@@ -29,6 +30,15 @@ not the video's. distill.report then gives each method's gain over ``none`` and 
 Layout: ``OUT/<task>-<setting>/teacher`` and ``OUT/<task>-<setting>/<variant>/seed<k>``; the control
 ``OUT/<task>-<setting>/audio_teacher`` and ``OUT/<task>-<setting>/<variant>@audio_teacher/seed<k>``;
 then ``OUT/results.csv``, ``OUT/results.md`` and ``OUT/results_<task>[_share].png`` via distill.report.
+
+``folds: {column: session}`` runs every task x setting once per fold: one fold per value of the
+cache's ``session`` column (IEMOCAP leave-one-session-out), or with ``k: 5`` the column's values
+(e.g. ``speaker``: CREMA-D, RAVDESS) dealt into 5 folds seeded by ``data.split_seed``. Fold f tests
+its values, validates on fold f+1 (mod the count), trains on the rest (:func:`manifests.splits.fold_split`).
+Each fold has its own teacher (and control), its students distilled from it; the fold is written
+into every run's config (``data.fold_column``, ``data.n_folds``, ``data.fold``), so a run directory
+alone says which items it trained and tested on. Layout ``OUT/<task>-<setting>/fold<f>/teacher`` etc.;
+results.md gives per-fold rows and mean ± std over folds.
 
 One planner (:func:`plan_sweep`) lists the runs with the teacher each depends on; two executors
 run that plan: in order in this process (``backend="local"``, the default), or as tasks on a
@@ -67,6 +77,28 @@ class Variant:
     overrides: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Folds:
+    """A sweep's ``folds:``: the cross-validation every task x setting of the sweep runs over."""
+
+    column: str  # the cache index column whose values make the folds (session, speaker)
+    k: int = 0  # 0: one fold per value of the column; k >= 3: the values dealt into k seeded folds
+
+    @classmethod
+    def parse(cls, raw, where: str) -> Folds:
+        if not isinstance(raw, dict) or "column" not in raw or set(raw) - {"column", "k"}:
+            raise ConfigError(f"{where}: folds must be a mapping {{column: NAME}} or {{column: NAME, k: K}}, "
+                              f"got {raw!r}")
+        k = raw.get("k", 0)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0 or k in (1, 2):
+            raise ConfigError(f"{where}: folds.k must be an integer >= 3 (or absent: one fold per value), got {k!r}")
+        return cls(str(raw["column"]), k)
+
+    def overrides(self, fold: int) -> dict:
+        """The data section of fold ``fold``'s runs: how its split is made, in the run's own config."""
+        return {"data.fold_column": self.column, "data.n_folds": self.k, "data.fold": fold}
+
+
 @dataclass
 class SweepSpec:
     cache: str | None
@@ -79,6 +111,8 @@ class SweepSpec:
     variants: list[Variant]
     teacher_seed: int
     controls: list[str] = field(default_factory=list)
+    folds: Folds | None = None
+    _n_folds: int | None = field(default=None, repr=False)  # counted once from the cache index
 
     @classmethod
     def load(cls, path: str | Path, cache: str | None = None, out: str | None = None) -> "SweepSpec":
@@ -87,7 +121,7 @@ class SweepSpec:
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read sweep file {path}: {exc}") from exc
         known = {"cache", "out", "seeds", "combos", "tasks", "settings", "base", "teacher", "variants", "teacher_seed",
-                 "controls"}
+                 "controls", "folds"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) {unknown}; valid: {sorted(known)}")
@@ -120,18 +154,44 @@ class SweepSpec:
         seeds = [int(s) for s in raw.get("seeds", [0])]
         spec = cls(cache=cache or raw.get("cache"), out=out or raw.get("out") or "results/sweep", seeds=seeds,
                    combos=combos, combo_overrides=combo_overrides, base=dict(raw.get("base") or {}), teacher=dict(raw.get("teacher") or {}),
-                   variants=variants, teacher_seed=int(raw.get("teacher_seed", seeds[0])), controls=controls)
+                   variants=variants, teacher_seed=int(raw.get("teacher_seed", seeds[0])), controls=controls,
+                   folds=Folds.parse(raw["folds"], f"{path}") if raw.get("folds") is not None else None)
         if not spec.cache:
             raise ConfigError(f"{path}: no cache (give cache: in the file or --cache)")
         return spec
 
-    def teacher_config(self, task: str, setting: str, control: str | None = None) -> RunConfig:
-        """The combo's teacher, or with ``control`` the same teacher turned into that control."""
+    def teacher_config(self, task: str, setting: str, control: str | None = None,
+                       fold: int | None = None) -> RunConfig:
+        """The combo's teacher (of cross-validation fold ``fold``), or with ``control`` the same
+        teacher turned into that control."""
         tree = merge(self.base, self.teacher)
         return load_config(base=tree, overrides={"role": "teacher", "cache": self.cache, "data.task": task,
                                                  "data.setting": setting, "train.seed": self.teacher_seed,
                                                  **self.combo_overrides.get((task, setting), {}),
+                                                 **(self.folds.overrides(fold) if fold is not None else {}),
                                                  **(CONTROLS[control] if control else {})})
+
+    def fold_ids(self) -> list[int | None]:
+        """The sweep's folds, ``[None]`` without ``folds:``; one per column value is counted in the cache."""
+        if self.folds is None:
+            return [None]
+        if self._n_folds is None:
+            from extract.cache import open_cache
+            from manifests.splits import count_folds
+
+            try:
+                self._n_folds = count_folds(open_cache(self.cache).index, self.folds.column, self.folds.k)
+            except ValueError as exc:  # CacheError is a RuntimeError: a missing cache says so itself
+                raise ConfigError(f"folds: {exc}") from exc
+            if self._n_folds < 3:
+                raise ConfigError(f"folds: column {self.folds.column!r} has {self._n_folds} value(s) in cache "
+                                  f"{self.cache}; cross-validation needs >= 3 (train, val and test folds)")
+        return list(range(self._n_folds))
+
+    def combo_dirs(self, out_dir: Path, task: str, setting: str) -> list[tuple[int | None, Path]]:
+        """(fold, directory) of each fold of a task x setting: ``<task>-<setting>[/fold<f>]``."""
+        combo = Path(out_dir) / f"{task}-{setting}"
+        return [(f, combo if f is None else combo / f"fold{f}") for f in self.fold_ids()]
 
     def student_runs(self, combo_dir: Path) -> list[tuple[Variant, str, Path, Path]]:
         """(variant, method label, its teacher's dir, its run dir without seed) for every student of a combo."""
@@ -142,11 +202,11 @@ class SweepSpec:
         return runs
 
     def student_config(self, task: str, setting: str, variant: Variant, seed: int, teacher_dir: Path,
-                       control: str | None = None) -> RunConfig:
+                       control: str | None = None, fold: int | None = None) -> RunConfig:
         """A student of the combo's teacher (or of its ``control``), derived by the CLI's rule
         (:func:`distill.config.student_base`): the teacher's data and model sections reach it, so a
         ``teacher: {data: ...}`` override cannot give the student another split."""
-        base = student_base(self.teacher_config(task, setting, control), self.base)
+        base = student_base(self.teacher_config(task, setting, control, fold), self.base)
         overrides = {"role": "student", "train.seed": seed, "distill.method": variant.method,
                      "distill.teacher": str(teacher_dir), **self.combo_overrides.get((task, setting), {}),
                      **variant.overrides}
@@ -200,19 +260,20 @@ def plan_sweep(spec: SweepSpec, out_dir: Path) -> list[SweepTask]:
     """
     tasks: list[SweepTask] = []
     for task, setting in spec.combos:
-        combo_dir = out_dir / f"{task}-{setting}"
-        teacher_task: dict[Path, str] = {}
-        for control in [None, *spec.controls]:
-            teacher_dir = combo_dir / (control or "teacher")
-            teacher_task[teacher_dir] = f"{task}-{setting}/{control or 'teacher'}"
-            tasks.append(SweepTask(teacher_task[teacher_dir], teacher_dir, spec.teacher_config(task, setting, control)))
-        for variant, label, teacher_dir, run_dir in spec.student_runs(combo_dir):
-            control = None if teacher_dir.name == "teacher" else teacher_dir.name
-            for seed in spec.seeds:
-                cfg = spec.student_config(task, setting, variant, seed, teacher_dir, control)
-                depends_on = None if variant.method == "none" else teacher_task[teacher_dir]
-                name = f"{task}-{setting}/{label}/seed{seed}"
-                tasks.append(SweepTask(name, run_dir / f"seed{seed}", cfg, depends_on))
+        for fold, combo_dir in spec.combo_dirs(out_dir, task, setting):
+            prefix = combo_dir.relative_to(out_dir).as_posix()
+            teacher_task: dict[Path, str] = {}
+            for control in [None, *spec.controls]:
+                teacher_dir = combo_dir / (control or "teacher")
+                teacher_task[teacher_dir] = f"{prefix}/{control or 'teacher'}"
+                tasks.append(SweepTask(teacher_task[teacher_dir], teacher_dir,
+                                       spec.teacher_config(task, setting, control, fold)))
+            for variant, label, teacher_dir, run_dir in spec.student_runs(combo_dir):
+                control = None if teacher_dir.name == "teacher" else teacher_dir.name
+                for seed in spec.seeds:
+                    cfg = spec.student_config(task, setting, variant, seed, teacher_dir, control, fold)
+                    depends_on = None if variant.method == "none" else teacher_task[teacher_dir]
+                    tasks.append(SweepTask(f"{prefix}/{label}/seed{seed}", run_dir / f"seed{seed}", cfg, depends_on))
     return tasks
 
 
@@ -318,9 +379,10 @@ def write_sweep_results(spec: SweepSpec, out_dir: Path) -> dict:
     # Two variants of one method (e.g. embed with mse vs cosine) must stay two rows of the table.
     variant_of = {}
     for t, s in spec.combos:
-        for _, label, _, run_dir in spec.student_runs(out_dir / f"{t}-{s}"):
-            for seed in spec.seeds:
-                variant_of[str(run_dir / f"seed{seed}")] = label
+        for _, combo_dir in spec.combo_dirs(out_dir, t, s):
+            for _, label, _, run_dir in spec.student_runs(combo_dir):
+                for seed in spec.seeds:
+                    variant_of[str(run_dir / f"seed{seed}")] = label
     is_student = df["run_dir"].isin(variant_of)
     df.loc[is_student, "method"] = df.loc[is_student, "run_dir"].map(variant_of)
     return write_results(df, out_dir)

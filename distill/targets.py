@@ -15,14 +15,15 @@ usual cause.
 Layout of ``targets.h5`` (packed, item-major, one row per cell)::
 
     enc     (N_cells, D) nonseq | (N_cells, S, D) seq     teacher encoder embedding(s)
+            | (N_segments, D) seq over whole utterances: every cell's segments, cell after cell
     agg     (N_cells, D2)                                  seq only
     logits  (N_cells, C)
     utt_id, cell_offset, n_cells                           per item
+    seg_offset, n_segs                                     per cell, whole-utterance seq only: its rows of enc
     attrs["key"] = JSON {teacher_sha256, cache_id, grid, labels, train_ids_sha256}
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -32,7 +33,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from distill.checkpoint import BEST, file_sha256
+from common.files import atomic_output, atomic_write_text, sha256_file, sha256_text
+from common.hdf5 import H5Files
+from distill.checkpoint import BEST
 from distill.data import Grid, GridDataset
 from distill.evaluate import forward_cells
 
@@ -53,8 +56,7 @@ def cache_identity(cache) -> str:
     tells them apart, and changes when items are repaired or added.
     """
     columns = ["utt_id", "shard", "fbank_offset", "n_fbank"]
-    blob = cache.index[columns].to_csv(index=False).encode()
-    return f"{cache.cache_id}:{hashlib.sha256(blob).hexdigest()[:16]}"
+    return f"{cache.cache_id}:{sha256_text(cache.index[columns].to_csv(index=False))[:16]}"
 
 
 def targets_key(teacher_sha256: str, cache_id: str, grid: Grid, labels: list[str]) -> dict:
@@ -64,15 +66,13 @@ def targets_key(teacher_sha256: str, cache_id: str, grid: Grid, labels: list[str
 
 def ids_digest(ids) -> str:
     """sha256 of a set of utt ids (order-free): what the targets key records of the training set."""
-    return hashlib.sha256("".join(f"{u}\n" for u in sorted(map(str, ids))).encode()).hexdigest()
+    return sha256_text("".join(f"{u}\n" for u in sorted(map(str, ids))))
 
 
 def write_train_ids(run_dir: str | Path, ids) -> str:
     """Record a teacher's training items in ``run_dir/train_ids.txt`` (atomically); returns their digest."""
     path = Path(run_dir) / TRAIN_IDS
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text("".join(f"{u}\n" for u in sorted(map(str, ids))))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(f"{u}\n" for u in sorted(map(str, ids))))
     return ids_digest(ids)
 
 
@@ -100,36 +100,49 @@ def check_heldout(teacher_dir: str | Path, heldout, key: dict | None = None) -> 
 
 def compute_targets(net: torch.nn.Module, dataset: GridDataset, device: torch.device,
                     batch_size: int = 64, num_workers: int = 0, progress: bool = True) -> dict[str, np.ndarray]:
-    """Run `net` (eval mode) over every cell of an evaluation GridDataset; arrays in cell order."""
-    chunks: dict[str, list[np.ndarray]] = {k: [] for k in FIELDS}
+    """Run `net` (eval mode) over every cell of an evaluation GridDataset; arrays in cell order.
+
+    Whole-utterance seq (padded batches with a ``seg_mask``): ``enc`` holds only the valid
+    segments, cell after cell, and ``n_segs`` says how many each cell has.
+    """
+    chunks: dict[str, list[np.ndarray]] = {k: [] for k in (*FIELDS, "n_segs")}
     cells = forward_cells(net, dataset, device, batch_size=batch_size, num_workers=num_workers)
     total = -(-len(dataset) // batch_size)
-    for _, out in tqdm(cells, total=total, desc="teacher targets", disable=not progress, leave=False):
+    for batch, out in tqdm(cells, total=total, desc="teacher targets", disable=not progress, leave=False):
+        seg_mask = batch.get("seg_mask")
         for name in FIELDS:
             value = getattr(out, name)
             if value is not None:
+                if name == "enc" and seg_mask is not None:
+                    value = value[seg_mask.to(value.device)]
                 chunks[name].append(value.float().cpu().numpy())
+        if seg_mask is not None:
+            chunks["n_segs"].append(seg_mask.sum(1).numpy())
     return {k: np.concatenate(v) for k, v in chunks.items() if v}
 
 
 def write_targets(path: str | Path, arrays: dict[str, np.ndarray], dataset: GridDataset, key: dict) -> Path:
     """Write atomically: a student never reads half a targets file."""
     path = Path(path)
+    arrays = dict(arrays)
+    n_segs = arrays.pop("n_segs", None)
     n_rows = int(dataset.n_cells.sum())
     for name, value in arrays.items():
-        if len(value) != n_rows:
-            raise ValueError(f"targets {name}: {len(value)} rows for {n_rows} grid cells")
-    tmp = path.with_name(f".tmp-{path.name}")
-    with h5py.File(tmp, "w") as h5:
+        want = int(n_segs.sum()) if name == "enc" and n_segs is not None else n_rows
+        if len(value) != want:
+            raise ValueError(f"targets {name}: {len(value)} rows for {want} grid cells (or segments)")
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
         for name, value in arrays.items():
             h5.create_dataset(name, data=value.astype(np.float32))
+        if n_segs is not None:
+            if len(n_segs) != n_rows:
+                raise ValueError(f"targets: segment counts for {len(n_segs)} cells, the grid has {n_rows}")
+            h5.create_dataset("n_segs", data=n_segs.astype(np.int64))
+            h5.create_dataset("seg_offset", data=np.concatenate([[0], np.cumsum(n_segs)[:-1]]).astype(np.int64))
         h5.create_dataset("utt_id", data=np.array(dataset.utt_ids, dtype=h5py.string_dtype()))
         h5.create_dataset("n_cells", data=dataset.n_cells)
         h5.create_dataset("cell_offset", data=np.concatenate([[0], np.cumsum(dataset.n_cells)[:-1]]).astype(np.int64))
         h5.attrs["key"] = json.dumps(key, sort_keys=True)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     return path
 
 
@@ -152,8 +165,11 @@ class TargetStore:
             self.fields = tuple(f for f in fields if f in h5)
             self.shapes = {f: h5[f].shape[1:] for f in self.fields}
             self.nbytes = sum(h5[f].size * h5[f].dtype.itemsize for f in self.fields)
+            # whole-utterance seq: each cell's rows of enc (None: one enc row per cell)
+            self._segs = (h5["seg_offset"][:], h5["n_segs"][:]) if "seg_offset" in h5 else None
         self._offset = dict(zip(utts, offsets.tolist()))
         self._count = dict(zip(utts, counts.tolist()))
+        self._files = H5Files(max_open=1)
         self._arrays: dict | None = None
         self._pid = os.getpid()
 
@@ -165,10 +181,10 @@ class TargetStore:
     def _source(self) -> dict:
         """Per process: the whole arrays (small file) or the open HDF5 datasets (large file)."""
         if self._arrays is None or self._pid != os.getpid():
-            h5 = h5py.File(self.path, "r", rdcc_nbytes=1 << 20)
+            h5 = self._files.get(self.path)
             if self.nbytes <= self.max_in_memory:
                 self._arrays = {f: h5[f][:] for f in self.fields}
-                h5.close()
+                self._files.close()
             else:
                 self._arrays = {f: h5[f] for f in self.fields}
             self._pid = os.getpid()
@@ -182,7 +198,12 @@ class TargetStore:
         if not 0 <= cell < count:
             raise TargetMismatchError(f"{self.path}: item {utt_id!r} has {count} grid cells, asked for cell {cell}")
         source = self._source()
-        return {f: np.asarray(source[f][offset + cell]) for f in self.fields}
+        row = offset + cell
+        out = {f: np.asarray(source[f][row]) for f in self.fields if not (f == "enc" and self._segs is not None)}
+        if "enc" in self.fields and self._segs is not None:
+            first, count = int(self._segs[0][row]), int(self._segs[1][row])
+            out["enc"] = np.asarray(source["enc"][first:first + count])
+        return out
 
 
 def open_targets(teacher_dir: str | Path, cache_id: str, grid: Grid, labels: list[str],
@@ -197,7 +218,7 @@ def open_targets(teacher_dir: str | Path, cache_id: str, grid: Grid, labels: lis
         raise TargetMismatchError(
             f"{teacher_dir} has no {TARGETS_FILE} / {BEST}: is it a finished `distill teacher` run?")
     store = TargetStore(path, fields)
-    expected = targets_key(file_sha256(ckpt), cache_id, grid, labels)
+    expected = targets_key(sha256_file(ckpt), cache_id, grid, labels)
     found = store.key
     if found.get("teacher_sha256") != expected["teacher_sha256"]:
         raise TargetMismatchError(
@@ -208,8 +229,11 @@ def open_targets(teacher_dir: str | Path, cache_id: str, grid: Grid, labels: lis
             f"{path} was computed on cache {found.get('cache_id')}, this run uses cache {cache_id}: "
             f"train the teacher on this cache")
     if found.get("grid") != expected["grid"]:
-        diff = {k: (found.get("grid", {}).get(k), v) for k, v in expected["grid"].items()
-                if found.get("grid", {}).get(k) != v}
+        # a window grid's spec omits span / max_segments (its key predates them): compare with them filled in
+        filled = {"span": "window", "max_segments": 0}
+        theirs, ours = {**filled, **found.get("grid", {})}, {**filled, **expected["grid"]}
+        diff = {k: (theirs.get(k), ours.get(k)) for k in dict.fromkeys([*ours, *theirs])
+                if theirs.get(k) != ours.get(k)}
         detail = ", ".join(f"{k}: teacher {a} vs student {b}" for k, (a, b) in diff.items())
         raise TargetMismatchError(f"{path} was computed on another crop/segment grid ({detail})")
     if found.get("labels") != expected["labels"]:

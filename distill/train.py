@@ -27,7 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from distill.checkpoint import (BEST, LAST, file_sha256, load_best_network, load_checkpoint, rng_state, save_checkpoint,
+from common.files import atomic_output, atomic_write_text, sha256_file
+from distill.checkpoint import (BEST, LAST, load_best_network, load_checkpoint, rng_state, save_checkpoint,
                                 set_rng_state)
 from distill.config import ConfigError, DistillConfig, RunConfig, dump_config, read_run_config
 from distill.data import EpochTaggedSampler, Grid, GridDataset, Labels, assign_splits, collate
@@ -62,6 +63,7 @@ class RunData:
     labels: Labels
     ids: dict[str, np.ndarray]  # split -> cache rows, ascending (cache order); arrays, so workers share them
     y: dict[str, np.ndarray]  # split -> class ids (-1: class unseen in training)
+    eval_grid: Grid  # val/test evaluation: `grid`, or whole utterances (nonseq, data.eval_span=utterance)
 
     @classmethod
     def load(cls, cfg: RunConfig, cache) -> "RunData":
@@ -75,10 +77,11 @@ class RunData:
             if not len(ids[split]):
                 raise ConfigError(f"the {split} split of cache {cache.dir} is empty")
         y = {s: labels.encode(index[cfg.data.label].iloc[ids[s]]) for s in ids}
-        return cls(cache, Grid.from_config(cfg.data), labels, ids, y)
+        return cls(cache, Grid.from_config(cfg.data), labels, ids, y, Grid.for_eval(cfg.data))
 
     def dataset(self, split: str, *, faces: bool, train: bool, seed: int = 0, targets=None) -> GridDataset:
-        return GridDataset(self.cache, self.ids[split], self.y[split], self.grid, faces=faces, train=train,
+        grid = self.grid if train else self.eval_grid
+        return GridDataset(self.cache, self.ids[split], self.y[split], grid, faces=faces, train=train,
                            seed=seed, targets=targets)
 
     def utt_ids(self, *splits: str) -> list[str]:
@@ -119,7 +122,7 @@ class LiveTeacher:
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
-        out = self.net(batch["fbank"], face=batch["face"], face_mask=batch["face_mask"])
+        out = self.net(batch["fbank"], face=batch["face"], face_mask=batch["face_mask"], seg_mask=batch.get("seg_mask"))
         return {**out.levels(), "logits": out.logits}
 
 
@@ -373,8 +376,8 @@ class Trainer:
         return {k: float(reduced[i] / reduced[-1]) for i, k in enumerate(keys)}
 
     def _inputs(self, batch: dict) -> dict:
-        keep = ("fbank", "label") + (("face", "face_mask") if self.is_teacher else ())
-        return {k: batch[k] for k in keep}
+        keep = ("fbank", "label", "seg_mask") + (("face", "face_mask") if self.is_teacher else ())
+        return {k: batch[k] for k in keep if k in batch}
 
     def end_epoch(self, epoch: int, losses: dict, val: GridDataset, lr: float, seconds: float) -> bool:
         """Validate, log, checkpoint (rank 0); True when patience says stop."""
@@ -418,7 +421,7 @@ class Trainer:
         items = self.data.all_items(faces=True)
         arrays = compute_targets(self.net, items, self.device, batch_size=max(64, self.cfg.data.batch_size),
                                  progress=self.progress)
-        key = targets_key(file_sha256(self.out / BEST), cache_identity(self.cache), self.data.grid,
+        key = targets_key(sha256_file(self.out / BEST), cache_identity(self.cache), self.data.grid,
                           self.data.labels.names)
         key["train_ids_sha256"] = write_train_ids(self.out, self.data.utt_ids("train"))
         return write_targets(self.out / TARGETS_FILE, arrays, items, key)
@@ -439,12 +442,10 @@ def write_log(history: list[dict], path: Path) -> None:
     if not history:
         return
     columns = list(dict.fromkeys(k for row in history for k in row))
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
-    tmp.replace(path)
 
 
 # --------------------------------------------------------------------------- evaluation of a run
@@ -460,9 +461,7 @@ def evaluate_network(trainer: Trainer, plots: bool = True) -> dict:
     metrics["best_epoch"] = trainer.best["epoch"]
     if "trials" in extras:
         metrics["trials"] = extras["trials"]
-    tmp = out / f".tmp-{METRICS}"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(out / METRICS)
+    atomic_write_text(out / METRICS, json.dumps(metrics, indent=2) + "\n")
     if trainer.cfg.data.task == "speaker":
         from distill.calibration import write_verification
 

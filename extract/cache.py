@@ -24,14 +24,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import io
 import json
 import math
 import os
 import sys
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -44,11 +42,13 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from common.files import TMP_PREFIX, atomic_output, atomic_write_bytes, atomic_write_text, sha256_file, sha256_text, tmp_path_for
+from common.hdf5 import H5Files
+
 INDEX_FILE = "index.jsonl"
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
 SHARD_DIR = "shards"
-TMP_PREFIX = ".tmp-"
 
 ARRAY_FIELDS = ("fbank", "face", "face_found", "frame_times")
 #: Index columns that locate an item's data; every other column is a label carried from the manifest.
@@ -95,14 +95,6 @@ class ItemFeatures:
         return cls(str(item.pop("utt_id")), fbank, face, found, times, has_video, duration, item)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         value = value.item()
@@ -143,8 +135,8 @@ class ShardWriter:
         self.shard_dir = self.cache_dir / SHARD_DIR
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         self.name = f"{self.shard_id}.h5"
-        self.tmp_path = self.shard_dir / f"{TMP_PREFIX}{self.name}"
         self.path = self.shard_dir / self.name
+        self.tmp_path = tmp_path_for(self.path)
         self._items: list[ItemFeatures] = []
         self._closed = False
 
@@ -171,12 +163,7 @@ class ShardWriter:
             # HDF5 builds the file in memory; the disk sees one plain write. A full disk is then an
             # ordinary OSError, and no half-written file is left open inside the HDF5 library
             # (which, after a failed write to disk, could crash the process at exit).
-            with open(self.tmp_path, "wb") as fh:
-                fh.write(image)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(self.tmp_path, self.path)
-            _fsync_dir(self.shard_dir)
+            atomic_write_bytes(self.path, image)
         except BaseException:
             self.abort()
             raise
@@ -331,9 +318,7 @@ _LOC = LOCATION_COLUMNS[1:]  # the integer location columns
 def _fingerprint(log: Path, end: int) -> str:
     """sha256 of the log's last few KiB before ``end``: tells a log that grew from one rewritten."""
     start = max(0, end - _FINGERPRINT_BYTES)
-    with open(log, "rb") as fh:
-        fh.seek(start)
-        return hashlib.sha256(fh.read(end - start)).hexdigest()
+    return sha256_file(log, start, end)
 
 
 def _utf8_fixed(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -635,17 +620,8 @@ def _write_snapshot(cache_dir: Path, index: IndexTable, meta: dict[str, Any]) ->
         with contextlib.suppress(ValueError, OSError):
             if not _pid_alive(int(stale.name.rsplit(".", 1)[1])):
                 stale.unlink()
-    tmp = cache_dir / f"{TMP_PREFIX}{SNAPSHOT_FILE}.{os.getpid()}"
-    try:
+    with atomic_output(cache_dir / SNAPSHOT_FILE) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, cache_dir / SNAPSHOT_FILE)
-        _fsync_dir(cache_dir)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
     return cache_dir / SNAPSHOT_FILE
 
 
@@ -725,16 +701,14 @@ def cache_lock(cache_dir: str | os.PathLike) -> Iterator[Path]:
 def config_hash(config: dict[str, Any]) -> str:
     """Stable short hash of a JSON-able config (key order does not matter)."""
     blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return sha256_text(blob)[:16]
 
 
 def write_config(cache_dir: str | os.PathLike, config: dict[str, Any]) -> None:
     """Write config.json atomically (a reader never sees half a file)."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f"{TMP_PREFIX}{CONFIG_FILE}"
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, cache_dir / CONFIG_FILE)
+    atomic_write_text(cache_dir / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def build_cache(
@@ -798,35 +772,19 @@ class Cache:
         self.cache_id: str = str(self.config.get("hash") or config_hash(self.config))
         self.table = load_index(self.dir)
         self._frame: pd.DataFrame | None = None
-        self._handles: OrderedDict[str, h5py.File] = OrderedDict()
-        self._pid = os.getpid()
+        self._handles = H5Files(self.max_open_files, self.chunk_cache_bytes)
 
-    # -- pickling / processes
+    # -- pickling / processes (the handles pickle empty and reopen per process)
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_handles"] = OrderedDict()
         state["_frame"] = None
         return state
 
     def _file(self, shard: str) -> h5py.File:
-        if self._pid != os.getpid():  # forked: inherited handles belong to the parent
-            self._handles = OrderedDict()
-            self._pid = os.getpid()
-        h5 = self._handles.get(shard)
-        if h5 is None:
-            h5 = h5py.File(self.dir / SHARD_DIR / shard, "r", rdcc_nbytes=self.chunk_cache_bytes)
-            self._handles[shard] = h5
-            if len(self._handles) > self.max_open_files:
-                _, oldest = self._handles.popitem(last=False)
-                oldest.close()
-        else:
-            self._handles.move_to_end(shard)
-        return h5
+        return self._handles.get(self.dir / SHARD_DIR / shard)
 
     def close(self) -> None:
-        for h5 in self._handles.values():
-            h5.close()
-        self._handles.clear()
+        self._handles.close()
 
     # -- the index
     @property
@@ -910,18 +868,12 @@ class Cache:
                 return int(shape[1])
         return FACE_DIM
 
-    def labels(self, utt_id: str) -> dict[str, Any]:
-        return self.labels_at(self.position(utt_id))
-
     def labels_at(self, position: int) -> dict[str, Any]:
         """utt_id and every label column of one row, as plain Python values."""
         out: dict[str, Any] = {"utt_id": self.utt_id(position)}
         for name in self.table.labels:
             out[name] = self.table.label(name, position)
         return out
-
-    def _row(self, utt_id: str) -> int:
-        return self.position(utt_id)
 
     def read(self, utt_id: str, fields: Sequence[str] = ARRAY_FIELDS) -> dict[str, Any]:
         """The item's labels plus the requested arrays (float32 / bool), read with a slice each."""

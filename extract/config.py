@@ -1,11 +1,12 @@
 """Extraction settings: one frozen dataclass, and the hash that names the cache directory."""
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from common.files import sha256_text
 
 #: Settings that change no stored number; they stay out of the hash so tuning them never
 #: orphans a cache.
@@ -64,7 +65,7 @@ class ExtractConfig:
         payload = self.feature_settings()
         payload["face_weights"] = weights_identity or self.face_weights
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=list)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return sha256_text(blob)[:16]
 
     def to_record(self, weights_identity: str) -> dict[str, Any]:
         """What config.json holds: settings, hash, face-weights identity, library versions."""
@@ -96,7 +97,7 @@ def library_versions() -> dict[str, str]:
     import torch
     import torchaudio
 
-    from manifests.media import ffmpeg_version
+    from common.ffmpeg import ffmpeg_version
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -16,7 +16,7 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from manifests.media import ffmpeg_exe
+from common.ffmpeg import ffmpeg_exe
 
 CROPS = {"full": None, "left": ("iw/2", "ih", "0", "0"), "right": ("iw/2", "ih", "iw/2", "0")}
 

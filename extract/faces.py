@@ -5,7 +5,6 @@ aligned 160×160 crops; the embedder takes those crops as they are.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from facenet_pytorch.models.mtcnn import fixed_image_standardization
 from facenet_pytorch.models.utils.detect_face import detect_face, extract_face
 from torch import nn
 
+from common.device import resolve_device
+from common.files import sha256_file
 from extract.cache import FACE_DIM
 from extract.config import ExtractConfig
 
@@ -81,14 +82,6 @@ def _torch_hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()).parent / "checkpoints"  # where facenet-pytorch caches
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download_pretrained(name: str) -> Path:
     from facenet_pytorch.models.inception_resnet_v1 import load_weights
 
@@ -111,7 +104,7 @@ def resolve_face_weights(spec: str, seed: int = 0) -> FaceWeights:
         return FaceWeights(spec, None, f"random(seed={seed},init=he,rng=own)")
     if spec in PRETRAINED_FILES:
         path = _download_pretrained(spec)
-        return FaceWeights(spec, path, f"{spec}:sha256={_sha256(path)[:16]}")
+        return FaceWeights(spec, path, f"{spec}:sha256={sha256_file(path)[:16]}")
     path = Path(spec).expanduser()
     if not path.is_file():
         raise FaceWeightsError(
@@ -120,7 +113,7 @@ def resolve_face_weights(spec: str, seed: int = 0) -> FaceWeights:
         )
     path = path.resolve()
     FaceWeights(spec, path, "").build(seed)  # fail now, not in every worker, if the file is wrong
-    return FaceWeights(spec, path, f"file:sha256={_sha256(path)[:16]}")
+    return FaceWeights(spec, path, f"file:sha256={sha256_file(path)[:16]}")
 
 
 class FaceEmbedder(nn.Module):
@@ -139,7 +132,7 @@ class FaceEmbedder(nn.Module):
         super().__init__()
         self.batch = cfg.face_batch
         self.margin = cfg.face_margin
-        self.device = torch.device(resolve_device(device))
+        self.device = resolve_device(device)
         self.detector = MTCNN(
             image_size=CROP_SIZE,
             margin=cfg.face_margin,
@@ -194,15 +187,6 @@ class FaceEmbedder(nn.Module):
             )
             emb[found] = torch.cat([self.embedder(b).cpu() for b in batches]).numpy()
         return emb, found
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → cuda when available, else cpu. A runtime choice: it never changes the cache id."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
-    return device
 
 
 def _check_frames(frames: np.ndarray) -> None:

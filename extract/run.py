@@ -30,6 +30,8 @@ import joblib
 import pandas as pd
 from tqdm.auto import tqdm
 
+from common.device import resolve_device
+from common.files import atomic_output
 from extract.cache import (
     CONFIG_FILE,
     ItemFeatures,
@@ -43,7 +45,7 @@ from extract.cache import (
 )
 from extract.config import ExtractConfig
 from extract.decode import CROPS
-from extract.faces import FaceEmbedder, FaceWeights, resolve_device, resolve_face_weights
+from extract.faces import FaceEmbedder, FaceWeights, resolve_face_weights
 from extract.fbank import LogMel
 from extract.pipeline import Failure, ItemExtractor, Loaded, ManifestItem, embed_many, load_items, manifest_items
 from extract.schedule import cost_tasks
@@ -251,9 +253,8 @@ class RunSummary:
 
 
 def _write_failures(cache_dir: Path, failures: list[Failure]) -> None:
-    tmp = cache_dir / f".tmp-{FAILURES_FILE}"
-    pd.DataFrame([f.as_row() for f in failures], columns=["utt_id", "path", "stage", "reason"]).to_csv(tmp, index=False)
-    os.replace(tmp, cache_dir / FAILURES_FILE)
+    with atomic_output(cache_dir / FAILURES_FILE) as tmp:
+        pd.DataFrame([f.as_row() for f in failures], columns=["utt_id", "path", "stage", "reason"]).to_csv(tmp, index=False)
 
 
 def _ensure_config(cache_dir: Path, record: dict) -> None:
@@ -377,16 +378,16 @@ def _consumer_devices(options: RunOptions) -> list[str]:
     if not local and options.face_models != "shared":
         return []  # remote workers resolve `auto` on their own hardware
     device = resolve_device(options.device)
-    if options.device == "auto" and device == "cpu" and options.face_models == "auto":
+    if options.device == "auto" and device.type == "cpu" and options.face_models == "auto":
         print("extract: --device auto: no CUDA device here, face models run on CPU in every worker", file=sys.stderr)
-    shared = options.face_models == "shared" or (options.face_models == "auto" and device.startswith("cuda"))
+    shared = options.face_models == "shared" or (options.face_models == "auto" and device.type == "cuda")
     if not shared:
         return []
-    if device == "cuda":
+    if device.type == "cuda" and (options.device == "auto" or device.index is None):  # every GPU of this machine
         import torch
 
         return [f"cuda:{k}" for k in range(torch.cuda.device_count())]
-    return [device]
+    return [str(device)]
 
 
 def _shared_faces(

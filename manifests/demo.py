@@ -34,7 +34,8 @@ from skimage.transform import rotate
 from tqdm import tqdm
 
 from manifests.io import write_manifest
-from manifests.media import face_frame, ffmpeg_version, lfw_faces, write_video
+from common.ffmpeg import ffmpeg_version
+from manifests.media import face_frame, lfw_faces, write_video
 from manifests.splits import assign_split
 from manifests.voice import Prosody, Voice, add_noise, synthesize
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from common.files import atomic_output
+
 REQUIRED = ("utt_id", "path")
 #: Identifier-like columns read as text, so CREMA-D actor ``1001`` or session ``01`` keep their spelling.
 TEXT_COLUMNS = ("utt_id", "path", "speaker", "session", "emotion", "gender", "split", "crop")
@@ -61,12 +63,11 @@ def write_manifest(df: pd.DataFrame, out: Path | str) -> Path:
             return str(p)
 
     df = df.assign(path=df["path"].astype(str).map(rel))
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if fmt == "csv":
-        df.to_csv(tmp, index=False)
-    else:
-        df.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    with atomic_output(out) as tmp:
+        if fmt == "csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_parquet(tmp, index=False)
     return out
 
 

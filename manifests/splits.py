@@ -11,6 +11,9 @@ Each kind answers a different evaluation question, so each holds out something d
 - ``leave-one-session-out``: the same over a ``session`` column (IEMOCAP's five sessions, in
   order: fold 0 tests Session1 and validates on Session2).
 
+:func:`fold_split` names a cross-validation fold by a column alone (one fold per value, or the
+values dealt into k seeded folds): what ``data.fold_column`` and a sweep's ``folds:`` use.
+
 All are deterministic given ``seed``, and a speaker's own assignment does not depend on which
 other speakers are present (per-speaker random streams), so adding data never reshuffles it.
 
@@ -255,3 +258,25 @@ def leave_one_session_out(df: pd.DataFrame, seed: int = 0, fold: int = 0,
     if len(sessions) < 3:
         raise ValueError(f"leave-one-session-out needs >= 3 sessions, found {len(sessions)}: {sessions}")
     return _fold_split(df[session], {s: i for i, s in enumerate(sessions)}, fold, len(sessions))
+
+
+def fold_split(df: pd.DataFrame, column: str, fold: int, n_folds: int = 0, seed: int = 0,
+               group: str | None | object = _AUTO) -> pd.Series:
+    """Cross-validation fold ``fold`` over ``column``: that fold is test, the next one val, the rest train.
+
+    ``n_folds=0``: one fold per value of ``column`` in sorted order (``leave-one-session-out``
+    over it: IEMOCAP's sessions). ``n_folds=k``: the values dealt into k seeded folds, gender-
+    stratified when the manifest has a ``gender`` column (``leave-speakers-out`` over it: CREMA-D or
+    RAVDESS speakers). Val is a whole fold, so it is as speaker/session-independent as the test
+    set, and group-aware like every kind.
+    """
+    if n_folds:
+        return assign_split(df, "leave-speakers-out", seed=seed, fold=fold, n_folds=n_folds, speaker=column,
+                            group=group)
+    return assign_split(df, "leave-one-session-out", seed=seed, fold=fold, session=column, group=group)
+
+
+def count_folds(df: pd.DataFrame, column: str, n_folds: int = 0) -> int:
+    """How many folds :func:`fold_split` has over ``column``: ``n_folds``, or one per value when 0."""
+    _require(df, column)
+    return n_folds or int(df[column].nunique())

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.files import atomic_write_text
+
 TRIAL_COLUMNS = ["label", "enrol", "test"]
 
 
@@ -125,5 +127,5 @@ def write_trials(trials: pd.DataFrame, path: Path | str) -> Path:
             raise ValueError(f"write_trials: {col} {trials[col][bad].iloc[0]!r} contains whitespace")
     lines = (trials["label"].astype(int).astype(str) + " " + trials["enrol"].astype(str) + " "
              + trials["test"].astype(str))
-    path.write_text("".join(line + "\n" for line in lines))
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
     return path

@@ -80,7 +80,7 @@ def check_h5py() -> None:
 
 
 def check_ffmpeg() -> None:
-    from manifests.media import ffmpeg_exe  # the project is installed (editable) before this runs
+    from common.ffmpeg import ffmpeg_exe  # the project is installed (editable) before this runs
 
     exe = ffmpeg_exe()
     subprocess.run([exe, "-version"], check=True, capture_output=True, timeout=30)

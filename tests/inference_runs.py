@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from conftest import tone
-from synthetic import make_lupi_items, tiny_config
+from distill.testing import make_lupi_items, tiny_config
 
 
 @dataclass(frozen=True)

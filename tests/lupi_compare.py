@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from distill.stats import paired_difference  # noqa: E402
 from distill.train import run_training  # noqa: E402
 from lupi_data import LupiDesign, make_lupi_cache  # noqa: E402
-from synthetic import tiny_config  # noqa: E402
+from distill.testing import tiny_config  # noqa: E402
 from test_lupi import SCHEDULE, TEACHER  # noqa: E402
 
 #: Student variants by name: the overrides each adds to the test's schedule.

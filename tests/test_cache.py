@@ -252,7 +252,7 @@ def test_snapshot_is_read_and_only_the_log_after_it_is_parsed(tmp_path):
     cache = open_cache(tmp_path)
     assert list(cache) == ["utt000", "utt001", "utt002", "utt003", "utt004", "utt006", "utt007"]
     assert cache["utt001"]["speaker"] == "from-the-snapshot"
-    assert cache.labels("utt007")["speaker"] == "spk1" and cache["utt006"]["fbank"].shape == (56, 40)
+    assert cache.labels_at(cache.position("utt007"))["speaker"] == "spk1" and cache["utt006"]["fbank"].shape == (56, 40)
     assert _snapshot_meta(tmp_path)["log_bytes"] < (tmp_path / INDEX_FILE).stat().st_size  # small tail: not rewritten
     write_snapshot(tmp_path)
     assert _snapshot_meta(tmp_path)["log_bytes"] == (tmp_path / INDEX_FILE).stat().st_size
@@ -419,7 +419,7 @@ def test_date_like_and_nested_labels_keep_the_values_json_gave(tmp_path):
     for _ in range(2):  # from the log, then from the snapshot
         cache = open_cache(tmp_path)
         assert [cache[u]["recorded"] for u in cache] == ["2020-01-01", "2020-01-02", "2020-01-03"]
-        assert [cache.labels(u)["tags"] for u in cache] == [{"take": 0}, {"take": 1}, {"take": 2}]
+        assert [cache.labels_at(cache.position(u))["tags"] for u in cache] == [{"take": 0}, {"take": 1}, {"take": 2}]
 
 
 def test_a_corrupt_log_line_is_named(tmp_path):
@@ -440,8 +440,8 @@ def test_a_tail_with_new_and_missing_label_columns_merges_with_the_snapshot(tmp_
     replaced["speaker"] = "renamed"
     _append(tmp_path, later, replaced)
     cache = open_cache(tmp_path)
-    assert cache.labels("utt009")["gender"] == "f" and cache.labels("utt009")["score"] is None
-    assert cache.labels("utt000")["gender"] is None and cache.labels("utt000")["score"] == 0.0
-    assert cache.labels("utt001")["speaker"] == "renamed"
+    assert cache.labels_at(cache.position("utt009"))["gender"] == "f" and cache.labels_at(cache.position("utt009"))["score"] is None
+    assert cache.labels_at(cache.position("utt000"))["gender"] is None and cache.labels_at(cache.position("utt000"))["score"] == 0.0
+    assert cache.labels_at(cache.position("utt001"))["speaker"] == "renamed"
     assert cache.index["speaker"].tolist() == ["spk0", "renamed", "spk2", "spk0", "spk0"]
     assert list(cache.column("score")[:4]) == [0.0, 0.1, 0.2, 0.3] and np.isnan(cache.column("score")[4])

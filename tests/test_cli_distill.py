@@ -17,7 +17,7 @@ import pytest
 from distill.cli import main
 from distill.train import run_training
 from extract.cache import build_cache
-from synthetic import TINY, make_lupi_cache, make_lupi_items, tiny_config
+from distill.testing import TINY, make_lupi_cache, make_lupi_items, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = [arg for k, v in TINY.items() if k not in ("train.epochs",) for arg in ("--set", f"{k}={v}")]

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from distill.config import ConfigError, load_config, student_base
+from pathlib import Path
+
+from distill.config import ConfigError, RunConfig, defaults_yaml, load_config, option_choices, student_base
 
 
 def test_student_base_carries_the_teachers_data_and_model_over_shared_settings():
@@ -24,7 +26,43 @@ def test_student_base_carries_the_teachers_data_and_model_over_shared_settings()
 @pytest.mark.parametrize("override, message", [
     ({"train.select": "f1"}, "train.select='f1' is not one of"),
     ({"data.p_target": 0.0}, "data.p_target must lie in"), ({"data.c_fa": -1.0}, "data.c_fa be > 0"),
+    ({"data.n_folds": 2}, "data.n_folds must be 0"), ({"data.n_folds": 5, "data.fold": 5}, "fold lie in"),
 ])
 def test_invalid_selection_and_costs_are_config_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=override)
+
+
+def test_configs_base_yaml_is_the_defaults_written_out():
+    base = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
+    assert base.read_text() == defaults_yaml(), "regenerate: python -m distill.config > configs/base.yaml"
+    assert load_config(base).to_dict() == RunConfig().validate().to_dict()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.setting=sequential", r"data.setting='sequential' is not one of nonseq, seq"),
+    ("train.amp=always", r"train.amp='always' is not one of auto, on, off"),
+    ("model.face_norm=zca", r"model.face_norm='zca' is not one of none, standardize, whiten"),
+    ("model.aggregator=lstm", r"model.aggregator='lstm' is not one of attention, bilstm, transformer"),
+    ("distill.distance=l3", r"distill.distance='l3' is not one of cosine, l1, mse, smooth_l1"),
+    ("model.embdim=8", r"unknown key\(s\) model.embdim"),
+])
+def test_closed_options_and_model_names_are_checked_when_the_config_loads(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+    assert load_config(overrides=["train.amp=off"]).train.amp == "off"  # not YAML's boolean False
+
+
+def test_the_cli_offers_the_choices_the_config_accepts():
+    from distill.cli import build_parser
+    from distill.models import AGGREGATORS
+
+    assert option_choices("data.setting") == ("nonseq", "seq")
+    assert option_choices("model.aggregator") == tuple(AGGREGATORS.names())
+    student = build_parser()._subparsers._group_actions[0].choices["student"]
+    offered = {a.dest: tuple(a.choices) for a in student._actions if a.choices}
+    assert offered["method"] == option_choices("distill.method")
+    assert offered["distance"] == option_choices("distill.distance")
+    assert offered["encoder_grad"] == option_choices("distill.encoder_grad")
+    with pytest.raises(KeyError):
+        option_choices("train.epochs")

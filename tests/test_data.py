@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from synthetic import make_lupi_cache, make_lupi_items
+from distill.testing import make_lupi_cache, make_lupi_items
 
 from distill.config import DataConfig
 from distill.data import Grid, GridDataset, Labels, assign_splits, collate

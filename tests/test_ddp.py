@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from synthetic import TINY, make_lupi_cache
+from distill.testing import TINY, make_lupi_cache
 
 REPO = Path(__file__).resolve().parents[1]
 

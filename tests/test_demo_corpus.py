@@ -10,7 +10,8 @@ import pytest
 
 from manifests.demo import EMOTIONS, FACE, DemoConfig, make_demo_corpus, make_speakers, main, render_frames
 from manifests.io import read_manifest
-from manifests.media import ffmpeg_exe, lfw_faces
+from common.ffmpeg import ffmpeg_exe
+from manifests.media import lfw_faces
 from manifests.voice import Prosody, Voice, synthesize
 
 SMALL = dict(speakers=3, utts_per_speaker=4, seed=0)

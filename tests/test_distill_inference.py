@@ -190,7 +190,7 @@ def test_docs_example_runs(runs, tmp_path, monkeypatch):
 
 
 def test_a_run_on_a_synthetic_cache_embeds_logmels_but_not_files(runs, tmp_path, capsys):
-    from synthetic import make_lupi_cache, tiny_config
+    from distill.testing import make_lupi_cache, tiny_config
 
     from distill.train import run_training
 

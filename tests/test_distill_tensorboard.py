@@ -45,7 +45,7 @@ def test_tags():
 
 
 def test_off_by_flag_or_config(tmp_path):
-    from synthetic import make_lupi_cache, tiny_config
+    from distill.testing import make_lupi_cache, tiny_config
 
     from distill.train import run_training
 
@@ -60,7 +60,7 @@ def test_off_by_flag_or_config(tmp_path):
 
 
 def test_a_resumed_run_continues_its_curves(tmp_path):
-    from synthetic import make_lupi_cache, tiny_config
+    from distill.testing import make_lupi_cache, tiny_config
 
     from distill.train import run_training
 

@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 import pytest
-from synthetic import make_lupi_cache, tiny_config
+from distill.testing import make_lupi_cache, tiny_config
 
 from distill import evaluate
 from distill.evaluate import TRIAL_SEED, build_trials, trials_record

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import psutil
 import pytest
-from synthetic import make_lupi_items, tiny_config
+from distill.testing import make_lupi_items, tiny_config
 
 from distill.train import Trainer
 from extract.cache import build_cache

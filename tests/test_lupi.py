@@ -34,7 +34,7 @@ import pytest
 from distill.train import run_training
 from lupi_data import LupiDesign, make_lupi_cache
 from lupi_probe import probe
-from synthetic import tiny_config
+from distill.testing import tiny_config
 
 pytestmark = pytest.mark.slow
 

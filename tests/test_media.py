@@ -6,7 +6,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from manifests.media import CONTAINER_CODECS, MediaError, face_frame, ffmpeg_exe, lfw_faces, write_video
+from common.ffmpeg import ffmpeg_exe
+from manifests.media import CONTAINER_CODECS, MediaError, face_frame, lfw_faces, write_video
 
 
 def _streams(path) -> str:
@@ -85,7 +86,7 @@ def _fake_path(tmp_path, monkeypatch, with_ffmpeg: bool):
 def test_ffmpeg_choice_bundled_system_auto_and_path(tmp_path, monkeypatch):
     import imageio_ffmpeg
 
-    from manifests.media import FFMPEG_ENV, ffmpeg_version
+    from common.ffmpeg import FFMPEG_ENV, ffmpeg_version
 
     bundled = imageio_ffmpeg.get_ffmpeg_exe()
     bin_dir = _fake_path(tmp_path, monkeypatch, with_ffmpeg=True)
@@ -101,7 +102,7 @@ def test_ffmpeg_choice_bundled_system_auto_and_path(tmp_path, monkeypatch):
 
 
 def test_ffmpeg_choice_errors_name_the_setting(tmp_path, monkeypatch):
-    from manifests.media import FFMPEG_ENV
+    from common.ffmpeg import FFMPEG_ENV
 
     import imageio_ffmpeg
 

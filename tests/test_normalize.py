@@ -12,7 +12,7 @@ from distill.normalize import input_statistics
 from distill.train import Trainer, run_training
 from extract import open_cache
 from extract.cache import build_cache
-from synthetic import make_lupi_items, tiny_config
+from distill.testing import make_lupi_items, tiny_config
 
 torch.set_num_threads(1)
 

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic import TINY, make_lupi_items, tiny_config
+from distill.testing import TINY, make_lupi_items, tiny_config
 
 from distill import metrics as M
 from distill.cli import main as distill
@@ -22,7 +22,7 @@ from extract.cli import main as extract
 from manifests.cli import main as manifests
 from manifests.demo import make_demo_corpus
 from manifests.io import read_manifest, write_manifest
-from manifests.media import ffmpeg_exe
+from common.ffmpeg import ffmpeg_exe
 from manifests.trials import make_trials
 
 UNSEEN = ("spk4", "spk5")

@@ -198,3 +198,42 @@ def test_results_md_says_in_words_when_the_share_is_not_significant(control_runs
     soft = next(line for line in md.splitlines() if line.startswith("| nonseq | softlabel |") and "share" in line)
     assert "**not significant**" in embed and "gain over none significant" in embed
     assert "the video's share is significant" in soft
+
+
+# uar of emotion nonseq runs over 3 folds x 2 seeds (fold -> seeds), and each fold's teacher
+FOLDS = {"none": [[0.40, 0.44], [0.50, 0.52], [0.60, 0.66]], "embed": [[0.46, 0.50], [0.55, 0.55], [0.61, 0.71]]}
+
+
+@pytest.fixture
+def fold_runs(tmp_path):
+    root = tmp_path / "cv"
+    for fold in range(3):
+        data = {"task": "emotion", "setting": "nonseq", "fold_column": "session", "n_folds": 0, "fold": fold}
+        teacher = {**_sectioned("teacher", "emotion", "nonseq", "none", 0), "data": data}
+        _run(root, f"emotion-nonseq/fold{fold}/teacher", teacher, {"uar": 0.8 + fold / 100})
+        for method, per_fold in FOLDS.items():
+            for seed, uar in enumerate(per_fold[fold]):
+                config = {**_sectioned("student", "emotion", "nonseq", method, seed), "data": data}
+                _run(root, f"emotion-nonseq/fold{fold}/{method}/seed{seed}", config, {"uar": uar})
+    return root
+
+
+def test_folds_give_per_fold_rows_and_mean_and_std_over_folds(fold_runs, tmp_path):
+    df = report.collect_runs(fold_runs)
+    assert list(df.columns[:6]) == ["run", "task", "setting", "method", "seed", "fold"]
+    assert sorted(df.loc[df["method"] == "embed", "fold"].unique()) == [0, 1, 2]
+    md = report.write_results(df, tmp_path / "out")["md"].read_text()
+    overall, per_fold = md.split("### Per fold")
+    for method, per_seed in FOLDS.items():
+        fold_means = [np.mean(seeds) for seeds in per_seed]  # std over folds, not over the 6 runs
+        row = next(line for line in overall.splitlines() if f"| {method} |" in line).replace("**", "")
+        assert f"| 3 | {np.mean(fold_means):.3f} ± {np.std(fold_means, ddof=1):.3f}" in row
+        for fold, seeds in enumerate(per_seed):
+            row = next(line for line in per_fold.splitlines() if line.startswith(f"| nonseq | {fold} | {method} |"))
+            row = row.replace("**", "")
+            assert f"| 2 | {np.mean(seeds):.3f} ± {np.std(seeds, ddof=1):.3f}" in row
+    assert "| nonseq | 2 | teacher | 1 | 0.820 |" in per_fold
+    # gains over none are paired by (fold, seed): six pairs
+    gains = report.video_shares(df, "uar").set_index("method")
+    diffs = np.subtract(FOLDS["embed"], FOLDS["none"]).ravel()
+    assert gains.loc["embed", "gain_n"] == 6 and gains.loc["embed", "gain_mean"] == pytest.approx(diffs.mean())

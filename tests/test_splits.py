@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from manifests.splits import SPLIT_KINDS, allocate, assign_split, group_leaks, speaker_blocks
+from manifests.splits import SPLIT_KINDS, allocate, assign_split, count_folds, fold_split, group_leaks, speaker_blocks
 from manifests.trials import _pair_from_index, make_trials, read_trials, write_trials
 
 
@@ -136,6 +136,24 @@ def test_sessions_as_groups_deal_whole_sessions():
     assert df.assign(split=split).groupby("session")["split"].nunique().eq(1).all()
     with pytest.raises(ValueError, match="5 blocks of speakers sharing a 'group' cannot fill 6"):
         assign_split(df, "leave-speakers-out", fold=0, n_folds=6)
+
+
+
+@pytest.mark.parametrize("column, n_folds, expected", [("session", 0, 5), ("speaker", 0, 10), ("speaker", 4, 4)])
+def test_fold_split_tests_every_item_once_and_validates_on_the_next_fold(column, n_folds, expected):
+    df = corpus(speakers=10, sessions=5)
+    assert count_folds(df, column, n_folds) == expected
+    splits = [fold_split(df, column, f, n_folds, seed=3) for f in range(expected)]
+    tested = pd.concat([s == "test" for s in splits], axis=1).sum(axis=1)
+    assert (tested == 1).all()  # cross-validation: each item is in exactly one fold's test set
+    for f, split in enumerate(splits):
+        units = df.assign(split=split).groupby(column)["split"].nunique()
+        assert (units == 1).all()  # a session / speaker never spans two splits
+        next_test = set(df.loc[splits[(f + 1) % expected] == "test", column])
+        assert set(df.loc[split == "val", column]) == next_test  # val: the next fold, held out whole
+        assert set(split) == {"train", "val", "test"}
+    with pytest.raises(ValueError, match="no column 'take'"):
+        count_folds(df, "take")
 
 
 # --- trials ------------------------------------------------------------------------------------

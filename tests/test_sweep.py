@@ -9,8 +9,8 @@ import yaml
 
 from distill.cli import main
 from distill.config import ConfigError
-from distill.sweep import SweepSpec, run_sweep
-from synthetic import TINY, make_lupi_cache
+from distill.sweep import Folds, SweepSpec, run_sweep
+from distill.testing import TINY, make_lupi_cache
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -144,3 +144,80 @@ def test_a_teacher_data_override_reaches_its_students(tmp_path):
         student = spec.student_config("speaker", "nonseq", spec.variants[0], 0, tmp_path / "t", control)
         assert student.data.split_seed == 7
         assert student.train.epochs == 3  # the teacher's own training schedule stays its own
+
+
+@pytest.fixture
+def session_cache(tmp_path):
+    """An emotion corpus recorded in three sessions, every emotion in each (IEMOCAP-like)."""
+    from distill.testing import make_lupi_items
+    from extract.cache import build_cache
+
+    items = make_lupi_items(n_classes=3, per_class=9, n_frames=70, with_split=False)
+    for i, item in enumerate(items):
+        item["session"] = f"Session{i % 9 % 3 + 1}"
+    return build_cache(tmp_path / "cache", items, shard_size=32)
+
+
+@pytest.mark.slow
+def test_fold_sweep_trains_a_teacher_per_fold_and_reports_per_fold_and_mean_rows(session_cache, tmp_path):
+    from distill.config import load_config, read_run_config
+    from distill.data import assign_splits
+    from distill.targets import TargetMismatchError
+    from distill.train import run_training
+    from extract.cache import open_cache
+
+    path = tmp_path / "cv.yaml"
+    path.write_text(yaml.safe_dump({
+        "cache": str(session_cache), "out": str(tmp_path / "out"), "seeds": [0], "folds": {"column": "session"},
+        "combos": [{"task": "emotion", "setting": "nonseq"}], "base": nested(TINY),
+        "variants": [{"name": "none", "method": "none"}, {"name": "embed", "method": "embed"}],
+    }))
+    result = run_sweep(path, progress=False)
+    assert not result.failed and len(result.runs) == 3 * 3
+    index = open_cache(session_cache).index
+    tested = []
+    for fold, session in enumerate(["Session1", "Session2", "Session3"]):
+        fold_dir = tmp_path / "out" / "emotion-nonseq" / f"fold{fold}"
+        teacher_cfg = read_run_config(fold_dir / "teacher")
+        assert (teacher_cfg.data.fold_column, teacher_cfg.data.fold) == ("session", fold)
+        # the run's own config says its split: recomputing it gives the teacher's recorded training set
+        splits = assign_splits(index, teacher_cfg.data)
+        trained = set((fold_dir / "teacher" / "train_ids.txt").read_text().split())
+        assert trained == set(splits.index[splits == "train"])
+        test = set(splits.index[splits == "test"])
+        assert set(index.loc[list(test), "session"]) == {session} and not test & trained
+        student = read_run_config(fold_dir / "embed" / "seed0")
+        assert student.distill.teacher == str(fold_dir / "teacher") and student.data.fold == fold
+        tested.append(test)
+    assert sorted(u for t in tested for u in t) == sorted(index.index)  # every item tested exactly once
+    table = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert sorted(table.loc[table["method"] == "embed", "fold"]) == [0, 1, 2]
+    md = (tmp_path / "out" / "results.md").read_text()
+    overall, per_fold = md.split("### Per fold")
+    assert "n = folds" in md and any(line.startswith("| nonseq | embed | 3 |") for line in overall.splitlines())
+    for fold in range(3):
+        assert any(line.startswith(f"| nonseq | {fold} | embed | 1 |") for line in per_fold.splitlines())
+    # the leakage guard still holds across folds: fold 1's student cannot read fold 0's teacher, which
+    # trained on Session3, fold 1's val session
+    folds_dir = tmp_path / "out" / "emotion-nonseq"
+    crossed = load_config(folds_dir / "fold1" / "embed" / "seed0" / "config.yaml",
+                          overrides={"distill.teacher": str(folds_dir / "fold0" / "teacher")})
+    with pytest.raises(TargetMismatchError, match="were in the teacher's training set"):
+        run_training(crossed, tmp_path / "crossed", progress=False)
+
+
+def test_folds_are_checked_when_the_sweep_is_read_and_planned(session_cache, tmp_path):
+    path = tmp_path / "s.yaml"
+    bad = (({"col": "session"}, "folds must be a mapping"), ({"column": "speaker", "k": 2}, "k must be"))
+    for folds, message in bad:
+        path.write_text(yaml.safe_dump({"cache": "c", "folds": folds, "variants": [{"method": "none"}]}))
+        with pytest.raises(ConfigError, match=message):
+            SweepSpec.load(path)
+    path.write_text(yaml.safe_dump({"cache": str(session_cache), "folds": {"column": "take"},
+                                    "variants": [{"method": "none"}]}))
+    with pytest.raises(ConfigError, match="no column 'take'"):
+        SweepSpec.load(path).fold_ids()
+    spec = SweepSpec.load(path)
+    spec.folds = Folds("speaker", 3)  # 3 folds of the 3 speakers, counted without reading the cache
+    assert [f for f, _ in spec.combo_dirs(tmp_path, "emotion", "seq")] == [0, 1, 2]
+    assert spec.teacher_config("emotion", "seq", fold=2).data.fold == 2

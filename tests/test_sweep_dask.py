@@ -16,7 +16,7 @@ import yaml
 from distill.cli import main
 from distill.sweep import run_sweep
 from processes import spawn_module, start_scheduler, stop_group
-from synthetic import TINY, make_lupi_cache
+from distill.testing import TINY, make_lupi_cache
 
 pytest.importorskip("distributed")
 

@@ -14,7 +14,7 @@ from distill.targets import (TARGETS_FILE, TRAIN_IDS, TargetMismatchError, Targe
                              open_targets)
 from distill.train import RunData, Trainer, run_training
 from extract.cache import open_cache
-from synthetic import make_lupi_cache, tiny_config
+from distill.testing import make_lupi_cache, tiny_config
 
 
 @pytest.fixture(scope="module")

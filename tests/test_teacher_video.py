@@ -2,7 +2,7 @@
 stored like seeded-random FaceNet vectors (unit norm, any two at cosine ~0.99), so the identity
 lives in a small residual around one shared direction.
 
-Measured (tests/synthetic.py ``make_shared_direction_items``, seed 0, this budget): with the
+Measured (distill/testing.py ``make_shared_direction_items``, seed 0, this budget): with the
 default face standardisation the teacher reaches 0.97 test accuracy (0.30 with its video
 missing); with ``model.face_norm: none`` 0.19 (0.20): it ignores the faces and fits the noise of
 the weak audio, so this test fails. ``whiten`` reaches 0.38 (0.30): 1,280 training face frames in
@@ -16,7 +16,7 @@ import pytest
 
 from distill.train import run_training
 from extract.cache import build_cache
-from synthetic import make_shared_direction_items, tiny_config
+from distill.testing import make_shared_direction_items, tiny_config
 
 #: a small budget: 6 epochs of 16 steps (128 training items, batch 8)
 BUDGET = {"train__epochs": 6, "data__batch_size": 8, "train__lr": 0.005, "data__task": "speaker"}

@@ -13,7 +13,7 @@ from distill.checkpoint import BEST, LAST
 from distill.config import METHODS
 from distill.train import LiveTeacher, NonFiniteLossError, Trainer, run_training
 from extract.cache import build_cache
-from synthetic import make_lupi_cache, make_lupi_items, tiny_config
+from distill.testing import make_lupi_cache, make_lupi_items, tiny_config
 
 TASK_KEYS = {"speaker": {"accuracy", "top5_accuracy", "eer", "min_dcf"},
              "emotion": {"accuracy", "uar", "war", "macro_f1"}}
@@ -205,7 +205,7 @@ def test_face_width_comes_from_the_cache(tmp_path):
     """A face model of another width (dlib's ResNet: 128-d) plugs in: the teacher is sized from the cache."""
     from distill.checkpoint import load_best_network
     from extract import open_cache
-    from synthetic import make_shared_direction_items
+    from distill.testing import make_shared_direction_items
 
     items = make_shared_direction_items(n_classes=3, per_split=(4, 2, 2), n_frames=70, face_dim=128)
     cache = build_cache(tmp_path / "cache", items)

@@ -10,6 +10,7 @@ encoder call covers all segments, then unfolded for the aggregator.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -22,8 +23,10 @@ from distill.models.heads import HEADS
 from distill.models.normalize import FbankNorm, NormalizedAudio
 from distill.models.visual import VISUAL_ENCODERS
 
-ROLES = ("teacher", "student")
-SETTINGS = ("nonseq", "seq")
+Role = Literal["teacher", "student"]
+Setting = Literal["nonseq", "seq"]  # one crop per item, or segments + an aggregator
+ROLES: tuple[str, ...] = get_args(Role)
+SETTINGS: tuple[str, ...] = get_args(Setting)
 
 
 @dataclass
@@ -98,9 +101,10 @@ class DistillNetwork(nn.Module):
         return {"enc": self.encoder_dim} if self.agg_dim is None else {"enc": self.encoder_dim, "agg": self.agg_dim}
 
     def _fold_faces(
-        self, face: Tensor | None, face_mask: Tensor | None, fbank: Tensor, lead: int
+        self, face: Tensor | None, face_mask: Tensor | None, fbank: Tensor, lead: int, seg_mask: Tensor | None = None
     ) -> tuple[Tensor | None, Tensor | None]:
-        """Check faces against fbank, apply face dropout, fold segments into the batch."""
+        """Check faces against fbank, apply face dropout, fold segments into the batch (only the
+        valid ones when a ``seg_mask`` is given)."""
         if face is None:
             return None, None
         if face.shape[:lead] != fbank.shape[:lead]:
@@ -115,6 +119,8 @@ class DistillNetwork(nn.Module):
         elif self.training and self.face_dropout > 0:
             hidden = torch.rand(fbank.shape[0], device=fbank.device) < self.face_dropout
             face_mask = face_mask & ~hidden.view(-1, *([1] * (face_mask.dim() - 1)))
+        if seg_mask is not None:
+            return face[seg_mask], face_mask[seg_mask]
         return face.flatten(0, lead - 1), face_mask.flatten(0, lead - 1)
 
     def forward(
@@ -131,6 +137,9 @@ class DistillNetwork(nn.Module):
 
         A student ignores ``face``/``face_mask`` (one batch dict fits both roles).
         ``detach_emb`` stops the task loss's gradient at the embedding (``--encoder-grad distill-only``).
+        ``seg_mask`` (seq only; utterances of different lengths padded to one S): only the valid
+        segments are encoded (padding never reaches the encoder's BatchNorm statistics, and costs
+        nothing), the padded rows of ``enc`` are zero, and the aggregator ignores them.
         """
         lead = 1 if self.setting == "nonseq" else 2
         if fbank.dim() != lead + 2 or fbank.shape[-1] != self.n_mels:
@@ -139,16 +148,24 @@ class DistillNetwork(nn.Module):
         if labels is not None and labels.shape != fbank.shape[:1]:
             raise ValueError(f"labels must have shape ({fbank.shape[0]},), got {tuple(labels.shape)}")
 
+        if seg_mask is not None and (self.aggregator is None or seg_mask.shape != fbank.shape[:2]
+                                     or seg_mask.dtype != torch.bool):
+            raise ValueError(f"seg_mask must be a bool (B, S) = {tuple(fbank.shape[:2])} mask of a seq network, got "
+                             f"{seg_mask.dtype} {tuple(seg_mask.shape)} for {self.setting}")
+        segments = fbank[seg_mask] if seg_mask is not None else fbank.flatten(0, lead - 1)
         if self.role == "student":
-            enc = self.encoder(fbank.flatten(0, lead - 1))
+            enc = self.encoder(segments)
         else:
-            face, face_mask = self._fold_faces(face, face_mask, fbank, lead)
-            enc = self.encoder(fbank.flatten(0, lead - 1), face, face_mask)
+            face, face_mask = self._fold_faces(face, face_mask, fbank, lead, seg_mask)
+            enc = self.encoder(segments, face, face_mask)
 
         if self.aggregator is None:
             agg, emb = None, enc
         else:
-            enc = enc.unflatten(0, fbank.shape[:lead])
+            if seg_mask is None:
+                enc = enc.unflatten(0, fbank.shape[:lead])
+            else:
+                enc = enc.new_zeros((*seg_mask.shape, enc.shape[-1])).masked_scatter(seg_mask.unsqueeze(-1), enc)
             agg = emb = self.aggregator(enc, seg_mask)
         logits = self.head(emb.detach() if detach_emb else emb, labels)
         return NetOutput(enc=enc, agg=agg, emb=emb, logits=logits)

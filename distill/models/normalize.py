@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-FBANK_NORMS = ("none", "global", "utterance")
-FACE_NORMS = ("none", "standardize", "whiten")
+from distill.models.config import FACE_NORMS, FBANK_NORMS
+
 #: a dimension whose std is below this fraction of the largest std is not blown up to unit variance
 REL_STD_FLOOR = 1e-3
 

@@ -1,4 +1,5 @@
-"""Synthetic LUPI caches: the face channel carries the label cleanly, the audio only weakly.
+"""Synthetic LUPI caches for tests, benchmarks and experiments: the face channel carries the label
+cleanly, the audio only weakly (the project's own synthetic data, never evidence about real corpora).
 
 Built with ``extract.cache.build_cache`` (no video, no ffmpeg), so trainer tests run in seconds.
 Each item has a latent point ``u`` (its class centre plus within-class spread, like a speaker's
