@@ -166,3 +166,8 @@ def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([str(tmp_path / "d"), "--speakers", "1"])
     assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / "e"), "--voice-group", "0"])
+    assert exc.value.code == 2
+    with pytest.raises(ValueError, match="split_ratios"):
+        DemoConfig(split_ratios=(0.5, 0.0, 0.5))  # an empty validation split breaks model selection
