@@ -18,6 +18,7 @@ import yaml
 
 from common.files import atomic_write_text
 from distill.losses import DISTANCES
+from distill.methods import METHODS, Method, get_method
 from distill.models import AGGREGATORS, AUDIO_ENCODERS, FUSIONS, HEADS, VISUAL_ENCODERS, ModelConfig
 from distill.models.network import Role, Setting
 
@@ -29,12 +30,12 @@ Optimizer = Literal["adamw", "adam", "sgd"]
 Scheduler = Literal["cosine", "step", "none"]
 Amp = Literal["auto", "on", "off"]
 Select = Literal["auto", "eer", "accuracy", "uar", "loss"]  # train.select: the val metric of the best checkpoint
+ScoreNorm = Literal["none", "asnorm"]  # eval.score_norm
 SeqSpan = Literal["window", "utterance"]  # data.seq_span: fixed windows | the whole utterance
 EvalSpan = Literal["crop", "utterance"]  # data.eval_span (nonseq): mean over crops | the whole utterance at once
 TASKS: tuple[str, ...] = get_args(Task)
 SETTINGS: tuple[str, ...] = get_args(Setting)
 SELECTS: tuple[str, ...] = get_args(Select)
-METHODS = ("none", "embed", "softlabel", "gkd", "embed+softlabel")
 #: Open options: their values are the names registered in a registry (a model family, a distance),
 #: so a plug-in registered at import time is accepted without touching this file.
 REGISTRY_OPTIONS = {"model.audio_encoder": AUDIO_ENCODERS, "model.visual_encoder": VISUAL_ENCODERS,
@@ -148,16 +149,41 @@ class DistillConfig:
     teacher: str | None = None  # teacher run dir (from --teacher)
 
     @property
-    def uses_embeddings(self) -> bool:
-        return "embed" in self.method
+    def spec(self) -> Method:
+        """The method's entry in the methods table: its loss terms and the teacher outputs it reads."""
+        return get_method(self.method)
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation of the fbank cells a network sees (docs/training.md#augmentation).
+
+    Training cells only: evaluation, validation and teacher targets always see clean cells, so a
+    student learns noisy audio in -> the clean teacher embedding out. Every draw is a function of
+    (train.seed, epoch, item), so a resumed run sees the same inputs. All off by default.
+    """
+
+    noise: str | None = None  # noise cache dir (`extract run` over noise audio); null: no additive noise
+    p_noise: float = 0.5  # probability that a training cell gets noise (when `noise` is set)
+    snr: list[float] = field(default_factory=lambda: [0.0, 15.0])  # dB, drawn uniformly from [low, high]
+    time_masks: int = 0  # SpecAugment: time masks per cell (0: none)
+    time_mask_width: int = 10  # most frames one time mask covers (width drawn from 0..this)
+    freq_masks: int = 0  # SpecAugment: frequency masks per cell (0: none)
+    freq_mask_width: int = 8  # most mel bands one frequency mask covers (width drawn from 0..this)
 
     @property
-    def uses_logits(self) -> bool:
-        return self.method in ("softlabel", "gkd", "embed+softlabel")
+    def active(self) -> bool:
+        return bool(self.noise) or self.time_masks > 0 or self.freq_masks > 0
 
-    @property
-    def needs_teacher(self) -> bool:
-        return self.method != "none"
+
+@dataclass
+class EvalConfig:
+    """How test metrics are scored (speaker runs)."""
+
+    # asnorm: metrics.json also gets eer_asnorm / min_dcf_asnorm, AS-norm scores with a cohort of the
+    # run's training speakers (the cohort.npy of distill verify); docs/metrics.md.
+    score_norm: ScoreNorm = "none"
+    top_k: int = 300  # AS-norm: each side's top_k highest cohort scores standardise it
 
 
 @dataclass
@@ -168,6 +194,8 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training cells only; all off by default
+    eval: EvalConfig = field(default_factory=EvalConfig)  # how speaker test metrics are scored
 
     def validate(self) -> "RunConfig":
         for name in _literal_options():  # also checked on load; this catches values set in code
@@ -203,7 +231,22 @@ class RunConfig:
             raise ConfigError(f"distill.contrastive_temperature must be > 0, got {d.contrastive_temperature}")
         if self.distill.face_recon < 0:
             raise ConfigError(f"distill.face_recon must be >= 0, got {self.distill.face_recon}")
+        self._validate_augment_eval()
         return self
+
+    def _validate_augment_eval(self) -> None:
+        a = self.augment
+        if len(a.snr) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in a.snr) \
+                or a.snr[0] > a.snr[1]:
+            raise ConfigError(f"augment.snr must be [low, high] dB with low <= high, got {a.snr}")
+        a.snr = [float(x) for x in a.snr]
+        if not 0.0 <= a.p_noise <= 1.0:
+            raise ConfigError(f"augment.p_noise must lie in [0, 1], got {a.p_noise}")
+        for name in ("time_masks", "time_mask_width", "freq_masks", "freq_mask_width"):
+            if getattr(a, name) < 0:
+                raise ConfigError(f"augment.{name} must be >= 0, got {getattr(a, name)}")
+        if self.eval.top_k < 1:
+            raise ConfigError(f"eval.top_k must be >= 1, got {self.eval.top_k}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -245,7 +288,7 @@ def option_choices(dotted: str) -> tuple[str, ...]:
     if dotted in REGISTRY_OPTIONS:
         return tuple(REGISTRY_OPTIONS[dotted].names())
     if dotted == "distill.method":
-        return METHODS
+        return tuple(METHODS)  # the methods table (distill.methods): a method added there is accepted
     hint = _field_hint(dotted)
     if typing.get_origin(hint) is not Literal:
         raise KeyError(f"{dotted} is not an option with a closed set of values")
@@ -345,34 +388,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     return _from_dict(RunConfig, tree, "").validate()
 
 
-#: The sections a student takes from its teacher: what the targets were computed on (task, setting,
-#: grid, split, trial list) and the network sizes.
-INHERITED = ("data", "model")
-
-
-def student_base(teacher: RunConfig, shared: dict | None = None) -> dict:
-    """The config tree a student of ``teacher`` starts from: ``shared`` (e.g. a sweep's ``base``)
-    with the teacher's ``data`` and ``model`` sections and cache on top.
-
-    The one rule for the CLI and for sweeps: whatever reached the teacher's data (a ``--set
-    data.split_seed=...``, a sweep's ``teacher: {data: ...}``) reaches its students too, so they
-    see the teacher's split and grid; a student's own overrides come after it.
-    """
-    if teacher.role != "teacher":
-        raise ConfigError(f"a student's teacher must be a teacher run, got role {teacher.role!r}")
-    tree = teacher.to_dict()
-    return merge(shared or {}, {**{k: tree[k] for k in INHERITED}, "cache": teacher.cache})
-
-
 def dump_config(cfg: RunConfig, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-
-def read_run_config(run_dir: str | Path) -> RunConfig:
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
-    return load_config(path)
 
 
 # --------------------------------------------------------------------------- configs/base.yaml

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset, Sampler
 from distill.config import ConfigError, DataConfig
 
 SPLITS = ("train", "val", "test")
+AUGMENT_STREAM = 1  # the augmentation's draws: another random stream of (seed, epoch, item) than the cell's
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,9 @@ class GridDataset(Dataset):
     is reproducible whatever the worker layout (and after a resume). ``train=False``: every cell
     of every item, item-major, for evaluation and for writing teacher targets.
     ``faces=False`` reads fbank only (students). ``targets`` attaches the cached teacher targets of
-    the sampled cell. The cache opens its HDF5 files lazily in each worker process.
+    the sampled cell. ``augment`` (training only: :mod:`distill.augment`) transforms the sampled
+    cell's fbank; faces and targets stay those of the clean cell. The cache opens its HDF5 files
+    lazily in each worker process.
 
     ``items`` are utt ids or cache rows (``cache.positions``). Only numpy arrays are kept per item:
     a list of a million id strings, touched by each loader worker, is copied page by page into
@@ -215,7 +218,10 @@ class GridDataset(Dataset):
     """
 
     def __init__(self, cache, items, labels: np.ndarray, grid: Grid, *, faces: bool,
-                 train: bool, seed: int = 0, targets=None):
+                 train: bool, seed: int = 0, targets=None, augment=None):
+        if augment is not None and not train:
+            raise ValueError("augmentation is for training datasets only: evaluation and teacher targets see "
+                             "clean cells")
         self.cache = cache
         items = np.asarray(items) if len(items) else np.zeros(0, np.int64)
         self.rows = items.astype(np.int64) if items.dtype.kind in "iu" else cache.positions(list(items))
@@ -225,7 +231,7 @@ class GridDataset(Dataset):
         self.train = train
         self.seed = seed
         self.targets = targets
-        self.epoch = 0
+        self.augment = augment
         self.hop_s = float(cache.config.get("hop_ms", 10.0)) / 1000.0
         self.face_dim = cache.face_dim
         self.n_frames = cache.table.locations[self.rows, 1].astype(np.int64)
@@ -239,16 +245,13 @@ class GridDataset(Dataset):
         """The items' utt ids, in dataset order (a fresh list: for reports, never on the loading path)."""
         return self.cache.utt_ids(self.rows)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __len__(self) -> int:
         return len(self.rows) if self.train else len(self.cell_item)
 
-    def locate(self, i: int, epoch: int | None = None) -> tuple[int, int]:
-        """Sample index -> (item, cell)."""
+    def locate(self, i: int, epoch: int = 0) -> tuple[int, int]:
+        """Sample index (of ``epoch``, for a training dataset) -> (item, cell)."""
         if self.train:
-            rng = np.random.default_rng((self.seed, self.epoch if epoch is None else epoch, i))
+            rng = np.random.default_rng((self.seed, epoch, i))
             return i, int(rng.integers(self.n_cells[i]))
         return int(self.cell_item[i]), int(self.cell_id[i])
 
@@ -258,7 +261,7 @@ class GridDataset(Dataset):
         The tagged form lets persistent loader workers (which hold a copy of the dataset made
         once) follow the epoch without being told.
         """
-        epoch, i = key if isinstance(key, tuple) else (None, key)
+        epoch, i = key if isinstance(key, tuple) else (0, key)
         item, cell = self.locate(i, epoch)
         utt = self.cache.utt_id(self.rows[item])
         arrays = self.cache.read_at(self.rows[item], fields=self.fields, labels=False)
@@ -266,7 +269,10 @@ class GridDataset(Dataset):
         if len(fbank) != self.n_frames[item]:
             raise RuntimeError(f"{utt}: cache holds {len(fbank)} fbank frames, its index says {self.n_frames[item]}")
         rows = self.grid.frame_index(len(fbank), cell)
-        sample = {"fbank": torch.from_numpy(fbank[rows]), "label": int(self.labels[item]),
+        x = fbank[rows]
+        if self.augment is not None:
+            x = self.augment(x, rows, len(fbank), self.augment_rng(i, epoch))
+        sample = {"fbank": torch.from_numpy(x), "label": int(self.labels[item]),
                   "item": item, "cell": cell, "utt_id": utt}
         if self.faces:
             sample.update(self._faces(arrays, rows, len(fbank)))
@@ -275,6 +281,11 @@ class GridDataset(Dataset):
         if self.grid.segmented:
             sample["seg_mask"] = torch.ones(len(rows), dtype=torch.bool)
         return sample
+
+    def augment_rng(self, i: int, epoch: int = 0) -> np.random.Generator:
+        """The generator of sample ``i``'s augmentation: a function of (seed, epoch, item) like its
+        cell, so a resumed run (or any worker layout) sees the same augmented input."""
+        return np.random.default_rng((self.seed, epoch, i, AUGMENT_STREAM))
 
     def _faces(self, arrays: dict, rows: np.ndarray, n_frames: int) -> dict:
         face = np.asarray(arrays["face"], dtype=np.float32).reshape(-1, self.face_dim)

@@ -6,7 +6,7 @@ by the same code.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -29,8 +29,6 @@ BALANCED_TRIALS_PER_CLASS = 50_000
 #: Seed of that sample. Fixed, not the run's ``train.seed``: a teacher and its students (of any
 #: seed) are scored on the same trials whenever they share a test split.
 TRIAL_SEED = 0
-#: A speaker run's validation EER operating point, the threshold ``distill verify`` decides at.
-VERIFICATION = "verification.json"
 
 
 @dataclass
@@ -41,7 +39,16 @@ class Predictions:
     labels: np.ndarray  # class ids, -1 where the class was not seen in training
     emb: np.ndarray  # (N, D)
     logits: np.ndarray  # (N, C)
-    extra: dict = field(default_factory=dict)
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` on ``device`` (None: full precision), for training and evaluation."""
+    on = amp == "on" or (amp == "auto" and device.type == "cuda")
+    if not on:
+        return None
+    if device.type != "cuda":
+        return torch.bfloat16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 @torch.no_grad()
@@ -207,6 +214,21 @@ def verification(pred: Predictions, trials: pd.DataFrame, p_target: float = 0.01
     labels = trials["label"].to_numpy().astype(bool)
     out = M.verification_metrics(scores, labels, p_target=p_target, c_miss=c_miss, c_fa=c_fa)
     return {"eer": float(out["eer"]), "min_dcf": float(out["min_dcf"])}, scores, labels
+
+
+def verification_asnorm(pred: Predictions, trials: pd.DataFrame, cohort: np.ndarray, top_k: int = DEFAULT_TOP_K,
+                        p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0) -> dict[str, float]:
+    """EER / minDCF of AS-norm scores (``distill.scoring.as_norm`` against ``cohort``) of the trials,
+    as ``eer_asnorm`` / ``min_dcf_asnorm``."""
+    row = {u: i for i, u in enumerate(pred.utt_ids)}
+    missing = sorted((set(trials["enrol"]) | set(trials["test"])) - set(row))
+    if missing:
+        raise ValueError(f"{len(missing)} trial item(s) were not evaluated, e.g. {missing[0]!r}")
+    scores = as_norm(pred.emb[[row[u] for u in trials["enrol"]]], pred.emb[[row[u] for u in trials["test"]]],
+                     cohort, top_k)
+    out = M.verification_metrics(scores, trials["label"].to_numpy().astype(bool), p_target=p_target, c_miss=c_miss,
+                                 c_fa=c_fa)
+    return {"eer_asnorm": float(out["eer"]), "min_dcf_asnorm": float(out["min_dcf"])}
 
 
 def operating_point(pred: Predictions, trials: pd.DataFrame, cohort: np.ndarray | None = None,

@@ -35,12 +35,12 @@ from tqdm import tqdm
 
 from common.files import atomic_output, atomic_write_text, sha256_file, sha256_text
 from common.hdf5 import H5Files
-from distill.checkpoint import BEST
 from distill.data import Grid, GridDataset
 from distill.evaluate import forward_cells
+from distill.run import RunDir
 
-TARGETS_FILE = "targets.h5"
-TRAIN_IDS = "train_ids.txt"
+TARGETS_FILE = RunDir.TARGETS
+TRAIN_IDS = RunDir.TRAIN_IDS
 FIELDS = ("enc", "agg", "logits")
 
 
@@ -71,7 +71,7 @@ def ids_digest(ids) -> str:
 
 def write_train_ids(run_dir: str | Path, ids) -> str:
     """Record a teacher's training items in ``run_dir/train_ids.txt`` (atomically); returns their digest."""
-    path = Path(run_dir) / TRAIN_IDS
+    path = RunDir(run_dir).train_ids
     atomic_write_text(path, "".join(f"{u}\n" for u in sorted(map(str, ids))))
     return ids_digest(ids)
 
@@ -82,7 +82,7 @@ def check_heldout(teacher_dir: str | Path, heldout, key: dict | None = None) -> 
     ``key`` (the targets key) when given must name the recorded set's digest, so an edited or
     stale ``train_ids.txt`` is refused too.
     """
-    path = Path(teacher_dir) / TRAIN_IDS
+    path = RunDir(teacher_dir).train_ids
     if not path.is_file():
         raise TargetMismatchError(f"{teacher_dir} records no training set ({TRAIN_IDS}); a teacher run made before "
                                   f"the leakage check: rerun `distill teacher` so its split can be checked")
@@ -95,7 +95,7 @@ def check_heldout(teacher_dir: str | Path, heldout, key: dict | None = None) -> 
         raise TargetMismatchError(
             f"{len(leaked)} of this run's val/test items were in the teacher's training set (e.g. {leaked[0]!r}): "
             f"its targets would leak their labels into held-out scores. Use the teacher's split "
-            f"(data.split_column / data.split_seed as in {Path(teacher_dir) / 'config.yaml'}) or retrain the teacher")
+            f"(data.split_column / data.split_seed as in {RunDir(teacher_dir).config_file}) or retrain the teacher")
 
 
 def compute_targets(net: torch.nn.Module, dataset: GridDataset, device: torch.device,
@@ -212,11 +212,11 @@ def open_targets(teacher_dir: str | Path, cache_id: str, grid: Grid, labels: lis
 
     ``heldout`` (the student's val + test ids) is checked against the teacher's training set.
     """
-    teacher_dir = Path(teacher_dir)
-    path, ckpt = teacher_dir / TARGETS_FILE, teacher_dir / BEST
+    run = RunDir(teacher_dir)
+    path, ckpt = run.targets, run.best
     if not path.is_file() or not ckpt.is_file():
         raise TargetMismatchError(
-            f"{teacher_dir} has no {TARGETS_FILE} / {BEST}: is it a finished `distill teacher` run?")
+            f"{teacher_dir} has no {TARGETS_FILE} / {RunDir.BEST}: is it a finished `distill teacher` run?")
     store = TargetStore(path, fields)
     expected = targets_key(sha256_file(ckpt), cache_id, grid, labels)
     found = store.key

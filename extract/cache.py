@@ -879,9 +879,16 @@ class Cache:
         """The item's labels plus the requested arrays (float32 / bool), read with a slice each."""
         return self.read_at(self.position(utt_id), fields)
 
-    def read_at(self, position: int, fields: Sequence[str] = ARRAY_FIELDS, *, labels: bool = True) -> dict[str, Any]:
-        """:meth:`read` by row; ``labels=False`` returns the arrays alone (the loaders' hot path)."""
+    def read_at(self, position: int, fields: Sequence[str] = ARRAY_FIELDS, *, labels: bool = True,
+                frames: tuple[int, int] | None = None) -> dict[str, Any]:
+        """:meth:`read` by row; ``labels=False`` returns the arrays alone (the loaders' hot path).
+        ``frames=(start, stop)`` reads only those fbank rows (a window of a long noise file)."""
         fb_off, n_fb, face_off, n_face = (int(v) for v in self.table.locations[position])
+        if frames is not None:
+            start, stop = frames
+            if not 0 <= start <= stop <= n_fb:
+                raise IndexError(f"{self.utt_id(position)!r} has {n_fb} fbank frames; asked for [{start}, {stop})")
+            fb_off, n_fb = fb_off + start, stop - start
         out = self.labels_at(position) if labels else {}
         h5 = self._file(self.shard_name(position))
         for name in fields:

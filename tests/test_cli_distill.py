@@ -79,9 +79,15 @@ def test_teacher_then_student_through_the_cli(cache, tmp_path, capsys):
 @pytest.mark.slow
 def test_killed_mid_epoch_and_resumed_ends_with_the_same_metrics(tmp_path):
     cache = make_lupi_cache(tmp_path / "cache", n_classes=4, per_class=16, n_frames=90)
-    # --face-recon: the objective's own parameters (the face decoder) must resume too
+    audio_only = {"face": np.zeros((0, 512), np.float32), "face_found": np.zeros(0, bool),
+                  "frame_times": np.zeros(0, np.float32), "has_video": False}
+    noise = build_cache(tmp_path / "noise", [{**item, **audio_only}
+                                              for item in make_lupi_items(2, 2, n_frames=150, seed=9)])
+    # --face-recon: the objective's own parameters (the face decoder) must resume too; augmentation:
+    # its draws too (noise, SNR, masks are functions of seed, epoch and item)
     args = ["teacher", "--cache", str(cache), "--task", "speaker", "--setting", "nonseq", "--epochs", "4", "--quiet",
-            "--face-recon", "1", *SETS]
+            "--face-recon", "1", *SETS, "--set", f"augment.noise={noise}", "--set", "augment.time_masks=1",
+            "--set", "augment.freq_masks=1"]
     reference = distill(*args, "--out", str(tmp_path / "ref"))
     assert reference.returncode == 0, reference.stderr
 

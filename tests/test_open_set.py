@@ -41,6 +41,7 @@ def test_run_with_only_unseen_test_speakers_reports_verification(tmp_path):
     assert "accuracy" not in metrics and "top5_accuracy" not in metrics
     assert 0.0 <= metrics["eer"] <= 1.0 and 0.0 <= metrics["min_dcf"] <= 1.0
     assert {"eer", "min_dcf"} <= set(metrics["video_missing"])
+    assert not {"eer_asnorm", "min_dcf_asnorm", "score_norm"} & set(metrics)  # eval.score_norm: none by default
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["eer"] == metrics["eer"]
     assert (tmp_path / "run" / "det.png").is_file() and (tmp_path / "run" / "embeddings.png").is_file()
 
@@ -88,6 +89,28 @@ def test_open_set_val_selects_the_epoch_of_lowest_val_eer(tmp_path):
     one = _open_set_cache(tmp_path / "one", val=("spk3",))  # one val speaker: no non-target trial
     with pytest.raises(ConfigError, match="needs target and non-target val trials"):
         Trainer(tiny_config(one, "teacher"), tmp_path / "y", progress=False)
+
+
+def test_score_norm_asnorm_puts_as_norm_metrics_next_to_the_raw_ones(tmp_path):
+    from distill.calibration import training_cohort
+    from distill.evaluate import build_trials, verification_asnorm
+    from distill.inference import COHORT
+    from distill.run import load_run
+
+    cache = _open_set_cache(tmp_path / "cache")
+    run = tmp_path / "run"
+    metrics = run_training(tiny_config(cache, "teacher", eval__score_norm="asnorm", eval__top_k=2), run, progress=False)
+    assert metrics["score_norm"] == {"method": "asnorm", "top_k": 2, "cohort_speakers": 2, "cohort_per_speaker": 10}
+    trainer = load_run(run)
+    test = trainer.data.dataset("test", faces=True, train=False)
+    trials = build_trials(trainer.cache.index, trainer.data.utt_ids("test"), "speaker", None)
+    for where, video, cohort in [(metrics, True, training_cohort(trainer.evaluator, trainer.data, video=True)),
+                                 (metrics["video_missing"], False, np.load(run / COHORT))]:  # what distill verify uses
+        pred = trainer.predict(test, video=video)
+        assert where["eer"] == verification(pred, trials)[0]["eer"]  # the raw numbers stay what they were
+        expected = verification_asnorm(pred, trials, cohort, top_k=2)
+        assert (where["eer_asnorm"], where["min_dcf_asnorm"]) == pytest.approx(
+            (expected["eer_asnorm"], expected["min_dcf_asnorm"]))
 
 
 def test_closed_set_run_can_select_by_val_loss(tmp_path):

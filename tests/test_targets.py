@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from distill.checkpoint import BEST
 from distill.data import Grid
 from distill.targets import (TARGETS_FILE, TRAIN_IDS, TargetMismatchError, TargetStore, cache_identity,
                              open_targets)
-from distill.train import RunData, Trainer, run_training
+from distill.run import RunData, RunDir
+from distill.train import Trainer, run_training
 from extract.cache import open_cache
 from distill.testing import make_lupi_cache, tiny_config
 
@@ -66,9 +66,9 @@ def test_student_refuses_targets_of_a_retrained_teacher(setup, tmp_path):
     root, cache, _ = setup
     teacher = tmp_path / "teacher"
     shutil.copytree(root / "teacher", teacher)
-    state = torch.load(teacher / BEST, weights_only=True)
+    state = torch.load(teacher / RunDir.BEST, weights_only=True)
     state["model"] = {k: v + 1e-3 if v.dtype.is_floating_point else v for k, v in state["model"].items()}
-    torch.save(state, teacher / BEST)  # what retraining without refreshing targets.h5 would leave
+    torch.save(state, teacher / RunDir.BEST)  # what retraining without refreshing targets.h5 would leave
     cfg = tiny_config(cache, "student", data__setting="seq", distill__method="embed", distill__teacher=str(teacher))
     with pytest.raises(TargetMismatchError, match="another teacher checkpoint"):
         Trainer(cfg, tmp_path / "s", progress=False)

@@ -188,7 +188,7 @@ def test_whole_utterance_model_embeds_as_evaluation_does(cache, teacher):
     """distill embed's grouping of equal-shape cells gives the embeddings evaluation scored."""
     from distill.export import export_run
     from distill.inference import Model
-    from distill.train import load_run
+    from distill.run import load_run
 
     trainer = load_run(teacher)
     test = trainer.data.dataset("test", faces=False, train=False)
@@ -205,7 +205,7 @@ def test_nonseq_whole_utterance_evaluation_writes_metrics(cache, tmp_path):
     run = tmp_path / "t"
     metrics = run_training(tiny_config(cache, "teacher", data__eval_span="utterance"), run, progress=False)
     assert json.loads((run / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
-    from distill.train import load_run
+    from distill.run import load_run
 
     trainer = load_run(run)
     test = trainer.data.dataset("test", faces=False, train=False)
