@@ -3,7 +3,7 @@
 A student's gain is only worth reporting with its uncertainty, and two students trained with the
 same seed share their initialisation and data order, so differences are taken per seed (paired)
 before anything is averaged. Pure numpy (scipy only for the t distribution's quantiles);
-``tests/test_stats.py`` checks every number against ``scipy.stats``.
+``tests/test_distill_stats.py`` checks every number against ``scipy.stats``.
 """
 from __future__ import annotations
 

@@ -1,20 +1,21 @@
-"""Linear probe behind the numbers in tests/test_lupi.py: how much a teacher's embedding teaches.
+"""Linear probe: how much of what a teacher's embedding holds a student could learn from its audio.
 
 For each level of a trained teacher (visual branch, fusion hidden layer, fused embedding, logits),
 for the item's mean face embedding (what the teacher could pass on at best) and for one-hot labels, fit a ridge regression from a crop's mean log-mel (the audio a student
 sees) to that target on the train crops; classify test crops by the nearest train-class mean of
 the predicted target. A target that probes better than one-hot labels gives a student more to
-learn from than its labels; the faces themselves probe at 0.98-1.00 on the LUPI corpora.
+learn from than its labels; the faces themselves probe at 0.98-1.00 on the LUPI corpora
+(distill/testing/lupi.py; tests/test_distill_methods_lupi.py asserts on it).
 Also prints each level's within-class share of variance (low: the teacher collapsed its classes).
 
-    python tests/lupi_probe.py CACHE_DIR TEACHER_RUN_DIR
+    python -m distill.probe CACHE_DIR TEACHER_RUN_DIR
 
 Nonseq teachers only. Crops follow the run's grid (crop, hop); the visual branch sees the item's
 whole face track, an approximation of the grid cell's frames that is exact for constant faces.
 """
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -75,5 +76,17 @@ def probe(cache_dir: str | Path, teacher_dir: str | Path, label_column: str = "s
     return out
 
 
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m distill.probe", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("cache", help="feature cache the teacher was trained on")
+    parser.add_argument("teacher", help="nonseq teacher run directory")
+    parser.add_argument("--label-column", default="speaker", help="label column of the cache")
+    args = parser.parse_args(argv)
+    for key, value in probe(args.cache, args.teacher, args.label_column).items():
+        print(f"{key:16s} {value:.3f}")
+    return 0
+
+
 if __name__ == "__main__":
-    print(probe(sys.argv[1], sys.argv[2]))
+    raise SystemExit(main())

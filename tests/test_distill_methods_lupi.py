@@ -1,6 +1,6 @@
 """LUPI sanity: the faces carry the label cleanly, the audio weakly; does `embed` beat `none`?
 
-The corpus (tests/lupi_data.py): 6 classes, 8 labelled training items each of which 30% carry a
+The corpus (distill/testing/lupi.py): 6 classes, 8 labelled training items each of which 30% carry a
 wrong label, clean val/test splits (10 and 20 per class). The audio holds the latent ``z`` the
 class comes from, through a fixed random map under unit frame noise and a 12-dimensional drifting
 nuisance 3x louder than the signal; the faces show ``z`` almost noise-free. Each draw is a fresh
@@ -24,25 +24,21 @@ Without label noise the margin does not appear: with 8 clean items a class `none
 0.88-0.94 and `embed` moves it by -0.07 to +0.03; with 4 clean items a class the gain follows the
 draw (+0.14, -0.10, +0.09 with face_recon; the CE-only teacher's class geometry beats one-hot
 labels on some draws and not on others). docs/method.md records those measurements and the ~20
-variants tried on the clean-label design, with the linear probe (tests/lupi_probe.py) behind them.
+variants tried on the clean-label design, with the linear probe (distill/probe.py) behind them.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from distill.train import run_training
-from lupi_data import LupiDesign, make_lupi_cache
-from lupi_probe import probe
+from distill.probe import probe
 from distill.testing import tiny_config
+from distill.testing.lupi import SCHEDULE, TEACHER, LupiDesign, make_lupi_cache
+from distill.train import run_training
 
 pytestmark = pytest.mark.slow
 
 DRAWS = (0, 1, 2)  # data seeds: corpus, mixing and teachers differ per draw
-#: Enough optimiser steps for 48 training items (12 per epoch at batch 4); same for every run.
-SCHEDULE = {"train__epochs": 30, "data__batch_size": 4, "train__lr": 0.005}
-#: The teacher's visual branch is wider than its audio branch, so its embedding leans on the faces.
-TEACHER = {"model__visual_dim": 64, **SCHEDULE}
 FACE_RECON = 10.0
 MARGIN = 0.10
 #: Input normalisation off, as when these margins were measured. With the defaults (log-mels and

@@ -1,16 +1,16 @@
 """The LUPI measurements of docs/method.md, reproducible: students against `none` on fresh corpus draws.
 
-Per draw: build the corpus of tests/lupi_data.py, train one teacher (the test's settings), then
+Per draw: build the corpus of distill/testing/lupi.py, train one teacher (the test's settings), then
 each student variant from its targets; print test accuracy and EER per draw and each variant's
 gain over `none`. One thread, about 10 s a run.
 
-    python tests/lupi_compare.py --draws 0 1 2 3 4 5                          # the asserted setting
-    python tests/lupi_compare.py --draws 0 1 2 --face-recon 0                 # cross-entropy-only teacher
-    python tests/lupi_compare.py --variants embed-joint softlabel gkd         # the other students
-    python tests/lupi_compare.py --label-noise 0 --train-per-class 4          # the clean-label design
-    python tests/lupi_compare.py --setting seq                                # segments + aggregation
-    python tests/lupi_compare.py --control                                    # + the audio-only teacher
-    python tests/lupi_compare.py --audio-aux 1 --variants embed embed-audio   # the teacher's audio branch as target
+    python experiments/lupi_compare.py --draws 0 1 2 3 4 5                          # the asserted setting
+    python experiments/lupi_compare.py --draws 0 1 2 --face-recon 0                 # cross-entropy-only teacher
+    python experiments/lupi_compare.py --variants embed-joint softlabel gkd         # the other students
+    python experiments/lupi_compare.py --label-noise 0 --train-per-class 4          # the clean-label design
+    python experiments/lupi_compare.py --setting seq                                # segments + aggregation
+    python experiments/lupi_compare.py --control                                    # + the audio-only teacher
+    python experiments/lupi_compare.py --audio-aux 1 --variants embed embed-audio   # the teacher's audio branch as target
 
 ``--control`` also trains the same teacher with its faces hidden (``model.face_dropout: 1.0``, and
 ``distill.face_recon: 0``: no faces as reconstruction targets either) and
@@ -22,20 +22,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from distill.stats import paired_difference  # noqa: E402
-from distill.train import run_training  # noqa: E402
-from lupi_data import LupiDesign, make_lupi_cache  # noqa: E402
-from distill.testing import tiny_config  # noqa: E402
-from test_lupi import SCHEDULE, TEACHER  # noqa: E402
+from distill.stats import paired_difference
+from distill.testing import tiny_config
+from distill.testing.lupi import SCHEDULE, TEACHER, LupiDesign, make_lupi_cache
+from distill.train import run_training
 
 #: Student variants by name: the overrides each adds to the test's schedule.
 VARIANTS = {
@@ -126,4 +121,4 @@ def _parse(text: str):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
