@@ -259,7 +259,7 @@ def _dlib_models() -> Path:
 
 @register_face_embedder
 class DlibEmbedding(FaceModel):
-    """dlib's ResNet face recogniser (29 conv layers, 99.38 % on LFW) → 128-d, unit norm.
+    """dlib's ResNet face recogniser (a slimmed ResNet-34; 99.38 % on LFW per dlib) → 128-d, unit norm.
 
     Its input is dlib's own aligned chip: the 5-point shape predictor (eye corners, nose) placed on
     MTCNN's box, then ``get_face_chip`` rotates and scales the face to 150×150 with 25 % padding,
