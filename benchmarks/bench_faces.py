@@ -101,8 +101,9 @@ def timings(models: dict[str, FaceEmbedder], frames: np.ndarray, rounds: int) ->
     for name, faces in models.items():
         model = faces.embedder
         crops = model.stack([model.crop(video[i], b, 0) for i, b in enumerate(boxes)])
+        crop_all = lambda m=model: [m.crop(video[i], b, 0) for i, b in enumerate(boxes)]  # noqa: E731
         out[name] = {
-            "crop_ms": cpu_ms(lambda m=model: [m.crop(video[i], b, 0) for i, b in enumerate(boxes)], rounds, len(boxes)),
+            "crop_ms": cpu_ms(crop_all, rounds, len(boxes)),
             "embed_ms": cpu_ms(lambda m=model, c=crops: m.embed(c), rounds, len(boxes)),
         }
     with torch.inference_mode():
@@ -157,17 +158,18 @@ def main() -> int:
     frames, speakers, emotions = demo_frames(args.renders)
     results: dict = {"timing": timings(models, frames[: args.timed_faces], args.rounds)}
     t = results["timing"]
+    dlib, facenet = t["dlib"], t["facenet"]
     results["timing"]["ratio_dlib_over_facenet"] = {
-        "embed": t["dlib"]["embed_ms"] / t["facenet"]["embed_ms"],
-        "crop+embed": (t["dlib"]["crop_ms"] + t["dlib"]["embed_ms"]) / (t["facenet"]["crop_ms"] + t["facenet"]["embed_ms"]),
-        "per_frame": t["dlib"]["total_ms"] / t["facenet"]["total_ms"],
+        "embed": dlib["embed_ms"] / facenet["embed_ms"],
+        "crop+embed": (dlib["crop_ms"] + dlib["embed_ms"]) / (facenet["crop_ms"] + facenet["embed_ms"]),
+        "per_frame": dlib["total_ms"] / facenet["total_ms"],
     }
 
     demo = {"facenet (random)": embed(models["facenet"], frames), "dlib": embed(models["dlib"], frames),
             "dlib, unaligned crop": embed(models["dlib"], frames, plain)}
     results["demo"] = {
-        name: {"speaker_acc": ncm_accuracy(e, speakers, args.splits), "emotion_acc": ncm_accuracy(e, emotions, args.splits),
-               "mean_cosine": mean_cosine(e)}
+        name: {"speaker_acc": ncm_accuracy(e, speakers, args.splits),
+               "emotion_acc": ncm_accuracy(e, emotions, args.splits), "mean_cosine": mean_cosine(e)}
         for name, e in demo.items()
     }
 
