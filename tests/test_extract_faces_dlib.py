@@ -96,6 +96,7 @@ def test_extract_with_dlib_writes_a_128_d_cache_a_teacher_trains_on(tmp_path):
     from distill.train import run_training
     from extract import open_cache
     from extract.cli import main
+    from extract.info import cache_info
 
     rows = []
     for s, face in enumerate(lfw_faces()[[4, 17, 42]]):  # three people, two clips each in train, one in val, test
@@ -112,6 +113,7 @@ def test_extract_with_dlib_writes_a_128_d_cache_a_teacher_trains_on(tmp_path):
     assert len(cache) == 12 and cache.face_dim == 128
     config = json.loads((cache_dir / "config.json").read_text())
     assert config["face_dim"] == 128 and config["face_weights_identity"].startswith("dlib-resnet-v1")
+    assert cache_info(cache_dir)["settings"]["face_dim"] == 128  # what `extract info` shows
     item = cache["s1_0"]
     assert item["face"].shape == (2, 128) and item["face_found"].all()
     np.testing.assert_allclose(np.linalg.norm(item["face"].astype(np.float32), axis=1), 1.0, atol=2e-3)
