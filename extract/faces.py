@@ -118,7 +118,8 @@ def _download_pretrained(name: str) -> Path:
         except Exception as err:  # urllib's errors vary by platform; all mean "not reachable"
             raise FaceWeightsError(
                 f"--face-weights {name}: not in the torch hub cache ({target}) and the download failed "
-                f"({type(err).__name__}: {err}). Offline, pass --face-weights PATH (a state dict file) or "
+                f"({type(err).__name__}: {err}). Offline, pass --face-weights PATH (a state dict file), "
+                "--face-weights dlib (dlib's pretrained 128-d embedder from the faces-dlib extra, no download) or "
                 "--face-weights random (seeded, for tests and pipelines that ignore face identity)."
             ) from None
     return target

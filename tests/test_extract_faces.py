@@ -100,7 +100,7 @@ def test_pretrained_offline_fails_naming_the_ways_out(tmp_path, monkeypatch):
     with pytest.raises(FaceWeightsError) as err:
         resolve_face_weights("vggface2")
     message = str(err.value)
-    assert "--face-weights PATH" in message and "--face-weights random" in message
+    assert "--face-weights PATH" in message and "--face-weights random" in message and "--face-weights dlib" in message
     assert str(tmp_path / "torch") in message  # says where it looked
 
 
