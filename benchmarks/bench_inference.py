@@ -106,10 +106,10 @@ def main() -> None:
               f"{epoch:.2f} s = {log / epoch:.4f}x")
 
         from distill.calibration import write_verification
-        from distill.train import load_run
+        from distill.run import load_run
 
-        trainer = load_run(tmp / "run")
-        record = best_of(args.repeat, lambda: write_verification(trainer))
+        run = load_run(tmp / "run")
+        record = best_of(args.repeat, lambda: write_verification(run.evaluator, run.data, run.dir))
         print(f"(f) recording the verification threshold + AS-norm cohort at evaluation: {record:.2f} s vs the "
               f"1-epoch run with evaluation {epoch:.2f} s = {record / epoch:.2f}x")
 

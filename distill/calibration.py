@@ -16,54 +16,54 @@ import warnings
 import numpy as np
 
 from common.files import atomic_write_text
+from distill.config import EvalConfig
 from distill.data import GridDataset
-from distill.evaluate import VERIFICATION, Predictions, build_trials, operating_point, verification_asnorm
-from distill.inference import COHORT
+from distill.evaluate import Predictions, build_trials, operating_point, verification_asnorm
+from distill.run import Evaluator, RunData, RunDir
 from distill.scoring import DEFAULT_TOP_K, speaker_cohort
 
 COHORT_PER_SPEAKER = 10
 
 
-def training_cohort(trainer, video: bool = False) -> np.ndarray:
+def training_cohort(evaluator: Evaluator, data: RunData, video: bool = False) -> np.ndarray:
     """(speakers, D) unit mean embeddings of the run's training speakers (a teacher's with its faces
     when ``video``, as its test embeddings are scored; audio-only by default)."""
-    ids = trainer.data.utt_ids("train")
-    speakers = trainer.cache.index.loc[ids, trainer.cfg.data.label].astype(str)
+    ids = data.utt_ids("train")
+    speakers = data.cache.index.loc[ids, data.config.label].astype(str)
     keep = speakers.groupby(speakers.to_numpy()).head(COHORT_PER_SPEAKER)
-    faces = video and trainer.is_teacher
-    dataset = GridDataset(trainer.cache, list(keep.index), np.zeros(len(keep), np.int64), trainer.data.eval_grid,
+    faces = video and evaluator.net.role == "teacher"
+    dataset = GridDataset(data.cache, list(keep.index), np.zeros(len(keep), np.int64), data.eval_grid,
                           faces=faces, train=False)
-    return speaker_cohort(trainer.predict(dataset, video=faces).emb, keep.to_numpy())
+    return speaker_cohort(evaluator.predict(dataset, video=faces).emb, keep.to_numpy())
 
 
-def score_norm_metrics(trainer, pred: Predictions, trials, video: bool = True) -> dict:
-    """``eval.score_norm`` for metrics.json: nothing for ``none``; for ``asnorm`` the EER/minDCF of
-    AS-norm scores (``eer_asnorm``, ``min_dcf_asnorm``) and a ``score_norm`` record of how (the
-    cohort: one mean embedding per training speaker, as in cohort.npy, from the same model and
-    modality as ``pred``)."""
-    ev = trainer.cfg.eval
-    if ev.score_norm == "none":
+def score_norm_metrics(evaluator: Evaluator, data: RunData, scoring: EvalConfig, pred: Predictions, trials,
+                       video: bool = True) -> dict:
+    """``eval.score_norm`` (``scoring``) for metrics.json: nothing for ``none``; for ``asnorm`` the
+    EER/minDCF of AS-norm scores (``eer_asnorm``, ``min_dcf_asnorm``) and a ``score_norm`` record of
+    how (the cohort: one mean embedding per training speaker, as in cohort.npy, from the same model
+    and modality as ``pred``)."""
+    if scoring.score_norm == "none":
         return {}
-    cohort = training_cohort(trainer, video=video)
-    out: dict = verification_asnorm(pred, trials, cohort, ev.top_k, **trainer.cfg.data.costs)
-    out["score_norm"] = {"method": ev.score_norm, "top_k": min(ev.top_k, len(cohort)), "cohort_speakers": len(cohort),
-                         "cohort_per_speaker": COHORT_PER_SPEAKER}
+    cohort = training_cohort(evaluator, data, video=video)
+    out: dict = verification_asnorm(pred, trials, cohort, scoring.top_k, **data.config.costs)
+    out["score_norm"] = {"method": scoring.score_norm, "top_k": min(scoring.top_k, len(cohort)),
+                         "cohort_speakers": len(cohort), "cohort_per_speaker": COHORT_PER_SPEAKER}
     return out
 
 
-def write_verification(trainer) -> dict | None:
+def write_verification(evaluator: Evaluator, data: RunData, run_dir: RunDir) -> dict | None:
     """Write cohort.npy and verification.json into the run; None (with a warning) when the
     validation split has no target pair."""
-    cfg, out = trainer.cfg, trainer.out
     try:
-        trials = build_trials(trainer.cache.index, trainer.data.utt_ids("val"), cfg.data.label, None)
-        cohort = training_cohort(trainer)
-        val = trainer.predict(trainer.data.dataset("val", faces=False, train=False), video=False)
+        trials = build_trials(data.cache.index, data.utt_ids("val"), data.config.label, None)
+        cohort = training_cohort(evaluator, data)
+        val = evaluator.predict(data.dataset("val", faces=False, train=False), video=False)
         point = operating_point(val, trials, cohort, DEFAULT_TOP_K)
     except ValueError as exc:  # e.g. one val utterance per speaker: no target trial
-        warnings.warn(f"{out}: no verification threshold ({exc})", stacklevel=2)
+        warnings.warn(f"{run_dir}: no verification threshold ({exc})", stacklevel=2)
         return None
-    np.save(out / COHORT, cohort)
+    np.save(run_dir.cohort, cohort)
     point = {**point, "split": "val"}
-    atomic_write_text(out / VERIFICATION, json.dumps(point, indent=2) + "\n")
+    atomic_write_text(run_dir.verification, json.dumps(point, indent=2) + "\n")
     return point

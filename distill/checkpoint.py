@@ -1,7 +1,8 @@
 """Checkpoints that survive a kill and load without unpickling arbitrary code.
 
 Saved atomically (write a temp file, fsync, rename): a run killed while saving still has its
-previous checkpoint whole. Everything stored is a tensor or a plain Python value, so
+previous checkpoint whole. Which checkpoints a run keeps, and loading its best network, is
+:class:`distill.run.RunDir`'s. Everything stored is a tensor or a plain Python value, so
 ``torch.load(weights_only=True)`` reads it; RNG states are converted accordingly.
 """
 from __future__ import annotations
@@ -14,11 +15,6 @@ import numpy as np
 import torch
 
 from common.files import atomic_output
-from distill.config import ConfigError, RunConfig, read_run_config
-from distill.models import DistillNetwork, build_network
-
-BEST = "best.pt"
-LAST = "last.pt"
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -34,26 +30,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def load_best_network(run_dir: str | Path, device: str | torch.device = "cpu"
-                      ) -> tuple[DistillNetwork, RunConfig, dict[str, Any]]:
-    """A finished run's best network (eval mode, on ``device``), its config and checkpoint meta.
-
-    Sized from what the run saved (its config, and the meta's ``n_mels`` and ``labels``), so it
-    loads without the cache it was trained on.
-    """
-    cfg = read_run_config(run_dir)
-    state = load_checkpoint(Path(run_dir) / BEST, map_location=device)
-    meta = state["meta"]
-    net = build_network(cfg.model, role=cfg.role, setting=cfg.data.setting, n_mels=meta["n_mels"],
-                        n_classes=len(meta["labels"]), face_dim=int(meta.get("face_dim", 512)))
-    try:
-        net.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        if not any(".norm." in key for key in state["model"]):
-            raise ConfigError(f"{run_dir} was trained before input normalisation (its best.pt has no normaliser "
-                              "statistics): retrain it") from exc
-        raise
-    return net.to(device).eval(), cfg, meta
 
 
 def rng_state() -> dict[str, Any]:

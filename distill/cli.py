@@ -10,8 +10,8 @@ import argparse
 import sys
 import time
 
-from distill.config import (ConfigError, option_choices, RunConfig, load_config, read_run_config,
-                            student_base)
+from distill.config import ConfigError, RunConfig, load_config, option_choices
+from distill.methods import METHODS
 from distill.metrics import METRIC_KEYS
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--method none is the audio-only baseline (a --teacher given then only supplies "
                                    "those config sections).")
     p.add_argument("--teacher", help="teacher run directory (needed unless --method none)")
-    p.add_argument("--method", choices=option_choices("distill.method"), default="embed", help="how the student learns from the teacher")
+    p.add_argument("--method", choices=option_choices("distill.method"), default="embed",
+                   help="how the student learns from the teacher (docs/method.md; distill.methods declares each)")
     p.add_argument("--distance", choices=option_choices("distill.distance"), help="embedding distance (distill.distance)")
     p.add_argument("--encoder-grad", choices=option_choices("distill.encoder_grad"),
                    help="does the task loss reach the student encoder? (distill.encoder_grad)")
@@ -174,21 +175,22 @@ def teacher_config(args: argparse.Namespace) -> RunConfig:
 
 
 def student_config(args: argparse.Namespace) -> RunConfig:
-    """Teacher's data + model sections <- --config <- flags <- --set."""
-    base: dict = {}
+    """Teacher's data + model sections <- --config <- flags <- --set (:func:`distill.run.student_config`)."""
+    from distill.run import RunDir
+    from distill.run import student_config as derive
+
+    teacher = None
     if args.teacher:
-        tcfg = read_run_config(args.teacher)
-        if tcfg.role != "teacher":
-            raise ConfigError(f"--teacher {args.teacher} is a {tcfg.role} run, not a teacher")
-        base = student_base(tcfg)
+        teacher = RunDir(args.teacher).config()
+        if teacher.role != "teacher":
+            raise ConfigError(f"--teacher {args.teacher} is a {teacher.role} run, not a teacher")
         if args.task or args.setting:
             raise ConfigError("--task/--setting come from the teacher; drop them or drop --teacher")
-    elif args.method != "none":
+    elif METHODS[args.method].needs_teacher:
         raise ConfigError(f"--method {args.method} needs --teacher RUN_DIR")
-    flags = {**_common_flags(args), "role": "student", "distill.method": args.method, "distill.teacher": args.teacher,
-             "distill.distance": args.distance, "distill.encoder_grad": args.encoder_grad,
+    flags = {**_common_flags(args), "distill.distance": args.distance, "distill.encoder_grad": args.encoder_grad,
              "data.task": args.task, "data.setting": args.setting}
-    return load_config(args.config, _overrides(args, flags), base=base)
+    return derive(teacher, args.method, _overrides(args, flags), teacher_dir=args.teacher, config_file=args.config)
 
 
 def _summary(cfg: RunConfig, metrics: dict, seconds: float, out: str) -> str:
@@ -212,11 +214,12 @@ def _train(args: argparse.Namespace, cfg: RunConfig) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from distill.train import evaluate_run
+    from distill.evaluate_run import reevaluate
+    from distill.run import RunDir
 
-    cfg = read_run_config(args.run)
+    cfg = RunDir(args.run).config()
     started = time.perf_counter()
-    metrics = evaluate_run(args.run, cache=args.cache)
+    metrics = reevaluate(args.run, cache=args.cache)
     print(_summary(cfg, metrics, time.perf_counter() - started, args.run))
     return EXIT_OK
 

@@ -18,6 +18,7 @@ import yaml
 
 from common.files import atomic_write_text
 from distill.losses import DISTANCES
+from distill.methods import METHODS, Method, get_method
 from distill.models import AGGREGATORS, AUDIO_ENCODERS, FUSIONS, HEADS, VISUAL_ENCODERS, ModelConfig
 from distill.models.network import Role, Setting
 
@@ -25,6 +26,7 @@ from distill.models.network import Role, Setting
 # when a config is loaded, the CLI's choices (option_choices) and configs/base.yaml.
 Task = Literal["speaker", "emotion"]  # the label column is the task's name unless data.label_column says otherwise
 EncoderGrad = Literal["joint", "distill-only"]
+Target = Literal["fused", "audio"]  # distill.target: which teacher embedding the student's encoder level imitates
 Optimizer = Literal["adamw", "adam", "sgd"]
 Scheduler = Literal["cosine", "step", "none"]
 Amp = Literal["auto", "on", "off"]
@@ -35,7 +37,6 @@ EvalSpan = Literal["crop", "utterance"]  # data.eval_span (nonseq): mean over cr
 TASKS: tuple[str, ...] = get_args(Task)
 SETTINGS: tuple[str, ...] = get_args(Setting)
 SELECTS: tuple[str, ...] = get_args(Select)
-METHODS = ("none", "embed", "softlabel", "gkd", "embed+softlabel")
 #: Open options: their values are the names registered in a registry (a model family, a distance),
 #: so a plug-in registered at import time is accepted without touching this file.
 REGISTRY_OPTIONS = {"model.audio_encoder": AUDIO_ENCODERS, "model.visual_encoder": VISUAL_ENCODERS,
@@ -141,6 +142,15 @@ class DistillConfig:
     relational: float = 0.0
     contrastive: float = 0.0
     contrastive_temperature: float = 0.1
+    # embed: which teacher embedding the student's encoder level imitates. fused: the teacher's
+    # encoder output, audio and faces fused (the paper's). audio: the teacher's own audio branch
+    # before fusion, trained next to the faces (give that teacher `audio_aux` > 0). In seq the
+    # aggregated level stays the teacher's fused aggregate: the teacher has no audio-only one.
+    target: Target = "fused"
+    # Teacher only: weight of an auxiliary cross-entropy head on its audio-branch embedding (per
+    # crop/segment), so the branch also learns the task on its own; the fused loss still trains it
+    # too. 0 = no head (the paper's teacher). The head lives in the objective, not in best.pt.
+    audio_aux: float = 0.0
     # Teacher only: weight of a term asking a linear map of the teacher's encoder embedding to
     # reconstruct the mean face embedding of its crop/segment (relative squared error), so its
     # targets keep what the faces show instead of collapsing to a class code. 0 = the paper's
@@ -149,16 +159,9 @@ class DistillConfig:
     teacher: str | None = None  # teacher run dir (from --teacher)
 
     @property
-    def uses_embeddings(self) -> bool:
-        return "embed" in self.method
-
-    @property
-    def uses_logits(self) -> bool:
-        return self.method in ("softlabel", "gkd", "embed+softlabel")
-
-    @property
-    def needs_teacher(self) -> bool:
-        return self.method != "none"
+    def spec(self) -> Method:
+        """The method's entry in the methods table: its loss terms and the teacher outputs it reads."""
+        return get_method(self.method)
 
 
 @dataclass
@@ -238,6 +241,8 @@ class RunConfig:
             raise ConfigError(f"distill.contrastive_temperature must be > 0, got {d.contrastive_temperature}")
         if self.distill.face_recon < 0:
             raise ConfigError(f"distill.face_recon must be >= 0, got {self.distill.face_recon}")
+        if self.distill.audio_aux < 0:
+            raise ConfigError(f"distill.audio_aux must be >= 0, got {self.distill.audio_aux}")
         self._validate_augment_eval()
         return self
 
@@ -295,7 +300,7 @@ def option_choices(dotted: str) -> tuple[str, ...]:
     if dotted in REGISTRY_OPTIONS:
         return tuple(REGISTRY_OPTIONS[dotted].names())
     if dotted == "distill.method":
-        return METHODS
+        return tuple(METHODS)  # the methods table (distill.methods): a method added there is accepted
     hint = _field_hint(dotted)
     if typing.get_origin(hint) is not Literal:
         raise KeyError(f"{dotted} is not an option with a closed set of values")
@@ -395,34 +400,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     return _from_dict(RunConfig, tree, "").validate()
 
 
-#: The sections a student takes from its teacher: what the targets were computed on (task, setting,
-#: grid, split, trial list), the network sizes, and how test scores are normalised (comparable metrics).
-INHERITED = ("data", "model", "eval")
-
-
-def student_base(teacher: RunConfig, shared: dict | None = None) -> dict:
-    """The config tree a student of ``teacher`` starts from: ``shared`` (e.g. a sweep's ``base``)
-    with the teacher's ``data``, ``model`` and ``eval`` sections and cache on top.
-
-    The one rule for the CLI and for sweeps: whatever reached the teacher's data (a ``--set
-    data.split_seed=...``, a sweep's ``teacher: {data: ...}``) reaches its students too, so they
-    see the teacher's split and grid; a student's own overrides come after it.
-    """
-    if teacher.role != "teacher":
-        raise ConfigError(f"a student's teacher must be a teacher run, got role {teacher.role!r}")
-    tree = teacher.to_dict()
-    return merge(shared or {}, {**{k: tree[k] for k in INHERITED}, "cache": teacher.cache})
-
-
 def dump_config(cfg: RunConfig, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-
-def read_run_config(run_dir: str | Path) -> RunConfig:
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
-    return load_config(path)
 
 
 # --------------------------------------------------------------------------- configs/base.yaml

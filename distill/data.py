@@ -232,7 +232,6 @@ class GridDataset(Dataset):
         self.seed = seed
         self.targets = targets
         self.augment = augment
-        self.epoch = 0
         self.hop_s = float(cache.config.get("hop_ms", 10.0)) / 1000.0
         self.face_dim = cache.face_dim
         self.n_frames = cache.table.locations[self.rows, 1].astype(np.int64)
@@ -246,16 +245,13 @@ class GridDataset(Dataset):
         """The items' utt ids, in dataset order (a fresh list: for reports, never on the loading path)."""
         return self.cache.utt_ids(self.rows)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __len__(self) -> int:
         return len(self.rows) if self.train else len(self.cell_item)
 
-    def locate(self, i: int, epoch: int | None = None) -> tuple[int, int]:
-        """Sample index -> (item, cell)."""
+    def locate(self, i: int, epoch: int = 0) -> tuple[int, int]:
+        """Sample index (of ``epoch``, for a training dataset) -> (item, cell)."""
         if self.train:
-            rng = np.random.default_rng((self.seed, self.epoch if epoch is None else epoch, i))
+            rng = np.random.default_rng((self.seed, epoch, i))
             return i, int(rng.integers(self.n_cells[i]))
         return int(self.cell_item[i]), int(self.cell_id[i])
 
@@ -265,7 +261,7 @@ class GridDataset(Dataset):
         The tagged form lets persistent loader workers (which hold a copy of the dataset made
         once) follow the epoch without being told.
         """
-        epoch, i = key if isinstance(key, tuple) else (None, key)
+        epoch, i = key if isinstance(key, tuple) else (0, key)
         item, cell = self.locate(i, epoch)
         utt = self.cache.utt_id(self.rows[item])
         arrays = self.cache.read_at(self.rows[item], fields=self.fields, labels=False)
@@ -286,10 +282,10 @@ class GridDataset(Dataset):
             sample["seg_mask"] = torch.ones(len(rows), dtype=torch.bool)
         return sample
 
-    def augment_rng(self, i: int, epoch: int | None = None) -> np.random.Generator:
+    def augment_rng(self, i: int, epoch: int = 0) -> np.random.Generator:
         """The generator of sample ``i``'s augmentation: a function of (seed, epoch, item) like its
         cell, so a resumed run (or any worker layout) sees the same augmented input."""
-        return np.random.default_rng((self.seed, self.epoch if epoch is None else epoch, i, AUGMENT_STREAM))
+        return np.random.default_rng((self.seed, epoch, i, AUGMENT_STREAM))
 
     def _faces(self, arrays: dict, rows: np.ndarray, n_frames: int) -> dict:
         face = np.asarray(arrays["face"], dtype=np.float32).reshape(-1, self.face_dim)
@@ -328,7 +324,7 @@ class EpochTaggedSampler(Sampler):
 
 
 #: Sample fields whose first axis is the segment axis (seq); padded by :func:`pad_segments`.
-SEGMENT_FIELDS = ("fbank", "face", "face_mask", "t_enc", "seg_mask")
+SEGMENT_FIELDS = ("fbank", "face", "face_mask", "t_enc", "t_audio", "seg_mask")
 
 
 def pad_segments(samples: list[dict]) -> list[dict]:

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", type=Path, default=DEFAULT_SWEEP, help="the protocol: a distill sweep file")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="extraction workers")
     parser.add_argument("--speakers", type=int, default=10, help="corpus speakers")
-    parser.add_argument("--utts-per-speaker", type=int, default=16, help="corpus utterances per speaker")
+    parser.add_argument("--utts-per-speaker", type=int, default=40, help="corpus utterances per speaker")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the sweep's student seeds (quick runs)")
     parser.add_argument("--epochs", type=int, help="override every run's epochs (quick runs)")
     parser.add_argument("--ffmpeg", default="bundled",

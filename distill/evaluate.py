@@ -6,7 +6,7 @@ by the same code.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -29,8 +29,6 @@ BALANCED_TRIALS_PER_CLASS = 50_000
 #: Seed of that sample. Fixed, not the run's ``train.seed``: a teacher and its students (of any
 #: seed) are scored on the same trials whenever they share a test split.
 TRIAL_SEED = 0
-#: A speaker run's validation EER operating point, the threshold ``distill verify`` decides at.
-VERIFICATION = "verification.json"
 
 
 @dataclass
@@ -41,7 +39,16 @@ class Predictions:
     labels: np.ndarray  # class ids, -1 where the class was not seen in training
     emb: np.ndarray  # (N, D)
     logits: np.ndarray  # (N, C)
-    extra: dict = field(default_factory=dict)
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` on ``device`` (None: full precision), for training and evaluation."""
+    on = amp == "on" or (amp == "auto" and device.type == "cuda")
+    if not on:
+        return None
+    if device.type != "cuda":
+        return torch.bfloat16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 @torch.no_grad()

@@ -45,10 +45,10 @@ import torch
 from torch import nn
 
 from common.files import sha256_file
-from distill.checkpoint import BEST, load_best_network
 from distill.config import ConfigError
 from distill.data import Grid
-from distill.inference import COHORT, EXPORT_INFO, VERIFICATION, Backend, cell_shape, torch_backend
+from distill.inference import EXPORT_INFO, Backend, cell_shape, torch_backend
+from distill.run import RunDir
 
 FORMATS = {"torchscript": "network.pt", "onnx": "network.onnx"}
 TOLERANCE = 1e-5
@@ -76,7 +76,8 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, cells: int = 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / EXPORT_INFO).is_file():
         raise ConfigError(f"--out {out_dir} exists and is not an exported model; choose an empty or new folder")
-    net, cfg, meta = load_best_network(run_dir, "cpu")
+    trained = RunDir(run_dir).load_network("cpu")
+    net, cfg, meta = trained.net, trained.config, trained.meta
     grid = Grid.for_eval(cfg.data)
     if grid.span == "utterance":
         option = "data.seq_span" if grid.setting == "seq" else "data.eval_span"
@@ -101,13 +102,14 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, cells: int = 
                            f"(> {TOLERANCE}); not written")
     info["check"] = {"max_abs_diff": diff, "tolerance": TOLERANCE, "cells": len(probe)}
     (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    shutil.copy(run_dir / "config.yaml", tmp / "config.yaml")
-    if (run_dir / COHORT).is_file():
-        shutil.copy(run_dir / COHORT, tmp / COHORT)
-    metrics = _read_json(run_dir / "metrics.json")
+    run = RunDir(run_dir)
+    shutil.copy(run.config_file, tmp / RunDir.CONFIG)
+    if run.cohort.is_file():
+        shutil.copy(run.cohort, tmp / RunDir.COHORT)
+    metrics = _read_json(run.metrics)
     if metrics is not None:
-        shutil.copy(run_dir / "metrics.json", tmp / "metrics.json")
-    (tmp / "README.md").write_text(model_card(info, metrics, (run_dir / "config.yaml").read_text()))
+        shutil.copy(run.metrics, tmp / RunDir.METRICS)
+    (tmp / "README.md").write_text(model_card(info, metrics, run.config_file.read_text()))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.replace(out_dir)
@@ -134,6 +136,7 @@ def _write_network(cell: nn.Module, example: torch.Tensor, fmt: str, path: Path)
 
 
 def _info(run_dir: Path, cfg, meta: dict, grid: Grid, fmt: str, emb_dim: int, cells: int) -> dict:
+    run = RunDir(run_dir)
     plain = {k: v for k, v in meta.items() if k != "cache_config" and _jsonable(v)}
     return {
         "format": fmt,
@@ -152,9 +155,9 @@ def _info(run_dir: Path, cfg, meta: dict, grid: Grid, fmt: str, emb_dim: int, ce
         "emb_dim": emb_dim,
         "grid": asdict(grid),
         "features": json.loads(meta["cache_config"]),
-        "verification": _read_json(run_dir / VERIFICATION),
-        "cohort": COHORT if (run_dir / COHORT).is_file() else None,
-        "checkpoint": {"file": BEST, "sha256": sha256_file(run_dir / BEST), "meta": plain},
+        "verification": _read_json(run.verification),
+        "cohort": RunDir.COHORT if run.cohort.is_file() else None,
+        "checkpoint": {"file": RunDir.BEST, "sha256": sha256_file(run.best), "meta": plain},
         "source_run": str(run_dir.resolve()),
         "torch": torch.__version__,
     }
@@ -239,7 +242,7 @@ def model_card(info: dict, metrics: dict | None, config_yaml: str) -> str:
                    f"(val EER {v['eer']:.3f} over {v['n_trials']} trials)."), ""]
         if "asnorm" in v:
             a = v["asnorm"]
-            lines += [(f"AS-norm (top {a['top_k']} of a cohort of {a['cohort']} training speakers, `{COHORT}`): "
+            lines += [(f"AS-norm (top {a['top_k']} of a cohort of {a['cohort']} training speakers, `{RunDir.COHORT}`): "
                        f"threshold {a['threshold']:.4f}, val EER {a['eer']:.3f}."), ""]
     lines += ["## Test metrics", ""]
     if metrics:

@@ -36,10 +36,11 @@ import torch
 
 from distill.config import ConfigError
 from distill.data import Grid
-from distill.evaluate import VERIFICATION
+from distill.run import RunDir
 
 EXPORT_INFO = "model.json"
-COHORT = "cohort.npy"  # the AS-norm cohort of a speaker run (distill.calibration writes it)
+COHORT = RunDir.COHORT  # the AS-norm cohort of a speaker run (distill.calibration writes it); an export copies it
+VERIFICATION = RunDir.VERIFICATION  # the val EER operating point; an export records it in model.json
 NORMS = ("auto", "none", "asnorm")
 
 #: A callable from stacked cells (B, *cell, n_mels) float32 to (emb (B, D), logits (B, C)) numpy arrays.
@@ -128,13 +129,14 @@ class Model:
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Model:
         """A run's best checkpoint (run directory with config.yaml and best.pt); no cache needed."""
         from common.files import sha256_file
-        from distill.checkpoint import BEST, load_best_network
 
-        net, cfg, meta = load_best_network(run_dir, device)
-        return cls(torch_backend(net, torch.device(device)), grid=Grid.for_eval(cfg.data), n_mels=meta["n_mels"],
-                   classes=meta["labels"], task=cfg.data.task, feature_record=json.loads(meta["cache_config"]),
-                   threshold=_read_json(Path(run_dir) / VERIFICATION), source=str(run_dir),
-                   identity=sha256_file(Path(run_dir) / BEST), cohort=_read_cohort(Path(run_dir)),
+        run = RunDir(run_dir)
+        trained = run.load_network(device)
+        cfg, meta = trained.config, trained.meta
+        return cls(torch_backend(trained.net, torch.device(device)), grid=Grid.for_eval(cfg.data),
+                   n_mels=meta["n_mels"], classes=meta["labels"], task=cfg.data.task,
+                   feature_record=json.loads(meta["cache_config"]), threshold=_read_json(run.verification),
+                   source=str(run_dir), identity=sha256_file(run.best), cohort=_read_cohort(run.path),
                    info={"role": cfg.role, "setting": cfg.data.setting})
 
     @classmethod
@@ -158,9 +160,9 @@ class Model:
         path = Path(path)
         if (path / EXPORT_INFO).is_file():
             return cls.from_export(path, device)
-        if (path / "config.yaml").is_file():
+        if RunDir(path).config_file.is_file():
             return cls.from_run(path, device)
-        raise ConfigError(f"{path} is neither a run directory (config.yaml) nor an exported model ({EXPORT_INFO})")
+        raise ConfigError(f"{path} is neither a run directory ({RunDir.CONFIG}) nor an exported model ({EXPORT_INFO})")
 
     # ------------------------------------------------------------------ features
     @functools.cached_property

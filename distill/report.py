@@ -35,7 +35,9 @@ import pandas as pd
 import yaml
 
 from common.files import atomic_output, atomic_write_text
+from distill.methods import BASELINE, METHODS
 from distill.metrics import LOWER_IS_BETTER, METRIC_KEYS
+from distill.run import RunDir
 
 __all__ = [
     "METHOD_ORDER",
@@ -51,12 +53,12 @@ __all__ = [
     "main",
 ]
 
-#: Upper bound first, then its failure mode, the control teacher, the baseline, the LUPI baselines, the method.
-METHOD_ORDER = ("teacher", "teacher-no-video", "audio_teacher", "none", "softlabel", "gkd", "embed", "embed+softlabel")
 #: the audio-only teacher of the privileged-information control, and the suffix of its students' methods
 AUDIO_TEACHER = "audio_teacher"
 CONTROL_SUFFIX = f"@{AUDIO_TEACHER}"
-BASELINE = "none"
+#: Upper bound first, then its failure mode, the control teacher, then the students in the methods
+#: table's order (distill.methods): the baseline, the LUPI baselines, the method.
+METHOD_ORDER = ("teacher", "teacher-no-video", AUDIO_TEACHER, *METHODS)
 #: the metrics the gains and the video's share are reported on, per task
 SHARE_METRICS = {"speaker": ("accuracy", "eer"), "emotion": ("uar",)}
 #: rows that are not students distilled from the teacher: no gain or share of their own
@@ -70,8 +72,8 @@ KEY_COLUMNS = ("task", "setting", "method")
 #: a cross-validated run's fold (from data.fold when data.fold_column is set); a column only when some run has one
 FOLD = "fold"
 _FIELD_SECTIONS = {"task": "data", "setting": "data", "method": "distill", "seed": "train"}
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.json"
+CONFIG_FILE = RunDir.CONFIG
+METRICS_FILE = RunDir.METRICS
 VIDEO_MISSING = "video_missing"
 
 

@@ -58,9 +58,11 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from distill.config import METHODS, ConfigError, RunConfig, load_config, merge, student_base
+from distill.config import ConfigError, RunConfig, load_config, merge
+from distill.methods import METHODS
 from distill.report import AUDIO_TEACHER, CONTROL_SUFFIX
-from distill.train import LAST, METRICS, run_training
+from distill.run import RunDir, student_config
+from distill.train import run_training
 
 #: Control teachers by name: the overrides that turn the sweep's teacher into the control's. The
 #: audio-only teacher must not learn from the faces by any route: hidden as input, and not
@@ -68,6 +70,30 @@ from distill.train import LAST, METRICS, run_training
 CONTROLS = {AUDIO_TEACHER: {"model.face_dropout": 1.0, "distill.face_recon": 0.0}}
 #: Where a sweep's runs train: in order in this process, or as tasks on a dask.distributed cluster.
 BACKENDS = ("local", "dask")
+
+
+@dataclass(frozen=True)
+class SweepLayout:
+    """Where a sweep's runs live: ``OUT/<task>-<setting>[/fold<f>]/`` holds the combo's (fold's)
+    ``teacher``, its control teachers by name, and ``<label>/seed<k>`` per student (label: the
+    variant's name, with ``@<control>`` for a student of a control teacher). The one place these
+    paths are built."""
+
+    out: Path
+
+    def combo(self, task: str, setting: str, fold: int | None = None) -> Path:
+        combo = self.out / f"{task}-{setting}"
+        return combo if fold is None else combo / f"fold{fold}"
+
+    def teacher(self, task: str, setting: str, control: str | None = None, fold: int | None = None) -> Path:
+        return self.combo(task, setting, fold) / (control or "teacher")
+
+    def student(self, task: str, setting: str, label: str, seed: int, fold: int | None = None) -> Path:
+        return self.combo(task, setting, fold) / label / f"seed{seed}"
+
+    def name(self, run_dir: Path) -> str:
+        """A run's name in the sweep's records and task keys: its path below ``out``."""
+        return run_dir.relative_to(self.out).as_posix()
 
 
 @dataclass
@@ -139,7 +165,7 @@ class SweepSpec:
         for i, v in enumerate(raw.get("variants") or []):
             if not isinstance(v, dict) or "method" not in v:
                 raise ConfigError(f"{path}: variant {i} needs at least a method (one of {', '.join(METHODS)})")
-            if v["method"] not in METHODS:
+            if v["method"] not in METHODS:  # the methods table (distill.methods)
                 raise ConfigError(f"{path}: variant {v.get('name', i)} has method {v['method']!r}; one of {', '.join(METHODS)}")
             variants.append(Variant(str(v.get("name", v["method"])), v["method"], dict(v.get("set") or {})))
         names = [v.name for v in variants]
@@ -189,28 +215,26 @@ class SweepSpec:
         return list(range(self._n_folds))
 
     def combo_dirs(self, out_dir: Path, task: str, setting: str) -> list[tuple[int | None, Path]]:
-        """(fold, directory) of each fold of a task x setting: ``<task>-<setting>[/fold<f>]``."""
-        combo = Path(out_dir) / f"{task}-{setting}"
-        return [(f, combo if f is None else combo / f"fold{f}") for f in self.fold_ids()]
+        """(fold, directory) of each fold of a task x setting (:class:`SweepLayout`)."""
+        layout = SweepLayout(Path(out_dir))
+        return [(f, layout.combo(task, setting, f)) for f in self.fold_ids()]
 
-    def student_runs(self, combo_dir: Path) -> list[tuple[Variant, str, Path, Path]]:
-        """(variant, method label, its teacher's dir, its run dir without seed) for every student of a combo."""
-        runs = [(v, v.name, combo_dir / "teacher", combo_dir / v.name) for v in self.variants]
+    def student_runs(self) -> list[tuple[Variant, str, str | None]]:
+        """(variant, method label, control teacher or None) for every student of a combo. A student
+        that reads nothing of its teacher (``none``) is not repeated per control: it would be the same run."""
+        runs = [(v, v.name, None) for v in self.variants]
         for control in self.controls:
-            runs += [(v, f"{v.name}@{control}", combo_dir / control, combo_dir / f"{v.name}@{control}")
-                     for v in self.variants if v.method != "none"]
+            runs += [(v, f"{v.name}@{control}", control) for v in self.variants if METHODS[v.method].needs_teacher]
         return runs
 
     def student_config(self, task: str, setting: str, variant: Variant, seed: int, teacher_dir: Path,
                        control: str | None = None, fold: int | None = None) -> RunConfig:
         """A student of the combo's teacher (or of its ``control``), derived by the CLI's rule
-        (:func:`distill.config.student_base`): the teacher's data and model sections reach it, so a
+        (:func:`distill.run.student_config`): the teacher's data and model sections reach it, so a
         ``teacher: {data: ...}`` override cannot give the student another split."""
-        base = student_base(self.teacher_config(task, setting, control, fold), self.base)
-        overrides = {"role": "student", "train.seed": seed, "distill.method": variant.method,
-                     "distill.teacher": str(teacher_dir), **self.combo_overrides.get((task, setting), {}),
-                     **variant.overrides}
-        return load_config(base=base, overrides=overrides)
+        overrides = {"train.seed": seed, **self.combo_overrides.get((task, setting), {}), **variant.overrides}
+        return student_config(self.teacher_config(task, setting, control, fold), variant.method, overrides,
+                              teacher_dir=teacher_dir, shared=self.base)
 
 
 @dataclass
@@ -258,35 +282,37 @@ def plan_sweep(spec: SweepSpec, out_dir: Path) -> list[SweepTask]:
 
     A ``none`` student reads no targets, so it depends on nothing (it runs even if the teacher failed).
     """
+    layout = SweepLayout(out_dir)
     tasks: list[SweepTask] = []
     for task, setting in spec.combos:
-        for fold, combo_dir in spec.combo_dirs(out_dir, task, setting):
-            prefix = combo_dir.relative_to(out_dir).as_posix()
-            teacher_task: dict[Path, str] = {}
+        for fold in spec.fold_ids():
+            teacher_task: dict[str | None, str] = {}
             for control in [None, *spec.controls]:
-                teacher_dir = combo_dir / (control or "teacher")
-                teacher_task[teacher_dir] = f"{prefix}/{control or 'teacher'}"
-                tasks.append(SweepTask(teacher_task[teacher_dir], teacher_dir,
+                teacher_dir = layout.teacher(task, setting, control, fold)
+                teacher_task[control] = layout.name(teacher_dir)
+                tasks.append(SweepTask(teacher_task[control], teacher_dir,
                                        spec.teacher_config(task, setting, control, fold)))
-            for variant, label, teacher_dir, run_dir in spec.student_runs(combo_dir):
-                control = None if teacher_dir.name == "teacher" else teacher_dir.name
+            for variant, label, control in spec.student_runs():
+                teacher_dir = layout.teacher(task, setting, control, fold)
                 for seed in spec.seeds:
                     cfg = spec.student_config(task, setting, variant, seed, teacher_dir, control, fold)
-                    depends_on = None if variant.method == "none" else teacher_task[teacher_dir]
-                    tasks.append(SweepTask(f"{prefix}/{label}/seed{seed}", run_dir / f"seed{seed}", cfg, depends_on))
+                    depends_on = teacher_task[control] if METHODS[variant.method].needs_teacher else None
+                    run_dir = layout.student(task, setting, label, seed, fold)
+                    tasks.append(SweepTask(layout.name(run_dir), run_dir, cfg, depends_on))
     return tasks
 
 
 def _train_or_reuse(cfg: RunConfig, run_dir: Path, name: str) -> RunRecord:
-    if (run_dir / METRICS).is_file():
+    run = RunDir(run_dir)
+    if run.finished:
         return RunRecord(name, run_dir, "skipped")
-    resume = (run_dir / LAST).is_file()
+    resume = run.started
     started = time.perf_counter()
     try:
         run_training(cfg, run_dir, resume=resume, progress=False)
     except Exception as exc:  # one failed run must not lose the others; it is reported and exits 1
-        (run_dir / "error.txt").parent.mkdir(parents=True, exist_ok=True)
-        (run_dir / "error.txt").write_text(traceback.format_exc())
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.error.write_text(traceback.format_exc())
         return RunRecord(name, run_dir, "failed", time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
     return RunRecord(name, run_dir, "resumed" if resume else "trained", time.perf_counter() - started)
 
@@ -372,17 +398,18 @@ def write_sweep_results(spec: SweepSpec, out_dir: Path) -> dict:
     """results.csv/.md and bar charts over the sweep's finished runs, students named by variant."""
     from distill.report import collect_runs, write_results
 
-    dirs = [out_dir / f"{t}-{s}" for t, s in spec.combos if (out_dir / f"{t}-{s}").is_dir()]
+    layout = SweepLayout(out_dir)
+    dirs = [layout.combo(t, s) for t, s in spec.combos if layout.combo(t, s).is_dir()]
     if not dirs:
         return {}
     df = collect_runs(dirs)
     # Two variants of one method (e.g. embed with mse vs cosine) must stay two rows of the table.
     variant_of = {}
     for t, s in spec.combos:
-        for _, combo_dir in spec.combo_dirs(out_dir, t, s):
-            for _, label, _, run_dir in spec.student_runs(combo_dir):
+        for fold in spec.fold_ids():
+            for _, label, _ in spec.student_runs():
                 for seed in spec.seeds:
-                    variant_of[str(run_dir / f"seed{seed}")] = label
+                    variant_of[str(layout.student(t, s, label, seed, fold))] = label
     is_student = df["run_dir"].isin(variant_of)
     df.loc[is_student, "method"] = df.loc[is_student, "run_dir"].map(variant_of)
     return write_results(df, out_dir)

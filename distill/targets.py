@@ -18,8 +18,9 @@ Layout of ``targets.h5`` (packed, item-major, one row per cell)::
             | (N_segments, D) seq over whole utterances: every cell's segments, cell after cell
     agg     (N_cells, D2)                                  seq only
     logits  (N_cells, C)
+    audio   like enc                                       the teacher's audio branch before fusion
     utt_id, cell_offset, n_cells                           per item
-    seg_offset, n_segs                                     per cell, whole-utterance seq only: its rows of enc
+    seg_offset, n_segs                                     per cell, whole-utterance seq only: its rows of enc/audio
     attrs["key"] = JSON {teacher_sha256, cache_id, grid, labels, train_ids_sha256}
 """
 from __future__ import annotations
@@ -35,13 +36,18 @@ from tqdm import tqdm
 
 from common.files import atomic_output, atomic_write_text, sha256_file, sha256_text
 from common.hdf5 import H5Files
-from distill.checkpoint import BEST
 from distill.data import Grid, GridDataset
 from distill.evaluate import forward_cells
+from distill.run import RunDir
 
-TARGETS_FILE = "targets.h5"
-TRAIN_IDS = "train_ids.txt"
-FIELDS = ("enc", "agg", "logits")
+TARGETS_FILE = RunDir.TARGETS
+TRAIN_IDS = RunDir.TRAIN_IDS
+FIELDS = ("enc", "agg", "logits", "audio")
+#: Per ``distill.target``: the stored array each student level imitates (the teacher has no
+#: audio-only aggregate, so ``agg`` stays the fused one).
+TARGET_FIELDS = {"fused": {"enc": "enc", "agg": "agg"}, "audio": {"enc": "audio", "agg": "agg"}}
+#: The per-segment fields: in whole-utterance seq one row per valid segment (``seg_offset``, ``n_segs``).
+PER_SEGMENT = ("enc", "audio")
 
 
 class TargetMismatchError(RuntimeError):
@@ -71,7 +77,7 @@ def ids_digest(ids) -> str:
 
 def write_train_ids(run_dir: str | Path, ids) -> str:
     """Record a teacher's training items in ``run_dir/train_ids.txt`` (atomically); returns their digest."""
-    path = Path(run_dir) / TRAIN_IDS
+    path = RunDir(run_dir).train_ids
     atomic_write_text(path, "".join(f"{u}\n" for u in sorted(map(str, ids))))
     return ids_digest(ids)
 
@@ -82,7 +88,7 @@ def check_heldout(teacher_dir: str | Path, heldout, key: dict | None = None) -> 
     ``key`` (the targets key) when given must name the recorded set's digest, so an edited or
     stale ``train_ids.txt`` is refused too.
     """
-    path = Path(teacher_dir) / TRAIN_IDS
+    path = RunDir(teacher_dir).train_ids
     if not path.is_file():
         raise TargetMismatchError(f"{teacher_dir} records no training set ({TRAIN_IDS}); a teacher run made before "
                                   f"the leakage check: rerun `distill teacher` so its split can be checked")
@@ -95,14 +101,14 @@ def check_heldout(teacher_dir: str | Path, heldout, key: dict | None = None) -> 
         raise TargetMismatchError(
             f"{len(leaked)} of this run's val/test items were in the teacher's training set (e.g. {leaked[0]!r}): "
             f"its targets would leak their labels into held-out scores. Use the teacher's split "
-            f"(data.split_column / data.split_seed as in {Path(teacher_dir) / 'config.yaml'}) or retrain the teacher")
+            f"(data.split_column / data.split_seed as in {RunDir(teacher_dir).config_file}) or retrain the teacher")
 
 
 def compute_targets(net: torch.nn.Module, dataset: GridDataset, device: torch.device,
                     batch_size: int = 64, num_workers: int = 0, progress: bool = True) -> dict[str, np.ndarray]:
     """Run `net` (eval mode) over every cell of an evaluation GridDataset; arrays in cell order.
 
-    Whole-utterance seq (padded batches with a ``seg_mask``): ``enc`` holds only the valid
+    Whole-utterance seq (padded batches with a ``seg_mask``): ``enc`` and ``audio`` hold only the valid
     segments, cell after cell, and ``n_segs`` says how many each cell has.
     """
     chunks: dict[str, list[np.ndarray]] = {k: [] for k in (*FIELDS, "n_segs")}
@@ -113,7 +119,7 @@ def compute_targets(net: torch.nn.Module, dataset: GridDataset, device: torch.de
         for name in FIELDS:
             value = getattr(out, name)
             if value is not None:
-                if name == "enc" and seg_mask is not None:
+                if name in PER_SEGMENT and seg_mask is not None:
                     value = value[seg_mask.to(value.device)]
                 chunks[name].append(value.float().cpu().numpy())
         if seg_mask is not None:
@@ -128,7 +134,7 @@ def write_targets(path: str | Path, arrays: dict[str, np.ndarray], dataset: Grid
     n_segs = arrays.pop("n_segs", None)
     n_rows = int(dataset.n_cells.sum())
     for name, value in arrays.items():
-        want = int(n_segs.sum()) if name == "enc" and n_segs is not None else n_rows
+        want = int(n_segs.sum()) if name in PER_SEGMENT and n_segs is not None else n_rows
         if len(value) != want:
             raise ValueError(f"targets {name}: {len(value)} rows for {want} grid cells (or segments)")
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
@@ -199,10 +205,10 @@ class TargetStore:
             raise TargetMismatchError(f"{self.path}: item {utt_id!r} has {count} grid cells, asked for cell {cell}")
         source = self._source()
         row = offset + cell
-        out = {f: np.asarray(source[f][row]) for f in self.fields if not (f == "enc" and self._segs is not None)}
-        if "enc" in self.fields and self._segs is not None:
+        out = {f: np.asarray(source[f][row]) for f in self.fields if not (f in PER_SEGMENT and self._segs is not None)}
+        if self._segs is not None:
             first, count = int(self._segs[0][row]), int(self._segs[1][row])
-            out["enc"] = np.asarray(source["enc"][first:first + count])
+            out.update({f: np.asarray(source[f][first:first + count]) for f in PER_SEGMENT if f in self.fields})
         return out
 
 
@@ -212,11 +218,11 @@ def open_targets(teacher_dir: str | Path, cache_id: str, grid: Grid, labels: lis
 
     ``heldout`` (the student's val + test ids) is checked against the teacher's training set.
     """
-    teacher_dir = Path(teacher_dir)
-    path, ckpt = teacher_dir / TARGETS_FILE, teacher_dir / BEST
+    run = RunDir(teacher_dir)
+    path, ckpt = run.targets, run.best
     if not path.is_file() or not ckpt.is_file():
         raise TargetMismatchError(
-            f"{teacher_dir} has no {TARGETS_FILE} / {BEST}: is it a finished `distill teacher` run?")
+            f"{teacher_dir} has no {TARGETS_FILE} / {RunDir.BEST}: is it a finished `distill teacher` run?")
     store = TargetStore(path, fields)
     expected = targets_key(sha256_file(ckpt), cache_id, grid, labels)
     found = store.key
@@ -239,6 +245,9 @@ def open_targets(teacher_dir: str | Path, cache_id: str, grid: Grid, labels: lis
     if found.get("labels") != expected["labels"]:
         raise TargetMismatchError(f"{path}: the teacher's classes differ from this run's (another split or label column?)")
     missing = [f for f in fields if f not in store.fields and f != "agg"]
+    if "audio" in missing:
+        raise TargetMismatchError(f"{path} holds no audio-branch targets (made before they were stored): rerun "
+                                  f"`distill teacher` for distill.target=audio, or use distill.target=fused")
     if missing:
         raise TargetMismatchError(f"{path} lacks target field(s) {missing}")
     if heldout is not None:

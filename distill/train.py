@@ -16,7 +16,6 @@ import math
 import random
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,75 +26,27 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from common.files import atomic_output, atomic_write_text, sha256_file
+from common.files import atomic_output, sha256_file
 from distill.augment import build_augmenter
-from distill.calibration import score_norm_metrics
-from distill.checkpoint import (BEST, LAST, load_best_network, load_checkpoint, rng_state, save_checkpoint,
-                                set_rng_state)
-from distill.config import ConfigError, DistillConfig, RunConfig, dump_config, read_run_config
-from distill.data import EpochTaggedSampler, Grid, GridDataset, Labels, assign_splits, collate
+from distill.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from distill.config import ConfigError, RunConfig
+from distill.data import EpochTaggedSampler, GridDataset, collate
 from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, init_distributed, shutdown
-from distill.evaluate import (LOWER_IS_BETTER, Predictions, build_trials, classification, predict, selection_metric,
-                              trials_record, validation_scores, verification)
+from distill.evaluate import LOWER_IS_BETTER, Predictions, amp_dtype, build_trials, selection_metric, validation_scores
+from distill.evaluate_run import evaluate_run
+from distill.methods import EMBEDDING_LEVELS
 from distill.models import build_network
 from distill.normalize import fit_input_norms
 from distill.objective import Objective, StepModule
-from distill.targets import (TARGETS_FILE, TargetStore, cache_identity, check_heldout, compute_targets, open_targets,
+from distill.run import Evaluator, RunData, RunDir, eval_batch_size
+from distill.targets import (TARGET_FIELDS, TargetStore, cache_identity, check_heldout, compute_targets, open_targets,
                              targets_key, write_targets, write_train_ids)
 from distill.tensorboard import TensorBoardLog
 from extract import open_cache
 
-TRAIN_LOG = "train_log.csv"
-METRICS = "metrics.json"
-
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; the run stops and keeps its last good checkpoint."""
-
-
-# --------------------------------------------------------------------------- data of a run
-
-
-@dataclass
-class RunData:
-    """Everything a run derives from the cache and the data config, once."""
-
-    cache: object
-    grid: Grid
-    labels: Labels
-    ids: dict[str, np.ndarray]  # split -> cache rows, ascending (cache order); arrays, so workers share them
-    y: dict[str, np.ndarray]  # split -> class ids (-1: class unseen in training)
-    eval_grid: Grid  # val/test evaluation: `grid`, or whole utterances (nonseq, data.eval_span=utterance)
-
-    @classmethod
-    def load(cls, cfg: RunConfig, cache) -> "RunData":
-        index = cache.index
-        if len(index) == 0:
-            raise ConfigError(f"cache {cache.dir} holds no items")
-        splits = assign_splits(index, cfg.data)
-        labels = Labels.from_train(index, splits, cfg.data.label)
-        ids = {s: np.flatnonzero((splits == s).to_numpy()) for s in ("train", "val", "test")}
-        for split in ("train", "val", "test"):
-            if not len(ids[split]):
-                raise ConfigError(f"the {split} split of cache {cache.dir} is empty")
-        y = {s: labels.encode(index[cfg.data.label].iloc[ids[s]]) for s in ids}
-        return cls(cache, Grid.from_config(cfg.data), labels, ids, y, Grid.for_eval(cfg.data))
-
-    def dataset(self, split: str, *, faces: bool, train: bool, seed: int = 0, targets=None,
-                augment=None) -> GridDataset:
-        grid = self.grid if train else self.eval_grid
-        return GridDataset(self.cache, self.ids[split], self.y[split], grid, faces=faces, train=train,
-                           seed=seed, targets=targets, augment=augment)
-
-    def utt_ids(self, *splits: str) -> list[str]:
-        """Utt ids of the items of these splits (for records and checks, not the loading path)."""
-        return [u for split in splits for u in self.cache.utt_ids(self.ids[split])]
-
-    def all_items(self, *, faces: bool) -> GridDataset:
-        """Every item of the cache (all splits), for teacher targets."""
-        rows = np.concatenate([self.ids[s] for s in ("train", "val", "test")])
-        y = np.concatenate([self.y[s] for s in ("train", "val", "test")])
-        return GridDataset(self.cache, rows, y, self.grid, faces=faces, train=False)
 
 
 # --------------------------------------------------------------------------- teachers for students
@@ -106,12 +57,12 @@ class CachedTeacher:
 
     live = False
 
-    def __init__(self, store: TargetStore):
-        self.store = store
-        self.dims = {k: int(store.shapes[k][-1]) for k in ("enc", "agg") if k in store.shapes}
+    def __init__(self, store: TargetStore, target: str = "fused"):
+        self.store, self.levels = store, TARGET_FIELDS[target]  # student level -> stored array
+        self.dims = {k: int(store.shapes[f][-1]) for k, f in self.levels.items() if f in store.shapes}
 
     def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
-        return {k[2:]: v for k, v in batch.items() if k.startswith("t_")}
+        return _as_levels({k[2:]: v for k, v in batch.items() if k.startswith("t_")}, self.levels)
 
 
 class LiveTeacher:
@@ -119,14 +70,22 @@ class LiveTeacher:
 
     live = True
 
-    def __init__(self, teacher_dir: Path, device: torch.device):
-        self.net, _, _ = load_best_network(teacher_dir, device)
-        self.dims = dict(self.net.level_dims)
+    def __init__(self, teacher_dir: Path, device: torch.device, target: str = "fused"):
+        self.net = RunDir(teacher_dir).load_network(device).net
+        self.levels = TARGET_FIELDS[target]
+        dims = {**self.net.level_dims, "audio": self.net.encoder.audio.out_dim}
+        self.dims = {k: dims[f] for k, f in self.levels.items() if f in dims and k in self.net.level_dims}
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
         out = self.net(batch["fbank"], face=batch["face"], face_mask=batch["face_mask"], seg_mask=batch.get("seg_mask"))
-        return {**out.levels(), "logits": out.logits}
+        return _as_levels({**out.levels(), "audio": out.audio, "logits": out.logits}, self.levels)
+
+
+def _as_levels(fields: dict[str, torch.Tensor], levels: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Teacher outputs by the student level that imitates them (``distill.target``), plus the logits."""
+    out = {k: fields[f] for k, f in levels.items() if fields.get(f) is not None}
+    return {**out, "logits": fields["logits"]} if "logits" in fields else out
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -139,13 +98,14 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """Trains one run into ``out_dir``; rank 0 writes everything."""
+    """Trains one run into ``out_dir``; rank 0 writes everything. Evaluation of the best weights at
+    the end is :func:`distill.evaluate_run.evaluate_run`'s, which needs no trainer."""
 
     def __init__(self, cfg: RunConfig, out_dir: str | Path, *, env: DistEnv | None = None,
                  live_teacher: bool = False, progress: bool = True):
         if cfg.cache is None:
             raise ConfigError("no cache given (--cache or cache: in the config)")
-        self.cfg, self.out = cfg, Path(out_dir)
+        self.cfg, self.run = cfg, RunDir(out_dir)
         self.env = env or init_distributed(cfg.train.device)
         self.device = self.env.device
         self.progress = progress and self.env.is_main
@@ -161,15 +121,17 @@ class Trainer:
                                  n_classes=len(self.data.labels.names), face_dim=self.cache.face_dim).to(self.device)
         teacher_dims = self.teacher.dims if self.teacher else None
         face_dim = self.net.encoder.visual.face_dim if self.is_teacher else None
-        self.objective = Objective(cfg.distill, cfg.role, self.net.level_dims, teacher_dims,
-                                   face_dim=face_dim).to(self.device)
+        audio_dim = self.net.encoder.audio.out_dim if self.is_teacher else None
+        self.objective = Objective(cfg.distill, cfg.role, self.net.level_dims, teacher_dims, face_dim=face_dim,
+                                   audio_dim=audio_dim, n_classes=self.net.n_classes).to(self.device)
         self.step_module: nn.Module = StepModule(self.net, self.objective)
         if self.env.distributed:
             self.step_module = DistributedDataParallel(
                 self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
-        self.amp_dtype = self._amp_dtype()
+        self.amp_dtype = amp_dtype(cfg.train.amp, self.device)
+        self.evaluator = Evaluator(self.net, self.device, self.amp_dtype, eval_batch_size(cfg.data))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch = 0  # epochs completed
         self.best: dict = {"metric": -math.inf, "epoch": 0}
@@ -203,18 +165,20 @@ class Trainer:
 
     def _teacher_source(self, live: bool):
         d = self.cfg.distill
-        if self.is_teacher or not d.needs_teacher:
+        method = d.spec
+        if self.is_teacher or not method.needs_teacher:
             return None
         if not d.teacher:
             raise ConfigError(f"--method {d.method} needs --teacher RUN_DIR")
         heldout = self.data.utt_ids("val", "test")
         if live:
             check_heldout(d.teacher, heldout)
-            return LiveTeacher(Path(d.teacher), self.device)
-        fields = (("enc", "agg") if d.uses_embeddings else ()) + (("logits",) if d.uses_logits else ())
+            return LiveTeacher(Path(d.teacher), self.device, d.target)
+        levels = TARGET_FIELDS[d.target]  # the stored array each embedding level reads
+        fields = tuple(levels.get(f, f) for f in (*EMBEDDING_LEVELS, "logits") if f in method.reads)
         store = open_targets(d.teacher, cache_identity(self.cache), self.data.grid, self.data.labels.names, fields,
                              heldout=heldout)
-        return CachedTeacher(store)
+        return CachedTeacher(store, d.target)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         t = self.cfg.train
@@ -231,14 +195,6 @@ class Trainer:
         if t.scheduler == "step":
             return torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=max(1, t.epochs // 3), gamma=0.3)
         return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
-
-    def _amp_dtype(self) -> torch.dtype | None:
-        on = self.cfg.train.amp == "on" or (self.cfg.train.amp == "auto" and self.device.type == "cuda")
-        if not on:
-            return None
-        if self.device.type != "cuda":
-            return torch.bfloat16
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
     def train_dataset(self) -> GridDataset:
         faces = self.is_teacher or bool(self.teacher and self.teacher.live)
@@ -292,21 +248,20 @@ class Trainer:
 
     def resume(self) -> bool:
         """Continue from last.pt if there is one; False when starting fresh."""
-        path = self.out / LAST
-        if not path.is_file():
+        if not self.run.started:
             return False
-        self.load_state(load_checkpoint(path, map_location=self.device))
+        self.load_state(load_checkpoint(self.run.last, map_location=self.device))
         return True
 
     # -- the loop
     def fit(self) -> dict:
         """Train the remaining epochs, then evaluate the best checkpoint; returns metrics (rank 0)."""
         if self.env.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            dump_config(self.cfg, self.out / "config.yaml")
+            self.run.path.mkdir(parents=True, exist_ok=True)
+            self.run.write_config(self.cfg)
             if self.is_teacher:
                 self._warn_without_faces()
-            self.tb = TensorBoardLog.open(self.out, self.cfg.train.tensorboard, self.epoch)
+            self.tb = TensorBoardLog.open(self.run.tensorboard, self.cfg.train.tensorboard, self.epoch)
         # Input normalisation from the training split, once (a resumed run restored it with the weights).
         fit_input_norms(self.net, self.cache, self.data.utt_ids("train"), self.env)
         dataset = self.train_dataset()
@@ -365,7 +320,8 @@ class Trainer:
             if not _all_finite(self.env, total):
                 raise NonFiniteLossError(
                     f"non-finite loss ({total.item()}) at epoch {epoch}, step {step}; batch items: "
-                    f"{', '.join(batch['utt_id'])}. Stopped; the last good checkpoint ({LAST}, epoch {self.epoch}) is kept")
+                    f"{', '.join(batch['utt_id'])}. Stopped; the last good checkpoint ({RunDir.LAST}, epoch "
+                    f"{self.epoch}) is kept")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(total).backward()
             if clip:
@@ -398,40 +354,41 @@ class Trainer:
         if improved:
             self.best = {"metric": signed, "epoch": epoch}
             self.bad_epochs = 0
-            save_checkpoint({"model": self.net.state_dict(), "meta": self.meta(), "epoch": epoch}, self.out / BEST)
+            save_checkpoint({"model": self.net.state_dict(), "meta": self.meta(), "epoch": epoch}, self.run.best)
         else:
             self.bad_epochs += 1
-        save_checkpoint(self.state(), self.out / LAST)  # after BEST: a resume never lacks its best
-        write_log(self.history, self.out / TRAIN_LOG)
+        save_checkpoint(self.state(), self.run.last)  # after BEST: a resume never lacks its best
+        write_log(self.history, self.run.train_log)
         if self.tb:
             self.tb.epoch(row)
         patience = self.cfg.train.patience
         return bool(patience and self.bad_epochs >= patience)
 
     def predict(self, dataset: GridDataset, video: bool = True) -> Predictions:
-        return predict(self.net, dataset, self.device, video=video, batch_size=max(64, self.cfg.data.batch_size),
-                       amp_dtype=self.amp_dtype)
+        return self.evaluator.predict(dataset, video)
 
     # -- after training
     def finish(self) -> dict:
         """Test metrics of the best checkpoint (+ video missing and targets for a teacher), plots."""
-        self.net.load_state_dict(load_checkpoint(self.out / BEST, map_location=self.device)["model"])
-        metrics = evaluate_network(self, plots=True)
+        self.net.load_state_dict(load_checkpoint(self.run.best, map_location=self.device)["model"])
+        result = evaluate_run(self.net, self.data, self.run, best_epoch=self.best["epoch"], device=self.device,
+                              amp_dtype=self.amp_dtype, scoring=self.cfg.eval)
         if self.tb:
-            self.tb.test(metrics, self.epoch)
+            self.tb.projector(result.test.emb, self.data.label_of(result.test.utt_ids), self.epoch)
+            self.tb.test(result.metrics, self.epoch)
             self.tb.close()
         if self.is_teacher:
             self.write_targets()
-        return metrics
+        return result.metrics
 
     def write_targets(self) -> Path:
         items = self.data.all_items(faces=True)
-        arrays = compute_targets(self.net, items, self.device, batch_size=max(64, self.cfg.data.batch_size),
+        arrays = compute_targets(self.net, items, self.device, batch_size=eval_batch_size(self.cfg.data),
                                  progress=self.progress)
-        key = targets_key(sha256_file(self.out / BEST), cache_identity(self.cache), self.data.grid,
+        key = targets_key(sha256_file(self.run.best), cache_identity(self.cache), self.data.grid,
                           self.data.labels.names)
-        key["train_ids_sha256"] = write_train_ids(self.out, self.data.utt_ids("train"))
-        return write_targets(self.out / TARGETS_FILE, arrays, items, key)
+        key["train_ids_sha256"] = write_train_ids(self.run.path, self.data.utt_ids("train"))
+        return write_targets(self.run.targets, arrays, items, key)
 
 
 def _all_finite(env: DistEnv, loss: torch.Tensor) -> bool:
@@ -455,108 +412,13 @@ def write_log(history: list[dict], path: Path) -> None:
         writer.writerows(history)
 
 
-# --------------------------------------------------------------------------- evaluation of a run
-
-
-def evaluate_network(trainer: Trainer, plots: bool = True) -> dict:
-    """metrics.json (+ video_missing for a teacher) and the plots, for the trainer's current weights."""
-    out = trainer.out
-    test = trainer.data.dataset("test", faces=trainer.is_teacher, train=False)
-    metrics, extras = test_metrics(trainer, trainer.predict(test))
-    if trainer.is_teacher:
-        metrics["video_missing"], _ = test_metrics(trainer, trainer.predict(test, video=False), video=False)
-    metrics["best_epoch"] = trainer.best["epoch"]
-    if "trials" in extras:
-        metrics["trials"] = extras["trials"]
-    atomic_write_text(out / METRICS, json.dumps(metrics, indent=2) + "\n")
-    if trainer.cfg.data.task == "speaker":
-        from distill.calibration import write_verification
-
-        write_verification(trainer)
-    if plots:
-        write_plots(trainer, extras)
-    if trainer.tb:
-        pred = extras["pred"]
-        trainer.tb.projector(pred.emb, trainer.cache.index.loc[pred.utt_ids, trainer.cfg.data.label], trainer.epoch)
-    return metrics
-
-
-def test_metrics(trainer: Trainer, pred: Predictions, video: bool = True) -> tuple[dict, dict]:
-    cfg = trainer.cfg
-    extras: dict = {"pred": pred}
-    if cfg.data.task == "speaker" and not (pred.labels >= 0).any():
-        # Open-set verification (e.g. train on VoxCeleb2, test on VoxCeleb1): no test speaker was a
-        # training class, so identification is undefined; verification below is what is reported.
-        metrics = {}
-    else:
-        metrics = classification(pred, cfg.data.task)
-    if cfg.data.task == "speaker":
-        try:
-            trials = build_trials(trainer.cache.index, pred.utt_ids, cfg.data.label, cfg.data.trials)
-            ver, scores, labels = verification(pred, trials, **cfg.data.costs)
-        except ValueError as exc:  # e.g. one test utterance per speaker: no target trial exists
-            # Losing a trained run to an impossible metric helps nobody: say so, keep the rest.
-            warnings.warn(f"{trainer.out}: no verification metrics ({exc})", stacklevel=2)
-            return metrics, extras
-        metrics.update(ver)
-        metrics.update(score_norm_metrics(trainer, pred, trials, video))  # eval.score_norm
-        extras.update(scores=scores, trial_labels=labels,
-                      trials=trials_record(trials, cfg.data.trials, len(pred.utt_ids)))
-    return metrics, extras
-
-
-def write_plots(trainer: Trainer, extras: dict) -> None:
-    from distill import metrics as M
-    from distill import plots
-
-    out, pred = trainer.out, extras["pred"]
-    plots.plot_training_curves(out / TRAIN_LOG, out / "curves.png")
-    known = pred.labels >= 0
-    names = trainer.data.labels.names
-    if "scores" in extras:
-        plots.plot_det_curve(extras["scores"], extras["trial_labels"], out / "det.png")
-    else:
-        cm = M.confusion_matrix(pred.labels[known], pred.logits[known].argmax(1), n_classes=len(names))
-        pd.DataFrame(cm, index=names, columns=names).to_csv(out / "confusion_matrix.csv")
-        plots.plot_confusion_matrix(cm, names, out / "confusion.png")
-    # Coloured by the items' own labels, so test speakers unseen in training are shown too.
-    shown = trainer.cache.index.loc[pred.utt_ids, trainer.cfg.data.label].astype(str).to_numpy()
-    plots.plot_embeddings(pred.emb, shown, out / "embeddings.png")
-
-
-def load_run(run_dir: str | Path, cache: str | None = None) -> Trainer:
-    """A Trainer holding a finished run's best weights (for evaluation; no targets are opened)."""
-    cfg = read_run_config(run_dir)
-    if cache:
-        cfg.cache = str(cache)
-    # Evaluation never needs the teacher's targets: an `embed` student is scored like any other.
-    eval_cfg = RunConfig(role=cfg.role, cache=cfg.cache, data=cfg.data, model=cfg.model, train=cfg.train,
-                         distill=DistillConfig(method="none"))
-    trainer = Trainer(eval_cfg, run_dir, progress=False)
-    trainer.cfg = cfg
-    state = load_checkpoint(Path(run_dir) / BEST, map_location=trainer.device)
-    if state["meta"]["labels"] != trainer.data.labels.names:
-        raise ConfigError(f"{run_dir} was trained on classes {state['meta']['labels']}; the training split of "
-                          f"{cfg.cache} has {trainer.data.labels.names}: its scores would not be comparable")
-    trainer.net.load_state_dict(state["model"])
-    last = Path(run_dir) / LAST
-    if last.is_file():
-        full = load_checkpoint(last, map_location="cpu")
-        trainer.best, trainer.history = dict(full["best"]), list(full["history"])
-    return trainer
-
-
-def evaluate_run(run_dir: str | Path, cache: str | None = None) -> dict:
-    """``distill eval``: recompute metrics.json and plots from a run's config and best checkpoint."""
-    return evaluate_network(load_run(run_dir, cache))
-
-
 def run_training(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> dict:
     """Train one run end to end (what the CLI calls); rank 0 returns the test metrics."""
-    out = Path(out_dir)
-    if not resume and (out / LAST).exists():
-        raise ConfigError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose another --out")
-    trainer = Trainer(cfg, out, progress=progress)
+    run = RunDir(out_dir)
+    if not resume and run.started:
+        raise ConfigError(f"{run} already holds a run ({RunDir.LAST}); pass --resume to continue it or choose another "
+                          "--out")
+    trainer = Trainer(cfg, run.path, progress=progress)
     if resume:
         trainer.resume()
     return trainer.fit()

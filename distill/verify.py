@@ -15,22 +15,23 @@ import numpy as np
 import pandas as pd
 
 from distill import metrics as M
-from distill.checkpoint import BEST
 from distill.inference import Failure, Item, Model, run_items
+from distill.run import RunDir
 
 
 def ensure_threshold(model: Model, run_dir: str | Path) -> dict | None:
     """The model's verification threshold, recording it in a speaker run (from its cache) when missing."""
-    if model.threshold or model.task != "speaker" or not (Path(run_dir) / BEST).is_file():
+    run = RunDir(run_dir)
+    if model.threshold or model.task != "speaker" or not run.best.is_file():
         return model.threshold  # known, not a speaker model, or an export folder (it carries what the run had)
     from distill.calibration import write_verification
-    from distill.inference import COHORT
-    from distill.train import load_run
+    from distill.run import load_run
 
     try:
-        model.threshold = write_verification(load_run(run_dir))
+        loaded = load_run(run)
+        model.threshold = write_verification(loaded.evaluator, loaded.data, loaded.dir)
         if model.threshold:
-            model.cohort = np.load(Path(run_dir) / COHORT)
+            model.cohort = np.load(run.cohort)
     except (OSError, ValueError, RuntimeError) as exc:  # the cache moved or is gone: scores, no decisions
         warnings.warn(f"{run_dir}: no verification threshold recorded and none computable ({exc}); "
                       f"scores without decisions", stacklevel=2)

@@ -3,7 +3,7 @@
 Durability rules (why the code is shaped this way):
 
 * One writer per file. A worker task owns one :class:`ShardWriter`; it writes
-  ``shards/.tmp-<id>.h5``, fsyncs it and renames it to ``shards/<id>.h5`` only when complete, so a
+  ``shards/.tmp-<id>.h5.<pid>``, fsyncs it and renames it to ``shards/<id>.h5`` only when complete, so a
   file with a final name is always whole.
 * The driver alone appends rows to ``index.jsonl`` (:func:`commit_rows`), after the shard they
   point into is durable. An item exists when its row exists; a killed run resumes by skipping

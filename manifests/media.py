@@ -60,11 +60,13 @@ def face_frame(
     size: tuple[int, int] = (120, 160),
     box: tuple[int, int, int, int] | None = None,
     background: int = 96,
+    tint: tuple[float, float, float] | None = None,
 ) -> np.ndarray:
     """Upscale a grey face crop onto a plain background frame.
 
     ``box`` is ``(top, left, height, width)`` in pixels; by default a centred square of 60% of the
-    shorter side, large enough for MTCNN to find a 25-px LFW crop after upscaling.
+    shorter side, large enough for MTCNN to find a 25-px LFW crop after upscaling. ``tint``
+    multiplies the face's R, G, B (a skin tone; default grey).
     Returns a uint8 RGB frame of shape ``(H, W, 3)``.
     """
     from skimage.transform import resize
@@ -81,7 +83,8 @@ def face_frame(
         raise ValueError(f"box {box} does not fit in a frame of size {size}")
     frame = np.full((height, width, 3), background, dtype=np.uint8)
     patch = resize(face, (bh, bw), order=1, anti_aliasing=False)
-    frame[top : top + bh, left : left + bw] = (np.clip(patch, 0, 1) * 255).astype(np.uint8)[..., None]
+    rgb = patch[..., None] * (np.ones(3) if tint is None else np.asarray(tint, dtype=np.float64))
+    frame[top : top + bh, left : left + bw] = (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
     return frame
 
 

@@ -10,6 +10,7 @@ gain over `none`. One thread, about 10 s a run.
     python tests/lupi_compare.py --label-noise 0 --train-per-class 4          # the clean-label design
     python tests/lupi_compare.py --setting seq                                # segments + aggregation
     python tests/lupi_compare.py --control                                    # + the audio-only teacher
+    python tests/lupi_compare.py --audio-aux 1 --variants embed embed-audio   # the teacher's audio branch as target
 
 ``--control`` also trains the same teacher with its faces hidden (``model.face_dropout: 1.0``, and
 ``distill.face_recon: 0``: no faces as reconstruction targets either) and
@@ -51,6 +52,10 @@ VARIANTS = {
                           "distill__pointwise": 0.0, "distill__contrastive": 1.0},
     "embed+relational": {"distill__method": "embed", "distill__encoder_grad": "distill-only",
                          "distill__relational": 1.0},
+    # the teacher's own audio branch (before fusion) as the target, instead of its fused embedding
+    "embed-audio": {"distill__method": "embed", "distill__encoder_grad": "distill-only", "distill__target": "audio"},
+    "embed-audio-contrastive": {"distill__method": "embed", "distill__encoder_grad": "distill-only",
+                                "distill__target": "audio", "distill__pointwise": 0.0, "distill__contrastive": 1.0},
 }
 
 
@@ -66,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--draws", type=int, nargs="+", default=[0, 1, 2], help="corpus seeds")
     p.add_argument("--face-recon", type=float, default=10.0, help="the teacher's distill.face_recon")
+    p.add_argument("--audio-aux", type=float, default=0.0, help="the teacher's distill.audio_aux (and its control's)")
+    p.add_argument("--face-dropout", type=float, default=0.0, help="the teacher's model.face_dropout")
     p.add_argument("--variants", nargs="+", default=["embed"], choices=sorted(VARIANTS), help="students besides none")
     p.add_argument("--setting", choices=("nonseq", "seq"), default="nonseq", help="data.setting of every run")
     p.add_argument("--seed", type=int, default=0, help="student seed")
@@ -82,14 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     controls = [f"{v}@audio_teacher" for v in args.variants] if args.control else []
     acc = {n: [] for n in names + controls}
     extra_set = {k.replace(".", "__"): v for k, v in (_parse(o) for o in args.set)}
-    print(f"design {design}\n{args.setting}; teacher face_recon={args.face_recon}; runs in {root}")
+    print(f"design {design}\n{args.setting}; teacher face_recon={args.face_recon} audio_aux={args.audio_aux} "
+          f"face_dropout={args.face_dropout}; runs in {root}")
     for draw in args.draws:
         run = root / f"draw{draw}"
         cache = run / "cache" if (run / "cache" / "config.json").is_file() else make_lupi_cache(run / "cache", design, seed=draw)
         teachers = {"teacher": {}, "audio_teacher": {"model__face_dropout": 1.0, "distill__face_recon": 0.0}} if args.control else {"teacher": {}}
         cells = [f"draw {draw}:"]
         for tname, hide in teachers.items():
-            overrides = {"distill__face_recon": args.face_recon, **TEACHER, **extra_set, **hide}
+            overrides = {"distill__face_recon": args.face_recon, "distill__audio_aux": args.audio_aux,
+                         "model__face_dropout": args.face_dropout, **TEACHER, **extra_set, **hide}
             t = train_or_read(tiny_config(cache, "teacher", data__setting=args.setting, **overrides), run / tname)
             cells.append(f"{tname} {t['accuracy']:.2f} (video missing {t['video_missing']['accuracy']:.2f})")
         for name in names + controls:

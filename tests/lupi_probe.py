@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.checkpoint import load_best_network
+from distill.run import RunDir
 from extract.cache import open_cache
 
 
@@ -39,7 +39,8 @@ def within_class_share(y: np.ndarray, labels: np.ndarray) -> float:
 @torch.no_grad()
 def probe(cache_dir: str | Path, teacher_dir: str | Path, label_column: str = "speaker") -> dict[str, float]:
     cache = open_cache(cache_dir)
-    net, cfg, meta = load_best_network(teacher_dir)
+    trained = RunDir(teacher_dir).load_network()
+    net, cfg, meta = trained.net, trained.config, trained.meta
     if cfg.role != "teacher" or cfg.data.setting != "nonseq":
         raise ValueError(f"{teacher_dir}: the probe reads nonseq teachers, this is a {cfg.data.setting} {cfg.role}")
     names, av = meta["labels"], net.encoder

@@ -5,30 +5,32 @@ import pytest
 
 from pathlib import Path
 
-from distill.config import ConfigError, RunConfig, defaults_yaml, load_config, option_choices, student_base
+from distill.config import ConfigError, RunConfig, defaults_yaml, load_config, option_choices
+from distill.run import student_config
 
 
-def test_student_base_carries_the_teachers_data_and_model_over_shared_settings():
+def test_student_config_carries_the_teachers_data_and_model_over_shared_settings():
     shared = {"data": {"crop": 100, "batch_size": 4}, "train": {"epochs": 3}, "model": {"emb_dim": 32}}
     # What a sweep's `teacher:` section or a teacher's --set does: data/model differ from the shared base.
     teacher = load_config(base=shared, overrides={"role": "teacher", "cache": "c", "data.split_seed": 7,
                                                   "data.crop": 60, "model.emb_dim": 16, "train.epochs": 9,
                                                   "eval.score_norm": "asnorm", "augment.time_masks": 2})
     assert shared["train"] == {"epochs": 3}  # overrides never write into the caller's base
-    student = load_config(base=student_base(teacher, shared),
-                          overrides={"role": "student", "distill.method": "embed", "data.batch_size": 8})
+    student = student_config(teacher, "embed", {"data.batch_size": 8}, shared=shared)
     assert (student.data.split_seed, student.data.crop, student.model.emb_dim) == (7, 60, 16)  # the teacher's
     assert student.train.epochs == 3 and student.cache == "c"  # shared, not the teacher's own training
     assert student.eval.score_norm == "asnorm"  # scored like its teacher, so their metrics compare
     assert student.augment.time_masks == 0  # augmentation is each run's own training choice
     assert student.data.batch_size == 8  # a student's own override comes last
     with pytest.raises(ConfigError, match="must be a teacher run"):
-        student_base(student)
+        student_config(student, "embed")
 
 
 @pytest.mark.parametrize("override, message", [
     ({"train.select": "f1"}, "train.select='f1' is not one of"),
     ({"data.p_target": 0.0}, "data.p_target must lie in"), ({"data.c_fa": -1.0}, "data.c_fa be > 0"),
+    ({"distill.target": "visual"}, "distill.target='visual' is not one of fused, audio"),
+    ({"distill.audio_aux": -1.0}, "distill.audio_aux must be >= 0"),
     ({"data.n_folds": 2}, "data.n_folds must be 0"), ({"data.n_folds": 5, "data.fold": 5}, "fold lie in"),
     ({"eval.score_norm": "snorm"}, "eval.score_norm='snorm' is not one of none, asnorm"),
     ({"eval.top_k": 0}, "eval.top_k must be >= 1"), ({"augment.p_noise": 2}, "augment.p_noise must lie in"),

@@ -29,19 +29,22 @@ def md5(path) -> str:
 
 def test_manifest_labels_and_splits(corpus):
     df = read_manifest(corpus)
-    assert list(df.columns) == ["utt_id", "path", "speaker", "emotion", "gender", "split", "emotion_split",
-                                "snr_db"]
+    assert list(df.columns) == ["utt_id", "path", "speaker", "emotion", "gender", "voice_group", "split",
+                                "emotion_split", "snr_db"]
     assert len(df) == 12 and df["speaker"].nunique() == 3
     # Every speaker says every emotion equally often, and keeps one gender.
     assert (pd.crosstab(df["speaker"], df["emotion"]) == 1).all().all()
     assert set(df["emotion"]) == set(EMOTIONS)
     assert (df.groupby("speaker")["gender"].nunique() == 1).all()
+    # Voice groups of two consecutive speakers (the third speaker alone), one gender per group.
+    assert df.groupby("speaker")["voice_group"].first().to_dict() == {"spk00": 0, "spk01": 0, "spk02": 1}
+    assert (df.groupby("voice_group")["gender"].nunique() == 1).all()
     # Speaker identification: every speaker in train, val and test.
     assert (pd.crosstab(df["speaker"], df["split"])[["train", "val", "test"]] > 0).all().all()
     # Emotion: speaker-independent, one held-out speaker each for val and test here.
     assert (df.groupby("speaker")["emotion_split"].nunique() == 1).all()
     assert df.groupby("emotion_split")["speaker"].nunique().to_dict() == {"test": 1, "train": 1, "val": 1}
-    assert df["snr_db"].between(0, 10).all()
+    assert df["snr_db"].between(-5, 5).all()
     raw = pd.read_csv(corpus)
     assert raw["path"].str.startswith("videos/").all()  # relative: the corpus folder moves as a unit
 
@@ -108,11 +111,42 @@ def test_voice_pitch_follows_speaker_and_emotion():
 
 
 def test_speakers_resemble_each_other_but_have_distinct_faces():
-    cast = make_speakers(DemoConfig(speakers=10))
-    assert len({s.face for s in cast}) == 10
+    cfg = DemoConfig(speakers=10)
+    cast = make_speakers(cfg)
+    assert len({s.face for s in cast}) == 10 and len({s.tint for s in cast}) == 10  # distinct faces and skin tones
     female = [s.voice.f0 for s in cast if s.gender == "female"]
-    assert max(female) / min(female) < 2 ** (4 / 12) + 1e-9  # within four semitones
-    assert all(0.95 <= s.voice.formant_scale / (1.15 if s.gender == "female" else 1.0) <= 1.05 for s in cast)
+    spread = 2 ** (cfg.voice_spread / 12)
+    assert max(female) / min(female) < 2 ** (4 / 12) * spread**2 + 1e-9  # group voices within four semitones
+    assert all(0.95 / 1.01 <= s.voice.formant_scale / (1.15 if s.gender == "female" else 1.0) <= 1.05 * 1.01
+               for s in cast)
+    # A voice group's members share its voice up to voice_spread; different groups do not.
+    for a, b in zip(cast[::2], cast[1::2]):
+        assert a.voice_group == b.voice_group and a.gender == b.gender
+        assert 1 / spread**2 <= a.voice.f0 / b.voice.f0 <= spread**2
+        assert abs(a.voice.formant_scale / b.voice.formant_scale - 1) < 0.021
+    groups = [make_speakers(DemoConfig(speakers=10, voice_group=1))[i].voice for i in range(10)]
+    assert len({v.f0 for v in groups}) == 10
+
+
+def test_voice_group_members_are_closer_in_audio_than_other_speakers():
+    """The corpus's premise, on the log-mel bands of clean speech: the two members of a voice group
+    sound closer to each other than to the same-gender speakers of other groups."""
+    from extract.config import ExtractConfig
+    from extract.fbank import LogMel
+    from manifests.demo import PROSODY
+
+    cast, logmel = make_speakers(DemoConfig(speakers=8)), LogMel(ExtractConfig())
+    rng = np.random.default_rng(0)
+    p = [np.mean([logmel(synthesize(s.voice, PROSODY["neutral"], 1.5, rng)).mean(0) for _ in range(8)], axis=0)
+         for s in cast]
+
+    def d(i: int, j: int) -> float:
+        return float(np.abs(p[i] - p[j]).mean())
+
+    assert [s.voice_group for s in cast] == [0, 0, 1, 1, 2, 2, 3, 3]
+    within = np.mean([d(0, 1), d(2, 3), d(4, 5), d(6, 7)])
+    across = np.mean([d(i, j) for i, j in ((0, 4), (0, 5), (1, 4), (1, 5), (2, 6), (2, 7), (3, 6), (3, 7))])
+    assert within < 0.6 * across, (within, across)
 
 
 def test_each_emotion_changes_the_face_consistently():
@@ -132,3 +166,8 @@ def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([str(tmp_path / "d"), "--speakers", "1"])
     assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / "e"), "--voice-group", "0"])
+    assert exc.value.code == 2
+    with pytest.raises(ValueError, match="split_ratios"):
+        DemoConfig(split_ratios=(0.5, 0.0, 0.5))  # an empty validation split breaks model selection

@@ -23,7 +23,7 @@ def speaker(runs):
 
 
 def _split_fbanks(runs, run_dir, split: str):
-    from distill.train import load_run
+    from distill.run import load_run
 
     trainer = load_run(run_dir)
     ids = trainer.cache.utt_ids(trainer.data.ids[split])
@@ -68,7 +68,7 @@ def test_predict_reproduces_the_runs_test_metrics(runs):
         assert_close(emb, pred.emb)
         assert_close(logits, pred.logits)
         names = np.array(model.classes)[logits.argmax(1)]
-        truth = trainer.cache.index.loc[ids, trainer.cfg.data.label].astype(str).to_numpy()
+        truth = trainer.cache.index.loc[ids, trainer.config.data.label].astype(str).to_numpy()
         metrics = json.loads((run_dir / "metrics.json").read_text())
         key = metrics.get("video_missing", metrics)
         assert (names == truth).mean() == pytest.approx(key["accuracy"])

@@ -40,7 +40,7 @@ def test_speaker_cohort_is_the_mean_unit_embedding_per_speaker():
 def test_the_recorded_cohort_is_made_of_the_training_speakers(tmp_path_factory):
     from distill.calibration import COHORT_PER_SPEAKER
     from distill.inference import Model
-    from distill.train import load_run
+    from distill.run import load_run
 
     runs = trained_runs(tmp_path_factory)
     model = Model.from_run(runs.speaker)

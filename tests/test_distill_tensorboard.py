@@ -75,7 +75,7 @@ def test_a_resumed_run_continues_its_curves(tmp_path):
 
 def test_projector_holds_the_test_embeddings(tmp_path_factory):
     runs = trained_runs(tmp_path_factory)
-    from distill.train import load_run
+    from distill.run import load_run
 
     trainer = load_run(runs.speaker)
     ids = trainer.cache.utt_ids(trainer.data.ids["test"])

@@ -49,7 +49,8 @@ MARGIN = 0.10
 #: faces normalised with training statistics) on draws 0-2: teacher 0.98 / 0.99 / 0.97, `none` ->
 #: `embed` 0.53->0.77, 0.58->0.79, 0.56->0.91 (EER 0.31->0.11, 0.28->0.11, 0.27->0.05), so the
 #: embed margin holds and grows; but the probe margin of `face_recon` over a cross-entropy teacher
-#: shrinks to +0.16 / +0.03 / +0.35 (draw 1 below the asserted +0.05). docs/method.md has the numbers.
+#: shrinks to +0.16 / +0.03 / +0.35 (draw 1 below the asserted +0.05). That spread is the teacher's seed, not
+#: normalisation (seed 1: +0.19 / +0.21 / +0.04): docs/method.md has the numbers and why the inputs stay raw here.
 RAW_INPUTS = {"model__fbank_norm": "none", "model__face_norm": "none"}
 
 

@@ -31,6 +31,12 @@ def test_face_frame_places_the_face_in_the_box():
     assert frame[10:40, 20:50].std() > 10  # the face has texture
     with pytest.raises(ValueError, match="does not fit"):
         face_frame(face, size=(60, 80), box=(50, 0, 30, 30))
+    # A skin tone tints the face only; without one the face is grey.
+    assert (frame[..., 0] == frame[..., 2]).all()
+    tinted = face_frame(face, size=(60, 80), box=(10, 20, 30, 30), tint=(1.0, 0.8, 0.5))
+    assert (tinted[:10] == 96).all()
+    ratio = tinted[10:40, 20:50].astype(float).mean((0, 1)) / frame[10:40, 20:50].astype(float).mean((0, 1))
+    assert ratio == pytest.approx([1.0, 0.8, 0.5], abs=0.01)
 
 
 @pytest.mark.parametrize("ext", [".mp4", ".mkv", ".avi", ".webm", ".flv"])

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from distill.checkpoint import BEST, LAST, load_best_network, load_checkpoint, save_checkpoint
+from distill.checkpoint import load_checkpoint, save_checkpoint
+from distill.run import RunDir
 from distill.config import ConfigError
 from distill.models.normalize import FaceNorm, FbankNorm, unfitted_norms, zca_whitener
 from distill.normalize import input_statistics
@@ -106,7 +107,7 @@ def test_a_run_fits_the_statistics_once_stores_them_and_every_loader_applies_the
     c = open_cache(cache)
     train = c.index.loc[c.index["split"] == "train", "utt_id"].tolist()
     stats = input_statistics(c, train)
-    net, _, _ = load_best_network(run)
+    net = RunDir(run).load_network().net
     audio_norm, face_norm = net.encoder.audio.norm, net.encoder.visual.norm
     assert audio_norm.mode == "global" and face_norm.mode == "standardize" and not unfitted_norms(net)
     np.testing.assert_allclose(audio_norm.mean.numpy(), stats.fbank_mean, rtol=1e-5)
@@ -118,18 +119,18 @@ def test_a_resumed_run_restores_its_statistics_rather_than_recomputing_them(cach
     run = tmp_path / "student"
     cfg = tiny_config(cache, "student", data__crop=40, data__crop_hop=20)
     run_training(cfg, run, progress=False)
-    state = load_checkpoint(run / LAST)
+    state = load_checkpoint(run / RunDir.LAST)
     key = "encoder.norm.mean"
     state["model"][key] = torch.full_like(state["model"][key], 42.0)  # not what the data would give
-    save_checkpoint(state, run / LAST)
+    save_checkpoint(state, run / RunDir.LAST)
     cfg.train.epochs = 2
     trainer = Trainer(cfg, run, progress=False)
     assert trainer.resume()
     trainer.fit()
-    assert torch.equal(load_checkpoint(run / LAST)["model"][key], state["model"][key])
+    assert torch.equal(load_checkpoint(run / RunDir.LAST)["model"][key], state["model"][key])
     fresh = Trainer(cfg, tmp_path / "fresh", progress=False)
     fresh.fit()
-    assert float(load_checkpoint(tmp_path / "fresh" / BEST)["model"][key].abs().max()) < 42.0
+    assert float(load_checkpoint(tmp_path / "fresh" / RunDir.BEST)["model"][key].abs().max()) < 42.0
 
 
 def test_normalisation_modes_are_checked_by_the_config(cache):
@@ -154,12 +155,12 @@ def test_configs_base_yaml_writes_out_the_defaults_normalisation_included():
 def test_a_run_from_before_normalisation_is_a_clear_error(cache, tmp_path):
     run = tmp_path / "student"
     run_training(tiny_config(cache, "student", data__crop=40, data__crop_hop=20), run, progress=False)
-    state = load_checkpoint(run / BEST)
+    state = load_checkpoint(run / RunDir.BEST)
     state["model"] = {k.replace("encoder.encoder.", "encoder."): v for k, v in state["model"].items()
                       if ".norm." not in k}  # the layout of a checkpoint written before normalisation
-    save_checkpoint(state, run / BEST)
+    save_checkpoint(state, run / RunDir.BEST)
     with pytest.raises(ConfigError, match="before input normalisation"):
-        load_best_network(run)
+        RunDir(run).load_network()
 
 
 def test_statistics_sample_is_all_items_when_small_and_a_fixed_subset_when_large():

@@ -95,7 +95,7 @@ def test_score_norm_asnorm_puts_as_norm_metrics_next_to_the_raw_ones(tmp_path):
     from distill.calibration import training_cohort
     from distill.evaluate import build_trials, verification_asnorm
     from distill.inference import COHORT
-    from distill.train import load_run
+    from distill.run import load_run
 
     cache = _open_set_cache(tmp_path / "cache")
     run = tmp_path / "run"
@@ -104,7 +104,7 @@ def test_score_norm_asnorm_puts_as_norm_metrics_next_to_the_raw_ones(tmp_path):
     trainer = load_run(run)
     test = trainer.data.dataset("test", faces=True, train=False)
     trials = build_trials(trainer.cache.index, trainer.data.utt_ids("test"), "speaker", None)
-    for where, video, cohort in [(metrics, True, training_cohort(trainer, video=True)),
+    for where, video, cohort in [(metrics, True, training_cohort(trainer.evaluator, trainer.data, video=True)),
                                  (metrics["video_missing"], False, np.load(run / COHORT))]:  # what distill verify uses
         pred = trainer.predict(test, video=video)
         assert where["eer"] == verification(pred, trials)[0]["eer"]  # the raw numbers stay what they were

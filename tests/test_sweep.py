@@ -131,7 +131,7 @@ def test_the_demo_sweep_runs_the_audio_teacher_control():
 
 
 def test_a_teacher_data_override_reaches_its_students(tmp_path):
-    """One rule derives a student from its teacher (distill.config.student_base), in sweeps as in
+    """One rule derives a student from its teacher (distill.run.student_config), in sweeps as in
     the CLI: a split set in the sweep's teacher section is the students' split too."""
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump({
@@ -160,7 +160,8 @@ def session_cache(tmp_path):
 
 @pytest.mark.slow
 def test_fold_sweep_trains_a_teacher_per_fold_and_reports_per_fold_and_mean_rows(session_cache, tmp_path):
-    from distill.config import load_config, read_run_config
+    from distill.config import load_config
+    from distill.run import RunDir
     from distill.data import assign_splits
     from distill.targets import TargetMismatchError
     from distill.train import run_training
@@ -178,7 +179,7 @@ def test_fold_sweep_trains_a_teacher_per_fold_and_reports_per_fold_and_mean_rows
     tested = []
     for fold, session in enumerate(["Session1", "Session2", "Session3"]):
         fold_dir = tmp_path / "out" / "emotion-nonseq" / f"fold{fold}"
-        teacher_cfg = read_run_config(fold_dir / "teacher")
+        teacher_cfg = RunDir(fold_dir / "teacher").config()
         assert (teacher_cfg.data.fold_column, teacher_cfg.data.fold) == ("session", fold)
         # the run's own config says its split: recomputing it gives the teacher's recorded training set
         splits = assign_splits(index, teacher_cfg.data)
@@ -186,7 +187,7 @@ def test_fold_sweep_trains_a_teacher_per_fold_and_reports_per_fold_and_mean_rows
         assert trained == set(splits.index[splits == "train"])
         test = set(splits.index[splits == "test"])
         assert set(index.loc[list(test), "session"]) == {session} and not test & trained
-        student = read_run_config(fold_dir / "embed" / "seed0")
+        student = RunDir(fold_dir / "embed" / "seed0").config()
         assert student.distill.teacher == str(fold_dir / "teacher") and student.data.fold == fold
         tested.append(test)
     assert sorted(u for t in tested for u in t) == sorted(index.index)  # every item tested exactly once

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from distill.checkpoint import BEST
 from distill.data import Grid
 from distill.targets import (TARGETS_FILE, TRAIN_IDS, TargetMismatchError, TargetStore, cache_identity,
                              open_targets)
-from distill.train import RunData, Trainer, run_training
+from distill.run import RunData, RunDir
+from distill.train import Trainer, run_training
 from extract.cache import open_cache
 from distill.testing import make_lupi_cache, tiny_config
 
@@ -66,9 +66,9 @@ def test_student_refuses_targets_of_a_retrained_teacher(setup, tmp_path):
     root, cache, _ = setup
     teacher = tmp_path / "teacher"
     shutil.copytree(root / "teacher", teacher)
-    state = torch.load(teacher / BEST, weights_only=True)
+    state = torch.load(teacher / RunDir.BEST, weights_only=True)
     state["model"] = {k: v + 1e-3 if v.dtype.is_floating_point else v for k, v in state["model"].items()}
-    torch.save(state, teacher / BEST)  # what retraining without refreshing targets.h5 would leave
+    torch.save(state, teacher / RunDir.BEST)  # what retraining without refreshing targets.h5 would leave
     cfg = tiny_config(cache, "student", data__setting="seq", distill__method="embed", distill__teacher=str(teacher))
     with pytest.raises(TargetMismatchError, match="another teacher checkpoint"):
         Trainer(cfg, tmp_path / "s", progress=False)
@@ -88,7 +88,24 @@ def test_matching_targets_open(setup):
     root, cache, cfg = setup
     data = RunData.load(cfg, open_cache(cache))
     store = open_targets(root / "teacher", cache_identity(data.cache), data.grid, data.labels.names)
-    assert set(store.fields) == {"enc", "agg", "logits"}
+    assert set(store.fields) == {"enc", "agg", "logits", "audio"}
+    assert store.shapes["audio"] == store.shapes["enc"]  # the audio branch per segment, as wide as the fused one
+
+
+def test_student_asking_for_audio_branch_targets_refuses_a_file_without_them(setup, tmp_path):
+    """A targets file made before audio-branch targets were stored holds only the fused ones:
+    ``distill.target: audio`` is refused (never silently given the fused embedding), ``fused`` reads it."""
+    root, cache, _ = setup
+    teacher = tmp_path / "teacher"
+    shutil.copytree(root / "teacher", teacher)
+    with h5py.File(teacher / TARGETS_FILE, "a") as h5:
+        del h5["audio"]
+    cfg = tiny_config(cache, "student", data__setting="seq", distill__method="embed", distill__teacher=str(teacher))
+    Trainer(cfg, tmp_path / "fused", progress=False)
+    cfg = tiny_config(cache, "student", data__setting="seq", distill__method="embed", distill__target="audio",
+                      distill__teacher=str(teacher))
+    with pytest.raises(TargetMismatchError, match="no audio-branch targets"):
+        Trainer(cfg, tmp_path / "audio", progress=False)
 
 
 # --- leakage guard: a student never holds out what the teacher trained on --------------------

@@ -9,8 +9,8 @@ import warnings
 import pytest
 import torch
 
-from distill.checkpoint import BEST, LAST
-from distill.config import METHODS
+from distill.methods import METHODS
+from distill.run import RunDir
 from distill.train import LiveTeacher, NonFiniteLossError, Trainer, run_training
 from extract.cache import build_cache
 from distill.testing import make_lupi_cache, make_lupi_items, tiny_config
@@ -50,7 +50,7 @@ def test_teacher_run_directory(teachers, task, setting):
     assert TASK_KEYS[task] <= set(metrics) and TASK_KEYS[task] <= set(metrics["video_missing"])
     for value in [metrics[k] for k in TASK_KEYS[task]] + [metrics["video_missing"][k] for k in TASK_KEYS[task]]:
         assert 0.0 <= value <= 1.0
-    for name in ("config.yaml", BEST, LAST, "targets.h5", "curves.png", "embeddings.png"):
+    for name in ("config.yaml", RunDir.BEST, RunDir.LAST, "targets.h5", "curves.png", "embeddings.png"):
         assert (run / name).is_file(), name
     assert (run / ("det.png" if task == "speaker" else "confusion.png")).is_file()
     assert set(read_log(run)[0]) >= {"epoch", "train_task", "train_total", "lr", "seconds"}
@@ -67,7 +67,7 @@ def test_teacher_face_reconstruction_is_weighted_logged_learned_and_checkpointed
         assert float(row["train_total"]) == pytest.approx(
             float(row["train_task"]) + 2.5 * float(row["train_face_recon"]), rel=1e-4)
     assert float(rows[-1]["train_face_recon"]) < 0.8 * float(rows[0]["train_face_recon"])
-    objective = torch.load(tmp_path / "t" / LAST, weights_only=True)["objective"]
+    objective = torch.load(tmp_path / "t" / RunDir.LAST, weights_only=True)["objective"]
     assert {"face_recon.decode.weight", "face_recon.decode.bias"} <= set(objective)
     # a student ignores the option: no decoder, no term
     student = tiny_config(cache, "student", data__setting=setting, distill__method="embed", distill__face_recon=2.5,
@@ -123,9 +123,9 @@ def test_a_teacher_on_a_cache_without_any_face_warns(tmp_path):
 
 def test_checkpoints_load_with_weights_only(teachers):
     run = teachers["speaker", "nonseq"]
-    last = torch.load(run / LAST, weights_only=True)
+    last = torch.load(run / RunDir.LAST, weights_only=True)
     assert {"model", "optimizer", "scheduler", "epoch", "rng", "history"} <= set(last)
-    best = torch.load(run / BEST, weights_only=True)
+    best = torch.load(run / RunDir.BEST, weights_only=True)
     assert best["meta"]["labels"] == ["spk0", "spk1", "spk2"]
 
 
@@ -147,32 +147,60 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cache, tmp_pat
     trainer = Trainer(cfg, tmp_path / "t", progress=False)
     cfg.train.epochs = 1
     trainer.fit()
-    good = torch.load(tmp_path / "t" / LAST, weights_only=True)
+    good = torch.load(tmp_path / "t" / RunDir.LAST, weights_only=True)
     cfg.train.epochs = 2
     with torch.no_grad():  # a diverged weight: every later loss is NaN
         next(trainer.net.head.parameters()).fill_(float("nan"))
     with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 1; batch items: c\d_u\d+"):
         trainer.fit()
-    kept = torch.load(tmp_path / "t" / LAST, weights_only=True)
+    kept = torch.load(tmp_path / "t" / RunDir.LAST, weights_only=True)
     assert kept["epoch"] == 1
     assert all(torch.equal(kept["model"][k], good["model"][k]) for k in good["model"])
     assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.dtype.is_floating_point)
 
 
+@pytest.mark.parametrize("target", ["fused", "audio"])
 @pytest.mark.parametrize("setting", ["nonseq", "seq"])
-def test_cached_targets_equal_the_live_teachers_outputs(cache, teachers, tmp_path, setting):
+def test_cached_targets_equal_the_live_teachers_outputs(cache, teachers, tmp_path, setting, target):
     teacher_dir = teachers["speaker", setting]
     cfg = tiny_config(cache, "student", data__setting=setting, distill__method="embed+softlabel",
-                      distill__teacher=str(teacher_dir))
+                      distill__teacher=str(teacher_dir), distill__target=target)
     cached = Trainer(cfg, tmp_path / "a", progress=False)
-    live = LiveTeacher(teacher_dir, device=torch.device("cpu"))
+    live = LiveTeacher(teacher_dir, device=torch.device("cpu"), target=target)
     dataset = cached.data.dataset("train", faces=True, train=True, seed=0, targets=cached.teacher.store)
     from distill.data import collate
 
     batch = collate([dataset[i] for i in range(6)])
     from_cache, from_net = cached.teacher(batch), live(batch)
+    assert set(from_cache) == {"enc", "logits"} | ({"agg"} if setting == "seq" else set())
     for key in from_cache:
         torch.testing.assert_close(from_cache[key], from_net[key], atol=1e-4, rtol=1e-4)
+    # what the student's encoder level imitates: the fused embedding, or the audio branch before fusion
+    with torch.no_grad():
+        out = live.net(batch["fbank"], face=batch["face"], face_mask=batch["face_mask"])
+    torch.testing.assert_close(from_cache["enc"], out.enc if target == "fused" else out.audio, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(out.enc, out.audio, atol=1e-3)
+
+
+def test_teacher_audio_head_is_weighted_logged_learned_and_its_branch_distilled(cache, tmp_path):
+    """``distill.audio_aux``: a classifier on the teacher's audio branch (per segment in seq) adds a
+    weighted term that decreases, lives in the objective's checkpoint, and a student imitates that
+    branch with ``distill.target: audio``."""
+    cfg = tiny_config(cache, "teacher", data__setting="seq", distill__audio_aux=0.5, train__epochs=8, train__lr=0.02)
+    run_training(cfg, tmp_path / "t", progress=False)
+    rows = read_log(tmp_path / "t")
+    for row in rows:
+        assert float(row["train_total"]) == pytest.approx(
+            float(row["train_task"]) + 0.5 * float(row["train_audio_aux"]), rel=1e-4)
+    assert float(rows[-1]["train_audio_aux"]) < 0.8 * float(rows[0]["train_audio_aux"])
+    objective = torch.load(tmp_path / "t" / RunDir.LAST, weights_only=True)["objective"]
+    assert {"audio_aux.head.weight", "audio_aux.head.bias"} <= set(objective)
+    student = tiny_config(cache, "student", data__setting="seq", distill__method="embed", distill__target="audio",
+                          distill__audio_aux=0.5, distill__teacher=str(tmp_path / "t"))
+    metrics = run_training(student, tmp_path / "s", progress=False)
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    logged = {k[len("train_"):] for k in read_log(tmp_path / "s")[0] if k.startswith("train_")}
+    assert logged == {"task", "embed_enc", "embed_agg", "total"}  # a student has no audio head
 
 
 def test_autocast_path_runs_on_cpu_in_bfloat16(cache, teachers, tmp_path):
@@ -189,21 +217,19 @@ def test_autocast_path_runs_on_cpu_in_bfloat16(cache, teachers, tmp_path):
 @pytest.mark.parametrize("encoder", ["xvector", "resnet"])
 def test_alternative_audio_encoders_train_a_student_from_the_config(cache, teachers, tmp_path, encoder):
     """The registry name and its options travel through config.yaml, and `distill eval` rebuilds the net."""
-    from distill.config import read_run_config
-    from distill.train import evaluate_run
+    from distill.evaluate_run import reevaluate
 
     overrides = {"model__audio_encoder": encoder, "model__resnet_blocks": [1, 1, 1, 1]}
     cfg = tiny_config(cache, "student", distill__method="embed", distill__teacher=str(teachers["speaker", "nonseq"]),
                       **overrides)
     metrics = run_training(cfg, tmp_path / "s", progress=False)
-    saved = read_run_config(tmp_path / "s").model
+    saved = RunDir(tmp_path / "s").config().model
     assert saved.audio_encoder == encoder and saved.resnet_blocks == [1, 1, 1, 1]
-    assert evaluate_run(tmp_path / "s")["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert reevaluate(tmp_path / "s")["accuracy"] == pytest.approx(metrics["accuracy"])
 
 
 def test_face_width_comes_from_the_cache(tmp_path):
     """A face model of another width (dlib's ResNet: 128-d) plugs in: the teacher is sized from the cache."""
-    from distill.checkpoint import load_best_network
     from extract import open_cache
     from distill.testing import make_shared_direction_items
 
@@ -212,7 +238,8 @@ def test_face_width_comes_from_the_cache(tmp_path):
     assert open_cache(cache).face_dim == 128 and open_cache(cache).config["face_dim"] == 128
     metrics = run_training(tiny_config(cache, "teacher", data__task="emotion"), tmp_path / "teacher", progress=False)
     assert "video_missing" in metrics
-    net, _, meta = load_best_network(tmp_path / "teacher")
+    trained = RunDir(tmp_path / "teacher").load_network()
+    net, meta = trained.net, trained.meta
     assert meta["face_dim"] == 128 and net.encoder.visual.face_dim == 128
     assert net.encoder.visual.norm.mean.shape == (128,)
     run_training(tiny_config(cache, "student", data__task="emotion", distill__method="embed",

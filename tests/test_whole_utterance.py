@@ -188,7 +188,7 @@ def test_whole_utterance_model_embeds_as_evaluation_does(cache, teacher):
     """distill embed's grouping of equal-shape cells gives the embeddings evaluation scored."""
     from distill.export import export_run
     from distill.inference import Model
-    from distill.train import load_run
+    from distill.run import load_run
 
     trainer = load_run(teacher)
     test = trainer.data.dataset("test", faces=False, train=False)
@@ -205,7 +205,7 @@ def test_nonseq_whole_utterance_evaluation_writes_metrics(cache, tmp_path):
     run = tmp_path / "t"
     metrics = run_training(tiny_config(cache, "teacher", data__eval_span="utterance"), run, progress=False)
     assert json.loads((run / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
-    from distill.train import load_run
+    from distill.run import load_run
 
     trainer = load_run(run)
     test = trainer.data.dataset("test", faces=False, train=False)
@@ -216,3 +216,20 @@ def test_nonseq_whole_utterance_evaluation_writes_metrics(cache, tmp_path):
         whole = trainer.net.eval()(torch.from_numpy(fbank)[None]).emb
     np.testing.assert_allclose(pred.emb[0], whole[0].numpy(), atol=1e-5)
     assert (run / "targets.h5").is_file()  # the targets stay on crops: any nonseq student can use them
+
+
+def test_whole_utterance_audio_branch_targets_are_packed_per_segment_like_enc(cache, teacher, tmp_path):
+    """``distill.target: audio`` over whole utterances: the stored audio-branch rows of each cell's
+    valid segments come back as the live teacher's audio branch, padding zero."""
+    student = tiny_config(cache, "student", distill__method="embed", distill__target="audio",
+                          distill__teacher=str(teacher), **UTTERANCE)
+    trainer = Trainer(student, tmp_path / "probe", progress=False)
+    dataset = trainer.data.dataset("train", faces=True, train=True, targets=trainer.teacher.store)
+    batch = collate([dataset[i] for i in range(8)])
+    valid = batch["seg_mask"]
+    cached = trainer.teacher(batch)
+    with torch.no_grad():
+        out = LiveTeacher(teacher, torch.device("cpu")).net(batch["fbank"], face=batch["face"],
+                                                            face_mask=batch["face_mask"], seg_mask=valid)
+    torch.testing.assert_close(cached["enc"][valid], out.audio[valid], atol=1e-4, rtol=1e-4)
+    assert (cached["enc"][~valid] == 0).all()

@@ -37,6 +37,7 @@ class NetOutput:
     agg: Tensor | None  # seq (B, D_agg); nonseq None
     emb: Tensor  # = enc (nonseq) or agg (seq)
     logits: Tensor  # (B, C); an AAM header adds its margin only when labels were given
+    audio: Tensor | None = None  # teacher only: its audio branch's embedding before fusion, shaped like enc
 
     def levels(self) -> dict[str, Tensor]:
         """The distillable embeddings by level name, as ``EmbeddingDistillLoss`` and the target cache key them."""
@@ -56,6 +57,12 @@ class AudioVisualEncoder(nn.Module):
         self.out_dim = fusion.out_dim
 
     def forward(self, fbank: Tensor, face: Tensor | None = None, face_mask: Tensor | None = None) -> Tensor:
+        return self.branches(fbank, face, face_mask)[1]
+
+    def branches(self, fbank: Tensor, face: Tensor | None = None,
+                 face_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(audio, fused)``: the audio branch's embedding before fusion (what ``distill.target: audio``
+        imitates) and the fused one."""
         if face is None:
             face = fbank.new_zeros(fbank.shape[0], 1, self.visual.face_dim)
             face_mask = torch.zeros(fbank.shape[0], 1, dtype=torch.bool, device=fbank.device)
@@ -63,7 +70,8 @@ class AudioVisualEncoder(nn.Module):
             face_mask = torch.ones(face.shape[:2], dtype=torch.bool, device=face.device)
         if face.shape[0] != fbank.shape[0]:
             raise ValueError(f"face batch {face.shape[0]} does not match fbank batch {fbank.shape[0]}")
-        return self.fusion(self.audio(fbank), self.visual(face, face_mask))
+        audio = self.audio(fbank)
+        return audio, self.fusion(audio, self.visual(face, face_mask))
 
 
 class DistillNetwork(nn.Module):
@@ -123,6 +131,13 @@ class DistillNetwork(nn.Module):
             return face[seg_mask], face_mask[seg_mask]
         return face.flatten(0, lead - 1), face_mask.flatten(0, lead - 1)
 
+    @staticmethod
+    def _unfold(x: Tensor, fbank: Tensor, lead: int, seg_mask: Tensor | None) -> Tensor:
+        """Per-segment rows back to (B, S, D); segments left out by ``seg_mask`` are zeros."""
+        if seg_mask is None:
+            return x.unflatten(0, fbank.shape[:lead])
+        return x.new_zeros((*seg_mask.shape, x.shape[-1])).masked_scatter(seg_mask.unsqueeze(-1), x)
+
     def forward(
         self,
         fbank: Tensor,
@@ -148,6 +163,7 @@ class DistillNetwork(nn.Module):
         if labels is not None and labels.shape != fbank.shape[:1]:
             raise ValueError(f"labels must have shape ({fbank.shape[0]},), got {tuple(labels.shape)}")
 
+        audio = None
         if seg_mask is not None and (self.aggregator is None or seg_mask.shape != fbank.shape[:2]
                                      or seg_mask.dtype != torch.bool):
             raise ValueError(f"seg_mask must be a bool (B, S) = {tuple(fbank.shape[:2])} mask of a seq network, got "
@@ -157,18 +173,15 @@ class DistillNetwork(nn.Module):
             enc = self.encoder(segments)
         else:
             face, face_mask = self._fold_faces(face, face_mask, fbank, lead, seg_mask)
-            enc = self.encoder(segments, face, face_mask)
+            audio, enc = self.encoder.branches(segments, face, face_mask)
 
         if self.aggregator is None:
             agg, emb = None, enc
         else:
-            if seg_mask is None:
-                enc = enc.unflatten(0, fbank.shape[:lead])
-            else:
-                enc = enc.new_zeros((*seg_mask.shape, enc.shape[-1])).masked_scatter(seg_mask.unsqueeze(-1), enc)
+            enc, audio = (None if x is None else self._unfold(x, fbank, lead, seg_mask) for x in (enc, audio))
             agg = emb = self.aggregator(enc, seg_mask)
         logits = self.head(emb.detach() if detach_emb else emb, labels)
-        return NetOutput(enc=enc, agg=agg, emb=emb, logits=logits)
+        return NetOutput(enc=enc, agg=agg, emb=emb, logits=logits, audio=audio)
 
 
 def build_network(

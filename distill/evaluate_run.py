@@ -1,0 +1,109 @@
+"""The test evaluation of a run and the files it leaves: ``metrics.json``, the verification
+threshold and cohort of a speaker run, the plots.
+
+One function for the three callers: the end of training (the trainer's best weights),
+``distill eval`` (a finished run loaded by :func:`distill.run.load_run`) and so every run of a
+sweep. It needs a network, the run's data and its directory, never a trainer.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from distill.calibration import score_norm_metrics, write_verification
+from distill.config import EvalConfig
+from distill.evaluate import Predictions, build_trials, classification, trials_record, verification
+from distill.models import DistillNetwork
+from distill.run import Evaluator, RunData, RunDir, eval_batch_size, load_run
+
+
+@dataclass
+class RunEvaluation:
+    """What evaluation wrote to ``metrics.json``, and the test predictions it was computed from."""
+
+    metrics: dict
+    test: Predictions
+    extras: dict = field(default_factory=dict, repr=False)  # scores and trial labels of a speaker run
+
+
+def evaluate_run(network: DistillNetwork, data: RunData, run_dir: str | Path | RunDir, *, best_epoch: int,
+                 device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None,
+                 scoring: EvalConfig | None = None) -> RunEvaluation:
+    """Test metrics of ``network`` (+ ``video_missing`` for a teacher) into ``metrics.json``, the
+    verification threshold and cohort of a speaker run, and the plots; ``best_epoch`` is recorded.
+    ``scoring``: the run's ``eval`` section (score normalisation of the test metrics; default none)."""
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    evaluator = Evaluator(network, torch.device(device), amp_dtype, eval_batch_size(data.config))
+    scoring = scoring or EvalConfig()
+    teacher = network.role == "teacher"
+    test = data.dataset("test", faces=teacher, train=False)
+    pred = evaluator.predict(test)
+    metrics, extras = test_metrics(pred, evaluator, data, scoring, run)
+    if teacher:
+        metrics["video_missing"], _ = test_metrics(evaluator.predict(test, video=False), evaluator, data, scoring, run,
+                                                   video=False)
+    metrics["best_epoch"] = best_epoch
+    if "trials" in extras:
+        metrics["trials"] = extras["trials"]
+    run.write_metrics(metrics)
+    if data.config.task == "speaker":
+        write_verification(evaluator, data, run)
+    write_plots(pred, extras, data, run)
+    return RunEvaluation(metrics, pred, extras)
+
+
+def test_metrics(pred: Predictions, evaluator: Evaluator, data: RunData, scoring: EvalConfig, run: RunDir,
+                 video: bool = True) -> tuple[dict, dict]:
+    """Classification metrics (unless no test item's class was trained on) and, for a speaker run,
+    verification on the configured or built trials, also on normalised scores when ``scoring`` says so
+    (the cohort from the same modality as ``pred``: ``video``); extras: the scores, trial labels and
+    trials record."""
+    cfg = data.config
+    extras: dict = {}
+    if cfg.task == "speaker" and not (pred.labels >= 0).any():
+        # Open-set verification (e.g. train on VoxCeleb2, test on VoxCeleb1): no test speaker was a
+        # training class, so identification is undefined; verification below is what is reported.
+        metrics = {}
+    else:
+        metrics = classification(pred, cfg.task)
+    if cfg.task == "speaker":
+        try:
+            trials = build_trials(data.cache.index, pred.utt_ids, cfg.label, cfg.trials)
+            ver, scores, labels = verification(pred, trials, **cfg.costs)
+        except ValueError as exc:  # e.g. one test utterance per speaker: no target trial exists
+            # Losing a trained run to an impossible metric helps nobody: say so, keep the rest.
+            warnings.warn(f"{run}: no verification metrics ({exc})", stacklevel=2)
+            return metrics, extras
+        metrics.update(ver)
+        metrics.update(score_norm_metrics(evaluator, data, scoring, pred, trials, video))  # eval.score_norm
+        extras.update(scores=scores, trial_labels=labels, trials=trials_record(trials, cfg.trials, len(pred.utt_ids)))
+    return metrics, extras
+
+
+def write_plots(pred: Predictions, extras: dict, data: RunData, run: RunDir) -> None:
+    """Training curves, DET (speaker) or confusion matrix, and the test embeddings."""
+    from distill import metrics as M
+    from distill import plots
+
+    plots.plot_training_curves(run.train_log, run.curves)
+    known = pred.labels >= 0
+    names = data.labels.names
+    if "scores" in extras:
+        plots.plot_det_curve(extras["scores"], extras["trial_labels"], run.det)
+    else:
+        cm = M.confusion_matrix(pred.labels[known], pred.logits[known].argmax(1), n_classes=len(names))
+        pd.DataFrame(cm, index=names, columns=names).to_csv(run.confusion_csv)
+        plots.plot_confusion_matrix(cm, names, run.confusion)
+    # Coloured by the items' own labels, so test speakers unseen in training are shown too.
+    plots.plot_embeddings(pred.emb, data.label_of(pred.utt_ids), run.embeddings)
+
+
+def reevaluate(run_dir: str | Path, cache: str | None = None) -> dict:
+    """``distill eval``: recompute metrics.json, verification and plots from a run's config and best checkpoint."""
+    run = load_run(run_dir, cache)
+    return evaluate_run(run.net, run.data, run.dir, best_epoch=run.epoch, device=run.evaluator.device,
+                        amp_dtype=run.evaluator.amp_dtype, scoring=run.config.eval).metrics
