@@ -91,7 +91,7 @@ def test_dlib_missing_names_the_extra(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*no verification")  # one test clip per person: no target trials
 def test_extract_with_dlib_writes_a_128_d_cache_a_teacher_trains_on(tmp_path):
-    from distill.checkpoint import load_best_network
+    from distill.run import RunDir
     from distill.testing import tiny_config
     from distill.train import run_training
     from extract import open_cache
@@ -125,5 +125,5 @@ def test_extract_with_dlib_writes_a_128_d_cache_a_teacher_trains_on(tmp_path):
 
     metrics = run_training(tiny_config(cache_dir, "teacher"), tmp_path / "teacher", progress=False)
     assert "video_missing" in metrics
-    net, _, meta = load_best_network(tmp_path / "teacher")
-    assert meta["face_dim"] == 128 and net.encoder.visual.face_dim == 128
+    trained = RunDir(tmp_path / "teacher").load_network()
+    assert trained.meta["face_dim"] == 128 and trained.net.encoder.visual.face_dim == 128
