@@ -32,13 +32,13 @@ setup: $(STAMP)  ## create .venv and install the project from requirements.lock 
 
 lock:  ## regenerate requirements.lock from pyproject.toml (after changing a dependency)
 	@test -x $(VENV)/bin/uv || { test -x $(PY) || $(PYTHON) -m venv $(VENV); $(PY) -m pip install -q 'uv>=0.5'; }
-	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra cluster --universal \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra cluster --extra faces-dlib --universal \
 		--python-version 3.11 --generate-hashes --quiet -o $(LOCK)
 
 check-deps:  ## newest releases pyproject allows, in a throwaway venv, through the smoke check
 	rm -rf .check-deps && $(PYTHON) -m venv .check-deps
 	.check-deps/bin/pip install -q --upgrade pip
-	.check-deps/bin/pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
+	.check-deps/bin/pip install -q --upgrade --upgrade-strategy eager -e '.[test,faces-dlib]'
 	.check-deps/bin/pip freeze --exclude-editable > .check-deps/resolved.txt
 	.check-deps/bin/python scripts/smoke_check.py
 	.check-deps/bin/python scripts/lock_drift.py $(LOCK) .check-deps/resolved.txt

@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     features.add_argument(
         "--face-weights",
         default=_DEFAULTS["face_weights"],
-        help="vggface2 | casia-webface (torch hub cache, else download) | random (seeded) | PATH to a state dict",
+        help="vggface2 | casia-webface (torch hub cache, else download) | random (seeded) | PATH to a state dict "
+        "(InceptionResnetV1, 512-d) | dlib (dlib's ResNet, 128-d; the faces-dlib extra, no download)",
     )
     features.add_argument("--face-seed", type=int, default=_DEFAULTS["face_seed"], help="seed for --face-weights random")
     features.add_argument("--min-face-size", type=int, default=_DEFAULTS["min_face_size"], help="MTCNN smallest face (px)")

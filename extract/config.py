@@ -28,7 +28,7 @@ class ExtractConfig:
     fps: float = 5.0  # frames sampled per second of video, inside ffmpeg
     frame_size: int = 256  # frames are letterboxed to frame_size² inside ffmpeg: full-res never reaches Python
     # faces
-    face_weights: str = "vggface2"  # vggface2 | casia-webface | random | PATH to a state dict
+    face_weights: str = "vggface2"  # vggface2 | casia-webface | random | PATH to a state dict (512-d) | dlib (128-d)
     face_seed: int = 0  # initialises the `random` face embedder reproducibly
     min_face_size: int = 20  # MTCNN's smallest face, in pixels of the letterboxed frame
     face_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)  # MTCNN P/R/O-net thresholds
@@ -67,14 +67,21 @@ class ExtractConfig:
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=list)
         return sha256_text(blob)[:16]
 
-    def to_record(self, weights_identity: str) -> dict[str, Any]:
-        """What config.json holds: settings, hash, face-weights identity, library versions."""
+    def to_record(
+        self, weights_identity: str, face_dim: int = 512, versions: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """What config.json holds: settings, hash, face-weights identity, library versions.
+
+        ``face_dim`` is the face embedder's width (InceptionResnetV1 512, dlib 128; distill sizes
+        its visual branch by it); ``versions`` adds that embedder's own libraries (dlib) to the
+        ones every cache records.
+        """
         record = asdict(self)
         record.update(
             hash=self.hash(weights_identity),
             face_weights_identity=weights_identity,
-            face_dim=512,  # InceptionResnetV1's embedding width; distill sizes its visual branch by it
-            versions=library_versions(),
+            face_dim=face_dim,
+            versions={**library_versions(), **(versions or {})},
         )
         return record
 

