@@ -47,7 +47,7 @@ lint: $(STAMP)  ## ruff: lint and format check (configured in pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: $(STAMP)  ## set up, then run the whole suite (slow end-to-end tests included)
+test: lint  ## set up, lint (ruff check + format --check), then the whole suite (slow end-to-end tests included)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)  ## the suite without tests marked slow

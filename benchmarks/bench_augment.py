@@ -7,6 +7,7 @@
     cost instead (reverberation by FFT convolution with a 0.5 s impulse response, then speechbrain's
     Fbank on the cell's audio), the reference for docs/training.md's choice of no waveform store.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,9 +48,18 @@ def parse_args() -> argparse.Namespace:
 
 def noise_items(n: int, n_mels: int = 80, frames: int = 1000) -> list[dict]:
     rng = np.random.default_rng(1)
-    return [{"utt_id": f"noise{i:03d}", "fbank": rng.normal(10.0, 6.0, (frames, n_mels)).astype(np.float32),
-             "face": np.zeros((0, 512), np.float32), "face_found": np.zeros(0, bool),
-             "frame_times": np.zeros(0, np.float32), "has_video": False, "duration": frames / 100} for i in range(n)]
+    return [
+        {
+            "utt_id": f"noise{i:03d}",
+            "fbank": rng.normal(10.0, 6.0, (frames, n_mels)).astype(np.float32),
+            "face": np.zeros((0, 512), np.float32),
+            "face_found": np.zeros(0, bool),
+            "frame_times": np.zeros(0, np.float32),
+            "has_video": False,
+            "duration": frames / 100,
+        }
+        for i in range(n)
+    ]
 
 
 def per_cell_ms(fn, n: int) -> float:
@@ -66,8 +76,9 @@ def main() -> int:
     args = parse_args()
     torch.set_num_threads(args.threads)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-augment-"))
-    items = make_lupi_items(10, args.items // 10, n_frames=args.frames, n_mels=80, fps=5, length_jitter=50,
-                            split_ratios=(0.6, 0.2, 0.2))
+    items = make_lupi_items(
+        10, args.items // 10, n_frames=args.frames, n_mels=80, fps=5, length_jitter=50, split_ratios=(0.6, 0.2, 0.2)
+    )
     cache = build_cache(work / "cache", items)
     noise = build_cache(work / "noise", noise_items(args.noise_items))
     base = {"cache": str(cache), "train.epochs": 1, "train.threads": args.threads, "augment.noise": str(noise)}
@@ -78,8 +89,14 @@ def main() -> int:
     for name, over in CONTENDERS.items():
         plain = {k: v for k, v in base.items() if k != "augment.noise"}
         over = {**(base if "noise" in name else plain), **over}
-        cfg = load_config(overrides={**over, "role": "student", "distill.method": "embed+softlabel",
-                                     "distill.teacher": str(work / "teacher")})
+        cfg = load_config(
+            overrides={
+                **over,
+                "role": "student",
+                "distill.method": "embed+softlabel",
+                "distill.teacher": str(work / "teacher"),
+            }
+        )
         trainers[name] = Trainer(cfg, work / f"student-{name}", progress=False)
         datasets[name] = trainers[name].train_dataset()
     # Per batch, every contender in turn (rotating who goes first): load the batch (read + augment +
@@ -92,7 +109,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     for b in range(args.batches + 2):  # the first two warm up (allocator, kernels, HDF5 handles)
         idx = rng.choice(len(datasets["off"]), bs, replace=False)
-        for name in names[b % len(names):] + names[:b % len(names)]:
+        for name in names[b % len(names) :] + names[: b % len(names)]:
             t0 = time.process_time()
             batch = collate([datasets[name][(b + 1, int(i))] for i in idx])
             t1 = time.process_time()
@@ -103,13 +120,17 @@ def main() -> int:
                 step[name].append(t2 - t1)
     med = {name: (statistics.median(load[name]), statistics.median(step[name])) for name in names}
     off = sum(med["off"])
-    print(f"(a) per training step (batch {bs}, {trainers['off'].cfg.data.crop} frames, medians of {args.batches} "
-          f"batches, CPU ms of this process, loading in the training process):")
+    print(
+        f"(a) per training step (batch {bs}, {trainers['off'].cfg.data.crop} frames, medians of {args.batches} "
+        f"batches, CPU ms of this process, loading in the training process):"
+    )
     ratio = {}
     for name in names:
         ratio[name] = sum(med[name]) / off
-        print(f"    {name:<12} load {1000 * med[name][0]:6.1f} + step {1000 * med[name][1]:6.1f} = "
-              f"{1000 * sum(med[name]):6.1f} ms -> {ratio[name]:.3f}x off")
+        print(
+            f"    {name:<12} load {1000 * med[name][0]:6.1f} + step {1000 * med[name][1]:6.1f} = "
+            f"{1000 * sum(med[name]):6.1f} ms -> {ratio[name]:.3f}x off"
+        )
 
     # (b) per cell: the loader's read (+ augmentation) vs a waveform route's reverb + Fbank
     n = 200
@@ -130,10 +151,14 @@ def main() -> int:
         logmel(y.numpy())
 
     t_wave = per_cell_ms(waveform_route, n)
-    print(f"(b) per cell ({crop} frames): loader read {t_clean:.3f} ms, with noise+masks {t_aug:.3f} ms "
-          f"(+{t_aug - t_clean:.3f} ms); a waveform route (0.5 s reverb + Fbank) {t_wave:.3f} ms")
-    print(f"bench-augment: per step noise+masks {ratio['noise+masks']:.3f}x off, masks {ratio['masks']:.3f}x, "
-          f"noise {ratio['noise']:.3f}x")
+    print(
+        f"(b) per cell ({crop} frames): loader read {t_clean:.3f} ms, with noise+masks {t_aug:.3f} ms "
+        f"(+{t_aug - t_clean:.3f} ms); a waveform route (0.5 s reverb + Fbank) {t_wave:.3f} ms"
+    )
+    print(
+        f"bench-augment: per step noise+masks {ratio['noise+masks']:.3f}x off, masks {ratio['masks']:.3f}x, "
+        f"noise {ratio['noise']:.3f}x"
+    )
     return 0
 
 

@@ -9,6 +9,7 @@
 
 The EER/minDCF-at-1M-trials part is benchmarks/bench_metrics.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,10 @@ import psutil
 import torch
 from tqdm import tqdm
 
-
 from distill.config import load_config
+from distill.testing import make_lupi_items
 from distill.train import Trainer, run_training
 from extract.cache import build_cache
-from distill.testing import make_lupi_items
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,11 +33,19 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=300, help="fbank frames per item (3 s)")
     p.add_argument("--n-mels", type=int, default=80)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for (a) and (c)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads of the training process (more than the free cores makes OpenMP spin)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the training process (more than the free cores makes OpenMP spin)",
+    )
     p.add_argument("--epochs-rss", type=int, default=10, help="epochs of the RSS measurement")
-    p.add_argument("--teacher-channels", type=int, default=256,
-                   help="teacher audio width for (b); the student keeps the default width (64)")
+    p.add_argument(
+        "--teacher-channels",
+        type=int,
+        default=256,
+        help="teacher audio width for (b); the student keeps the default width (64)",
+    )
     p.add_argument("--work", help="scratch directory; a fresh temp dir when not given")
     return p.parse_args()
 
@@ -64,8 +72,9 @@ def main() -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-distill-"))
     per_class = args.items // 10
     print(f"building a synthetic cache: {10 * per_class} items x {args.frames} frames x {args.n_mels} mels in {work}")
-    items = make_lupi_items(10, per_class, n_frames=args.frames, n_mels=args.n_mels, fps=5, length_jitter=50,
-                            split_ratios=(0.6, 0.2, 0.2))
+    items = make_lupi_items(
+        10, per_class, n_frames=args.frames, n_mels=args.n_mels, fps=5, length_jitter=50, split_ratios=(0.6, 0.2, 0.2)
+    )
     cache = build_cache(work / "cache", items)
     base = {"cache": str(cache), "train.epochs": 1, "train.threads": args.threads}
 
@@ -75,8 +84,15 @@ def main() -> int:
     # (a) HDF5 loader vs the same batches from memory, loading in-process and in worker processes
     ratios = {}
     for workers in sorted({0, args.workers}):
-        cfg = load_config(overrides={**base, "role": "student", "distill.method": "embed+softlabel",
-                                     "distill.teacher": str(work / "teacher"), "data.num_workers": workers})
+        cfg = load_config(
+            overrides={
+                **base,
+                "role": "student",
+                "distill.method": "embed+softlabel",
+                "distill.teacher": str(work / "teacher"),
+                "data.num_workers": workers,
+            }
+        )
         trainer = Trainer(cfg, work / "student", progress=False)
         dataset = trainer.train_dataset()
         loader, sampler = trainer.train_loader(dataset)
@@ -86,14 +102,22 @@ def main() -> int:
         t_hdf5, n = timed_epoch(trainer, loader)
         t_mem, _ = timed_epoch(trainer, in_memory)
         ratios[workers] = t_mem / t_hdf5
-        print(f"(a) data.num_workers={workers}: steps/s HDF5 loader {n / t_hdf5:.2f}, in memory {n / t_mem:.2f} "
-              f"-> ratio {ratios[workers]:.2f} (target >= 0.9)")
+        print(
+            f"(a) data.num_workers={workers}: steps/s HDF5 loader {n / t_hdf5:.2f}, in memory {n / t_mem:.2f} "
+            f"-> ratio {ratios[workers]:.2f} (target >= 0.9)"
+        )
     best_workers = max(ratios, key=ratios.get)
     ratio_a = ratios[best_workers]
 
     # (b) cached targets vs the teacher run live (same batches' worth of items, 0 workers both)
-    single = load_config(overrides={**base, "role": "student", "distill.method": "embed+softlabel",
-                                    "distill.teacher": str(work / "teacher")})
+    single = load_config(
+        overrides={
+            **base,
+            "role": "student",
+            "distill.method": "embed+softlabel",
+            "distill.teacher": str(work / "teacher"),
+        }
+    )
     results = {}
     for name, live in (("cached", False), ("live", True)):
         tr = Trainer(single, work / f"student-{name}", live_teacher=live, progress=False)
@@ -102,12 +126,21 @@ def main() -> int:
         timed_epoch(tr, list(ld)[:2])  # warm-up
         results[name], _ = timed_epoch(tr, ld)
     ratio_b = results["cached"] / results["live"]
-    print(f"(b) student epoch: cached targets {results['cached']:.2f} s, live teacher {results['live']:.2f} s "
-          f"-> ratio {ratio_b:.2f} (target <= 0.5)")
+    print(
+        f"(b) student epoch: cached targets {results['cached']:.2f} s, live teacher {results['live']:.2f} s "
+        f"-> ratio {ratio_b:.2f} (target <= 0.5)"
+    )
 
     # (c) RSS of the training loader (persistent workers) over epochs: main process + workers
-    cfg = load_config(overrides={**base, "role": "student", "distill.method": "embed+softlabel",
-                                 "distill.teacher": str(work / "teacher"), "data.num_workers": args.workers})
+    cfg = load_config(
+        overrides={
+            **base,
+            "role": "student",
+            "distill.method": "embed+softlabel",
+            "distill.teacher": str(work / "teacher"),
+            "data.num_workers": args.workers,
+        }
+    )
     trainer = Trainer(cfg, work / "student", progress=False)
     dataset = trainer.train_dataset()
     loader, sampler = trainer.train_loader(dataset)
@@ -121,11 +154,16 @@ def main() -> int:
                 peak = max(peak, rss_tree(proc))
         rss.append(peak)
     growth = (rss[-1] - rss[0]) / rss[0]
-    print(f"(c) loader RSS per epoch (MiB, main + {args.workers} workers): " + " ".join(f"{r / 2**20:.0f}" for r in rss))
+    print(
+        f"(c) loader RSS per epoch (MiB, main + {args.workers} workers): " + " ".join(f"{r / 2**20:.0f}" for r in rss)
+    )
     print(f"(c) RSS growth epoch 1 -> {args.epochs_rss}: {100 * growth:+.1f}% (target <= 5%)")
     ok = ratio_a >= 0.9 and ratio_b <= 0.5 and growth <= 0.05
-    print(f"bench-distill: hdf5/memory {ratio_a:.2f}x (num_workers={best_workers}), cached/live {ratio_b:.2f}x, RSS {100 * growth:+.1f}% "
-          f"-> {'all targets met' if ok else 'some targets missed'}")
+    print(
+        f"bench-distill: hdf5/memory {ratio_a:.2f}x (num_workers={best_workers}), cached/live {ratio_b:.2f}x, "
+        f"RSS {100 * growth:+.1f}% "
+        f"-> {'all targets met' if ok else 'some targets missed'}"
+    )
     return 0 if ok else 1
 
 

@@ -6,6 +6,7 @@ figure is each one's time as a ratio of ECAPA's (the default). Best of `--steps`
     python benchmarks/bench_encoders.py                  # (32, 200, 80), default widths, 2 threads
     python benchmarks/bench_encoders.py --set audio_channels=16 --set resnet_blocks=[1,1,1,1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,9 @@ def main() -> int:
     results = {name: step_seconds(replace(base, audio_encoder=name), x, y, args.steps) for name in AUDIO_ENCODERS}
     reference = results["ecapa"][0]
     for name, (seconds, params) in results.items():
-        print(f"{name:8s} {params / 1e6:6.2f} M params  {seconds * 1000:9.0f} ms/step  {seconds / reference:6.1f}x ecapa")
+        print(
+            f"{name:8s} {params / 1e6:6.2f} M params  {seconds * 1000:9.0f} ms/step  {seconds / reference:6.1f}x ecapa"
+        )
     return 0
 
 

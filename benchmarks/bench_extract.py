@@ -16,6 +16,7 @@ a moving LFW face and a voiced tone). Targets (issue 14): naive / ours ≥ 3.5×
 ours ≤ floor(640 px); 2 workers no slower than 1. Also: bytes stored per hour of video and the
 float16 storage error against float32.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-
+from common.ffmpeg import ffmpeg_exe
 from extract import open_cache
 from extract.config import ExtractConfig
 from extract.decode import decode
@@ -37,7 +38,6 @@ from extract.faces import FaceEmbedder, resolve_face_weights
 from extract.fbank import LogMel
 from extract.info import cache_info
 from extract.run import RunOptions, run_extraction
-from common.ffmpeg import ffmpeg_exe
 from manifests.media import lfw_faces, write_video
 
 SIZES = [(224, 224), (360, 480), (720, 1280)]  # (H, W)
@@ -81,7 +81,9 @@ def make_videos(root: Path, n: int, lengths: list[float], fps: float, first: int
         for k in range(int(seconds * fps)):
             who = (v * 7 + k // int(fps)) % 100
             if who not in patches:
-                patches[who] = (resize(np.asarray(faces[who], float), (side, side), order=1) * 255).clip(0, 255).astype(np.uint8)
+                patches[who] = (
+                    (resize(np.asarray(faces[who], float), (side, side), order=1) * 255).clip(0, 255).astype(np.uint8)
+                )
             left = int((w - side) * (0.5 + 0.3 * np.sin(2 * np.pi * k / (2 * fps))))
             frames.append(_paste(np.full((h, w, 3), 96, np.uint8), patches[who], h // 4, left))
         t = np.arange(int(seconds * 16000)) / 16000
@@ -125,7 +127,8 @@ def naive(paths: list[Path], cfg: ExtractConfig, embedder: FaceEmbedder, logmel:
     for path in paths:
         w, h, native = _native(path)
         out, _ = (
-            ffmpeg.input(str(path)).video.output("pipe:1", format="rawvideo", pix_fmt="rgb24")
+            ffmpeg.input(str(path))
+            .video.output("pipe:1", format="rawvideo", pix_fmt="rgb24")
             .run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
         )
         frames = np.frombuffer(out, np.uint8).reshape(-1, h, w, 3)
@@ -161,8 +164,11 @@ def sampled_frames(path: Path, cfg: ExtractConfig, max_side: int | None) -> np.n
     scale = min(1.0, max_side / max(w, h))
     w2, h2 = int(w * scale) // 2 * 2, int(h * scale) // 2 * 2
     out, _ = (
-        ffmpeg.input(str(path)).video.filter("fps", fps=cfg.fps).filter("scale", w2, h2)
-        .output("pipe:1", format="rawvideo", pix_fmt="rgb24").run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
+        ffmpeg.input(str(path))
+        .video.filter("fps", fps=cfg.fps)
+        .filter("scale", w2, h2)
+        .output("pipe:1", format="rawvideo", pix_fmt="rgb24")
+        .run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
     )
     return np.frombuffer(out, np.uint8).reshape(-1, h2, w2, 3)
 
@@ -198,8 +204,11 @@ def main() -> int:
     shutil.rmtree(args.work, ignore_errors=True)
     media = args.work / "media"
     media.mkdir(parents=True)
-    print(f"generating {args.videos} videos ({', '.join(f'{w}x{h}' for h, w in SIZES)}; {args.lengths} s; "
-          f"{', '.join(CONTAINERS)}) at {args.native_fps:g} fps ...", flush=True)
+    print(
+        f"generating {args.videos} videos ({', '.join(f'{w}x{h}' for h, w in SIZES)}; {args.lengths} s; "
+        f"{', '.join(CONTAINERS)}) at {args.native_fps:g} fps ...",
+        flush=True,
+    )
     manifest = make_videos(media, args.videos, args.lengths, args.native_fps)
     warm = make_videos(media, len(SIZES), [1.0], args.native_fps, first=900)
     paths = [Path(line.split(",", 1)[1]) for line in manifest.read_text().splitlines()[1:]]
@@ -227,7 +236,9 @@ def main() -> int:
         "ours_2_workers_cold": lambda: (fresh_worker_pool(), ours(manifest, cache_root / "w2c", cfg, 2, threads=1))[1],
         "ours_2_workers_warm": lambda: ours(manifest, cache_root / "w2w", cfg, 2, threads=1),
         "ours_2_workers_by_count": lambda: ours(manifest, cache_root / "w2n", cfg, 2, threads=1, schedule="count"),
-        "ours_1_worker_no_prefetch": lambda: ours(manifest, cache_root / "w1n", cfg, 1, threads=args.threads, prefetch=False),
+        "ours_1_worker_no_prefetch": lambda: ours(
+            manifest, cache_root / "w1n", cfg, 1, threads=args.threads, prefetch=False
+        ),
         "floor_640px": lambda: floor(floor_frames[FLOOR_MAX_SIDE], embedder),
         "floor_256": lambda: floor(floor_frames[None], embedder),
     }
@@ -263,8 +274,12 @@ def main() -> int:
         "wall_s": times,
         "best_s": best,
         "ratios": {
-            "naive_over_ours_2w_cold": ratio("naive_same_fps", "ours_2_workers_cold") if "naive_same_fps" in best else None,
-            "naive_over_ours_2w_warm": ratio("naive_same_fps", "ours_2_workers_warm") if "naive_same_fps" in best else None,
+            "naive_over_ours_2w_cold": ratio("naive_same_fps", "ours_2_workers_cold")
+            if "naive_same_fps" in best
+            else None,
+            "naive_over_ours_2w_warm": ratio("naive_same_fps", "ours_2_workers_warm")
+            if "naive_same_fps" in best
+            else None,
             "ours_2w_cold_over_floor_640px": ratio("ours_2_workers_cold", "floor_640px"),
             "ours_2w_warm_over_floor_640px": ratio("ours_2_workers_warm", "floor_640px"),
             "ours_1w_over_floor_256": ratio("ours_1_worker", "floor_256"),
@@ -281,7 +296,10 @@ def main() -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
 
-    print(f"\n{args.videos} videos, {media_s:.1f} s of media, {face_frames} sampled frames; best of {args.rounds} round(s):")
+    print(
+        f"\n{args.videos} videos, {media_s:.1f} s of media, {face_frames} sampled frames; "
+        f"best of {args.rounds} round(s):"
+    )
     for name, seconds in best.items():
         print(f"  {name:28s} {seconds:7.2f} s")
     for name, value in results["ratios"].items():
@@ -289,7 +307,9 @@ def main() -> int:
     print(f"  face frames/s (2 workers, warm) {results['face_frames_per_s_2w_warm']:.1f}")
     print(f"  stored {results['bytes_per_hour_float16'] / 2**20:.1f} MiB per hour of video (float16)")
     for key, e in results["float16_error"].items():
-        print(f"  float16 {key:6s} max abs {e['max_abs']:.2e}, mean abs {e['mean_abs']:.2e}, max rel {e['max_rel']:.2e}")
+        print(
+            f"  float16 {key:6s} max abs {e['max_abs']:.2e}, mean abs {e['mean_abs']:.2e}, max rel {e['max_rel']:.2e}"
+        )
     r = results["ratios"]
     ok = (
         (r["naive_over_ours_2w_cold"] or 0) >= 3.5

@@ -15,6 +15,7 @@
 facenet runs with ``random`` weights (He init, seeded): same network and cost as vggface2, whose
 weights cannot be downloaded here. Its accuracies are those of a random network, not of vggface2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -143,15 +144,19 @@ def reframed(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """b[i] is a re-framed copy of a[i]: top-1 of b against a, and own / other mean distance."""
     dist = np.linalg.norm(b[:, None] - a[None], axis=2)
     others = ~np.eye(len(a), dtype=bool)
-    return {"top1": float((dist.argmin(1) == np.arange(len(a))).mean()),
-            "own_over_other": float(np.diag(dist).mean() / dist[others].mean())}
+    return {
+        "top1": float((dist.argmin(1) == np.arange(len(a))).mean()),
+        "own_over_other": float(np.diag(dist).mean() / dist[others].mean()),
+    }
 
 
 def main() -> int:
     args = parse_args()
     torch.set_num_threads(1)
-    models = {name: FaceEmbedder(ExtractConfig(face_weights=name, frame_size=160), resolve_face_weights(name))
-              for name in ("random", "dlib")}
+    models = {
+        name: FaceEmbedder(ExtractConfig(face_weights=name, frame_size=160), resolve_face_weights(name))
+        for name in ("random", "dlib")
+    }
     models["facenet"] = models.pop("random")
     plain = PlainDlib(models["dlib"])
 
@@ -165,11 +170,17 @@ def main() -> int:
         "per_frame": dlib["total_ms"] / facenet["total_ms"],
     }
 
-    demo = {"facenet (random)": embed(models["facenet"], frames), "dlib": embed(models["dlib"], frames),
-            "dlib, unaligned crop": embed(models["dlib"], frames, plain)}
+    demo = {
+        "facenet (random)": embed(models["facenet"], frames),
+        "dlib": embed(models["dlib"], frames),
+        "dlib, unaligned crop": embed(models["dlib"], frames, plain),
+    }
     results["demo"] = {
-        name: {"speaker_acc": ncm_accuracy(e, speakers, args.splits),
-               "emotion_acc": ncm_accuracy(e, emotions, args.splits), "mean_cosine": mean_cosine(e)}
+        name: {
+            "speaker_acc": ncm_accuracy(e, speakers, args.splits),
+            "emotion_acc": ncm_accuracy(e, emotions, args.splits),
+            "mean_cosine": mean_cosine(e),
+        }
         for name, e in demo.items()
     }
 
@@ -188,8 +199,10 @@ def main() -> int:
         row = t[name]
         print(f"{name:18}{row['crop_ms']:8.1f}{row['embed_ms']:8.1f}{row['mtcnn_ms']:13.1f}{row['total_ms']:8.1f}")
     ratio = t["ratio_dlib_over_facenet"]
-    print(f"dlib / facenet: embed {ratio['embed']:.2f}x, crop+embed {ratio['crop+embed']:.2f}x, "
-          f"per frame with MTCNN {ratio['per_frame']:.2f}x")
+    print(
+        f"dlib / facenet: embed {ratio['embed']:.2f}x, crop+embed {ratio['crop+embed']:.2f}x, "
+        f"per frame with MTCNN {ratio['per_frame']:.2f}x"
+    )
     print(f"\n(b) demo faces ({len(frames)} frames, 10 speakers x 4 emotions), NCM over {args.splits} half splits")
     print(f"{'':24}{'speaker':>9}{'emotion':>9}{'mean cos':>10}")
     for name, row in results["demo"].items():

@@ -10,6 +10,7 @@
 (e) the TensorBoard logger: one epoch's row vs the epoch it logs;
 (f) what a speaker run's evaluation now also does (val thresholds, AS-norm cohort) vs the run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,16 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
 from distill.config import load_config
 from distill.embed import embed_to_h5
 from distill.export import export_run
 from distill.inference import Model, run_items, sources_from
 from distill.tensorboard import TensorBoardLog
+from distill.testing import make_lupi_items
 from distill.train import run_training
 from extract.cache import build_cache
 from extract.config import ExtractConfig
-from distill.testing import make_lupi_items
 
 
 def parse_args() -> argparse.Namespace:
@@ -54,31 +54,46 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     from conftest import tone
+
     from manifests.media import write_video
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         record = ExtractConfig(face_weights="random").to_record("random")  # 80 mels, 16 kHz
         cache = build_cache(tmp / "cache", make_lupi_items(4, 12, n_frames=300, n_mels=80), config=record)
-        cfg = load_config(overrides={"cache": str(cache), "role": "student", "train.epochs": 1,
-                                     "data.crop": 200, "data.crop_hop": 100, "train.threads": args.threads,
-                                     "train.tensorboard": False})
+        cfg = load_config(
+            overrides={
+                "cache": str(cache),
+                "role": "student",
+                "train.epochs": 1,
+                "data.crop": 200,
+                "data.crop_hop": 100,
+                "train.threads": args.threads,
+                "train.tensorboard": False,
+            }
+        )
         run_training(cfg, tmp / "run", progress=False)
         rng = np.random.default_rng(0)
-        files = [str(write_video(tmp / f"f{i}.wav", None, audio=tone(float(rng.uniform(1, 4)), 16000, 150 + 7 * i, i)))
-                 for i in range(args.files)]
+        files = [
+            str(write_video(tmp / f"f{i}.wav", None, audio=tone(float(rng.uniform(1, 4)), 16000, 150 + 7 * i, i)))
+            for i in range(args.files)
+        ]
         model = Model.from_run(tmp / "run")
         started = time.perf_counter()
         fbanks = [model.fbank(f) for f in files]
         front = time.perf_counter() - started
         cells = sum(model.grid.n_cells(len(fb)) for fb in fbanks)
-        print(f"{len(files)} files, {sum(len(fb) for fb in fbanks) / 100:.0f} s of audio, {cells} cells of "
-              f"{model.grid.crop} frames; ECAPA 64 channels, {args.threads} torch thread(s)")
+        print(
+            f"{len(files)} files, {sum(len(fb) for fb in fbanks) / 100:.0f} s of audio, {cells} cells of "
+            f"{model.grid.crop} frames; ECAPA 64 channels, {args.threads} torch thread(s)"
+        )
 
         batched = best_of(args.repeat, lambda: model.forward_fbanks(fbanks, args.batch_size))
         single = best_of(args.repeat, lambda: [model.forward_fbanks([fb], args.batch_size) for fb in fbanks])
-        print(f"(a) network, batched ({args.batch_size} cells/pass) vs one item at a time: {batched:.3f} s vs "
-              f"{single:.3f} s = {batched / single:.2f}x the time")
+        print(
+            f"(a) network, batched ({args.batch_size} cells/pass) vs one item at a time: {batched:.3f} s vs "
+            f"{single:.3f} s = {batched / single:.2f}x the time"
+        )
 
         for fmt in ("torchscript", "onnx"):
             folder, diff = export_run(tmp / "run", fmt, tmp / fmt, cells=args.batch_size)
@@ -86,32 +101,47 @@ def main() -> None:
             t = best_of(args.repeat, lambda m=exported: m.forward_fbanks(fbanks, args.batch_size))
             print(f"(b) {fmt}: {t:.3f} s vs PyTorch {batched:.3f} s = {t / batched:.2f}x (max abs diff {diff:.1e})")
 
-        print(f"(c) decode + log-mel {front:.3f} s vs network (batched) {batched:.3f} s: "
-              f"front-end {front / (front + batched):.0%} of a file's time")
+        print(
+            f"(c) decode + log-mel {front:.3f} s vs network (batched) {batched:.3f} s: "
+            f"front-end {front / (front + batched):.0%} of a file's time"
+        )
 
         sources = sources_from(files)
         plain = best_of(1, lambda: list(run_items(model, sources, batch_size=args.batch_size, chunk=8)))
         out = tmp / "emb.h5"
         h5 = best_of(1, lambda: embed_to_h5(model, sources, out, batch_size=args.batch_size, chunk=8, progress=False))
-        print(f"(d) embed to .h5 (chunk 8: {len(files) // 8} parts + merge) vs no output: {h5:.3f} s vs {plain:.3f} s "
-              f"= {h5 / plain:.2f}x")
+        print(
+            f"(d) embed to .h5 (chunk 8: {len(files) // 8} parts + merge) vs no output: {h5:.3f} s vs {plain:.3f} s "
+            f"= {h5 / plain:.2f}x"
+        )
 
         tb = TensorBoardLog(tmp / "tb")
-        row = {"epoch": 1, "train_total": 1.0, "train_task": 1.0, "val_accuracy": 0.5, "val_top5_accuracy": 1.0,
-               "lr": 1e-3, "seconds": 1.0}
+        row = {
+            "epoch": 1,
+            "train_total": 1.0,
+            "train_task": 1.0,
+            "val_accuracy": 0.5,
+            "val_top5_accuracy": 1.0,
+            "lr": 1e-3,
+            "seconds": 1.0,
+        }
         log = best_of(args.repeat, lambda: tb.epoch(row))
         tb.close()
         epoch = best_of(1, lambda: run_training(cfg, tmp / "again", progress=False))
-        print(f"(e) TensorBoard: one epoch's row {log * 1000:.1f} ms vs one training run of 1 epoch + evaluation "
-              f"{epoch:.2f} s = {log / epoch:.4f}x")
+        print(
+            f"(e) TensorBoard: one epoch's row {log * 1000:.1f} ms vs one training run of 1 epoch + evaluation "
+            f"{epoch:.2f} s = {log / epoch:.4f}x"
+        )
 
         from distill.calibration import write_verification
         from distill.run import load_run
 
         run = load_run(tmp / "run")
         record = best_of(args.repeat, lambda: write_verification(run.evaluator, run.data, run.dir))
-        print(f"(f) recording the verification threshold + AS-norm cohort at evaluation: {record:.2f} s vs the "
-              f"1-epoch run with evaluation {epoch:.2f} s = {record / epoch:.2f}x")
+        print(
+            f"(f) recording the verification threshold + AS-norm cohort at evaluation: {record:.2f} s vs the "
+            f"1-epoch run with evaluation {epoch:.2f} s = {record / epoch:.2f}x"
+        )
 
 
 if __name__ == "__main__":

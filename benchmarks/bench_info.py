@@ -6,6 +6,7 @@ video); the figure is their time ratio, and both must count the same frames.
     python benchmarks/bench_info.py                      # 3,000 items x 200 face frames
     python benchmarks/bench_info.py --items 20000 --shard-size 1024
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,17 @@ def main() -> int:
     p.add_argument("--shard-size", type=int, default=256, help="items per shard")
     args = p.parse_args()
     rng = np.random.default_rng(0)
-    items = ({"utt_id": f"u{i:06d}", "fbank": np.zeros((10, 40), np.float32),
-              "face": np.zeros((args.frames, 512), np.float32), "face_found": rng.random(args.frames) > 0.2,
-              "frame_times": np.arange(args.frames, dtype=np.float32), "split": "train"} for i in range(args.items))
+    items = (
+        {
+            "utt_id": f"u{i:06d}",
+            "fbank": np.zeros((10, 40), np.float32),
+            "face": np.zeros((args.frames, 512), np.float32),
+            "face_found": rng.random(args.frames) > 0.2,
+            "frame_times": np.arange(args.frames, dtype=np.float32),
+            "split": "train",
+        }
+        for i in range(args.items)
+    )
     with tempfile.TemporaryDirectory() as root:
         build_cache(root, items, shard_size=args.shard_size)
         cache = open_cache(root)
@@ -49,8 +58,10 @@ def main() -> int:
     if slow != fast:
         print(f"MISMATCH: per item {slow}, per shard {fast}")
         return 1
-    print(f"{args.items} items, {fast[1]} face frames: per item {t_item:.3f} s, per shard {t_shard:.3f} s, "
-          f"ratio {t_item / t_shard:.0f}x")
+    print(
+        f"{args.items} items, {fast[1]} face frames: per item {t_item:.3f} s, per shard {t_shard:.3f} s, "
+        f"ratio {t_item / t_shard:.0f}x"
+    )
     return 0
 
 

@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--trials", type=int, default=1_000_000, help="trial-list size for our implementation")
     parser.add_argument(
-        "--sb-trials", type=int, default=10_000,
+        "--sb-trials",
+        type=int,
+        default=10_000,
         help="size for the side-by-side with speechbrain (its minDCF allocates thresholds x trials: ~3 GB at 10,000)",
     )
     args = parser.parse_args(argv)
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"speechbrain / ours at {args.sb_trials:,} trials: {sb_small['seconds'] / ours_small['seconds']:,.0f}x time, "
         f"{sb_small['rss'] / max(ours_small['rss'], ours_small['traced'], 1):,.0f}x memory; "
-        f"|EER diff| {abs(sb_small['eer'] - ours_small['eer']):.2e}, |minDCF diff| {abs(sb_small['dcf'] - ours_small['dcf']):.2e}"
+        f"|EER diff| {abs(sb_small['eer'] - ours_small['eer']):.2e}, "
+        f"|minDCF diff| {abs(sb_small['dcf'] - ours_small['dcf']):.2e}"
     )
     memory = max(big["rss"], big["traced"])
     ok = big["seconds"] < TARGET_SECONDS and memory < TARGET_BYTES

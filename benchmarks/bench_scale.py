@@ -21,6 +21,7 @@ Old and new side by side, on the same files, in one run (ratios):
     python benchmarks/bench_scale.py                      # 1.1 M rows, 3,000 items (a few minutes)
     python benchmarks/bench_scale.py --rows 100000 --worker-rows 50000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 
 from extract.cache import (
     ARRAY_FIELDS,
@@ -123,8 +123,13 @@ def legacy_dataset(cache: LegacyCache, utt_ids: list[str], grid, faces: bool):
             utt = self.old_ids[item]
             arrays = self.cache.read(utt, fields=self.fields)
             rows = self.grid.frame_index(len(arrays["fbank"]), cell)
-            sample = {"fbank": torch.from_numpy(arrays["fbank"][rows]), "label": 0, "item": item, "cell": cell,
-                      "utt_id": utt}
+            sample = {
+                "fbank": torch.from_numpy(arrays["fbank"][rows]),
+                "label": 0,
+                "item": item,
+                "cell": cell,
+                "utt_id": utt,
+            }
             if self.faces:
                 sample.update(self._faces(arrays, rows, len(arrays["fbank"])))
             return sample
@@ -157,9 +162,19 @@ def voxceleb2_rows(n_rows: int, seed: int = 0, shard_size: int = 16) -> list[dic
             utt = f"{spk}/{video}/{clip[video]:05d}"
             duration = float(np.round(rng.gamma(4.0, 2.0) + 4.0, 2))
             part = "test" if test else "dev"
-            rows.append({"utt_id": utt, "duration": duration, "has_video": True,
-                         "path": f"{part}/mp4/{utt}.mp4", "speaker": spk, "video": video, "subset": part,
-                         "split": "test" if test else "train", "gender": str(genders[s])})
+            rows.append(
+                {
+                    "utt_id": utt,
+                    "duration": duration,
+                    "has_video": True,
+                    "path": f"{part}/mp4/{utt}.mp4",
+                    "speaker": spk,
+                    "video": video,
+                    "subset": part,
+                    "split": "test" if test else "train",
+                    "gender": str(genders[s]),
+                }
+            )
     order = rng.permutation(len(rows))  # the manifest's order, then tasks finishing out of order
     chunks = [order[i : i + shard_size] for i in range(0, len(order), shard_size)]
     out = []
@@ -168,8 +183,17 @@ def voxceleb2_rows(n_rows: int, seed: int = 0, shard_size: int = 16) -> list[dic
         for i in chunks[c]:
             r = rows[i]
             n_fb, n_face = int(r["duration"] * 100), int(r["duration"] * 5)
-            out.append({"utt_id": r["utt_id"], "shard": shard, "fbank_offset": fb, "n_fbank": n_fb,
-                        "face_offset": face, "n_face": n_face, **{k: v for k, v in r.items() if k != "utt_id"}})
+            out.append(
+                {
+                    "utt_id": r["utt_id"],
+                    "shard": shard,
+                    "fbank_offset": fb,
+                    "n_fbank": n_fb,
+                    "face_offset": face,
+                    "n_face": n_face,
+                    **{k: v for k, v in r.items() if k != "utt_id"},
+                }
+            )
             fb, face = fb + n_fb, face + n_face
     return out
 
@@ -201,8 +225,18 @@ def _open_child(mode: str, cache_dir: str) -> None:
         n, probe = len(cache), cache.labels_at(len(cache) - 1)
     seconds = time.perf_counter() - began
     peak = peak_rss()
-    print(json.dumps({"seconds": seconds, "rss_imports": rss_imports, "rss": proc.memory_info().rss, "peak": peak,
-                      "items": n, "probe": probe["speaker"]}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "rss_imports": rss_imports,
+                "rss": proc.memory_info().rss,
+                "peak": peak,
+                "items": n,
+                "probe": probe["speaker"],
+            }
+        )
+    )
 
 
 def peak_rss() -> int:
@@ -214,15 +248,21 @@ def peak_rss() -> int:
 
 
 def workers_in_child(cache_dir: Path, legacy: bool, samples: int | None) -> dict:
-    """worker_memory in a fresh process: the parent's heap would otherwise carry one contender's leftovers into the next."""
-    out = subprocess.run([sys.executable, __file__, "--_workers", "old" if legacy else "new", str(cache_dir), str(samples or 0)],
-                         capture_output=True, text=True, check=True)
+    """worker_memory in a fresh process: the parent's heap would otherwise carry one contender's
+    leftovers into the next."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--_workers", "old" if legacy else "new", str(cache_dir), str(samples or 0)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def open_in_child(mode: str, cache_dir: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--_open", mode, str(cache_dir)], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--_open", mode, str(cache_dir)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -232,11 +272,19 @@ def open_in_child(mode: str, cache_dir: Path) -> dict:
 def real_cache(cache_dir: Path, n_items: int, n_mels: int = 40, seconds: float = 3.0) -> Path:
     rng = np.random.default_rng(1)
     rows = voxceleb2_rows(n_items, seed=1)
-    items = ({"utt_id": r["utt_id"], "speaker": r["speaker"], "split": r["split"], "path": r["path"],
-              "fbank": rng.standard_normal((int(seconds * 100), n_mels)).astype(np.float32),
-              "face": rng.standard_normal((int(seconds * 5), 512)).astype(np.float32),
-              "face_found": np.ones(int(seconds * 5), bool),
-              "frame_times": np.arange(int(seconds * 5), dtype=np.float32) / 5} for r in rows)
+    items = (
+        {
+            "utt_id": r["utt_id"],
+            "speaker": r["speaker"],
+            "split": r["split"],
+            "path": r["path"],
+            "fbank": rng.standard_normal((int(seconds * 100), n_mels)).astype(np.float32),
+            "face": rng.standard_normal((int(seconds * 5), 512)).astype(np.float32),
+            "face_found": np.ones(int(seconds * 5), bool),
+            "frame_times": np.arange(int(seconds * 5), dtype=np.float32) / 5,
+        }
+        for r in rows
+    )
     return build_cache(cache_dir, items, shard_size=16)
 
 
@@ -287,8 +335,15 @@ def worker_memory(cache_dir: Path, legacy: bool, epoch_samples: int | None, work
         ds = GridDataset(cache, np.arange(len(cache)), np.zeros(len(cache), int), grid, faces=True, train=True)
     n = len(ds)
     order = np.random.default_rng(0).permutation(n)[: epoch_samples or n].tolist()
-    loader = DataLoader(ds, batch_size=32, sampler=order, num_workers=workers, collate_fn=collate,
-                        multiprocessing_context="fork", persistent_workers=True)
+    loader = DataLoader(
+        ds,
+        batch_size=32,
+        sampler=order,
+        num_workers=workers,
+        collate_fn=collate,
+        multiprocessing_context="fork",
+        persistent_workers=True,
+    )
     me = psutil.Process()
 
     def sample() -> list[tuple[int, int]]:
@@ -307,9 +362,17 @@ def worker_memory(cache_dir: Path, legacy: bool, epoch_samples: int | None, work
     del it, loader
     rss0, uss0 = sum(s[0] for s in start), sum(s[1] for s in start)
     rss1, uss1 = sum(s[0] for s in end), sum(s[1] for s in end)
-    return {"samples": len(order), "workers": len(start), "rss_start": rss0, "rss_end": rss1,
-            "uss_start": uss0, "uss_end": uss1, "rss_growth": (rss1 - rss0) / rss0,
-            "uss_per_worker_growth_mb": (uss1 - uss0) / len(start) / 2**20, "uss_end_per_worker_mb": uss1 / len(start) / 2**20}
+    return {
+        "samples": len(order),
+        "workers": len(start),
+        "rss_start": rss0,
+        "rss_end": rss1,
+        "uss_start": uss0,
+        "uss_end": uss1,
+        "rss_growth": (rss1 - rss0) / rss0,
+        "uss_per_worker_growth_mb": (uss1 - uss0) / len(start) / 2**20,
+        "uss_end_per_worker_mb": uss1 / len(start) / 2**20,
+    }
 
 
 # --------------------------------------------------------------------------- report
@@ -322,7 +385,9 @@ def mb(n: float) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=1_100_000, help="index rows for the open test")
-    p.add_argument("--tail", type=int, default=5_000, help="rows committed after the snapshot (under SNAPSHOT_REFRESH_ROWS)")
+    p.add_argument(
+        "--tail", type=int, default=5_000, help="rows committed after the snapshot (under SNAPSHOT_REFRESH_ROWS)"
+    )
     p.add_argument("--items", type=int, default=3000, help="items in the real cache (reads, workers)")
     p.add_argument("--reads", type=int, default=3000, help="random reads per contender")
     p.add_argument("--worker-rows", type=int, default=200_000, help="index rows for the large-index worker test")
@@ -362,8 +427,10 @@ def bench_open(args: argparse.Namespace, tmp: Path) -> None:
     big = tmp / "big"
     write_index(big, rows[: args.rows])
     log_mb = (big / INDEX_FILE).stat().st_size / 2**20
-    print(f"   index.jsonl {log_mb:.0f} MB, {len({r['shard'] for r in rows[: args.rows]}):,} shards named "
-          f"(built in {time.perf_counter() - began:.0f} s)")
+    print(
+        f"   index.jsonl {log_mb:.0f} MB, {len({r['shard'] for r in rows[: args.rows]}):,} shards named "
+        f"(built in {time.perf_counter() - began:.0f} s)"
+    )
     results = {}
     if not args.skip_old:
         results["old (JSONL, dicts)"] = open_in_child("old", big)
@@ -375,10 +442,15 @@ def bench_open(args: argparse.Namespace, tmp: Path) -> None:
     print(f"   index.parquet {snap_mb:.0f} MB")
     base = results.get("old (JSONL, dicts)")
     for name, r in results.items():
-        ratio = f"  ({base['seconds'] / r['seconds']:.1f}x faster, {base['peak'] / r['peak']:.1f}x less peak RSS)" \
-            if base and r is not base else ""
-        print(f"   {name:32s} {r['seconds']:7.2f} s   peak RSS {mb(r['peak']):>9s} "
-              f"(after imports {mb(r['rss_imports'])}, after open {mb(r['rss'])}){ratio}")
+        ratio = (
+            f"  ({base['seconds'] / r['seconds']:.1f}x faster, {base['peak'] / r['peak']:.1f}x less peak RSS)"
+            if base and r is not base
+            else ""
+        )
+        print(
+            f"   {name:32s} {r['seconds']:7.2f} s   peak RSS {mb(r['peak']):>9s} "
+            f"(after imports {mb(r['rss_imports'])}, after open {mb(r['rss'])}){ratio}"
+        )
     del rows
     shutil.rmtree(big)
 
@@ -398,20 +470,27 @@ def bench_reads(args: argparse.Namespace, tmp: Path, real: Path) -> None:
     r_compact = reads_per_second(open_cache(compacted), args.reads)
     print(f"   old reader, {n_shards} shards of 16 items   {r_old:8.0f} reads/s")
     print(f"   new reader, {n_shards} shards of 16 items   {r_new:8.0f} reads/s  ({r_new / r_old:.2f}x)")
-    print(f"   new reader, compacted to {summary.shards_after} shards  {r_compact:8.0f} reads/s  ({r_compact / r_new:.2f}x "
-          f"of uncompacted; compaction took {summary.seconds:.1f} s)")
+    print(
+        f"   new reader, compacted to {summary.shards_after} shards  {r_compact:8.0f} reads/s  "
+        f"({r_compact / r_new:.2f}x "
+        f"of uncompacted; compaction took {summary.seconds:.1f} s)"
+    )
 
 
 def bench_workers(args: argparse.Namespace, tmp: Path, real: Path) -> None:
     print("\n== 4 loader workers (fork) over one epoch: worker RSS and USS, first batch → end of epoch")
     wide = big_index_over(real, tmp / "wide", args.worker_rows)
-    for label, path, samples in ((f"real cache, {args.items:,} items, full epoch", real, None),
-                                 (f"{args.worker_rows:,}-row index, {args.epoch_samples:,} samples", wide, args.epoch_samples)):
+    for label, path, samples in (
+        (f"real cache, {args.items:,} items, full epoch", real, None),
+        (f"{args.worker_rows:,}-row index, {args.epoch_samples:,} samples", wide, args.epoch_samples),
+    ):
         for legacy in (True, False):
             r = workers_in_child(path, legacy, samples)
-            print(f"   {label:42s} {'old' if legacy else 'new'}: RSS {mb(r['rss_start'])} → {mb(r['rss_end'])} "
-                  f"({100 * r['rss_growth']:+.1f}%), USS per worker +{r['uss_per_worker_growth_mb']:.0f} MB "
-                  f"(ends at {r['uss_end_per_worker_mb']:.0f} MB)")
+            print(
+                f"   {label:42s} {'old' if legacy else 'new'}: RSS {mb(r['rss_start'])} → {mb(r['rss_end'])} "
+                f"({100 * r['rss_growth']:+.1f}%), USS per worker +{r['uss_per_worker_growth_mb']:.0f} MB "
+                f"(ends at {r['uss_end_per_worker_mb']:.0f} MB)"
+            )
 
 
 if __name__ == "__main__":

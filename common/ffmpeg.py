@@ -39,8 +39,9 @@ def _resolve_ffmpeg(choice: str) -> str:  # not cached: PATH and the choice may 
     elif choice != "bundled":
         path = Path(choice).expanduser()
         if not (path.is_file() and os.access(path, os.X_OK)):
-            raise FileNotFoundError(f"{FFMPEG_ENV}={choice}: not an executable file (expected auto, bundled, "
-                                    "system or a path to ffmpeg)")
+            raise FileNotFoundError(
+                f"{FFMPEG_ENV}={choice}: not an executable file (expected auto, bundled, system or a path to ffmpeg)"
+            )
         return str(path)
     import imageio_ffmpeg
 

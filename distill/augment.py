@@ -19,6 +19,7 @@ the cell's start, so overlapping segments of a ``seq`` window get the same noise
 masks on the frames they share. ``rng`` is the sample's generator, a function of (seed, epoch,
 item) (``GridDataset.augment_rng``): a resumed run sees the same augmented cells.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -80,14 +81,19 @@ class NoiseSource:
 
 def check_compatible(noise: dict, reference: dict, where) -> None:
     """A noise cache's log-mels mean what the training cache's do: same fbank settings."""
-    differ = [f"{k}: noise {noise[k]!r} vs training {reference[k]!r}" for k in FBANK_SETTINGS
-              if k in noise and k in reference and noise[k] != reference[k]]
+    differ = [
+        f"{k}: noise {noise[k]!r} vs training {reference[k]!r}"
+        for k in FBANK_SETTINGS
+        if k in noise and k in reference and noise[k] != reference[k]
+    ]
     if noise.get("n_mels") is None or reference.get("n_mels") is None:
         differ.append("n_mels: unknown")
     if differ:
-        raise ConfigError(f"augment.noise: the noise cache {where} was extracted with other log-mel settings than "
-                          f"the training cache ({'; '.join(differ)}); rerun extract run on the noise with the "
-                          f"training cache's settings")
+        raise ConfigError(
+            f"augment.noise: the noise cache {where} was extracted with other log-mel settings than "
+            f"the training cache ({'; '.join(differ)}); rerun extract run on the noise with the "
+            f"training cache's settings"
+        )
 
 
 class AddNoise:
@@ -135,7 +141,7 @@ class FreqMask:
         for _ in range(self.n):
             w = min(int(rng.integers(self.width + 1)), n_mels)
             f0 = int(rng.integers(n_mels - w + 1))
-            masked[f0:f0 + w] = True
+            masked[f0 : f0 + w] = True
         if masked.any():
             cell = cell.copy()
             cell[..., masked] = cell.mean()

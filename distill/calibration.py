@@ -8,6 +8,7 @@ in cache order: deterministic, and one pass over at most that many items per spe
 thresholds are the EER points of every pair of the validation split, for raw cosine and for
 AS-norm scores, so a decision on either score is taken where that score's errors balance.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,13 +33,15 @@ def training_cohort(evaluator: Evaluator, data: RunData, video: bool = False) ->
     speakers = data.cache.index.loc[ids, data.config.label].astype(str)
     keep = speakers.groupby(speakers.to_numpy()).head(COHORT_PER_SPEAKER)
     faces = video and evaluator.net.role == "teacher"
-    dataset = GridDataset(data.cache, list(keep.index), np.zeros(len(keep), np.int64), data.eval_grid,
-                          faces=faces, train=False)
+    dataset = GridDataset(
+        data.cache, list(keep.index), np.zeros(len(keep), np.int64), data.eval_grid, faces=faces, train=False
+    )
     return speaker_cohort(evaluator.predict(dataset, video=faces).emb, keep.to_numpy())
 
 
-def score_norm_metrics(evaluator: Evaluator, data: RunData, scoring: EvalConfig, pred: Predictions, trials,
-                       video: bool = True) -> dict:
+def score_norm_metrics(
+    evaluator: Evaluator, data: RunData, scoring: EvalConfig, pred: Predictions, trials, video: bool = True
+) -> dict:
     """``eval.score_norm`` (``scoring``) for metrics.json: nothing for ``none``; for ``asnorm`` the
     EER/minDCF of AS-norm scores (``eer_asnorm``, ``min_dcf_asnorm``) and a ``score_norm`` record of
     how (the cohort: one mean embedding per training speaker, as in cohort.npy, from the same model
@@ -47,8 +50,12 @@ def score_norm_metrics(evaluator: Evaluator, data: RunData, scoring: EvalConfig,
         return {}
     cohort = training_cohort(evaluator, data, video=video)
     out: dict = verification_asnorm(pred, trials, cohort, scoring.top_k, **data.config.costs)
-    out["score_norm"] = {"method": scoring.score_norm, "top_k": min(scoring.top_k, len(cohort)),
-                         "cohort_speakers": len(cohort), "cohort_per_speaker": COHORT_PER_SPEAKER}
+    out["score_norm"] = {
+        "method": scoring.score_norm,
+        "top_k": min(scoring.top_k, len(cohort)),
+        "cohort_speakers": len(cohort),
+        "cohort_per_speaker": COHORT_PER_SPEAKER,
+    }
     return out
 
 

@@ -4,6 +4,7 @@ Exit codes: 0 success, 2 usage or configuration error, 1 the run failed (non-fin
 that do not match, unreadable input). Also ``python -m distill`` and under
 ``torchrun --nproc_per_node N -m distill teacher|student ...`` (rank 0 prints and writes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,16 +40,27 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", help="feature cache directory written by `extract run` (default: cache: in --config)")
-    p.add_argument("--out", required=True, help="run directory to create (config.yaml, checkpoints, metrics.json, plots)")
+    p.add_argument(
+        "--out", required=True, help="run directory to create (config.yaml, checkpoints, metrics.json, plots)"
+    )
     p.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
     p.add_argument("--seed", type=int, help="seed of initialisation, sampling and crops (train.seed)")
     p.add_argument("--config", help="YAML config (sections data/model/train/distill); flags and --set override it")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted override, repeatable, applied last, e.g. --set distill.distance=cosine")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, repeatable, applied last, e.g. --set distill.distance=cosine",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--no-tensorboard", action="store_true",
-                   help="write no TensorBoard event files (train.tensorboard=false; default: written next to train_log.csv)")
+    p.add_argument(
+        "--no-tensorboard",
+        action="store_true",
+        help="write no TensorBoard event files (train.tensorboard=false; default: written next to train_log.csv)",
+    )
 
 
 def _use_options(p: argparse.ArgumentParser, files: bool = True) -> None:
@@ -64,93 +76,163 @@ def _use_options(p: argparse.ArgumentParser, files: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="distill", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        prog="distill",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
         description="Audio representation learning with video as privileged information: an audio-visual "
-                    "teacher, and audio-only students distilled from its cached embeddings.")
+        "teacher, and audio-only students distilled from its cached embeddings.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("teacher", formatter_class=_formatter, help="train the audio+faces teacher and write its targets",
-                       description="Train the audio-visual teacher, evaluate it (also with its video missing) and "
-                                   "write its targets for every grid cell, for the students to read.")
+    p = sub.add_parser(
+        "teacher",
+        formatter_class=_formatter,
+        help="train the audio+faces teacher and write its targets",
+        description="Train the audio-visual teacher, evaluate it (also with its video missing) and "
+        "write its targets for every grid cell, for the students to read.",
+    )
     p.add_argument("--task", choices=option_choices("data.task"), help="label column to learn (data.task)")
-    p.add_argument("--setting", choices=option_choices("data.setting"), help="one crop (nonseq) or segments + aggregation (seq)")
-    p.add_argument("--face-recon", type=float, metavar="WEIGHT",
-                   help="weight of the face reconstruction term that keeps the faces in the teacher's targets "
-                        "(distill.face_recon; config default 0 = cross-entropy only; see docs/method.md)")
+    p.add_argument(
+        "--setting", choices=option_choices("data.setting"), help="one crop (nonseq) or segments + aggregation (seq)"
+    )
+    p.add_argument(
+        "--face-recon",
+        type=float,
+        metavar="WEIGHT",
+        help="weight of the face reconstruction term that keeps the faces in the teacher's targets "
+        "(distill.face_recon; config default 0 = cross-entropy only; see docs/method.md)",
+    )
     _run_options(p)
 
-    p = sub.add_parser("student", formatter_class=_formatter, help="train an audio-only student",
-                       description="Train an audio-only student. It takes the teacher's task, setting, grid and "
-                                   "model sections and reads the teacher's cached targets; it never runs the teacher. "
-                                   "--method none is the audio-only baseline (a --teacher given then only supplies "
-                                   "those config sections).")
+    p = sub.add_parser(
+        "student",
+        formatter_class=_formatter,
+        help="train an audio-only student",
+        description="Train an audio-only student. It takes the teacher's task, setting, grid and "
+        "model sections and reads the teacher's cached targets; it never runs the teacher. "
+        "--method none is the audio-only baseline (a --teacher given then only supplies "
+        "those config sections).",
+    )
     p.add_argument("--teacher", help="teacher run directory (needed unless --method none)")
-    p.add_argument("--method", choices=option_choices("distill.method"), default="embed",
-                   help="how the student learns from the teacher (docs/method.md; distill.methods declares each)")
-    p.add_argument("--distance", choices=option_choices("distill.distance"), help="embedding distance (distill.distance)")
-    p.add_argument("--encoder-grad", choices=option_choices("distill.encoder_grad"),
-                   help="does the task loss reach the student encoder? (distill.encoder_grad)")
+    p.add_argument(
+        "--method",
+        choices=option_choices("distill.method"),
+        default="embed",
+        help="how the student learns from the teacher (docs/method.md; distill.methods declares each)",
+    )
+    p.add_argument(
+        "--distance", choices=option_choices("distill.distance"), help="embedding distance (distill.distance)"
+    )
+    p.add_argument(
+        "--encoder-grad",
+        choices=option_choices("distill.encoder_grad"),
+        help="does the task loss reach the student encoder? (distill.encoder_grad)",
+    )
     p.add_argument("--task", choices=option_choices("data.task"), help="only without --teacher (data.task)")
     p.add_argument("--setting", choices=option_choices("data.setting"), help="only without --teacher (data.setting)")
     _run_options(p)
 
-    p = sub.add_parser("eval", formatter_class=_formatter, help="recompute a run's metrics.json and plots",
-                       description="Evaluate a run's best checkpoint on the test split again.")
+    p = sub.add_parser(
+        "eval",
+        formatter_class=_formatter,
+        help="recompute a run's metrics.json and plots",
+        description="Evaluate a run's best checkpoint on the test split again.",
+    )
     p.add_argument("run", help="run directory")
     p.add_argument("--cache", help="cache to evaluate on (default: the run's own)")
 
-    p = sub.add_parser("sweep", formatter_class=_formatter, help="teachers + student variants x seeds, then results tables",
-                       description="Run a SWEEP.yaml: one teacher per task x setting, reused by every student variant "
-                                   "and seed; finished runs (metrics.json present) are skipped; then results.csv/.md "
-                                   "and bar charts.")
+    p = sub.add_parser(
+        "sweep",
+        formatter_class=_formatter,
+        help="teachers + student variants x seeds, then results tables",
+        description="Run a SWEEP.yaml: one teacher per task x setting, reused by every student variant "
+        "and seed; finished runs (metrics.json present) are skipped; then results.csv/.md "
+        "and bar charts.",
+    )
     p.add_argument("sweep", help="sweep file (see configs/demo_sweep.yaml)")
     p.add_argument("--cache", help="cache directory (overrides cache: in the sweep file)")
     p.add_argument("--out", help="output directory (overrides out: in the sweep file)")
-    p.add_argument("--backend", choices=("local", "dask"), default="local",
-                   help="local: the runs one after another in this process; dask: each run a task on a "
-                        "dask.distributed cluster, students after their teacher (docs/cluster.md)")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="with --backend dask: the cluster's scheduler, e.g. tcp://HEAD:8786; without it, a local "
-                        "cluster of --workers processes")
-    p.add_argument("--workers", type=int, default=2,
-                   help="with --backend dask and no --scheduler: local worker processes, one run each at a time")
+    p.add_argument(
+        "--backend",
+        choices=("local", "dask"),
+        default="local",
+        help="local: the runs one after another in this process; dask: each run a task on a "
+        "dask.distributed cluster, students after their teacher (docs/cluster.md)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="with --backend dask: the cluster's scheduler, e.g. tcp://HEAD:8786; without it, a local "
+        "cluster of --workers processes",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="with --backend dask and no --scheduler: local worker processes, one run each at a time",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    p = sub.add_parser("embed", formatter_class=_formatter, help="audio-only embeddings of new audio/video files",
-                       description="Decode the audio track of each file with the extraction code path and embed it "
-                                   "with the run's best network (audio only: no faces needed; a teacher runs with "
-                                   "its video missing). A .h5 output is resumable: rerun the same command after a "
-                                   "kill and the ids already stored are skipped. Exit 1 if any file failed.")
+    p = sub.add_parser(
+        "embed",
+        formatter_class=_formatter,
+        help="audio-only embeddings of new audio/video files",
+        description="Decode the audio track of each file with the extraction code path and embed it "
+        "with the run's best network (audio only: no faces needed; a teacher runs with "
+        "its video missing). A .h5 output is resumable: rerun the same command after a "
+        "kill and the ids already stored are skipped. Exit 1 if any file failed.",
+    )
     _use_options(p)
     p.add_argument("--out", required=True, help="output .npy (N x D), .csv (path + D columns) or .h5 (resumable)")
     p.add_argument("--chunk", type=int, default=256, help=".h5: files decoded and committed per step")
 
-    p = sub.add_parser("predict", formatter_class=_formatter, help="class probabilities and top class per file",
-                       description="Class probabilities (softmax of the cell-averaged logits) and the top class of "
-                                   "each file: emotion, or closed-set speaker identity. Exit 1 if any file failed.")
+    p = sub.add_parser(
+        "predict",
+        formatter_class=_formatter,
+        help="class probabilities and top class per file",
+        description="Class probabilities (softmax of the cell-averaged logits) and the top class of "
+        "each file: emotion, or closed-set speaker identity. Exit 1 if any file failed.",
+    )
     _use_options(p)
     p.add_argument("--out", help="output .csv or .json, a row per file; without it, one line per file on stdout")
 
-    p = sub.add_parser("verify", formatter_class=_formatter, help="same speaker? cosine scores of file pairs",
-                       description="Cosine score of two files, or of every pair of a trial list, with the decision "
-                                   "at the run's validation EER threshold (verification.json, recorded by "
-                                   "evaluation; computed from the run's cache when missing); a labelled trial list "
-                                   "also gets EER and minDCF. Exit 1 if any file failed.")
+    p = sub.add_parser(
+        "verify",
+        formatter_class=_formatter,
+        help="same speaker? cosine scores of file pairs",
+        description="Cosine score of two files, or of every pair of a trial list, with the decision "
+        "at the run's validation EER threshold (verification.json, recorded by "
+        "evaluation; computed from the run's cache when missing); a labelled trial list "
+        "also gets EER and minDCF. Exit 1 if any file failed.",
+    )
     _use_options(p, files=False)
     p.add_argument("pair", nargs="*", metavar="FILE", help="two files A B (or use --trials)")
-    p.add_argument("--trials", help="trial list 'label enrol test' (VoxCeleb style); entries are utt_ids of "
-                                    "--manifest, or paths relative to the trial file's folder")
+    p.add_argument(
+        "--trials",
+        help="trial list 'label enrol test' (VoxCeleb style); entries are utt_ids of "
+        "--manifest, or paths relative to the trial file's folder",
+    )
     p.add_argument("--manifest", help="CSV/parquet with utt_id,path that the trial entries name")
-    p.add_argument("--norm", choices=("auto", "none", "asnorm"), default="auto",
-                   help="score: cosine (none) or AS-norm against the run's cohort of training speakers; auto = "
-                        "asnorm when the run has a cohort (cohort.npy)")
-    p.add_argument("--out", help="write label,enrol,test,score,decision as .csv; without it, one line per pair on stdout")
+    p.add_argument(
+        "--norm",
+        choices=("auto", "none", "asnorm"),
+        default="auto",
+        help="score: cosine (none) or AS-norm against the run's cohort of training speakers; auto = "
+        "asnorm when the run has a cohort (cohort.npy)",
+    )
+    p.add_argument(
+        "--out", help="write label,enrol,test,score,decision as .csv; without it, one line per pair on stdout"
+    )
 
-    p = sub.add_parser("export", formatter_class=_formatter, help="a self-contained TorchScript/ONNX model folder",
-                       description="Write the run's audio-only network (log-mel cells -> embedding, logits) with its "
-                                   "feature settings, classes, verification threshold and a model card to a folder "
-                                   "that `Model.load` reads without the run or its cache. Checked against the run "
-                                   "before it is kept.")
+    p = sub.add_parser(
+        "export",
+        formatter_class=_formatter,
+        help="a self-contained TorchScript/ONNX model folder",
+        description="Write the run's audio-only network (log-mel cells -> embedding, logits) with its "
+        "feature settings, classes, verification threshold and a model card to a folder "
+        "that `Model.load` reads without the run or its cache. Checked against the run "
+        "before it is kept.",
+    )
     p.add_argument("run", help="run directory")
     p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript", help="network file format")
     p.add_argument("--out", required=True, help="folder to write")
@@ -164,13 +246,22 @@ def _overrides(args: argparse.Namespace, flags: dict) -> list[str]:
 
 
 def _common_flags(args: argparse.Namespace) -> dict:
-    return {"cache": args.cache, "train.epochs": args.epochs, "train.seed": args.seed,
-            "train.tensorboard": False if args.no_tensorboard else None}
+    return {
+        "cache": args.cache,
+        "train.epochs": args.epochs,
+        "train.seed": args.seed,
+        "train.tensorboard": False if args.no_tensorboard else None,
+    }
 
 
 def teacher_config(args: argparse.Namespace) -> RunConfig:
-    flags = {**_common_flags(args), "role": "teacher", "data.task": args.task, "data.setting": args.setting,
-             "distill.face_recon": args.face_recon}
+    flags = {
+        **_common_flags(args),
+        "role": "teacher",
+        "data.task": args.task,
+        "data.setting": args.setting,
+        "distill.face_recon": args.face_recon,
+    }
     return load_config(args.config, _overrides(args, flags))
 
 
@@ -188,8 +279,13 @@ def student_config(args: argparse.Namespace) -> RunConfig:
             raise ConfigError("--task/--setting come from the teacher; drop them or drop --teacher")
     elif METHODS[args.method].needs_teacher:
         raise ConfigError(f"--method {args.method} needs --teacher RUN_DIR")
-    flags = {**_common_flags(args), "distill.distance": args.distance, "distill.encoder_grad": args.encoder_grad,
-             "data.task": args.task, "data.setting": args.setting}
+    flags = {
+        **_common_flags(args),
+        "distill.distance": args.distance,
+        "distill.encoder_grad": args.encoder_grad,
+        "data.task": args.task,
+        "data.setting": args.setting,
+    }
     return derive(teacher, args.method, _overrides(args, flags), teacher_dir=args.teacher, config_file=args.config)
 
 
@@ -227,8 +323,15 @@ def _eval(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from distill.sweep import run_sweep
 
-    result = run_sweep(args.sweep, cache=args.cache, out=args.out, progress=not args.quiet, backend=args.backend,
-                       scheduler=args.scheduler, workers=args.workers)
+    result = run_sweep(
+        args.sweep,
+        cache=args.cache,
+        out=args.out,
+        progress=not args.quiet,
+        backend=args.backend,
+        scheduler=args.scheduler,
+        workers=args.workers,
+    )
     print(result.summary())
     return EXIT_OK if not result.failed else EXIT_FAIL
 
@@ -256,14 +359,18 @@ def _embed(args: argparse.Namespace) -> int:
     sources = _sources(args)
     model = Model.load(args.run, args.device)
     if args.out.endswith(H5_SUFFIXES):
-        res = embed_to_h5(model, sources, args.out, batch_size=args.batch_size, chunk=args.chunk,
-                          progress=not args.quiet)
-        print(f"embedded {res.embedded} file(s), {res.skipped} already stored, {len(res.failures)} failed; "
-              f"{res.total} x {res.emb_dim} in {res.out}")
+        res = embed_to_h5(
+            model, sources, args.out, batch_size=args.batch_size, chunk=args.chunk, progress=not args.quiet
+        )
+        print(
+            f"embedded {res.embedded} file(s), {res.skipped} already stored, {len(res.failures)} failed; "
+            f"{res.total} x {res.emb_dim} in {res.out}"
+        )
         return _report_failures("embed", res.failures)
     ids, embs, failures = [], [], []
-    for chunk_ids, emb, _, chunk_failures in run_items(model, sources, batch_size=args.batch_size,
-                                                      progress=not args.quiet):
+    for chunk_ids, emb, _, chunk_failures in run_items(
+        model, sources, batch_size=args.batch_size, progress=not args.quiet
+    ):
         ids += chunk_ids
         embs += [emb] if chunk_ids else []
         failures += chunk_failures
@@ -287,8 +394,9 @@ def _predict(args: argparse.Namespace) -> int:
     model = Model.load(args.run, args.device)
     paths = dict(sources)
     tables, failures = [], []
-    for ids, _, logits, chunk_failures in run_items(model, sources, batch_size=args.batch_size,
-                                                   progress=not args.quiet, desc="predict"):
+    for ids, _, logits, chunk_failures in run_items(
+        model, sources, batch_size=args.batch_size, progress=not args.quiet, desc="predict"
+    ):
         failures += chunk_failures
         if ids:
             table = Prediction(model.classes, softmax(logits)).table(ids)
@@ -311,8 +419,10 @@ def _predict(args: argparse.Namespace) -> int:
                 table.to_json(args.out, orient="records", indent=2)
         counts = table["top"].value_counts()
         shown = ", ".join(f"{k} {v}" for k, v in counts.items())
-        print(f"predicted {len(table)} file(s) ({model.task}: {shown}), {len(failures)} failed"
-              + (f" -> {args.out}" if args.out else ""))
+        print(
+            f"predicted {len(table)} file(s) ({model.task}: {shown}), {len(failures)} failed"
+            + (f" -> {args.out}" if args.out else "")
+        )
     else:
         print(f"predicted 0 file(s), {len(failures)} failed: nothing written")
     return _report_failures("predict", failures)
@@ -341,8 +451,9 @@ def _verify(args: argparse.Namespace) -> int:
         pairs = pd.DataFrame({"enrol": [args.pair[0]], "test": [args.pair[1]]})
         items = {p: p for p in args.pair}
     norm = model.resolve_norm(args.norm)
-    scored, failures = score_pairs(model, pairs, items, norm=norm, batch_size=args.batch_size,
-                                   progress=not args.quiet and len(items) > 2)
+    scored, failures = score_pairs(
+        model, pairs, items, norm=norm, batch_size=args.batch_size, progress=not args.quiet and len(items) > 2
+    )
     if args.out:
         from pathlib import Path
 
@@ -351,11 +462,14 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         for row in scored.to_dict("records"):
             label = f"{row['label']} " if "label" in row else ""
-            print(f"{label}{row['enrol']} {row['test']} {row['score']:.4f}"
-                  + (f" {row['decision']}" if "decision" in row else ""))
+            print(
+                f"{label}{row['enrol']} {row['test']} {row['score']:.4f}"
+                + (f" {row['decision']}" if "decision" in row else "")
+            )
     point = (model.threshold or {}).get("asnorm") if norm == "asnorm" else model.threshold
     threshold = f"threshold {point['threshold']:.4f} (val EER point)" if point else "no threshold"
-    summary = f"verify: {len(scored)} of {len(pairs)} pair(s) scored ({'AS-norm' if norm == 'asnorm' else 'cosine'}), {threshold}"
+    scoring = "AS-norm" if norm == "asnorm" else "cosine"
+    summary = f"verify: {len(scored)} of {len(pairs)} pair(s) scored ({scoring}), {threshold}"
     found = trial_metrics(scored)
     if found:
         summary += f"; EER={found['eer']:.3f} minDCF={found['min_dcf']:.3f}"

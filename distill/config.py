@@ -4,6 +4,7 @@ A run is fully described by its resolved ``config.yaml``; the CLI flags are suga
 overrides (``--epochs 3`` is ``train.epochs=3``). Defaults are chosen for the small demo corpus on
 CPU; docs/method.md says why each open choice of the paper got the default it has.
 """
+
 from __future__ import annotations
 
 import copy
@@ -39,9 +40,14 @@ SETTINGS: tuple[str, ...] = get_args(Setting)
 SELECTS: tuple[str, ...] = get_args(Select)
 #: Open options: their values are the names registered in a registry (a model family, a distance),
 #: so a plug-in registered at import time is accepted without touching this file.
-REGISTRY_OPTIONS = {"model.audio_encoder": AUDIO_ENCODERS, "model.visual_encoder": VISUAL_ENCODERS,
-                    "model.fusion": FUSIONS, "model.aggregator": AGGREGATORS, "model.header": HEADS,
-                    "distill.distance": DISTANCES}
+REGISTRY_OPTIONS = {
+    "model.audio_encoder": AUDIO_ENCODERS,
+    "model.visual_encoder": VISUAL_ENCODERS,
+    "model.fusion": FUSIONS,
+    "model.aggregator": AGGREGATORS,
+    "model.header": HEADS,
+    "distill.distance": DISTANCES,
+}
 
 
 class ConfigError(ValueError):
@@ -53,7 +59,9 @@ class DataConfig:
     """What the networks see: labels, splits and the fixed crop/segment grid over the cache."""
 
     task: Task = "speaker"
-    setting: Setting = "nonseq"  # nonseq: one crop -> encoder -> header; seq: segments -> encoder -> aggregator -> header
+    setting: Setting = (
+        "nonseq"  # nonseq: one crop -> encoder -> header; seq: segments -> encoder -> aggregator -> header
+    )
     label_column: str | None = None  # None: derived from task (speaker -> speaker, emotion -> emotion)
     split_column: str = "split"  # train/val/test column; absent -> seeded split via manifests.splits
     split_seed: int = 0  # seed of that fallback split (fixed apart from train.seed: same split per seed)
@@ -124,7 +132,8 @@ class TrainConfig:
 
 @dataclass
 class DistillConfig:
-    """How a student learns from the teacher (ignored for role=teacher), and what a teacher keeps for it (``face_recon``)."""
+    """How a student learns from the teacher (ignored for role=teacher), and what a teacher keeps
+    for it (``face_recon``, ``audio_aux``)."""
 
     method: str = "none"  # see docs/method.md
     distance: str = "cosine"  # embed's pointwise term (cosine: the teacher's norm is arbitrary)
@@ -207,25 +216,33 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training cells only; all off by default
     eval: EvalConfig = field(default_factory=EvalConfig)  # how speaker test metrics are scored
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         for name in _literal_options():  # also checked on load; this catches values set in code
             _check_choice(name, _get_dotted(self, name), option_choices(name))
         for name in (*REGISTRY_OPTIONS, "distill.method"):
             _check_choice(name, _get_dotted(self, name), option_choices(name))
         if self.data.setting == "seq" and self.data.eval_span != "crop":
-            raise ConfigError("data.eval_span applies to nonseq; seq covers the whole utterance with "
-                              "data.seq_span=utterance")
+            raise ConfigError(
+                "data.eval_span applies to nonseq; seq covers the whole utterance with data.seq_span=utterance"
+            )
         if not 0.0 <= self.model.face_dropout <= 1.0:
             raise ConfigError(f"model.face_dropout must lie in [0, 1], got {self.model.face_dropout}")
         if not 0.0 < self.data.p_target < 1.0 or self.data.c_miss <= 0 or self.data.c_fa <= 0:
-            raise ConfigError(f"data.p_target must lie in (0, 1) and data.c_miss, data.c_fa be > 0, got "
-                              f"{self.data.p_target}, {self.data.c_miss}, {self.data.c_fa}")
-        if self.data.n_folds < 0 or self.data.n_folds in (1, 2) or self.data.fold < 0 or (
-                self.data.n_folds and self.data.fold >= self.data.n_folds):
-            raise ConfigError(f"data.n_folds must be 0 (one fold per value) or >= 3 and data.fold lie in "
-                              f"[0, n_folds), got n_folds={self.data.n_folds}, fold={self.data.fold}")
-        for name in ("crop", "crop_hop", "seg_len", "seg_hop", "n_segments", "max_segments", "max_faces",
-                     "batch_size"):
+            raise ConfigError(
+                f"data.p_target must lie in (0, 1) and data.c_miss, data.c_fa be > 0, got "
+                f"{self.data.p_target}, {self.data.c_miss}, {self.data.c_fa}"
+            )
+        if (
+            self.data.n_folds < 0
+            or self.data.n_folds in (1, 2)
+            or self.data.fold < 0
+            or (self.data.n_folds and self.data.fold >= self.data.n_folds)
+        ):
+            raise ConfigError(
+                f"data.n_folds must be 0 (one fold per value) or >= 3 and data.fold lie in "
+                f"[0, n_folds), got n_folds={self.data.n_folds}, fold={self.data.fold}"
+            )
+        for name in ("crop", "crop_hop", "seg_len", "seg_hop", "n_segments", "max_segments", "max_faces", "batch_size"):
             if getattr(self.data, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self.data, name)}")
         if self.train.epochs < 1:
@@ -248,8 +265,11 @@ class RunConfig:
 
     def _validate_augment_eval(self) -> None:
         a = self.augment
-        if len(a.snr) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in a.snr) \
-                or a.snr[0] > a.snr[1]:
+        if (
+            len(a.snr) != 2
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in a.snr)
+            or a.snr[0] > a.snr[1]
+        ):
             raise ConfigError(f"augment.snr must be [low, high] dB with low <= high, got {a.snr}")
         a.snr = [float(x) for x in a.snr]
         if not 0.0 <= a.p_noise <= 1.0:
@@ -350,7 +370,9 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         return list(value) if origin is list else tuple(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+    if hint in (int, float, str, bool) and not (
+        isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    ):
         raise ConfigError(f"{name}: expected {hint.__name__}, got {value!r}")
     return value
 
@@ -384,8 +406,9 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None,
-                base: dict | None = None) -> RunConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | dict | None = None, base: dict | None = None
+) -> RunConfig:
     """Defaults <- `base` dict <- YAML file <- overrides (``key=value`` strings or a dotted dict)."""
     tree: dict = copy.deepcopy(base or {})  # dotted overrides write into sections: never into the caller's
     if path is not None:
@@ -424,7 +447,7 @@ def _source_lines(cls: type) -> list[str]:
 
     source = inspect.getsource(cls).splitlines()
     start = next(i for i, line in enumerate(source) if line.lstrip().startswith("class "))
-    lines, body, in_doc = [], source[start + 1:], False
+    lines, body, in_doc = [], source[start + 1 :], False
     for line in body:
         text = line.strip()
         if text.startswith(('"""', "'''")):

@@ -6,6 +6,7 @@ averages per utterance. The grid depends on the fbank length alone, so teacher a
 it without sharing anything but the spec. Only the cache is read (``Cache.read``); video is never
 decoded here.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
@@ -47,18 +48,33 @@ class Grid:
     max_segments: int = 0  # seq, span=utterance: segments per cell at most
 
     @classmethod
-    def from_config(cls, data: DataConfig) -> "Grid":
+    def from_config(cls, data: DataConfig) -> Grid:
         """The grid a run trains on and its teacher targets are computed on."""
         seq = data.setting == "seq"
         if seq and data.seq_span == "utterance":  # crop, crop_hop and n_segments do not apply
-            return cls(setting="seq", crop=0, hop=0, seg_len=data.seg_len, seg_hop=data.seg_hop, n_segments=0,
-                       max_faces=data.max_faces, span="utterance", max_segments=data.max_segments)
-        return cls(setting=data.setting, crop=data.crop, hop=data.crop_hop,
-                   seg_len=data.seg_len if seq else 0, seg_hop=data.seg_hop if seq else 0,
-                   n_segments=data.n_segments if seq else 1, max_faces=data.max_faces)
+            return cls(
+                setting="seq",
+                crop=0,
+                hop=0,
+                seg_len=data.seg_len,
+                seg_hop=data.seg_hop,
+                n_segments=0,
+                max_faces=data.max_faces,
+                span="utterance",
+                max_segments=data.max_segments,
+            )
+        return cls(
+            setting=data.setting,
+            crop=data.crop,
+            hop=data.crop_hop,
+            seg_len=data.seg_len if seq else 0,
+            seg_hop=data.seg_hop if seq else 0,
+            n_segments=data.n_segments if seq else 1,
+            max_faces=data.max_faces,
+        )
 
     @classmethod
-    def for_eval(cls, data: DataConfig) -> "Grid":
+    def for_eval(cls, data: DataConfig) -> Grid:
         """The grid val/test items are evaluated on: the training grid, except that ``nonseq`` with
         ``data.eval_span=utterance`` runs the encoder over each whole utterance at once."""
         grid = cls.from_config(data)
@@ -120,7 +136,7 @@ class Grid:
         cover every segment once and stay exact for the cell a student is shown.
         """
         starts = self.segment_starts(n_frames)
-        return starts[cell::self.n_cells(n_frames)]
+        return starts[cell :: self.n_cells(n_frames)]
 
     def frame_index(self, n_frames: int, cell: int) -> np.ndarray:
         """Fbank rows of a cell: (crop,) for nonseq, (n_segments, seg_len) for seq; wrapped mod n.
@@ -133,7 +149,7 @@ class Grid:
             return (self.utterance_cells(n_frames, cell)[:, None] + np.arange(self.seg_len)[None, :]) % n_frames
         start = self.starts(n_frames)[cell]
         if self.setting == "seq":
-            offsets = (np.arange(self.n_segments)[:, None] * self.seg_hop + np.arange(self.seg_len)[None, :])
+            offsets = np.arange(self.n_segments)[:, None] * self.seg_hop + np.arange(self.seg_len)[None, :]
         else:
             offsets = np.arange(self.crop)
         return (start + offsets) % n_frames
@@ -192,7 +208,7 @@ class Labels:
         return np.array([lookup.get(str(v), -1) for v in values], dtype=np.int64)
 
     @classmethod
-    def from_train(cls, index: pd.DataFrame, splits: pd.Series, column: str) -> "Labels":
+    def from_train(cls, index: pd.DataFrame, splits: pd.Series, column: str) -> Labels:
         if column not in index.columns:
             raise ConfigError(f"the cache index has no {column!r} column; columns: {', '.join(index.columns)}")
         names = sorted(index.loc[splits == "train", column].dropna().astype(str).unique())
@@ -217,11 +233,23 @@ class GridDataset(Dataset):
     every worker (reference counts live in the objects); arrays of ints are shared as they are.
     """
 
-    def __init__(self, cache, items, labels: np.ndarray, grid: Grid, *, faces: bool,
-                 train: bool, seed: int = 0, targets=None, augment=None):
+    def __init__(
+        self,
+        cache,
+        items,
+        labels: np.ndarray,
+        grid: Grid,
+        *,
+        faces: bool,
+        train: bool,
+        seed: int = 0,
+        targets=None,
+        augment=None,
+    ):
         if augment is not None and not train:
-            raise ValueError("augmentation is for training datasets only: evaluation and teacher targets see "
-                             "clean cells")
+            raise ValueError(
+                "augmentation is for training datasets only: evaluation and teacher targets see clean cells"
+            )
         self.cache = cache
         items = np.asarray(items) if len(items) else np.zeros(0, np.int64)
         self.rows = items.astype(np.int64) if items.dtype.kind in "iu" else cache.positions(list(items))
@@ -272,8 +300,13 @@ class GridDataset(Dataset):
         x = fbank[rows]
         if self.augment is not None:
             x = self.augment(x, rows, len(fbank), self.augment_rng(i, epoch))
-        sample = {"fbank": torch.from_numpy(x), "label": int(self.labels[item]),
-                  "item": item, "cell": cell, "utt_id": utt}
+        sample = {
+            "fbank": torch.from_numpy(x),
+            "label": int(self.labels[item]),
+            "item": item,
+            "cell": cell,
+            "utt_id": utt,
+        }
         if self.faces:
             sample.update(self._faces(arrays, rows, len(fbank)))
         if self.targets is not None:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import yaml
 
+from common.ffmpeg import FFMPEG_ENV, ffmpeg_exe, ffmpeg_version
 from distill.config import ConfigError
 from distill.sweep import run_sweep
 from extract.config import ExtractConfig
 from extract.run import RunOptions, run_extraction
 from manifests.demo import make_demo_corpus
-from common.ffmpeg import FFMPEG_ENV, ffmpeg_exe, ffmpeg_version
 
 DEFAULT_SWEEP = Path(__file__).resolve().parents[1] / "configs" / "demo_sweep.yaml"
 #: The demo corpus is 160×160 video, so letterboxing to 160 loses nothing and MTCNN runs on a quarter
@@ -66,9 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--utts-per-speaker", type=int, default=40, help="corpus utterances per speaker")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the sweep's student seeds (quick runs)")
     parser.add_argument("--epochs", type=int, help="override every run's epochs (quick runs)")
-    parser.add_argument("--ffmpeg", default="bundled",
-                        help="ffmpeg that writes the corpus and decodes it: bundled (imageio-ffmpeg's build, pinned "
-                             "by requirements.lock; docs/results.md's numbers come from it), system, auto or a path")
+    parser.add_argument(
+        "--ffmpeg",
+        default="bundled",
+        help="ffmpeg that writes the corpus and decodes it: bundled (imageio-ffmpeg's build, pinned "
+        "by requirements.lock; docs/results.md's numbers come from it), system, auto or a path",
+    )
     args = parser.parse_args(argv)
     began = time.perf_counter()
     os.environ[FFMPEG_ENV] = args.ffmpeg  # extraction workers inherit it

@@ -3,6 +3,7 @@
 Everything that writes (checkpoints, logs, metrics, targets) happens on rank 0; the other ranks
 only contribute gradients. gloo on CPU, nccl on CUDA.
 """
+
 from __future__ import annotations
 
 import gc

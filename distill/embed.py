@@ -11,6 +11,7 @@ Embeddings of another model (a different checkpoint hash) are never mixed into t
 ``OUT.h5`` holds ``utt_id`` (N,), ``path`` (N,) and ``emb`` (N, D) float32, with attributes
 ``model`` (checkpoint sha256), ``source`` and ``emb_dim``.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,15 @@ def read_h5(path: str | Path) -> tuple[list[str], np.ndarray]:
         return [u.decode() if isinstance(u, bytes) else str(u) for u in fh["utt_id"][()]], fh["emb"][()]
 
 
-def embed_to_h5(model: Model, sources: list[tuple[str, Item]], out: str | Path, *, batch_size: int = 64,
-                chunk: int = 256, progress: bool = True) -> EmbedResult:
+def embed_to_h5(
+    model: Model,
+    sources: list[tuple[str, Item]],
+    out: str | Path,
+    *,
+    batch_size: int = 64,
+    chunk: int = 256,
+    progress: bool = True,
+) -> EmbedResult:
     """Embed ``sources`` (id, item) into ``out`` (.h5), resumably; failures are reported, not fatal."""
     out = Path(out)
     if out.suffix not in H5_SUFFIXES:
@@ -77,8 +85,9 @@ def embed_to_h5(model: Model, sources: list[tuple[str, Item]], out: str | Path, 
         (parts / "model.json").write_text(json.dumps({"model": model.identity, "source": model.source}))
         paths = dict(todo)
         start = len(list(parts.glob("part-*.npz")))
-        for k, (ids, emb, _, failures) in enumerate(run_items(model, todo, batch_size=batch_size, chunk=chunk,
-                                                              progress=progress, desc="embed")):
+        for k, (ids, emb, _, failures) in enumerate(
+            run_items(model, todo, batch_size=batch_size, chunk=chunk, progress=progress, desc="embed")
+        ):
             result.failures += failures
             if ids:
                 _commit_part(parts / f"part-{start + k:06d}.npz", ids, [_path_of(paths[u]) for u in ids], emb)
@@ -100,8 +109,10 @@ def _stored_ids(model: Model, out: Path, parts: Path) -> set[str]:
     if out.is_file():
         with h5py.File(out, "r") as fh:
             if fh.attrs.get("model") != model.identity:
-                raise ConfigError(f"{out} holds embeddings of another model ({fh.attrs.get('model', '?')[:12]}), "
-                                  f"not of {model.source} ({model.identity[:12]}); choose another --out")
+                raise ConfigError(
+                    f"{out} holds embeddings of another model ({fh.attrs.get('model', '?')[:12]}), "
+                    f"not of {model.source} ({model.identity[:12]}); choose another --out"
+                )
             ids.update(u.decode() for u in fh["utt_id"][()])
     if parts.is_dir():
         meta = parts / "model.json"

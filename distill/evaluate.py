@@ -4,6 +4,7 @@ The same function serves model selection (val) and the reported numbers (test), 
 (with and without their video) and students alike, so every run in a results table is measured
 by the same code.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,8 +53,16 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 @torch.no_grad()
-def forward_cells(net: torch.nn.Module, dataset: GridDataset, device: torch.device, *, video: bool = True,
-                  batch_size: int = 64, num_workers: int = 0, amp_dtype: torch.dtype | None = None):
+def forward_cells(
+    net: torch.nn.Module,
+    dataset: GridDataset,
+    device: torch.device,
+    *,
+    video: bool = True,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    amp_dtype: torch.dtype | None = None,
+):
     """Yield ``(batch, NetOutput)`` for every cell of an evaluation dataset, in order, in eval mode.
 
     ``video=False`` drops the faces even for a teacher: the "video missing" evaluation. The
@@ -80,14 +89,23 @@ def forward_cells(net: torch.nn.Module, dataset: GridDataset, device: torch.devi
         net.train(was_training)
 
 
-def predict(net: torch.nn.Module, dataset: GridDataset, device: torch.device, *, video: bool = True,
-            batch_size: int = 64, num_workers: int = 0, amp_dtype: torch.dtype | None = None) -> Predictions:
+def predict(
+    net: torch.nn.Module,
+    dataset: GridDataset,
+    device: torch.device,
+    *,
+    video: bool = True,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    amp_dtype: torch.dtype | None = None,
+) -> Predictions:
     """Run `net` over every cell of an evaluation dataset and average per utterance."""
     n = len(dataset.utt_ids)
     emb_sum = logit_sum = None
     counts = np.zeros(n)
-    for batch, out in forward_cells(net, dataset, device, video=video, batch_size=batch_size,
-                                    num_workers=num_workers, amp_dtype=amp_dtype):
+    for batch, out in forward_cells(
+        net, dataset, device, video=video, batch_size=batch_size, num_workers=num_workers, amp_dtype=amp_dtype
+    ):
         emb, logits = out.emb.float().cpu().numpy(), out.logits.float().cpu().numpy()
         if emb_sum is None:
             emb_sum, logit_sum = np.zeros((n, emb.shape[1])), np.zeros((n, logits.shape[1]))
@@ -128,8 +146,10 @@ def selection_metric(select: str, task: str, val_labels: np.ndarray) -> str:
     if needs and task != needs:
         raise ValueError(f"train.select={select} needs data.task={needs}, this run's task is {task}")
     if select in ("accuracy", "uar", "loss") and not known.any():
-        raise ValueError(f"train.select={select} needs val items of training classes, and no val item's class was "
-                         f"trained on (open-set validation: use train.select=eer)")
+        raise ValueError(
+            f"train.select={select} needs val items of training classes, and no val item's class was "
+            f"trained on (open-set validation: use train.select=eer)"
+        )
     return select
 
 
@@ -140,8 +160,9 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(-log_p[np.arange(len(labels)), labels].mean())
 
 
-def validation_scores(pred: Predictions, task: str, trials: pd.DataFrame | None = None,
-                      costs: dict | None = None) -> dict[str, float]:
+def validation_scores(
+    pred: Predictions, task: str, trials: pd.DataFrame | None = None, costs: dict | None = None
+) -> dict[str, float]:
     """What the epoch log shows of val: classification metrics and ``loss`` over the items of
     training classes (when there are any), ``eer``/``min_dcf`` on ``trials`` when given."""
     scores: dict[str, float] = {}
@@ -154,8 +175,9 @@ def validation_scores(pred: Predictions, task: str, trials: pd.DataFrame | None 
     return scores
 
 
-def build_trials(index: pd.DataFrame, test_ids: list[str], speaker_column: str, trials_path: str | None,
-                 seed: int = TRIAL_SEED) -> pd.DataFrame:
+def build_trials(
+    index: pd.DataFrame, test_ids: list[str], speaker_column: str, trials_path: str | None, seed: int = TRIAL_SEED
+) -> pd.DataFrame:
     """The configured trial list, else every test-split pair (a balanced sample, seeded by
     :data:`TRIAL_SEED`, when there are more than :data:`MAX_ALL_PAIRS`).
 
@@ -173,7 +195,9 @@ def build_trials(index: pd.DataFrame, test_ids: list[str], speaker_column: str, 
             trials[col] = trials[col].where(trials[col].isin(known), stem)
         unknown = sorted((set(trials["enrol"]) | set(trials["test"])) - set(index["utt_id"]))
         if unknown:
-            raise ValueError(f"trial list {trials_path} names {len(unknown)} item(s) not in the cache, e.g. {unknown[0]!r}")
+            raise ValueError(
+                f"trial list {trials_path} names {len(unknown)} item(s) not in the cache, e.g. {unknown[0]!r}"
+            )
         return trials
     table = index.loc[test_ids, ["utt_id", speaker_column]]
     n = len(table)
@@ -190,18 +214,24 @@ def trials_record(trials: pd.DataFrame, trials_path: str | None, n_items: int) -
     """What a run was scored on, for metrics.json: the list's source (its path, ``all-pairs`` or
     ``sampled`` with the seed), size, and a digest of its rows, so two runs' EERs can be checked
     to come from the same trials."""
-    lines = (trials["label"].astype(int).astype(str) + " " + trials["enrol"].astype(str) + " "
-             + trials["test"].astype(str))
+    lines = (
+        trials["label"].astype(int).astype(str) + " " + trials["enrol"].astype(str) + " " + trials["test"].astype(str)
+    )
     source = str(trials_path) if trials_path else "sampled" if sampled(n_items) else "all-pairs"
-    record = {"source": source, "n_trials": len(trials), "n_target": int(trials["label"].sum()),
-              "sha256": sha256_text("".join(f"{x}\n" for x in lines))}
+    record = {
+        "source": source,
+        "n_trials": len(trials),
+        "n_target": int(trials["label"].sum()),
+        "sha256": sha256_text("".join(f"{x}\n" for x in lines)),
+    }
     if source == "sampled":
         record["seed"] = TRIAL_SEED
     return record
 
 
-def verification(pred: Predictions, trials: pd.DataFrame, p_target: float = 0.01, c_miss: float = 1.0,
-                 c_fa: float = 1.0) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+def verification(
+    pred: Predictions, trials: pd.DataFrame, p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """EER / minDCF (at ``p_target``, ``c_miss``, ``c_fa``) from cosine scores of the utterance
     embeddings; also returns (scores, labels)."""
     row = {u: i for i, u in enumerate(pred.utt_ids)}
@@ -216,33 +246,49 @@ def verification(pred: Predictions, trials: pd.DataFrame, p_target: float = 0.01
     return {"eer": float(out["eer"]), "min_dcf": float(out["min_dcf"])}, scores, labels
 
 
-def verification_asnorm(pred: Predictions, trials: pd.DataFrame, cohort: np.ndarray, top_k: int = DEFAULT_TOP_K,
-                        p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0) -> dict[str, float]:
+def verification_asnorm(
+    pred: Predictions,
+    trials: pd.DataFrame,
+    cohort: np.ndarray,
+    top_k: int = DEFAULT_TOP_K,
+    p_target: float = 0.01,
+    c_miss: float = 1.0,
+    c_fa: float = 1.0,
+) -> dict[str, float]:
     """EER / minDCF of AS-norm scores (``distill.scoring.as_norm`` against ``cohort``) of the trials,
     as ``eer_asnorm`` / ``min_dcf_asnorm``."""
     row = {u: i for i, u in enumerate(pred.utt_ids)}
     missing = sorted((set(trials["enrol"]) | set(trials["test"])) - set(row))
     if missing:
         raise ValueError(f"{len(missing)} trial item(s) were not evaluated, e.g. {missing[0]!r}")
-    scores = as_norm(pred.emb[[row[u] for u in trials["enrol"]]], pred.emb[[row[u] for u in trials["test"]]],
-                     cohort, top_k)
-    out = M.verification_metrics(scores, trials["label"].to_numpy().astype(bool), p_target=p_target, c_miss=c_miss,
-                                 c_fa=c_fa)
+    scores = as_norm(
+        pred.emb[[row[u] for u in trials["enrol"]]], pred.emb[[row[u] for u in trials["test"]]], cohort, top_k
+    )
+    out = M.verification_metrics(
+        scores, trials["label"].to_numpy().astype(bool), p_target=p_target, c_miss=c_miss, c_fa=c_fa
+    )
     return {"eer_asnorm": float(out["eer"]), "min_dcf_asnorm": float(out["min_dcf"])}
 
 
-def operating_point(pred: Predictions, trials: pd.DataFrame, cohort: np.ndarray | None = None,
-                    top_k: int = DEFAULT_TOP_K) -> dict:
+def operating_point(
+    pred: Predictions, trials: pd.DataFrame, cohort: np.ndarray | None = None, top_k: int = DEFAULT_TOP_K
+) -> dict:
     """The EER threshold on cosine scores of a (validation) trial list, with the EER it gives there;
     with a cohort, also those of the AS-norm scores (under ``asnorm``)."""
     _, scores, labels = verification(pred, trials)
     out = M.verification_metrics(scores, labels)
-    point = {"threshold": out["eer_threshold"], "eer": out["eer"], "scoring": "cosine", "n_trials": len(labels),
-             "n_target_trials": out["n_target_trials"]}
+    point = {
+        "threshold": out["eer_threshold"],
+        "eer": out["eer"],
+        "scoring": "cosine",
+        "n_trials": len(labels),
+        "n_target_trials": out["n_target_trials"],
+    }
     if cohort is not None:
         row = {u: i for i, u in enumerate(pred.utt_ids)}
-        normed = as_norm(pred.emb[[row[u] for u in trials["enrol"]]], pred.emb[[row[u] for u in trials["test"]]],
-                         cohort, top_k)
+        normed = as_norm(
+            pred.emb[[row[u] for u in trials["enrol"]]], pred.emb[[row[u] for u in trials["test"]]], cohort, top_k
+        )
         n = M.verification_metrics(normed, labels)
         point["asnorm"] = {"threshold": n["eer_threshold"], "eer": n["eer"], "top_k": top_k, "cohort": len(cohort)}
     return point

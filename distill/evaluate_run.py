@@ -5,6 +5,7 @@ One function for the three callers: the end of training (the trainer's best weig
 ``distill eval`` (a finished run loaded by :func:`distill.run.load_run`) and so every run of a
 sweep. It needs a network, the run's data and its directory, never a trainer.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -30,9 +31,16 @@ class RunEvaluation:
     extras: dict = field(default_factory=dict, repr=False)  # scores and trial labels of a speaker run
 
 
-def evaluate_run(network: DistillNetwork, data: RunData, run_dir: str | Path | RunDir, *, best_epoch: int,
-                 device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None,
-                 scoring: EvalConfig | None = None) -> RunEvaluation:
+def evaluate_run(
+    network: DistillNetwork,
+    data: RunData,
+    run_dir: str | Path | RunDir,
+    *,
+    best_epoch: int,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    scoring: EvalConfig | None = None,
+) -> RunEvaluation:
     """Test metrics of ``network`` (+ ``video_missing`` for a teacher) into ``metrics.json``, the
     verification threshold and cohort of a speaker run, and the plots; ``best_epoch`` is recorded.
     ``scoring``: the run's ``eval`` section (score normalisation of the test metrics; default none)."""
@@ -44,8 +52,9 @@ def evaluate_run(network: DistillNetwork, data: RunData, run_dir: str | Path | R
     pred = evaluator.predict(test)
     metrics, extras = test_metrics(pred, evaluator, data, scoring, run)
     if teacher:
-        metrics["video_missing"], _ = test_metrics(evaluator.predict(test, video=False), evaluator, data, scoring, run,
-                                                   video=False)
+        metrics["video_missing"], _ = test_metrics(
+            evaluator.predict(test, video=False), evaluator, data, scoring, run, video=False
+        )
     metrics["best_epoch"] = best_epoch
     if "trials" in extras:
         metrics["trials"] = extras["trials"]
@@ -56,8 +65,9 @@ def evaluate_run(network: DistillNetwork, data: RunData, run_dir: str | Path | R
     return RunEvaluation(metrics, pred, extras)
 
 
-def test_metrics(pred: Predictions, evaluator: Evaluator, data: RunData, scoring: EvalConfig, run: RunDir,
-                 video: bool = True) -> tuple[dict, dict]:
+def test_metrics(
+    pred: Predictions, evaluator: Evaluator, data: RunData, scoring: EvalConfig, run: RunDir, video: bool = True
+) -> tuple[dict, dict]:
     """Classification metrics (unless no test item's class was trained on) and, for a speaker run,
     verification on the configured or built trials, also on normalised scores when ``scoring`` says so
     (the cohort from the same modality as ``pred``: ``video``); extras: the scores, trial labels and
@@ -105,5 +115,12 @@ def write_plots(pred: Predictions, extras: dict, data: RunData, run: RunDir) -> 
 def reevaluate(run_dir: str | Path, cache: str | None = None) -> dict:
     """``distill eval``: recompute metrics.json, verification and plots from a run's config and best checkpoint."""
     run = load_run(run_dir, cache)
-    return evaluate_run(run.net, run.data, run.dir, best_epoch=run.epoch, device=run.evaluator.device,
-                        amp_dtype=run.evaluator.amp_dtype, scoring=run.config.eval).metrics
+    return evaluate_run(
+        run.net,
+        run.data,
+        run.dir,
+        best_epoch=run.epoch,
+        device=run.evaluator.device,
+        amp_dtype=run.evaluator.amp_dtype,
+        scoring=run.config.eval,
+    ).metrics

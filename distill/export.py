@@ -32,6 +32,7 @@ ONNX: the TorchScript-based exporter (``dynamo=False``) is used because it handl
 speechbrain encoders without graph breaks, and with the fixed cell count above it has no
 dynamic shape to get wrong; the dynamo exporter (torch 2.11's default) is not used. opset 17.
 """
+
 from __future__ import annotations
 
 import json
@@ -81,8 +82,10 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, cells: int = 
     grid = Grid.for_eval(cfg.data)
     if grid.span == "utterance":
         option = "data.seq_span" if grid.setting == "seq" else "data.eval_span"
-        raise ConfigError(f"{run_dir} evaluates whole utterances ({option}=utterance): an exported graph takes cells "
-                          f"of one fixed shape, so it cannot run it; use the run directory (Model.from_run)")
+        raise ConfigError(
+            f"{run_dir} evaluates whole utterances ({option}=utterance): an exported graph takes cells "
+            f"of one fixed shape, so it cannot run it; use the run directory (Model.from_run)"
+        )
     cell = CellNetwork(net).eval()
     shape = (*cell_shape(grid), meta["n_mels"])
     tmp = out_dir.with_name(f".tmp-{out_dir.name}")
@@ -98,8 +101,9 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, cells: int = 
     diff = max(float(np.abs(w - g).max()) for w, g in zip(want, got))
     if not diff <= TOLERANCE:
         shutil.rmtree(tmp)
-        raise RuntimeError(f"the {fmt} export of {run_dir} differs from the run's network by {diff:.2e} "
-                           f"(> {TOLERANCE}); not written")
+        raise RuntimeError(
+            f"the {fmt} export of {run_dir} differs from the run's network by {diff:.2e} (> {TOLERANCE}); not written"
+        )
     info["check"] = {"max_abs_diff": diff, "tolerance": TOLERANCE, "cells": len(probe)}
     (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
     run = RunDir(run_dir)
@@ -131,8 +135,15 @@ def _write_network(cell: nn.Module, example: torch.Tensor, fmt: str, path: Path)
         if fmt == "torchscript":
             torch.jit.trace(cell, example, check_trace=False).save(str(path))
         else:
-            torch.onnx.export(cell, (example,), str(path), dynamo=False, opset_version=OPSET,
-                              input_names=["fbank"], output_names=["emb", "logits"])
+            torch.onnx.export(
+                cell,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["fbank"],
+                output_names=["emb", "logits"],
+            )
 
 
 def _info(run_dir: Path, cfg, meta: dict, grid: Grid, fmt: str, emb_dim: int, cells: int) -> dict:
@@ -142,7 +153,7 @@ def _info(run_dir: Path, cfg, meta: dict, grid: Grid, fmt: str, emb_dim: int, ce
         "format": fmt,
         "file": FORMATS[fmt],
         "exported": "network: log-mel cells -> (emb, logits); the log-mel front-end and the grid's cutting and "
-                    "averaging run in Python (distill.inference)",
+        "averaging run in Python (distill.inference)",
         "input": {"name": "fbank", "shape": [cells, *cell_shape(grid), meta["n_mels"]], "dtype": "float32"},
         "cells": cells,
         "outputs": ["emb", "logits"],
@@ -196,7 +207,7 @@ def fixed_batch(run: Backend, cells: int) -> Backend:
     def call(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         embs, logits = [], []
         for lo in range(0, len(x), cells):
-            chunk = x[lo:lo + cells]
+            chunk = x[lo : lo + cells]
             n = len(chunk)
             if n < cells:
                 chunk = np.concatenate([chunk, np.zeros((cells - n, *chunk.shape[1:]), chunk.dtype)])
@@ -214,36 +225,54 @@ def model_card(info: dict, metrics: dict | None, config_yaml: str) -> str:
     lines = [
         f"# {info['task']} model: {who}, {info['setting']} setting",
         "",
-        (f"Audio-only {info['task']} model exported from `{info['source_run']}` as {info['format']} "
-         f"(`{info['file']}`); {info['emb_dim']}-d embeddings, {len(info['classes'])} classes: "
-         f"{', '.join(info['classes'])}."),
+        (
+            f"Audio-only {info['task']} model exported from `{info['source_run']}` as {info['format']} "
+            f"(`{info['file']}`); {info['emb_dim']}-d embeddings, {len(info['classes'])} classes: "
+            f"{', '.join(info['classes'])}."
+        ),
         "",
         "## Use",
         "",
         "```python",
         "from distill.inference import Model",
-        "model = Model.load(\"path/to/this/folder\")",
-        "emb = model.embed([\"a.wav\", \"b.mp4\"])        # (2, D)",
-        "pred = model.predict([\"a.wav\"])               # pred.top, pred.probs",
+        'model = Model.load("path/to/this/folder")',
+        'emb = model.embed(["a.wav", "b.mp4"])        # (2, D)',
+        'pred = model.predict(["a.wav"])               # pred.top, pred.probs',
         "```",
         "",
-        (f"Exported: {info['exported']}. Input `fbank` {info['input']['shape']} float32; outputs "
-         f"`emb`, `logits`. Checked against the run's network: max abs difference "
-         f"{info.get('check', {}).get('max_abs_diff', float('nan')):.1e}."),
+        (
+            f"Exported: {info['exported']}. Input `fbank` {info['input']['shape']} float32; outputs "
+            f"`emb`, `logits`. Checked against the run's network: max abs difference "
+            f"{info.get('check', {}).get('max_abs_diff', float('nan')):.1e}."
+        ),
         "",
-        "Features: " + ", ".join(f"{k}={info['features'].get(k)}" for k in
-                                 ("sample_rate", "n_mels", "win_ms", "hop_ms", "f_min", "f_max")
-                                 if k in info["features"]) + " (speechbrain Fbank, as extracted).",
+        "Features: "
+        + ", ".join(
+            f"{k}={info['features'].get(k)}"
+            for k in ("sample_rate", "n_mels", "win_ms", "hop_ms", "f_min", "f_max")
+            if k in info["features"]
+        )
+        + " (speechbrain Fbank, as extracted).",
         "",
     ]
     if info.get("verification"):
         v = info["verification"]
-        lines += [(f"Verification threshold (cosine, validation EER point): {v['threshold']:.4f} "
-                   f"(val EER {v['eer']:.3f} over {v['n_trials']} trials)."), ""]
+        lines += [
+            (
+                f"Verification threshold (cosine, validation EER point): {v['threshold']:.4f} "
+                f"(val EER {v['eer']:.3f} over {v['n_trials']} trials)."
+            ),
+            "",
+        ]
         if "asnorm" in v:
             a = v["asnorm"]
-            lines += [(f"AS-norm (top {a['top_k']} of a cohort of {a['cohort']} training speakers, `{RunDir.COHORT}`): "
-                       f"threshold {a['threshold']:.4f}, val EER {a['eer']:.3f}."), ""]
+            lines += [
+                (
+                    f"AS-norm (top {a['top_k']} of a cohort of {a['cohort']} training speakers, `{RunDir.COHORT}`): "
+                    f"threshold {a['threshold']:.4f}, val EER {a['eer']:.3f}."
+                ),
+                "",
+            ]
     lines += ["## Test metrics", ""]
     if metrics:
         lines += ["| metric | value |", "|---|---|"]

@@ -21,6 +21,7 @@ The network is one of three backends behind the same call: the run's PyTorch mod
 (:meth:`Model.from_run`), or an exported TorchScript or ONNX file (:meth:`Model.from_export`,
 written by ``distill export``, see :mod:`distill.export`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -91,8 +92,10 @@ def extraction_config(cache_config: dict):
     from extract.config import ExtractConfig
 
     if not cache_config or cache_config.get("synthetic"):
-        raise ConfigError("this model was trained on a synthetic cache: there is no extraction config to decode "
-                          "new audio with (log-mels can still be given directly)")
+        raise ConfigError(
+            "this model was trained on a synthetic cache: there is no extraction config to decode "
+            "new audio with (log-mels can still be given directly)"
+        )
     return ExtractConfig.from_record(cache_config)
 
 
@@ -112,9 +115,21 @@ def torch_backend(net: torch.nn.Module, device: torch.device) -> Backend:
 class Model:
     """An audio-only model: a backend, the grid it runs on, its classes and its feature settings."""
 
-    def __init__(self, backend: Backend, *, grid: Grid, n_mels: int, classes: list[str], task: str,
-                 feature_record: dict | None, threshold: dict | None = None, source: str = "",
-                 identity: str = "", cohort: np.ndarray | None = None, info: dict | None = None):
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        grid: Grid,
+        n_mels: int,
+        classes: list[str],
+        task: str,
+        feature_record: dict | None,
+        threshold: dict | None = None,
+        source: str = "",
+        identity: str = "",
+        cohort: np.ndarray | None = None,
+        info: dict | None = None,
+    ):
         self.backend, self.grid, self.n_mels = backend, grid, n_mels
         self.classes, self.task = list(classes), task
         self.feature_record = feature_record or {}
@@ -133,11 +148,19 @@ class Model:
         run = RunDir(run_dir)
         trained = run.load_network(device)
         cfg, meta = trained.config, trained.meta
-        return cls(torch_backend(trained.net, torch.device(device)), grid=Grid.for_eval(cfg.data),
-                   n_mels=meta["n_mels"], classes=meta["labels"], task=cfg.data.task,
-                   feature_record=json.loads(meta["cache_config"]), threshold=_read_json(run.verification),
-                   source=str(run_dir), identity=sha256_file(run.best), cohort=_read_cohort(run.path),
-                   info={"role": cfg.role, "setting": cfg.data.setting})
+        return cls(
+            torch_backend(trained.net, torch.device(device)),
+            grid=Grid.for_eval(cfg.data),
+            n_mels=meta["n_mels"],
+            classes=meta["labels"],
+            task=cfg.data.task,
+            feature_record=json.loads(meta["cache_config"]),
+            threshold=_read_json(run.verification),
+            source=str(run_dir),
+            identity=sha256_file(run.best),
+            cohort=_read_cohort(run.path),
+            info={"role": cfg.role, "setting": cfg.data.setting},
+        )
 
     @classmethod
     def from_export(cls, export_dir: str | Path, device: str = "cpu") -> Model:
@@ -149,10 +172,19 @@ class Model:
         if not info_file.is_file():
             raise ConfigError(f"{export_dir} is not an exported model (no {EXPORT_INFO})")
         info = json.loads(info_file.read_text())
-        return cls(load_backend(export_dir, info, device), grid=Grid(**info["grid"]), n_mels=info["n_mels"],
-                   classes=info["classes"], task=info["task"], feature_record=info["features"],
-                   threshold=info.get("verification"), source=str(export_dir),
-                   identity=info["checkpoint"]["sha256"], cohort=_read_cohort(export_dir), info=info)
+        return cls(
+            load_backend(export_dir, info, device),
+            grid=Grid(**info["grid"]),
+            n_mels=info["n_mels"],
+            classes=info["classes"],
+            task=info["task"],
+            feature_record=info["features"],
+            threshold=info.get("verification"),
+            source=str(export_dir),
+            identity=info["checkpoint"]["sha256"],
+            cohort=_read_cohort(export_dir),
+            info=info,
+        )
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> Model:
@@ -193,8 +225,10 @@ class Model:
                 raise ValueError(f"a waveform must be mono (n,), got shape {audio.shape}")
             name = "waveform"
         if len(audio) < ecfg.win_samples:
-            raise ValueError(f"{name}: {len(audio)} audio samples, shorter than one feature window "
-                             f"({ecfg.win_samples} samples = {ecfg.win_ms} ms)")
+            raise ValueError(
+                f"{name}: {len(audio)} audio samples, shorter than one feature window "
+                f"({ecfg.win_samples} samples = {ecfg.win_ms} ms)"
+            )
         feats = logmel(audio.astype(np.float32, copy=False))
         return feats.astype(ecfg.dtype).astype(np.float32, copy=False)
 
@@ -224,8 +258,9 @@ class Model:
         counts = np.bincount(owner, minlength=n)[:, None]
         return (emb_sum / counts).astype(np.float32), (logit_sum / counts).astype(np.float32)
 
-    def _batches(self, fbanks: list[np.ndarray], owner: np.ndarray, cell: np.ndarray,
-                 batch_size: int) -> Iterator[np.ndarray]:
+    def _batches(
+        self, fbanks: list[np.ndarray], owner: np.ndarray, cell: np.ndarray, batch_size: int
+    ) -> Iterator[np.ndarray]:
         """Positions of the cells to stack per forward pass, at most ``batch_size`` each.
 
         Window grids: every cell has one shape, so consecutive cells. Whole-utterance grids: cells
@@ -244,28 +279,31 @@ class Model:
             groups = [np.array(g) for g in shapes.values()]
         for group in groups:
             for lo in range(0, len(group), batch_size):
-                yield group[lo:lo + batch_size]
+                yield group[lo : lo + batch_size]
 
     def _fbanks(self, items: Item | Sequence[Item], lengths: Sequence[int] | None) -> list[np.ndarray]:
         return [self.fbank(x) for x in as_items(items, lengths)]
 
     # ------------------------------------------------------------------ what users call
-    def embed(self, items: Item | Sequence[Item], batch_size: int = 64, lengths: Sequence[int] | None = None
-              ) -> np.ndarray:
+    def embed(
+        self, items: Item | Sequence[Item], batch_size: int = 64, lengths: Sequence[int] | None = None
+    ) -> np.ndarray:
         """Embeddings (N, D) of files, Segments or waveforms; ``batch_size`` cells per forward pass.
 
         A padded ``(B, n)`` waveform array with ``lengths`` (samples per row) is cut to its lengths.
         """
         return self.forward_fbanks(self._fbanks(items, lengths), batch_size)[0]
 
-    def predict(self, items: Item | Sequence[Item], batch_size: int = 64, lengths: Sequence[int] | None = None
-                ) -> Prediction:
+    def predict(
+        self, items: Item | Sequence[Item], batch_size: int = 64, lengths: Sequence[int] | None = None
+    ) -> Prediction:
         """Class probabilities of each item (emotion, or closed-set speaker identity)."""
         logits = self.forward_fbanks(self._fbanks(items, lengths), batch_size)[1]
         return Prediction(self.classes, softmax(logits))
 
-    def score(self, a: Item | Sequence[Item], b: Item | Sequence[Item], batch_size: int = 64,
-              norm: str = "none") -> np.ndarray:
+    def score(
+        self, a: Item | Sequence[Item], b: Item | Sequence[Item], batch_size: int = 64, norm: str = "none"
+    ) -> np.ndarray:
         """Scores of the pairs (a[i], b[i]): cosine (``norm="none"``) or AS-norm against the run's
         cohort (``"asnorm"``); ``"auto"`` is AS-norm when the model has a cohort."""
         ea, eb = self.embed(a, batch_size), self.embed(b, batch_size)
@@ -291,7 +329,9 @@ class Model:
         if norm == "auto":
             return "asnorm" if self.cohort is not None else "none"
         if norm == "asnorm" and self.cohort is None:
-            raise ConfigError(f"{self.source} has no AS-norm cohort (a speaker run's cohort.npy, written by evaluation)")
+            raise ConfigError(
+                f"{self.source} has no AS-norm cohort (a speaker run's cohort.npy, written by evaluation)"
+            )
         return norm
 
     def decide(self, scores: np.ndarray, norm: str = "none") -> np.ndarray:
@@ -299,8 +339,10 @@ class Model:
         norm = self.resolve_norm(norm)
         point = (self.threshold or {}).get("asnorm") if norm == "asnorm" else self.threshold
         if not point:
-            raise ConfigError(f"{self.source} has no recorded verification threshold for {norm} scores (a speaker "
-                              f"run's {VERIFICATION}, written by evaluation)")
+            raise ConfigError(
+                f"{self.source} has no recorded verification threshold for {norm} scores (a speaker "
+                f"run's {VERIFICATION}, written by evaluation)"
+            )
         return np.asarray(scores) >= point["threshold"]
 
     @functools.cached_property
@@ -309,8 +351,10 @@ class Model:
         return int(self.backend(np.zeros(shape, np.float32))[0].shape[1])
 
     def __repr__(self) -> str:
-        return (f"Model({self.source!r}, task={self.task}, {self.grid.setting}, {len(self.classes)} classes, "
-                f"threshold={'yes' if self.threshold else 'no'})")
+        return (
+            f"Model({self.source!r}, task={self.task}, {self.grid.setting}, {len(self.classes)} classes, "
+            f"threshold={'yes' if self.threshold else 'no'})"
+        )
 
 
 def _read_json(path: Path) -> dict | None:
@@ -340,7 +384,7 @@ def as_items(items: Item | Sequence[Item], lengths: Sequence[int] | None = None)
         if lengths is not None:
             if len(lengths) != len(rows):
                 raise ValueError(f"{len(rows)} waveforms but {len(lengths)} lengths")
-            rows = [row[:int(n)] for row, n in zip(rows, lengths)]
+            rows = [row[: int(n)] for row, n in zip(rows, lengths)]
         return rows
     if lengths is not None:
         raise ValueError("lengths applies to a padded (B, n) waveform array only")
@@ -379,9 +423,15 @@ def iter_fbanks(model: Model, sources: Iterable[tuple[str, Item]]) -> Iterator[t
             yield item_id, Failure(item_id, f"{type(exc).__name__}: {exc}")
 
 
-def run_items(model: Model, sources: Sequence[tuple[str, Item]], *, batch_size: int = 64, chunk: int = 64,
-              progress: bool = False, desc: str = "embed"
-              ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray, list[Failure]]]:
+def run_items(
+    model: Model,
+    sources: Sequence[tuple[str, Item]],
+    *,
+    batch_size: int = 64,
+    chunk: int = 64,
+    progress: bool = False,
+    desc: str = "embed",
+) -> Iterator[tuple[list[str], np.ndarray, np.ndarray, list[Failure]]]:
     """Decode and run ``chunk`` sources at a time: yields (ids, emb, logits, failures) per chunk."""
     from tqdm import tqdm
 
@@ -389,7 +439,7 @@ def run_items(model: Model, sources: Sequence[tuple[str, Item]], *, batch_size: 
     try:
         for lo in range(0, len(sources), chunk):
             ids, fbanks, failures = [], [], []
-            for item_id, fb in iter_fbanks(model, sources[lo:lo + chunk]):
+            for item_id, fb in iter_fbanks(model, sources[lo : lo + chunk]):
                 if isinstance(fb, Failure):
                     failures.append(fb)
                 else:
@@ -413,7 +463,9 @@ def sources_from(files: Sequence[str] = (), manifest: str | None = None) -> list
         df = read_manifest(manifest)
         starts = df["start"] if "start" in df.columns else [None] * len(df)
         ends = df["end"] if "end" in df.columns else [None] * len(df)
-        return [(str(u), Segment(str(p), _opt(s), _opt(e))) for u, p, s, e in zip(df["utt_id"], df["path"], starts, ends)]
+        return [
+            (str(u), Segment(str(p), _opt(s), _opt(e))) for u, p, s, e in zip(df["utt_id"], df["path"], starts, ends)
+        ]
     return [(str(f), str(f)) for f in files]
 
 

@@ -12,7 +12,7 @@ Conventions (stated once, used everywhere; see docs/models.md):
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,9 @@ DISTANCES: Registry[Distance] = Registry("distance")
 
 def _pair(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
     if student.shape != teacher.shape:
-        raise ValueError(f"student embedding {tuple(student.shape)} and teacher embedding {tuple(teacher.shape)} differ in shape")
+        raise ValueError(
+            f"student embedding {tuple(student.shape)} and teacher embedding {tuple(teacher.shape)} differ in shape"
+        )
     return student.float(), teacher.detach().float()
 
 
@@ -89,17 +91,23 @@ class EmbeddingDistillLoss(nn.Module):
         self.weights = {name: float(weights.get(name, 1.0)) for name in self.levels}
         self.distance_name = distance
         self.distance = DISTANCES[distance]
-        self.relational, self.contrastive, self.temperature = float(relational), float(contrastive), contrastive_temperature
+        self.relational, self.contrastive, self.temperature = (
+            float(relational),
+            float(contrastive),
+            contrastive_temperature,
+        )
         self.pointwise = float(pointwise)
         if not (self.pointwise or self.relational or self.contrastive):
             raise ValueError("EmbeddingDistillLoss: pointwise, relational and contrastive weights are all 0")
         # the relational term needs no projection; without the others it would get no gradient (DDP)
         projected = self.pointwise or self.contrastive
-        self.projections = nn.ModuleDict({name: nn.Linear(s, t) for name, (s, t) in self.levels.items()
-                                          if s != t and projected})
+        self.projections = nn.ModuleDict(
+            {name: nn.Linear(s, t) for name, (s, t) in self.levels.items() if s != t and projected}
+        )
 
-    def forward(self, student: Mapping[str, Tensor], teacher: Mapping[str, Tensor],
-                masks: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+    def forward(
+        self, student: Mapping[str, Tensor], teacher: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
         """Return ``{"embed_<level>": weighted term, ..., "total": their sum}``.
 
         With ``relational`` / ``contrastive`` weights, ``rel_<level>`` / ``nce_<level>`` terms are
@@ -120,8 +128,10 @@ class EmbeddingDistillLoss(nn.Module):
             mask = (masks or {}).get(name)
             if mask is not None:
                 if mask.shape != s.shape[:-1] or mask.shape != t.shape[:-1] or mask.dtype != torch.bool:
-                    raise ValueError(f"level {name!r}: mask {mask.dtype} {tuple(mask.shape)} does not cover the "
-                                     f"leading axes of student {tuple(s.shape)} and teacher {tuple(t.shape)}")
+                    raise ValueError(
+                        f"level {name!r}: mask {mask.dtype} {tuple(mask.shape)} does not cover the "
+                        f"leading axes of student {tuple(s.shape)} and teacher {tuple(t.shape)}"
+                    )
                 s, t = s[mask], t[mask]
             if self.relational:
                 terms[f"rel_{name}"] = self.weights[name] * self.relational * similarity_preserving(s, t)
@@ -191,8 +201,10 @@ class FaceReconstructionLoss(nn.Module):
     def forward(self, enc: Tensor, face: Tensor, face_mask: Tensor) -> Tensor:
         """``enc`` (..., D); ``face`` (..., F, face_dim) and ``face_mask`` (..., F) on the same leading axes."""
         if face.shape[:-1] != face_mask.shape or enc.shape[:-1] != face.shape[:-2]:
-            raise ValueError(f"embedding {tuple(enc.shape)}, faces {tuple(face.shape)} and mask "
-                             f"{tuple(face_mask.shape)} do not share their leading axes")
+            raise ValueError(
+                f"embedding {tuple(enc.shape)}, faces {tuple(face.shape)} and mask "
+                f"{tuple(face_mask.shape)} do not share their leading axes"
+            )
         present = face_mask.any(-1)
         if not present.any():
             # zero, but through the decoder: under DDP every parameter must be in every rank's graph
@@ -211,7 +223,9 @@ def task_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 def _check_logits(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> None:
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ")
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ"
+        )
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 

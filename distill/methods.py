@@ -13,6 +13,7 @@ the loss is built, so ``distill.alpha`` or ``distill.task_weight`` reach the sum
 Adding a method: one :class:`Method` entry in :data:`METHODS`, plus, if it needs a loss term no
 method has yet, that term in :data:`distill.objective.TERMS`. Nothing else names methods.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -88,18 +89,36 @@ class Method:
 
 
 #: The methods, in the order results tables list them: the baseline, the LUPI baselines, the method.
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("none", (Term("task"),),
-           summary="ground-truth labels only: the audio-only baseline"),
-    Method("softlabel", (Term("task", one_minus("alpha")), Term("kd", option("alpha"))), reads=("logits",),
-           summary="Hinton soft-label KD on the teacher's logits"),
-    Method("gkd", (Term("gkd"),), reads=("logits",),
-           summary="Lopez-Paz generalized distillation (its loss holds the label term, weighted by 1 - imitation)"),
-    Method("embed", (Term("embed"), Term("task", option("task_weight"))), reads=EMBEDDING_LEVELS,
-           summary="imitate the teacher's embeddings at every level, next to the labels"),
-    Method("embed+softlabel", (Term("embed"), Term("task", option("task_weight")), Term("kd", option("alpha"))),
-           reads=TEACHER_OUTPUTS, summary="embed and softlabel together"),
-)}
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("none", (Term("task"),), summary="ground-truth labels only: the audio-only baseline"),
+        Method(
+            "softlabel",
+            (Term("task", one_minus("alpha")), Term("kd", option("alpha"))),
+            reads=("logits",),
+            summary="Hinton soft-label KD on the teacher's logits",
+        ),
+        Method(
+            "gkd",
+            (Term("gkd"),),
+            reads=("logits",),
+            summary="Lopez-Paz generalized distillation (its loss holds the label term, weighted by 1 - imitation)",
+        ),
+        Method(
+            "embed",
+            (Term("embed"), Term("task", option("task_weight"))),
+            reads=EMBEDDING_LEVELS,
+            summary="imitate the teacher's embeddings at every level, next to the labels",
+        ),
+        Method(
+            "embed+softlabel",
+            (Term("embed"), Term("task", option("task_weight")), Term("kd", option("alpha"))),
+            reads=TEACHER_OUTPUTS,
+            summary="embed and softlabel together",
+        ),
+    )
+}
 
 #: The student that learns from labels alone: the reference every gain is measured against.
 BASELINE = "none"
@@ -107,8 +126,14 @@ BASELINE = "none"
 #: What a teacher run trains with: the labels, with ``distill.face_recon > 0`` the term that keeps
 #: its encoder embedding able to reconstruct the faces it saw, and with ``distill.audio_aux > 0`` a
 #: classifier on its audio branch alone (a zero weight drops a term).
-TEACHER = Method("teacher", (Term("task"), Term("face_recon", option("face_recon"), optional=True),
-                             Term("audio_aux", option("audio_aux"), optional=True)))
+TEACHER = Method(
+    "teacher",
+    (
+        Term("task"),
+        Term("face_recon", option("face_recon"), optional=True),
+        Term("audio_aux", option("audio_aux"), optional=True),
+    ),
+)
 
 
 def get_method(name: str) -> Method:

@@ -51,13 +51,9 @@ def _as_trials(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
     if scores.ndim != 1 or labels.ndim != 1:
-        raise ValueError(
-            f"verification scores and labels must be 1-D, got shapes {scores.shape} and {labels.shape}"
-        )
+        raise ValueError(f"verification scores and labels must be 1-D, got shapes {scores.shape} and {labels.shape}")
     if scores.shape != labels.shape:
-        raise ValueError(
-            f"verification scores and labels differ in length: {scores.shape[0]} vs {labels.shape[0]}"
-        )
+        raise ValueError(f"verification scores and labels differ in length: {scores.shape[0]} vs {labels.shape[0]}")
     if scores.size == 0:
         raise ValueError("verification trial list is empty")
     if not np.all(np.isfinite(scores)):
@@ -73,9 +69,7 @@ def _as_trials(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     n_target = int(labels.sum())
     if n_target == 0 or n_target == labels.size:
         kind = "target" if n_target else "non-target"
-        raise ValueError(
-            f"verification needs both target and non-target trials; all {labels.size} trials are {kind}"
-        )
+        raise ValueError(f"verification needs both target and non-target trials; all {labels.size} trials are {kind}")
     return scores, labels
 
 
@@ -98,9 +92,7 @@ def _as_predictions(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     y_true = _as_class_labels(y_true, "y_true")
     y_pred = _as_class_labels(y_pred, "y_pred")
     if y_true.shape != y_pred.shape:
-        raise ValueError(
-            f"y_true and y_pred differ in length: {y_true.shape[0]} vs {y_pred.shape[0]}"
-        )
+        raise ValueError(f"y_true and y_pred differ in length: {y_true.shape[0]} vs {y_pred.shape[0]}")
     return y_true, y_pred
 
 
@@ -276,9 +268,7 @@ def classification_metrics(logits, labels, k: int = 5) -> dict[str, float]:
     logits = np.asarray(logits)
     labels = _as_class_labels(labels, "labels")
     if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"logits must be (N, n_classes) with N = len(labels) = {labels.shape[0]}, got {logits.shape}"
-        )
+        raise ValueError(f"logits must be (N, n_classes) with N = len(labels) = {labels.shape[0]}, got {logits.shape}")
     pred = logits.argmax(axis=1)
     return {
         "accuracy": top_k_accuracy(logits, labels, 1),

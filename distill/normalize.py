@@ -1,10 +1,12 @@
 """Training statistics for the networks' input normalisers (``distill.models.normalize``).
 
-One pass over (a fixed sample of at most :data:`MAX_ITEMS` of) the training split's items, one HDF5 read per shard and field (the items of a shard
-are packed, so their rows are selected with a vectorised mask rather than item by item); sums in
-float64. Computed on rank 0 before the first epoch, broadcast to the other ranks, then stored as
-buffers in every checkpoint: a resumed run restores them and never recomputes.
+One pass over (a fixed sample of at most :data:`MAX_ITEMS` of) the training split's items, one
+HDF5 read per shard and field (the items of a shard are packed, so their rows are selected with a
+vectorised mask rather than item by item); sums in float64. Computed on rank 0 before the first
+epoch, broadcast to the other ranks, then stored as buffers in every checkpoint: a resumed run
+restores them and never recomputes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,7 +20,6 @@ from torch import nn
 from distill.distributed import DistEnv
 from distill.models.normalize import FaceNorm, FbankNorm, unfitted_norms
 from extract.cache import SHARD_DIR
-
 
 #: Per-dimension means and deviations settle long before this many utterances; a VoxCeleb2-size
 #: training split (a million items, ~100 GB of log-mels) is sampled down to it, with a fixed seed,

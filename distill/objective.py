@@ -5,6 +5,7 @@ Which terms a method has, their weights and what each reads of the teacher are d
 them. Kept apart from the loop (distill.train) because this is where the methods differ; the
 loop is the same for a teacher and for every student.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -95,9 +96,15 @@ class EmbeddingTerm(EmbeddingDistillLoss):
         teacher = shapes.teacher or {}
         levels = {k: (shapes.student[k], teacher[k]) for k in shapes.student if k in teacher}
         weights = {"enc": cfg.weight_enc, "agg": cfg.weight_agg}
-        super().__init__(levels=levels, distance=cfg.distance, weights={k: weights[k] for k in levels},
-                         pointwise=cfg.pointwise, relational=cfg.relational, contrastive=cfg.contrastive,
-                         contrastive_temperature=cfg.contrastive_temperature)
+        super().__init__(
+            levels=levels,
+            distance=cfg.distance,
+            weights={k: weights[k] for k in levels},
+            pointwise=cfg.pointwise,
+            relational=cfg.relational,
+            contrastive=cfg.contrastive,
+            contrastive_temperature=cfg.contrastive_temperature,
+        )
 
     def term(self, x: StepInputs) -> TermResult:
         student = {k: v.float() for k, v in x.out.levels().items() if k in x.teacher}
@@ -138,8 +145,9 @@ class AudioAuxTerm(nn.Module):
         return value, {"audio_aux": value}
 
 
-def audio_aux_loss(head: nn.Module, audio: torch.Tensor | None, labels: torch.Tensor,
-                   seg_mask: torch.Tensor | None = None) -> torch.Tensor:
+def audio_aux_loss(
+    head: nn.Module, audio: torch.Tensor | None, labels: torch.Tensor, seg_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cross-entropy of ``head`` on audio-branch embeddings: nonseq (B, D); seq (B, S, D), every
     segment with its item's label, the padded segments of ``seg_mask`` left out."""
     if audio is None:
@@ -174,14 +182,22 @@ class Objective(nn.Module):
     ``n_classes`` the teacher's audio-branch classifier (``distill.audio_aux``).
     """
 
-    def __init__(self, distill: DistillConfig, role: str, student_dims: dict[str, int],
-                 teacher_dims: dict[str, int] | None = None, face_dim: int | None = None,
-                 audio_dim: int | None = None, n_classes: int | None = None):
+    def __init__(
+        self,
+        distill: DistillConfig,
+        role: str,
+        student_dims: dict[str, int],
+        teacher_dims: dict[str, int] | None = None,
+        face_dim: int | None = None,
+        audio_dim: int | None = None,
+        n_classes: int | None = None,
+    ):
         super().__init__()
         self.cfg = distill
         self.method: Method = TEACHER if role == "teacher" else get_method(distill.method)
-        shapes = Shapes(dict(student_dims), dict(teacher_dims) if teacher_dims is not None else None, face_dim,
-                        audio_dim, n_classes)
+        shapes = Shapes(
+            dict(student_dims), dict(teacher_dims) if teacher_dims is not None else None, face_dim, audio_dim, n_classes
+        )
         self.weights: dict[str, float] = {}
         for t in self.method.terms:
             weight = t.weight(distill)
@@ -201,9 +217,16 @@ class Objective(nn.Module):
     def uses_teacher_logits(self) -> bool:
         return self.method.reads_logits
 
-    def forward(self, out: NetOutput, labels: torch.Tensor, teacher: dict[str, torch.Tensor],
-                soft_logits: torch.Tensor | None = None, face: torch.Tensor | None = None,
-                face_mask: torch.Tensor | None = None, seg_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        out: NetOutput,
+        labels: torch.Tensor,
+        teacher: dict[str, torch.Tensor],
+        soft_logits: torch.Tensor | None = None,
+        face: torch.Tensor | None = None,
+        face_mask: torch.Tensor | None = None,
+        seg_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """``soft_logits``: the student's label-free logits for the soft-label terms, when the header
         adds a training margin to ``out.logits`` (AAM); the teacher's cached logits are margin-free,
         so imitating them with margin-shifted student logits would compare unlike things.
@@ -211,8 +234,9 @@ class Objective(nn.Module):
         ``seg_mask`` (B, S): the valid segments of whole-utterance seq; padded ones enter no term
         (their faces are all masked, so the face reconstruction term skips them as well)."""
         task = task_loss(out.logits, labels)
-        x = StepInputs(out, labels, teacher, task, out.logits if soft_logits is None else soft_logits, face, face_mask,
-                       seg_mask)
+        x = StepInputs(
+            out, labels, teacher, task, out.logits if soft_logits is None else soft_logits, face, face_mask, seg_mask
+        )
         terms = {"task": task}
         total = None
         for name, weight in self.weights.items():
@@ -234,10 +258,23 @@ class StepModule(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]):
         detach = self.objective.detach_emb
         seg_mask = batch.get("seg_mask")
-        out = self.net(batch["fbank"], face=batch.get("face"), face_mask=batch.get("face_mask"),
-                       labels=batch["label"], detach_emb=detach, seg_mask=seg_mask)
+        out = self.net(
+            batch["fbank"],
+            face=batch.get("face"),
+            face_mask=batch.get("face_mask"),
+            labels=batch["label"],
+            detach_emb=detach,
+            seg_mask=seg_mask,
+        )
         soft = None
         if self.objective.uses_teacher_logits and self.net.head.uses_labels:
             soft = self.net.head(out.emb.detach() if detach else out.emb)
-        return self.objective(out, batch["label"], teacher, soft_logits=soft, face=batch.get("face"),
-                              face_mask=batch.get("face_mask"), seg_mask=seg_mask)
+        return self.objective(
+            out,
+            batch["label"],
+            teacher,
+            soft_logits=soft,
+            face=batch.get("face"),
+            face_mask=batch.get("face_mask"),
+            seg_mask=seg_mask,
+        )

@@ -106,10 +106,19 @@ def plot_training_curves(train_log_csv, out_png) -> Path:
                 series = per_epoch[col].dropna()
                 if series.empty:
                     continue
-                validation = split in ("val", "valid", "validation", "dev") or col.lower().startswith(("val_", "val/", "valid"))
+                validation = split in ("val", "valid", "validation", "dev") or col.lower().startswith(
+                    ("val_", "val/", "valid")
+                )
                 label = f"{col} ({split})" if split else col
-                ax.plot(series.index, series.values, "--" if validation else "-", marker="o", markersize=3,
-                        color=f"C{j}", label=label)
+                ax.plot(
+                    series.index,
+                    series.values,
+                    "--" if validation else "-",
+                    marker="o",
+                    markersize=3,
+                    color=f"C{j}",
+                    label=label,
+                )
         logged = log[cols].to_numpy(dtype=float)
         logged = logged[~np.isnan(logged)]
         if name == "losses" and logged.size and logged.min() > 0 and logged.max() / logged.min() > 10:
@@ -152,8 +161,13 @@ def plot_det_curve(scores, labels, out_png, title: str | None = None, p_target: 
     ax.plot([probit(lo), probit(hi)], [probit(lo), probit(hi)], ":", color="grey", linewidth=0.8)
     eer_value = summary["eer"]
     ax.plot(probit(eer_value), probit(eer_value), "o", color="C3", label=f"EER {100 * eer_value:.2f}%")
-    ax.plot(probit(fpr[best]), probit(fnr[best]), "s", color="C2",
-            label=f"minDCF {summary['min_dcf']:.3f} (p_target {p_target:g})")
+    ax.plot(
+        probit(fpr[best]),
+        probit(fnr[best]),
+        "s",
+        color="C2",
+        label=f"minDCF {summary['min_dcf']:.3f} (p_target {p_target:g})",
+    )
 
     ticks = _DET_TICKS[_DET_TICKS >= lo]
     tick_labels = [f"{100 * t:g}" for t in ticks]
@@ -195,8 +209,15 @@ def plot_confusion_matrix(cm, class_names: Sequence[str], out_png, title: str | 
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     if n <= 30:
         for (i, j), count in np.ndenumerate(cm):
-            ax.text(j, i, f"{count}\n{100 * frac[i, j]:.0f}%", ha="center", va="center", fontsize="x-small",
-                    color="white" if frac[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{count}\n{100 * frac[i, j]:.0f}%",
+                ha="center",
+                va="center",
+                fontsize="x-small",
+                color="white" if frac[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(n), labels=list(class_names), rotation=45, ha="right")
     ax.set_yticks(range(n), labels=list(class_names))
     ax.set_xlabel("predicted")
@@ -293,8 +314,15 @@ def plot_results_bar(
         ax.bar(xs, means, width, yerr=stds, capsize=3, color=f"C{i}", label=str(h))
         if not uniform_n:  # say which bars rest on fewer runs
             for x, m, sd, (_, row) in zip(xs, means, stds, cells):
-                ax.annotate(f"n={int(row['count'])}", (x, m + sd), xytext=(0, 2), textcoords="offset points",
-                            ha="center", va="bottom", fontsize="xx-small")
+                ax.annotate(
+                    f"n={int(row['count'])}",
+                    (x, m + sd),
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize="xx-small",
+                )
     ax.set_xticks(range(len(groups)), labels=[str(g) for g in groups])
     ax.set_xlabel(group)
     better = "lower" if metric in LOWER_IS_BETTER else "higher"

@@ -1,9 +1,10 @@
 """Linear probe: how much of what a teacher's embedding holds a student could learn from its audio.
 
 For each level of a trained teacher (visual branch, fusion hidden layer, fused embedding, logits),
-for the item's mean face embedding (what the teacher could pass on at best) and for one-hot labels, fit a ridge regression from a crop's mean log-mel (the audio a student
-sees) to that target on the train crops; classify test crops by the nearest train-class mean of
-the predicted target. A target that probes better than one-hot labels gives a student more to
+for the item's mean face embedding (what the teacher could pass on at best) and for one-hot
+labels, fit a ridge regression from a crop's mean log-mel (the audio a student sees) to that
+target on the train crops; classify test crops by the nearest train-class mean of the predicted
+target. A target that probes better than one-hot labels gives a student more to
 learn from than its labels; the faces themselves probe at 0.98-1.00 on the LUPI corpora
 (distill/testing/lupi.py; tests/test_distill_methods_lupi.py asserts on it).
 Also prints each level's within-class share of variance (low: the teacher collapsed its classes).
@@ -13,6 +14,7 @@ Also prints each level's within-class share of variance (low: the teacher collap
 Nonseq teachers only. Crops follow the run's grid (crop, hop); the visual branch sees the item's
 whole face track, an approximation of the grid cell's frames that is exact for constant faces.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,12 +54,18 @@ def probe(cache_dir: str | Path, teacher_dir: str | Path, label_column: str = "s
         fbank, face = torch.from_numpy(item["fbank"]), torch.from_numpy(item["face"])[None]
         mask = torch.from_numpy(item["face_found"])[None]
         for start in range(0, len(fbank) - cfg.data.crop + 1, cfg.data.crop_hop):
-            crop = fbank[start:start + cfg.data.crop][None]
+            crop = fbank[start : start + cfg.data.crop][None]
             audio, visual = av.audio(crop), av.visual(face, mask)
             fused = av.fusion(audio, visual)
             hidden = av.fusion.mlp[0](torch.cat([audio, visual], -1)) if hasattr(av.fusion, "mlp") else fused
-            for key, value in (("audio", crop.mean(1)), ("faces", face[:, mask[0]].mean(1)), ("visual", visual), ("hidden", hidden), ("fused", fused),
-                               ("logits", net.head(fused))):
+            for key, value in (
+                ("audio", crop.mean(1)),
+                ("faces", face[:, mask[0]].mean(1)),
+                ("visual", visual),
+                ("hidden", hidden),
+                ("fused", fused),
+                ("logits", net.head(fused)),
+            ):
                 rows[key].append(value[0].numpy())
             split.append(item["split"])
             label.append(names.index(str(item[label_column])))
@@ -77,8 +85,11 @@ def probe(cache_dir: str | Path, teacher_dir: str | Path, label_column: str = "s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m distill.probe", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m distill.probe",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("cache", help="feature cache the teacher was trained on")
     parser.add_argument("teacher", help="nonseq teacher run directory")
     parser.add_argument("--label-column", default="speaker", help="label column of the cache")

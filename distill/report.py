@@ -290,11 +290,18 @@ def video_shares(df: pd.DataFrame, metric: str, confidence: float = 0.95) -> pd.
                 row[f"{name}_n"] = len(seeds)
                 if len(seeds):
                     d = improvement(own[seeds].to_numpy(), reference[seeds].to_numpy(), lower, confidence)
-                    row.update({f"{name}_mean": d.mean, f"{name}_low": d.ci_low, f"{name}_high": d.ci_high,
-                                f"{name}_p": d.p_value})
+                    row.update(
+                        {
+                            f"{name}_mean": d.mean,
+                            f"{name}_low": d.ci_low,
+                            f"{name}_high": d.ci_high,
+                            f"{name}_p": d.p_value,
+                        }
+                    )
             rows.append(row)
-    columns = ["task", "setting", "method", "metric"] + [f"{n}_{k}" for n in ("gain", "share")
-                                                         for k in ("n", "mean", "low", "high", "p")]
+    columns = ["task", "setting", "method", "metric"] + [
+        f"{n}_{k}" for n in ("gain", "share") for k in ("n", "mean", "low", "high", "p")
+    ]
     return _sort_groups(pd.DataFrame(rows, columns=columns)) if rows else pd.DataFrame(columns=columns)
 
 
@@ -340,9 +347,22 @@ def format_shares(shares: pd.DataFrame, alpha: float = 0.05) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in shares.iterrows():
         n = int(max(row["gain_n"], row["share_n"]))
-        lines.append("| " + " | ".join([str(row["setting"]), str(row["method"]), str(n), _interval(row, "gain"),
-                                         _p(row.get("gain_p")), _interval(row, "share"), _p(row.get("share_p")),
-                                         _verdict(row, alpha)]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    str(row["setting"]),
+                    str(row["method"]),
+                    str(n),
+                    _interval(row, "gain"),
+                    _p(row.get("gain_p")),
+                    _interval(row, "share"),
+                    _p(row.get("share_p")),
+                    _verdict(row, alpha),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -405,22 +425,33 @@ def write_results(df: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] 
         "Bold: best mean among the audio-only-at-test rows (all but `teacher`) of a setting.",
     ]
     if _folded(df).any():
-        sections.append("Cross-validated rows: mean ± std over folds of each fold's mean over seeds; n = folds. "
-                        "Per-fold tables (mean ± std over seeds) follow each task's table.")
+        sections.append(
+            "Cross-validated rows: mean ± std over folds of each fold's mean over seeds; n = folds. "
+            "Per-fold tables (mean ± std over seeds) follow each task's table."
+        )
     for task, task_df in df.groupby("task", dropna=False, sort=True):
         task_metrics = [m for m in (metrics or default_metrics(task_df)) if m in task_df and task_df[m].notna().any()]
         folded = _folded(task_df)
         sections += ["", f"## {task}", "", format_markdown(summarize(fold_means(task_df), task_metrics), task_metrics)]
         if folded.any():
-            sections += ["", "### Per fold", "",
-                         format_markdown(summarize(task_df[folded], task_metrics, by_fold=True), task_metrics)]
+            sections += [
+                "",
+                "### Per fold",
+                "",
+                format_markdown(summarize(task_df[folded], task_metrics, by_fold=True), task_metrics),
+            ]
         headline = HEADLINE_METRIC.get(str(task))
         bar_metric = headline if headline in task_metrics else (task_metrics[0] if task_metrics else None)
         if bar_metric is not None:
             png = out_dir / f"results_{task}.png"
             over = "folds" if folded.any() else "seeds"
-            plot_results_bar(fold_means(task_df), bar_metric, png, hue_order=METHOD_ORDER,
-                             title=f"{task}: {bar_metric}, mean ± std over {over}")
+            plot_results_bar(
+                fold_means(task_df),
+                bar_metric,
+                png,
+                hue_order=METHOD_ORDER,
+                title=f"{task}: {bar_metric}, mean ± std over {over}",
+            )
             written[f"bar:{task}"] = png
         sections += _share_sections(task_df, str(task), out_dir, written)
     atomic_write_text(out_dir / "results.md", "\n".join(sections) + "\n")
@@ -442,11 +473,14 @@ def _share_sections(task_df: pd.DataFrame, task: str, out_dir: Path, written: di
         arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
         sections += ["", f"### Gain over `none` and the video's share: {metric} {arrow}", ""]
         if len(sections) == 3:  # the explanation once per task
-            sections += ["Per seed (per fold and seed when cross-validated), paired (same seed, same "
-                         "initialisation and data order), then the mean, its "
-                         "95 % t-interval and a two-sided paired t-test; positive = better. The video's share is "
-                         "the gain over the same method distilled from the audio-only teacher "
-                         f"(`<method>{CONTROL_SUFFIX}`: the same teacher trained with its faces hidden).", ""]
+            sections += [
+                "Per seed (per fold and seed when cross-validated), paired (same seed, same "
+                "initialisation and data order), then the mean, its "
+                "95 % t-interval and a two-sided paired t-test; positive = better. The video's share is "
+                "the gain over the same method distilled from the audio-only teacher "
+                f"(`<method>{CONTROL_SUFFIX}`: the same teacher trained with its faces hidden).",
+                "",
+            ]
         sections.append(format_shares(shares))
         if f"share:{task}" not in written and shares["share_mean"].notna().any():
             png = out_dir / f"results_{task}_share.png"
@@ -467,9 +501,17 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run directories, or folders searched recursively for them")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="folder for results.csv, results.md and the charts")
-    parser.add_argument("--metrics", nargs="+", choices=METRIC_KEYS, default=list(METRIC_KEYS), metavar="METRIC",
-                        help="metrics in the markdown table; each task shows those its runs report")
+    parser.add_argument(
+        "--out", type=Path, default=Path("results"), help="folder for results.csv, results.md and the charts"
+    )
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        choices=METRIC_KEYS,
+        default=list(METRIC_KEYS),
+        metavar="METRIC",
+        help="metrics in the markdown table; each task shows those its runs report",
+    )
     args = parser.parse_args(argv)
     try:
         df = collect_runs(args.runs)
@@ -480,8 +522,10 @@ def main(argv: list[str] | None = None) -> int:
     print(written["md"].read_text())
     n_groups = len(df.groupby(list(KEY_COLUMNS), dropna=False))
     n_charts = sum(key.startswith("bar:") for key in written)
-    print(f"{len(df)} rows from {df['run_dir'].nunique()} runs in {n_groups} groups -> {args.out} "
-          f"(results.csv, results.md, {n_charts} chart(s))")
+    print(
+        f"{len(df)} rows from {df['run_dir'].nunique()} runs in {n_groups} groups -> {args.out} "
+        f"(results.csv, results.md, {n_charts} chart(s))"
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ config; :func:`load_run` puts a finished run's best network next to it for evalu
 The report reads run directories through :class:`RunDir` and must not pay for importing torch, so
 this module imports the training stack only inside the functions that need it.
 """
+
 from __future__ import annotations
 
 import json
@@ -138,14 +139,22 @@ class RunDir:
         cfg = self.config()
         state = load_checkpoint(self.best, map_location=device)
         meta = state["meta"]
-        net = build_network(cfg.model, role=cfg.role, setting=cfg.data.setting, n_mels=meta["n_mels"],
-                            n_classes=len(meta["labels"]), face_dim=int(meta.get("face_dim", 512)))
+        net = build_network(
+            cfg.model,
+            role=cfg.role,
+            setting=cfg.data.setting,
+            n_mels=meta["n_mels"],
+            n_classes=len(meta["labels"]),
+            face_dim=int(meta.get("face_dim", 512)),
+        )
         try:
             net.load_state_dict(state["model"])
         except RuntimeError as exc:
             if not any(".norm." in key for key in state["model"]):
-                raise ConfigError(f"{self.path} was trained before input normalisation (its {self.BEST} has no "
-                                  "normaliser statistics): retrain it") from exc
+                raise ConfigError(
+                    f"{self.path} was trained before input normalisation (its {self.BEST} has no "
+                    "normaliser statistics): retrain it"
+                ) from exc
             raise
         return TrainedNetwork(net.to(device).eval(), cfg, meta, int(state.get("epoch", 0)))
 
@@ -192,13 +201,23 @@ class RunData:
         y = {s: labels.encode(index[cfg.data.label].iloc[ids[s]]) for s in ids}
         return cls(cache, Grid.from_config(cfg.data), labels, ids, y, Grid.for_eval(cfg.data), cfg.data)
 
-    def dataset(self, split: str, *, faces: bool, train: bool, seed: int = 0, targets=None,
-                augment=None) -> GridDataset:
+    def dataset(
+        self, split: str, *, faces: bool, train: bool, seed: int = 0, targets=None, augment=None
+    ) -> GridDataset:
         from distill.data import GridDataset
 
         grid = self.grid if train else self.eval_grid
-        return GridDataset(self.cache, self.ids[split], self.y[split], grid, faces=faces, train=train,
-                           seed=seed, targets=targets, augment=augment)
+        return GridDataset(
+            self.cache,
+            self.ids[split],
+            self.y[split],
+            grid,
+            faces=faces,
+            train=train,
+            seed=seed,
+            targets=targets,
+            augment=augment,
+        )
 
     def utt_ids(self, *splits: str) -> list[str]:
         """Utt ids of the items of these splits (for records and checks, not the loading path)."""
@@ -229,8 +248,9 @@ class Evaluator:
     def predict(self, dataset: GridDataset, video: bool = True) -> Predictions:
         from distill.evaluate import predict
 
-        return predict(self.net, dataset, self.device, video=video, batch_size=self.batch_size,
-                       amp_dtype=self.amp_dtype)
+        return predict(
+            self.net, dataset, self.device, video=video, batch_size=self.batch_size, amp_dtype=self.amp_dtype
+        )
 
 
 @dataclass
@@ -279,8 +299,10 @@ def load_run(run_dir: str | Path, cache: str | None = None, device: str | torch.
     data = RunData.load(cfg, open_cache(cfg.cache))
     trained = run.load_network(device)
     if trained.meta["labels"] != data.labels.names:
-        raise ConfigError(f"{run} was trained on classes {trained.meta['labels']}; the training split of "
-                          f"{cfg.cache} has {data.labels.names}: its scores would not be comparable")
+        raise ConfigError(
+            f"{run} was trained on classes {trained.meta['labels']}; the training split of "
+            f"{cfg.cache} has {data.labels.names}: its scores would not be comparable"
+        )
     evaluator = Evaluator(trained.net, device, amp_dtype(cfg.train.amp, device), eval_batch_size(cfg.data))
     return LoadedRun(run, cfg, trained.net, data, evaluator, trained.epoch)
 
@@ -292,9 +314,15 @@ def load_run(run_dir: str | Path, cache: str | None = None, device: str | torch.
 INHERITED = ("data", "model", "eval")
 
 
-def student_config(teacher: RunConfig | None, method: str, overrides: list[str] | dict | None = None, *,
-                   teacher_dir: str | Path | None = None, config_file: str | Path | None = None,
-                   shared: dict | None = None) -> RunConfig:
+def student_config(
+    teacher: RunConfig | None,
+    method: str,
+    overrides: list[str] | dict | None = None,
+    *,
+    teacher_dir: str | Path | None = None,
+    config_file: str | Path | None = None,
+    shared: dict | None = None,
+) -> RunConfig:
     """The config of a ``method`` student of ``teacher`` (run at ``teacher_dir``): the one rule for
     the CLI and for sweeps.
 
@@ -317,8 +345,11 @@ def student_config(teacher: RunConfig | None, method: str, overrides: list[str] 
             raise ConfigError(f"a student's teacher must be a teacher run, got role {teacher.role!r}")
         tree = teacher.to_dict()
         base = merge(base, {**{k: tree[k] for k in INHERITED}, "cache": teacher.cache})
-    own = {"role": "student", "distill.method": method,
-           "distill.teacher": None if teacher_dir is None else str(teacher_dir)}
+    own = {
+        "role": "student",
+        "distill.method": method,
+        "distill.teacher": None if teacher_dir is None else str(teacher_dir),
+    }
     if isinstance(overrides, dict):
         pairs: list[str] | dict = {**own, **overrides}
     else:

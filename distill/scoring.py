@@ -11,6 +11,7 @@ The cohort is one embedding per training speaker (the mean of its length-normali
 embeddings), as in WeSpeaker's recipes: compact, and disjoint from any test speaker of an
 open-set protocol.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,6 +5,7 @@ same seed share their initialisation and data order, so differences are taken pe
 before anything is averaged. Pure numpy (scipy only for the t distribution's quantiles);
 ``tests/test_distill_stats.py`` checks every number against ``scipy.stats``.
 """
+
 from __future__ import annotations
 
 import itertools

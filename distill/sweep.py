@@ -45,6 +45,7 @@ run that plan: in order in this process (``backend="local"``, the default), or a
 dask.distributed cluster (``backend="dask"``), each student after its teacher's task. Both train
 a run with the same function into the same directory, so the tables cannot differ by backend.
 """
+
 from __future__ import annotations
 
 import os
@@ -113,8 +114,9 @@ class Folds:
     @classmethod
     def parse(cls, raw, where: str) -> Folds:
         if not isinstance(raw, dict) or "column" not in raw or set(raw) - {"column", "k"}:
-            raise ConfigError(f"{where}: folds must be a mapping {{column: NAME}} or {{column: NAME, k: K}}, "
-                              f"got {raw!r}")
+            raise ConfigError(
+                f"{where}: folds must be a mapping {{column: NAME}} or {{column: NAME, k: K}}, got {raw!r}"
+            )
         k = raw.get("k", 0)
         if not isinstance(k, int) or isinstance(k, bool) or k < 0 or k in (1, 2):
             raise ConfigError(f"{where}: folds.k must be an integer >= 3 (or absent: one fold per value), got {k!r}")
@@ -141,13 +143,25 @@ class SweepSpec:
     _n_folds: int | None = field(default=None, repr=False)  # counted once from the cache index
 
     @classmethod
-    def load(cls, path: str | Path, cache: str | None = None, out: str | None = None) -> "SweepSpec":
+    def load(cls, path: str | Path, cache: str | None = None, out: str | None = None) -> SweepSpec:
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read sweep file {path}: {exc}") from exc
-        known = {"cache", "out", "seeds", "combos", "tasks", "settings", "base", "teacher", "variants", "teacher_seed",
-                 "controls", "folds"}
+        known = {
+            "cache",
+            "out",
+            "seeds",
+            "combos",
+            "tasks",
+            "settings",
+            "base",
+            "teacher",
+            "variants",
+            "teacher_seed",
+            "controls",
+            "folds",
+        }
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) {unknown}; valid: {sorted(known)}")
@@ -166,7 +180,9 @@ class SweepSpec:
             if not isinstance(v, dict) or "method" not in v:
                 raise ConfigError(f"{path}: variant {i} needs at least a method (one of {', '.join(METHODS)})")
             if v["method"] not in METHODS:  # the methods table (distill.methods)
-                raise ConfigError(f"{path}: variant {v.get('name', i)} has method {v['method']!r}; one of {', '.join(METHODS)}")
+                raise ConfigError(
+                    f"{path}: variant {v.get('name', i)} has method {v['method']!r}; one of {', '.join(METHODS)}"
+                )
             variants.append(Variant(str(v.get("name", v["method"])), v["method"], dict(v.get("set") or {})))
         names = [v.name for v in variants]
         if len(set(names)) != len(names) or "teacher" in names:
@@ -178,24 +194,40 @@ class SweepSpec:
         if set(controls) & set(names) or any(n.endswith(CONTROL_SUFFIX) for n in names):
             raise ConfigError(f"{path}: variant names must not name a control or end in {CONTROL_SUFFIX!r}")
         seeds = [int(s) for s in raw.get("seeds", [0])]
-        spec = cls(cache=cache or raw.get("cache"), out=out or raw.get("out") or "results/sweep", seeds=seeds,
-                   combos=combos, combo_overrides=combo_overrides, base=dict(raw.get("base") or {}), teacher=dict(raw.get("teacher") or {}),
-                   variants=variants, teacher_seed=int(raw.get("teacher_seed", seeds[0])), controls=controls,
-                   folds=Folds.parse(raw["folds"], f"{path}") if raw.get("folds") is not None else None)
+        spec = cls(
+            cache=cache or raw.get("cache"),
+            out=out or raw.get("out") or "results/sweep",
+            seeds=seeds,
+            combos=combos,
+            combo_overrides=combo_overrides,
+            base=dict(raw.get("base") or {}),
+            teacher=dict(raw.get("teacher") or {}),
+            variants=variants,
+            teacher_seed=int(raw.get("teacher_seed", seeds[0])),
+            controls=controls,
+            folds=Folds.parse(raw["folds"], f"{path}") if raw.get("folds") is not None else None,
+        )
         if not spec.cache:
             raise ConfigError(f"{path}: no cache (give cache: in the file or --cache)")
         return spec
 
-    def teacher_config(self, task: str, setting: str, control: str | None = None,
-                       fold: int | None = None) -> RunConfig:
+    def teacher_config(self, task: str, setting: str, control: str | None = None, fold: int | None = None) -> RunConfig:
         """The combo's teacher (of cross-validation fold ``fold``), or with ``control`` the same
         teacher turned into that control."""
         tree = merge(self.base, self.teacher)
-        return load_config(base=tree, overrides={"role": "teacher", "cache": self.cache, "data.task": task,
-                                                 "data.setting": setting, "train.seed": self.teacher_seed,
-                                                 **self.combo_overrides.get((task, setting), {}),
-                                                 **(self.folds.overrides(fold) if fold is not None else {}),
-                                                 **(CONTROLS[control] if control else {})})
+        return load_config(
+            base=tree,
+            overrides={
+                "role": "teacher",
+                "cache": self.cache,
+                "data.task": task,
+                "data.setting": setting,
+                "train.seed": self.teacher_seed,
+                **self.combo_overrides.get((task, setting), {}),
+                **(self.folds.overrides(fold) if fold is not None else {}),
+                **(CONTROLS[control] if control else {}),
+            },
+        )
 
     def fold_ids(self) -> list[int | None]:
         """The sweep's folds, ``[None]`` without ``folds:``; one per column value is counted in the cache."""
@@ -210,8 +242,10 @@ class SweepSpec:
             except ValueError as exc:  # CacheError is a RuntimeError: a missing cache says so itself
                 raise ConfigError(f"folds: {exc}") from exc
             if self._n_folds < 3:
-                raise ConfigError(f"folds: column {self.folds.column!r} has {self._n_folds} value(s) in cache "
-                                  f"{self.cache}; cross-validation needs >= 3 (train, val and test folds)")
+                raise ConfigError(
+                    f"folds: column {self.folds.column!r} has {self._n_folds} value(s) in cache "
+                    f"{self.cache}; cross-validation needs >= 3 (train, val and test folds)"
+                )
         return list(range(self._n_folds))
 
     def combo_dirs(self, out_dir: Path, task: str, setting: str) -> list[tuple[int | None, Path]]:
@@ -227,14 +261,27 @@ class SweepSpec:
             runs += [(v, f"{v.name}@{control}", control) for v in self.variants if METHODS[v.method].needs_teacher]
         return runs
 
-    def student_config(self, task: str, setting: str, variant: Variant, seed: int, teacher_dir: Path,
-                       control: str | None = None, fold: int | None = None) -> RunConfig:
+    def student_config(
+        self,
+        task: str,
+        setting: str,
+        variant: Variant,
+        seed: int,
+        teacher_dir: Path,
+        control: str | None = None,
+        fold: int | None = None,
+    ) -> RunConfig:
         """A student of the combo's teacher (or of its ``control``), derived by the CLI's rule
         (:func:`distill.run.student_config`): the teacher's data and model sections reach it, so a
         ``teacher: {data: ...}`` override cannot give the student another split."""
         overrides = {"train.seed": seed, **self.combo_overrides.get((task, setting), {}), **variant.overrides}
-        return student_config(self.teacher_config(task, setting, control, fold), variant.method, overrides,
-                              teacher_dir=teacher_dir, shared=self.base)
+        return student_config(
+            self.teacher_config(task, setting, control, fold),
+            variant.method,
+            overrides,
+            teacher_dir=teacher_dir,
+            shared=self.base,
+        )
 
 
 @dataclass
@@ -263,14 +310,17 @@ class SweepResult:
         trained = [r for r in self.runs if r.status in ("trained", "resumed")]
         mean = sum(r.seconds for r in trained) / len(trained) if trained else 0.0
         skipped = sum(r.status == "skipped" for r in self.runs)
-        text = (f"sweep: {len(trained)} run(s) trained ({mean:.1f} s each on average), {skipped} reused, "
-                f"{len(self.failed)} failed -> {self.results.get('md', self.out)}")
+        text = (
+            f"sweep: {len(trained)} run(s) trained ({mean:.1f} s each on average), {skipped} reused, "
+            f"{len(self.failed)} failed -> {self.results.get('md', self.out)}"
+        )
         return text
 
 
 @dataclass(frozen=True)
 class SweepTask:
     """One run of the plan; ``depends_on`` names the teacher task whose targets it reads."""
+
     name: str
     run_dir: Path
     config: RunConfig
@@ -290,8 +340,9 @@ def plan_sweep(spec: SweepSpec, out_dir: Path) -> list[SweepTask]:
             for control in [None, *spec.controls]:
                 teacher_dir = layout.teacher(task, setting, control, fold)
                 teacher_task[control] = layout.name(teacher_dir)
-                tasks.append(SweepTask(teacher_task[control], teacher_dir,
-                                       spec.teacher_config(task, setting, control, fold)))
+                tasks.append(
+                    SweepTask(teacher_task[control], teacher_dir, spec.teacher_config(task, setting, control, fold))
+                )
             for variant, label, control in spec.student_runs():
                 teacher_dir = layout.teacher(task, setting, control, fold)
                 for seed in spec.seeds:
@@ -361,8 +412,15 @@ def _run_dask(tasks: list[SweepTask], client, bar: tqdm) -> list[RunRecord]:
     return [done[t.name] for t in tasks]
 
 
-def run_sweep(path: str | Path, cache: str | None = None, out: str | None = None, progress: bool = True,
-              backend: str = "local", scheduler: str | None = None, workers: int = 2) -> SweepResult:
+def run_sweep(
+    path: str | Path,
+    cache: str | None = None,
+    out: str | None = None,
+    progress: bool = True,
+    backend: str = "local",
+    scheduler: str | None = None,
+    workers: int = 2,
+) -> SweepResult:
     """Run a sweep file; ``backend="dask"`` runs it on the cluster at ``scheduler``, or without one
     on a LocalCluster of ``workers`` processes. The run directories must be on a filesystem every
     worker sees."""

@@ -23,6 +23,7 @@ Layout of ``targets.h5`` (packed, item-major, one row per cell)::
     seg_offset, n_segs                                     per cell, whole-utterance seq only: its rows of enc/audio
     attrs["key"] = JSON {teacher_sha256, cache_id, grid, labels, train_ids_sha256}
 """
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,7 @@ def cache_identity(cache) -> str:
 
 
 def targets_key(teacher_sha256: str, cache_id: str, grid: Grid, labels: list[str]) -> dict:
-    return {"teacher_sha256": teacher_sha256, "cache_id": str(cache_id), "grid": grid.spec(),
-            "labels": list(labels)}
+    return {"teacher_sha256": teacher_sha256, "cache_id": str(cache_id), "grid": grid.spec(), "labels": list(labels)}
 
 
 def ids_digest(ids) -> str:
@@ -90,22 +90,32 @@ def check_heldout(teacher_dir: str | Path, heldout, key: dict | None = None) -> 
     """
     path = RunDir(teacher_dir).train_ids
     if not path.is_file():
-        raise TargetMismatchError(f"{teacher_dir} records no training set ({TRAIN_IDS}); a teacher run made before "
-                                  f"the leakage check: rerun `distill teacher` so its split can be checked")
+        raise TargetMismatchError(
+            f"{teacher_dir} records no training set ({TRAIN_IDS}); a teacher run made before "
+            f"the leakage check: rerun `distill teacher` so its split can be checked"
+        )
     trained = path.read_text().splitlines()
     if key is not None and key.get("train_ids_sha256") != ids_digest(trained):
-        raise TargetMismatchError(f"{path} is not the training set its {TARGETS_FILE} was made with; "
-                                  f"rerun `distill teacher`")
+        raise TargetMismatchError(
+            f"{path} is not the training set its {TARGETS_FILE} was made with; rerun `distill teacher`"
+        )
     leaked = sorted(set(trained).intersection(map(str, heldout)))
     if leaked:
         raise TargetMismatchError(
             f"{len(leaked)} of this run's val/test items were in the teacher's training set (e.g. {leaked[0]!r}): "
             f"its targets would leak their labels into held-out scores. Use the teacher's split "
-            f"(data.split_column / data.split_seed as in {RunDir(teacher_dir).config_file}) or retrain the teacher")
+            f"(data.split_column / data.split_seed as in {RunDir(teacher_dir).config_file}) or retrain the teacher"
+        )
 
 
-def compute_targets(net: torch.nn.Module, dataset: GridDataset, device: torch.device,
-                    batch_size: int = 64, num_workers: int = 0, progress: bool = True) -> dict[str, np.ndarray]:
+def compute_targets(
+    net: torch.nn.Module,
+    dataset: GridDataset,
+    device: torch.device,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
     """Run `net` (eval mode) over every cell of an evaluation GridDataset; arrays in cell order.
 
     Whole-utterance seq (padded batches with a ``seg_mask``): ``enc`` and ``audio`` hold only the valid
@@ -208,12 +218,18 @@ class TargetStore:
         out = {f: np.asarray(source[f][row]) for f in self.fields if not (f in PER_SEGMENT and self._segs is not None)}
         if self._segs is not None:
             first, count = int(self._segs[0][row]), int(self._segs[1][row])
-            out.update({f: np.asarray(source[f][first:first + count]) for f in PER_SEGMENT if f in self.fields})
+            out.update({f: np.asarray(source[f][first : first + count]) for f in PER_SEGMENT if f in self.fields})
         return out
 
 
-def open_targets(teacher_dir: str | Path, cache_id: str, grid: Grid, labels: list[str],
-                 fields: tuple[str, ...] = FIELDS, heldout: list[str] | None = None) -> TargetStore:
+def open_targets(
+    teacher_dir: str | Path,
+    cache_id: str,
+    grid: Grid,
+    labels: list[str],
+    fields: tuple[str, ...] = FIELDS,
+    heldout: list[str] | None = None,
+) -> TargetStore:
     """Open a teacher run's targets after checking they were made for these inputs.
 
     ``heldout`` (the student's val + test ids) is checked against the teacher's training set.
@@ -222,32 +238,40 @@ def open_targets(teacher_dir: str | Path, cache_id: str, grid: Grid, labels: lis
     path, ckpt = run.targets, run.best
     if not path.is_file() or not ckpt.is_file():
         raise TargetMismatchError(
-            f"{teacher_dir} has no {TARGETS_FILE} / {RunDir.BEST}: is it a finished `distill teacher` run?")
+            f"{teacher_dir} has no {TARGETS_FILE} / {RunDir.BEST}: is it a finished `distill teacher` run?"
+        )
     store = TargetStore(path, fields)
     expected = targets_key(sha256_file(ckpt), cache_id, grid, labels)
     found = store.key
     if found.get("teacher_sha256") != expected["teacher_sha256"]:
         raise TargetMismatchError(
             f"{path} was computed from another teacher checkpoint than {ckpt} (retrained teacher?); "
-            f"rerun `distill teacher` to refresh its targets")
+            f"rerun `distill teacher` to refresh its targets"
+        )
     if found.get("cache_id") != expected["cache_id"]:
         raise TargetMismatchError(
             f"{path} was computed on cache {found.get('cache_id')}, this run uses cache {cache_id}: "
-            f"train the teacher on this cache")
+            f"train the teacher on this cache"
+        )
     if found.get("grid") != expected["grid"]:
         # a window grid's spec omits span / max_segments (its key predates them): compare with them filled in
         filled = {"span": "window", "max_segments": 0}
         theirs, ours = {**filled, **found.get("grid", {})}, {**filled, **expected["grid"]}
-        diff = {k: (theirs.get(k), ours.get(k)) for k in dict.fromkeys([*ours, *theirs])
-                if theirs.get(k) != ours.get(k)}
+        diff = {
+            k: (theirs.get(k), ours.get(k)) for k in dict.fromkeys([*ours, *theirs]) if theirs.get(k) != ours.get(k)
+        }
         detail = ", ".join(f"{k}: teacher {a} vs student {b}" for k, (a, b) in diff.items())
         raise TargetMismatchError(f"{path} was computed on another crop/segment grid ({detail})")
     if found.get("labels") != expected["labels"]:
-        raise TargetMismatchError(f"{path}: the teacher's classes differ from this run's (another split or label column?)")
+        raise TargetMismatchError(
+            f"{path}: the teacher's classes differ from this run's (another split or label column?)"
+        )
     missing = [f for f in fields if f not in store.fields and f != "agg"]
     if "audio" in missing:
-        raise TargetMismatchError(f"{path} holds no audio-branch targets (made before they were stored): rerun "
-                                  f"`distill teacher` for distill.target=audio, or use distill.target=fused")
+        raise TargetMismatchError(
+            f"{path} holds no audio-branch targets (made before they were stored): rerun "
+            f"`distill teacher` for distill.target=audio, or use distill.target=fused"
+        )
     if missing:
         raise TargetMismatchError(f"{path} lacks target field(s) {missing}")
     if heldout is not None:

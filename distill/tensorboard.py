@@ -2,10 +2,12 @@
 
 One scalar per ``train_log.csv`` column and epoch, grouped by prefix (``train/total``,
 ``train/task``, ``val/uar``, ``lr``, ``time/epoch_seconds``), and the test metrics at the end
-(``test/eer``, ...) and the test embeddings for the projector tab, labelled by class. The writer is opened with ``purge_step`` on a resumed run, so the epochs
-it repeats after a kill replace the ones logged before, as in train_log.csv. Open with
+(``test/eer``, ...) and the test embeddings for the projector tab, labelled by class. The writer
+is opened with ``purge_step`` on a resumed run, so the epochs it repeats after a kill replace the
+ones logged before, as in train_log.csv. Open with
 ``tensorboard --logdir RUN_DIR`` (or a sweep's folder, to compare runs).
 """
+
 from __future__ import annotations
 
 import math
@@ -21,7 +23,7 @@ def tag_of(column: str) -> str:
     """``train_total`` -> ``train/total``, ``val_uar`` -> ``val/uar``, ``lr`` -> ``lr``."""
     for prefix in ("train_", "val_", "test_"):
         if column.startswith(prefix):
-            return f"{prefix[:-1]}/{column[len(prefix):]}"
+            return f"{prefix[:-1]}/{column[len(prefix) :]}"
     return TAGS.get(column, column)
 
 
@@ -59,8 +61,12 @@ class TensorBoardLog:
 
     def projector(self, emb, labels: list[str], step: int) -> None:
         """The test embeddings for TensorBoard's projector tab, each labelled with its class."""
-        self.writer.add_embedding(np.asarray(emb, dtype=np.float32), metadata=[str(x) for x in labels],
-                                  tag="test_embeddings", global_step=step)
+        self.writer.add_embedding(
+            np.asarray(emb, dtype=np.float32),
+            metadata=[str(x) for x in labels],
+            tag="test_embeddings",
+            global_step=step,
+        )
         self.writer.flush()
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ function of (seed, epoch) (sampler order, grid cells), the global RNG states are
 each epoch end, and a resumed run restarts from the last completed epoch; so a run killed
 mid-epoch and resumed ends with the same metrics as one that never stopped.
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,8 +40,17 @@ from distill.models import build_network
 from distill.normalize import fit_input_norms
 from distill.objective import Objective, StepModule
 from distill.run import Evaluator, RunData, RunDir, eval_batch_size
-from distill.targets import (TARGET_FIELDS, TargetStore, cache_identity, check_heldout, compute_targets, open_targets,
-                             targets_key, write_targets, write_train_ids)
+from distill.targets import (
+    TARGET_FIELDS,
+    TargetStore,
+    cache_identity,
+    check_heldout,
+    compute_targets,
+    open_targets,
+    targets_key,
+    write_targets,
+    write_train_ids,
+)
 from distill.tensorboard import TensorBoardLog
 from extract import open_cache
 
@@ -101,8 +111,15 @@ class Trainer:
     """Trains one run into ``out_dir``; rank 0 writes everything. Evaluation of the best weights at
     the end is :func:`distill.evaluate_run.evaluate_run`'s, which needs no trainer."""
 
-    def __init__(self, cfg: RunConfig, out_dir: str | Path, *, env: DistEnv | None = None,
-                 live_teacher: bool = False, progress: bool = True):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        out_dir: str | Path,
+        *,
+        env: DistEnv | None = None,
+        live_teacher: bool = False,
+        progress: bool = True,
+    ):
         if cfg.cache is None:
             raise ConfigError("no cache given (--cache or cache: in the config)")
         self.cfg, self.run = cfg, RunDir(out_dir)
@@ -117,17 +134,31 @@ class Trainer:
         self.select, self.val_trials = self._selection()
         self.is_teacher = cfg.role == "teacher"
         self.teacher = self._teacher_source(live_teacher)
-        self.net = build_network(cfg.model, role=cfg.role, setting=cfg.data.setting, n_mels=self.cache.n_mels,
-                                 n_classes=len(self.data.labels.names), face_dim=self.cache.face_dim).to(self.device)
+        self.net = build_network(
+            cfg.model,
+            role=cfg.role,
+            setting=cfg.data.setting,
+            n_mels=self.cache.n_mels,
+            n_classes=len(self.data.labels.names),
+            face_dim=self.cache.face_dim,
+        ).to(self.device)
         teacher_dims = self.teacher.dims if self.teacher else None
         face_dim = self.net.encoder.visual.face_dim if self.is_teacher else None
         audio_dim = self.net.encoder.audio.out_dim if self.is_teacher else None
-        self.objective = Objective(cfg.distill, cfg.role, self.net.level_dims, teacher_dims, face_dim=face_dim,
-                                   audio_dim=audio_dim, n_classes=self.net.n_classes).to(self.device)
+        self.objective = Objective(
+            cfg.distill,
+            cfg.role,
+            self.net.level_dims,
+            teacher_dims,
+            face_dim=face_dim,
+            audio_dim=audio_dim,
+            n_classes=self.net.n_classes,
+        ).to(self.device)
         self.step_module: nn.Module = StepModule(self.net, self.objective)
         if self.env.distributed:
             self.step_module = DistributedDataParallel(
-                self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
         self.amp_dtype = amp_dtype(cfg.train.amp, self.device)
@@ -146,21 +177,27 @@ class Trainer:
         found, frames = self.cache.count_faces_found()
         if found == 0:
             recon = "; distill.face_recon has nothing to reconstruct" if self.cfg.distill.face_recon else ""
-            warnings.warn(f"cache {self.cache.dir}: no face found in any item ({frames} face frames sampled), so the "
-                          f"teacher trains on audio only and has no privileged information to pass on{recon}",
-                          stacklevel=3)
+            warnings.warn(
+                f"cache {self.cache.dir}: no face found in any item ({frames} face frames sampled), so the "
+                f"teacher trains on audio only and has no privileged information to pass on{recon}",
+                stacklevel=3,
+            )
 
     def _selection(self) -> tuple[str, pd.DataFrame | None]:
         """The val metric that picks the best checkpoint, and the val trials when it is ``eer``."""
         data = self.cfg.data
         try:
             select = selection_metric(self.cfg.train.select, data.task, self.data.y["val"])
-            trials = build_trials(self.cache.index, self.data.utt_ids("val"), data.label, None) if select == "eer" else None
+            trials = (
+                build_trials(self.cache.index, self.data.utt_ids("val"), data.label, None) if select == "eer" else None
+            )
         except ValueError as exc:  # e.g. a val split with one utterance per speaker: no target trial
             raise ConfigError(f"model selection by {self.cfg.train.select}: {exc}") from exc
         if trials is not None and trials["label"].nunique() < 2:
-            raise ConfigError("model selection by eer needs target and non-target val trials: at least two val "
-                              "speakers, one of them with two utterances")
+            raise ConfigError(
+                "model selection by eer needs target and non-target val trials: at least two val "
+                "speakers, one of them with two utterances"
+            )
         return select, trials
 
     def _teacher_source(self, live: bool):
@@ -176,8 +213,9 @@ class Trainer:
             return LiveTeacher(Path(d.teacher), self.device, d.target)
         levels = TARGET_FIELDS[d.target]  # the stored array each embedding level reads
         fields = tuple(levels.get(f, f) for f in (*EMBEDDING_LEVELS, "logits") if f in method.reads)
-        store = open_targets(d.teacher, cache_identity(self.cache), self.data.grid, self.data.labels.names, fields,
-                             heldout=heldout)
+        store = open_targets(
+            d.teacher, cache_identity(self.cache), self.data.grid, self.data.labels.names, fields, heldout=heldout
+        )
         return CachedTeacher(store, d.target)
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -202,41 +240,64 @@ class Trainer:
         augment = build_augmenter(self.cfg.augment, self.cache)
         if augment is not None and self.teacher and self.teacher.live:  # its targets would be of the augmented cell
             raise ConfigError("augmentation needs cached teacher targets (computed on clean cells), not a live teacher")
-        return self.data.dataset("train", faces=faces, train=True, seed=self.cfg.train.seed, targets=targets,
-                                 augment=augment)
+        return self.data.dataset(
+            "train", faces=faces, train=True, seed=self.cfg.train.seed, targets=targets, augment=augment
+        )
 
     def train_loader(self, dataset: GridDataset) -> tuple[DataLoader, DistributedSampler]:
         # DistributedSampler with one replica is a seeded per-epoch permutation: one code path for both.
-        sampler = DistributedSampler(dataset, num_replicas=self.env.world_size, rank=self.env.rank,
-                                     shuffle=True, seed=self.cfg.train.seed)
+        sampler = DistributedSampler(
+            dataset, num_replicas=self.env.world_size, rank=self.env.rank, shuffle=True, seed=self.cfg.train.seed
+        )
         bs, workers = self.cfg.data.batch_size, self.cfg.data.num_workers
         # Indices carry their epoch, so workers can persist across epochs (no restart cost per epoch).
-        loader = DataLoader(dataset, batch_size=bs, sampler=EpochTaggedSampler(sampler), num_workers=workers,
-                            collate_fn=collate, drop_last=len(sampler) > bs,  # no size-1 batch for BatchNorm
-                            pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init,
-                            persistent_workers=workers > 0)
+        loader = DataLoader(
+            dataset,
+            batch_size=bs,
+            sampler=EpochTaggedSampler(sampler),
+            num_workers=workers,
+            collate_fn=collate,
+            drop_last=len(sampler) > bs,  # no size-1 batch for BatchNorm
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=_worker_init,
+            persistent_workers=workers > 0,
+        )
         return loader, sampler
 
     # -- state
     def state(self) -> dict:
         return {
-            "model": self.net.state_dict(), "objective": self.objective.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(), "epoch": self.epoch, "best": dict(self.best),
-            "bad_epochs": self.bad_epochs, "history": list(self.history), "rng": rng_state(),
+            "model": self.net.state_dict(),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "best": dict(self.best),
+            "bad_epochs": self.bad_epochs,
+            "history": list(self.history),
+            "rng": rng_state(),
             "meta": self.meta(),
         }
 
     def meta(self) -> dict:
-        return {"role": self.cfg.role, "labels": list(self.data.labels.names), "n_mels": self.cache.n_mels,
-                "face_dim": self.cache.face_dim,
-                "cache_id": cache_identity(self.cache), "cache_config": json.dumps(self.cache.config, sort_keys=True),
-                "setting": self.cfg.data.setting, "task": self.cfg.data.task}
+        return {
+            "role": self.cfg.role,
+            "labels": list(self.data.labels.names),
+            "n_mels": self.cache.n_mels,
+            "face_dim": self.cache.face_dim,
+            "cache_id": cache_identity(self.cache),
+            "cache_config": json.dumps(self.cache.config, sort_keys=True),
+            "setting": self.cfg.data.setting,
+            "task": self.cfg.data.task,
+        }
 
     def load_state(self, state: dict) -> None:
         if state["meta"]["cache_id"] != cache_identity(self.cache):
-            raise ConfigError(f"cannot resume: the checkpoint was trained on cache {state['meta']['cache_id']}, "
-                              f"this run points at cache {cache_identity(self.cache)}")
+            raise ConfigError(
+                f"cannot resume: the checkpoint was trained on cache {state['meta']['cache_id']}, "
+                f"this run points at cache {cache_identity(self.cache)}"
+            )
         self.net.load_state_dict(state["model"])
         self.objective.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -308,11 +369,16 @@ class Trainer:
         sums: dict[str, float] = {}
         count = 0
         clip = self.cfg.train.grad_clip
-        bar = tqdm(loader, desc=f"{self.cfg.role} epoch {epoch}/{self.cfg.train.epochs}", disable=not self.progress,
-                   leave=False)
+        bar = tqdm(
+            loader,
+            desc=f"{self.cfg.role} epoch {epoch}/{self.cfg.train.epochs}",
+            disable=not self.progress,
+            leave=False,
+        )
         for step, batch in enumerate(bar, start=1):
-            batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                     for k, v in batch.items()}
+            batch = {
+                k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+            }
             teacher = self.teacher(batch) if self.teacher else {}
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 terms = self.step_module(self._inputs(batch), teacher)
@@ -321,7 +387,8 @@ class Trainer:
                 raise NonFiniteLossError(
                     f"non-finite loss ({total.item()}) at epoch {epoch}, step {step}; batch items: "
                     f"{', '.join(batch['utt_id'])}. Stopped; the last good checkpoint ({RunDir.LAST}, epoch "
-                    f"{self.epoch}) is kept")
+                    f"{self.epoch}) is kept"
+                )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(total).backward()
             if clip:
@@ -346,8 +413,13 @@ class Trainer:
         """Validate, log, checkpoint (rank 0); True when patience says stop."""
         key = self.select
         scores = validation_scores(self.predict(val), self.cfg.data.task, self.val_trials, self.cfg.data.costs)
-        row = {"epoch": epoch, **{f"train_{k}": v for k, v in losses.items()},
-               **{f"val_{k}": v for k, v in scores.items()}, "lr": lr, "seconds": round(seconds, 3)}
+        row = {
+            "epoch": epoch,
+            **{f"train_{k}": v for k, v in losses.items()},
+            **{f"val_{k}": v for k, v in scores.items()},
+            "lr": lr,
+            "seconds": round(seconds, 3),
+        }
         self.history.append(row)
         signed = -scores[key] if key in LOWER_IS_BETTER else scores[key]  # best["metric"]: higher is better
         improved = signed > self.best["metric"]
@@ -371,8 +443,15 @@ class Trainer:
     def finish(self) -> dict:
         """Test metrics of the best checkpoint (+ video missing and targets for a teacher), plots."""
         self.net.load_state_dict(load_checkpoint(self.run.best, map_location=self.device)["model"])
-        result = evaluate_run(self.net, self.data, self.run, best_epoch=self.best["epoch"], device=self.device,
-                              amp_dtype=self.amp_dtype, scoring=self.cfg.eval)
+        result = evaluate_run(
+            self.net,
+            self.data,
+            self.run,
+            best_epoch=self.best["epoch"],
+            device=self.device,
+            amp_dtype=self.amp_dtype,
+            scoring=self.cfg.eval,
+        )
         if self.tb:
             self.tb.projector(result.test.emb, self.data.label_of(result.test.utt_ids), self.epoch)
             self.tb.test(result.metrics, self.epoch)
@@ -383,10 +462,12 @@ class Trainer:
 
     def write_targets(self) -> Path:
         items = self.data.all_items(faces=True)
-        arrays = compute_targets(self.net, items, self.device, batch_size=eval_batch_size(self.cfg.data),
-                                 progress=self.progress)
-        key = targets_key(sha256_file(self.run.best), cache_identity(self.cache), self.data.grid,
-                          self.data.labels.names)
+        arrays = compute_targets(
+            self.net, items, self.device, batch_size=eval_batch_size(self.cfg.data), progress=self.progress
+        )
+        key = targets_key(
+            sha256_file(self.run.best), cache_identity(self.cache), self.data.grid, self.data.labels.names
+        )
         key["train_ids_sha256"] = write_train_ids(self.run.path, self.data.utt_ids("train"))
         return write_targets(self.run.targets, arrays, items, key)
 
@@ -416,8 +497,9 @@ def run_training(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, p
     """Train one run end to end (what the CLI calls); rank 0 returns the test metrics."""
     run = RunDir(out_dir)
     if not resume and run.started:
-        raise ConfigError(f"{run} already holds a run ({RunDir.LAST}); pass --resume to continue it or choose another "
-                          "--out")
+        raise ConfigError(
+            f"{run} already holds a run ({RunDir.LAST}); pass --resume to continue it or choose another --out"
+        )
     trainer = Trainer(cfg, run.path, progress=progress)
     if resume:
         trainer.resume()

@@ -6,6 +6,7 @@ decided "same" at or above the run's validation EER threshold (``verification.js
 evaluated before that file existed gets it on first use, computed from its cache as evaluation
 does; without the cache there is a score but no decision.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -33,8 +34,10 @@ def ensure_threshold(model: Model, run_dir: str | Path) -> dict | None:
         if model.threshold:
             model.cohort = np.load(run.cohort)
     except (OSError, ValueError, RuntimeError) as exc:  # the cache moved or is gone: scores, no decisions
-        warnings.warn(f"{run_dir}: no verification threshold recorded and none computable ({exc}); "
-                      f"scores without decisions", stacklevel=2)
+        warnings.warn(
+            f"{run_dir}: no verification threshold recorded and none computable ({exc}); scores without decisions",
+            stacklevel=2,
+        )
     return model.threshold
 
 
@@ -47,14 +50,23 @@ def trial_items(trials: pd.DataFrame, trials_path: str | Path, manifest: str | N
         known = dict(sources_from(manifest=manifest))
         missing = [n for n in names if n not in known]
         if missing:
-            raise ValueError(f"trial list {trials_path} names {len(missing)} id(s) not in {manifest}, e.g. {missing[0]!r}")
+            raise ValueError(
+                f"trial list {trials_path} names {len(missing)} id(s) not in {manifest}, e.g. {missing[0]!r}"
+            )
         return {n: known[n] for n in names}
     base = Path(trials_path).resolve().parent
     return {n: n if Path(n).is_absolute() else str(base / n) for n in names}
 
 
-def score_pairs(model: Model, pairs: pd.DataFrame, items: dict[str, Item], *, norm: str = "auto",
-                batch_size: int = 64, progress: bool = False) -> tuple[pd.DataFrame, list[Failure]]:
+def score_pairs(
+    model: Model,
+    pairs: pd.DataFrame,
+    items: dict[str, Item],
+    *,
+    norm: str = "auto",
+    batch_size: int = 64,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, list[Failure]]:
     """``pairs`` (enrol, test[, label]) with ``score`` (cosine, or AS-norm; then also ``cosine``) and
     ``decision`` (when that score's threshold is known) for every pair whose two files could be
     embedded; failures name the files that could not."""
@@ -62,8 +74,9 @@ def score_pairs(model: Model, pairs: pd.DataFrame, items: dict[str, Item], *, no
     unique = list(dict.fromkeys([*pairs["enrol"], *pairs["test"]]))
     emb: dict[str, np.ndarray] = {}
     failures: list[Failure] = []
-    for ids, e, _, failed in run_items(model, [(u, items[u]) for u in unique], batch_size=batch_size,
-                                       progress=progress, desc="verify"):
+    for ids, e, _, failed in run_items(
+        model, [(u, items[u]) for u in unique], batch_size=batch_size, progress=progress, desc="verify"
+    ):
         emb.update(zip(ids, e))
         failures += failed
     ok = pairs["enrol"].isin(emb.keys()) & pairs["test"].isin(emb.keys())

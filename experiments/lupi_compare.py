@@ -10,13 +10,14 @@ gain over `none`. One thread, about 10 s a run.
     python experiments/lupi_compare.py --label-noise 0 --train-per-class 4          # the clean-label design
     python experiments/lupi_compare.py --setting seq                                # segments + aggregation
     python experiments/lupi_compare.py --control                                    # + the audio-only teacher
-    python experiments/lupi_compare.py --audio-aux 1 --variants embed embed-audio   # the teacher's audio branch as target
+    python experiments/lupi_compare.py --audio-aux 1 --variants embed embed-audio   # the teacher's audio branch
 
 ``--control`` also trains the same teacher with its faces hidden (``model.face_dropout: 1.0``, and
 ``distill.face_recon: 0``: no faces as reconstruction targets either) and
 distils every variant from it: the video's share of a gain is the gain over that control, given
 as the mean over draws with a 95 % t-interval and a paired t-test (pairs: the draws).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,16 +42,32 @@ VARIANTS = {
     "embed+softlabel": {"distill__method": "embed+softlabel", "distill__encoder_grad": "distill-only"},
     # what of the teacher's embedding is imitated (docs/method.md): relations within a batch, or
     # which teacher embedding is one's own among the batch's (InfoNCE), instead of the point itself
-    "embed-relational": {"distill__method": "embed", "distill__encoder_grad": "distill-only",
-                         "distill__pointwise": 0.0, "distill__relational": 1.0},
-    "embed-contrastive": {"distill__method": "embed", "distill__encoder_grad": "distill-only",
-                          "distill__pointwise": 0.0, "distill__contrastive": 1.0},
-    "embed+relational": {"distill__method": "embed", "distill__encoder_grad": "distill-only",
-                         "distill__relational": 1.0},
+    "embed-relational": {
+        "distill__method": "embed",
+        "distill__encoder_grad": "distill-only",
+        "distill__pointwise": 0.0,
+        "distill__relational": 1.0,
+    },
+    "embed-contrastive": {
+        "distill__method": "embed",
+        "distill__encoder_grad": "distill-only",
+        "distill__pointwise": 0.0,
+        "distill__contrastive": 1.0,
+    },
+    "embed+relational": {
+        "distill__method": "embed",
+        "distill__encoder_grad": "distill-only",
+        "distill__relational": 1.0,
+    },
     # the teacher's own audio branch (before fusion) as the target, instead of its fused embedding
     "embed-audio": {"distill__method": "embed", "distill__encoder_grad": "distill-only", "distill__target": "audio"},
-    "embed-audio-contrastive": {"distill__method": "embed", "distill__encoder_grad": "distill-only",
-                                "distill__target": "audio", "distill__pointwise": 0.0, "distill__contrastive": 1.0},
+    "embed-audio-contrastive": {
+        "distill__method": "embed",
+        "distill__encoder_grad": "distill-only",
+        "distill__target": "audio",
+        "distill__pointwise": 0.0,
+        "distill__contrastive": 1.0,
+    },
 }
 
 
@@ -62,8 +79,9 @@ def train_or_read(cfg, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--draws", type=int, nargs="+", default=[0, 1, 2], help="corpus seeds")
     p.add_argument("--face-recon", type=float, default=10.0, help="the teacher's distill.face_recon")
     p.add_argument("--audio-aux", type=float, default=0.0, help="the teacher's distill.audio_aux (and its control's)")
@@ -74,8 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label-noise", type=float, default=LupiDesign.label_noise)
     p.add_argument("--train-per-class", type=int, default=LupiDesign.train_per_class)
     p.add_argument("--control", action="store_true", help="also distil every variant from an audio-only teacher")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="dotted overrides for every run, e.g. model.face_norm=none")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted overrides for every run, e.g. model.face_norm=none",
+    )
     p.add_argument("--out", help="keep the runs here (default: a temporary directory)")
     args = p.parse_args(argv)
     design = dataclasses.replace(LupiDesign(), label_noise=args.label_noise, train_per_class=args.train_per_class)
@@ -84,23 +107,45 @@ def main(argv: list[str] | None = None) -> int:
     controls = [f"{v}@audio_teacher" for v in args.variants] if args.control else []
     acc = {n: [] for n in names + controls}
     extra_set = {k.replace(".", "__"): v for k, v in (_parse(o) for o in args.set)}
-    print(f"design {design}\n{args.setting}; teacher face_recon={args.face_recon} audio_aux={args.audio_aux} "
-          f"face_dropout={args.face_dropout}; runs in {root}")
+    print(
+        f"design {design}\n{args.setting}; teacher face_recon={args.face_recon} audio_aux={args.audio_aux} "
+        f"face_dropout={args.face_dropout}; runs in {root}"
+    )
     for draw in args.draws:
         run = root / f"draw{draw}"
-        cache = run / "cache" if (run / "cache" / "config.json").is_file() else make_lupi_cache(run / "cache", design, seed=draw)
-        teachers = {"teacher": {}, "audio_teacher": {"model__face_dropout": 1.0, "distill__face_recon": 0.0}} if args.control else {"teacher": {}}
+        cache = (
+            run / "cache"
+            if (run / "cache" / "config.json").is_file()
+            else make_lupi_cache(run / "cache", design, seed=draw)
+        )
+        teachers = (
+            {"teacher": {}, "audio_teacher": {"model__face_dropout": 1.0, "distill__face_recon": 0.0}}
+            if args.control
+            else {"teacher": {}}
+        )
         cells = [f"draw {draw}:"]
         for tname, hide in teachers.items():
-            overrides = {"distill__face_recon": args.face_recon, "distill__audio_aux": args.audio_aux,
-                         "model__face_dropout": args.face_dropout, **TEACHER, **extra_set, **hide}
+            overrides = {
+                "distill__face_recon": args.face_recon,
+                "distill__audio_aux": args.audio_aux,
+                "model__face_dropout": args.face_dropout,
+                **TEACHER,
+                **extra_set,
+                **hide,
+            }
             t = train_or_read(tiny_config(cache, "teacher", data__setting=args.setting, **overrides), run / tname)
             cells.append(f"{tname} {t['accuracy']:.2f} (video missing {t['video_missing']['accuracy']:.2f})")
         for name in names + controls:
             method, _, control = name.partition("@")
             extra = {"distill__method": "none"} if name == "none" else VARIANTS[method]
-            cfg = tiny_config(cache, "student", distill__teacher=str(run / (control or "teacher")), train__seed=args.seed,
-                              data__setting=args.setting, **{**SCHEDULE, **extra_set, **extra})
+            cfg = tiny_config(
+                cache,
+                "student",
+                distill__teacher=str(run / (control or "teacher")),
+                train__seed=args.seed,
+                data__setting=args.setting,
+                **{**SCHEDULE, **extra_set, **extra},
+            )
             m = train_or_read(cfg, run / name)
             acc[name].append(m["accuracy"])
             cells.append(f"{name} {m['accuracy']:.3f} / EER {m['eer']:.3f}")
@@ -109,8 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         for reference in ["none"] + ([f"{name}@audio_teacher"] if args.control else []):
             d = paired_difference(acc[name], acc[reference])
             what = "gain over none" if reference == "none" else "video's share (gain over the audio-only teacher's)"
-            print(f"{name}: {what} per draw {np.subtract(acc[name], acc[reference]).round(3).tolist()}, "
-                  f"mean {d.mean:+.3f} [95 % CI {d.ci_low:+.3f}, {d.ci_high:+.3f}], paired t-test p {d.p_value:.3f}")
+            print(
+                f"{name}: {what} per draw {np.subtract(acc[name], acc[reference]).round(3).tolist()}, "
+                f"mean {d.mean:+.3f} [95 % CI {d.ci_low:+.3f}, {d.ci_high:+.3f}], paired t-test p {d.p_value:.3f}"
+            )
     return 0
 
 

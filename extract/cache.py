@@ -30,9 +30,10 @@ import math
 import os
 import sys
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -42,7 +43,15 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from common.files import TMP_PREFIX, atomic_output, atomic_write_bytes, atomic_write_text, sha256_file, sha256_text, tmp_path_for
+from common.files import (
+    TMP_PREFIX,
+    atomic_output,
+    atomic_write_bytes,
+    atomic_write_text,
+    sha256_file,
+    sha256_text,
+    tmp_path_for,
+)
 from common.hdf5 import H5Files
 
 INDEX_FILE = "index.jsonl"
@@ -81,7 +90,7 @@ class ItemFeatures:
     labels: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, item: dict[str, Any]) -> "ItemFeatures":
+    def from_dict(cls, item: dict[str, Any]) -> ItemFeatures:
         """Build from the dict shape ``cache[utt_id]`` returns (labels are the remaining keys)."""
         item = dict(item)
         fbank = np.asarray(item.pop("fbank"), dtype=np.float32)
@@ -174,7 +183,7 @@ class ShardWriter:
         with contextlib.suppress(FileNotFoundError):
             self.tmp_path.unlink()
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -373,7 +382,13 @@ def _rows_table(rows: list[dict[str, Any]]) -> tuple[pa.Table, set[str]]:
     return pa.table(arrays, names=names), json_columns
 
 
-_ARROW_JSON_TYPES = (pa.types.is_string, pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_null)
+_ARROW_JSON_TYPES = (
+    pa.types.is_string,
+    pa.types.is_integer,
+    pa.types.is_floating,
+    pa.types.is_boolean,
+    pa.types.is_null,
+)
 
 
 def _parse_log(data: bytes, where: str, first_line: int = 1) -> tuple[pa.Table, set[str], int, int]:
@@ -389,10 +404,15 @@ def _parse_log(data: bytes, where: str, first_line: int = 1) -> tuple[pa.Table, 
         table, json_columns = _rows_table([])
         return table, json_columns, 0, 0
     with contextlib.suppress(pa.ArrowException):
-        table = pa_json.read_json(io.BytesIO(memoryview(data)[:end]), read_options=pa_json.ReadOptions(block_size=16 << 20))
-        if ("utt_id" in table.column_names and all(c in table.column_names for c in LOCATION_COLUMNS)
-                and all(any(ok(f.type) for ok in _ARROW_JSON_TYPES) for f in table.schema)
-                and table.num_rows == n_lines):
+        table = pa_json.read_json(
+            io.BytesIO(memoryview(data)[:end]), read_options=pa_json.ReadOptions(block_size=16 << 20)
+        )
+        if (
+            "utt_id" in table.column_names
+            and all(c in table.column_names for c in LOCATION_COLUMNS)
+            and all(any(ok(f.type) for ok in _ARROW_JSON_TYPES) for f in table.schema)
+            and table.num_rows == n_lines
+        ):
             return table.combine_chunks(), set(), end, n_lines
     rows = []
     for number, line in enumerate(data[:end].split(b"\n")[:-1], start=first_line):
@@ -441,8 +461,14 @@ class IndexTable:
         """From a table already sorted by utt_id with one row per item (a snapshot)."""
         labels = {n: _chunked(table.column(n)) for n in table.column_names if n not in ("utt_id", *LOCATION_COLUMNS)}
         if len(table) == 0:
-            return cls(np.zeros(0, "S1"), np.zeros(0, "S1"), np.zeros(0, np.int32), np.zeros((0, 4), np.int64), labels,
-                       frozenset(json_columns))
+            return cls(
+                np.zeros(0, "S1"),
+                np.zeros(0, "S1"),
+                np.zeros(0, np.int32),
+                np.zeros((0, 4), np.int64),
+                labels,
+                frozenset(json_columns),
+            )
         ids = _utf8_fixed(table.column("utt_id")) if ids is None else ids
         shards = table.column("shard")
         if not pa.types.is_dictionary(shards.type):
@@ -526,15 +552,29 @@ class IndexTable:
         base_rows = np.arange(len(self.ids)) if self.label_rows is None else self.label_rows
         tail_rows = n_base + (np.arange(len(tail)) if tail.label_rows is None else tail.label_rows)
         label_rows = placed(base_rows.astype(np.int64), tail_rows.astype(np.int64))
-        return IndexTable(ids, names.astype(f"S{max(names.dtype.itemsize, 1)}"), shard.astype(np.int32), locations,
-                          labels, self.json_columns | tail.json_columns, label_rows)
+        return IndexTable(
+            ids,
+            names.astype(f"S{max(names.dtype.itemsize, 1)}"),
+            shard.astype(np.int32),
+            locations,
+            labels,
+            self.json_columns | tail.json_columns,
+            label_rows,
+        )
 
     def to_table(self, for_snapshot: bool = False) -> pa.Table:
         """One row per item; ``for_snapshot``: utt_id as NUL-padded fixed-width bytes (read back as a view)."""
-        ids = pa.array(self.ids, pa.binary(self.ids.dtype.itemsize)) if for_snapshot \
+        ids = (
+            pa.array(self.ids, pa.binary(self.ids.dtype.itemsize))
+            if for_snapshot
             else pa.array(self.ids, pa.binary()).cast(pa.string())
+        )
         names = pa.array(self.shard_names, pa.binary()).cast(pa.string())
-        shard = pa.DictionaryArray.from_arrays(pa.array(self.shard), names) if for_snapshot else names.take(pa.array(self.shard))
+        shard = (
+            pa.DictionaryArray.from_arrays(pa.array(self.shard), names)
+            if for_snapshot
+            else names.take(pa.array(self.shard))
+        )
         columns = {"utt_id": ids, "shard": shard, **{c: self.locations[:, k] for k, c in enumerate(_LOC)}}
         for name in self.labels:
             values = self.label_column(name)
@@ -599,8 +639,12 @@ def _load(cache_dir: Path) -> tuple[IndexTable, dict[str, Any], bool]:
             pa.default_memory_pool().release_unused()
         except pa.ArrowException:  # a label column changed type after the snapshot: rare, rebuild whole
             return _load_from_log(cache_dir)
-    meta = {"version": SNAPSHOT_VERSION, "log_bytes": covered + used, "log_rows": covered_rows + n_lines,
-            "json_columns": sorted(index.json_columns)}
+    meta = {
+        "version": SNAPSHOT_VERSION,
+        "log_bytes": covered + used,
+        "log_rows": covered_rows + n_lines,
+        "json_columns": sorted(index.json_columns),
+    }
     return index, meta, snap is not None and n_lines < SNAPSHOT_REFRESH_ROWS
 
 
@@ -608,13 +652,23 @@ def _load_from_log(cache_dir: Path) -> tuple[IndexTable, dict[str, Any], bool]:
     log = cache_dir / INDEX_FILE
     table, json_columns, used, n_lines = _parse_log(log.read_bytes(), str(log))
     index = IndexTable.from_log_table(table, json_columns)
-    return index, {"version": SNAPSHOT_VERSION, "log_bytes": used, "log_rows": n_lines,
-                   "json_columns": sorted(index.json_columns)}, False
+    return (
+        index,
+        {
+            "version": SNAPSHOT_VERSION,
+            "log_bytes": used,
+            "log_rows": n_lines,
+            "json_columns": sorted(index.json_columns),
+        },
+        False,
+    )
 
 
 def _write_snapshot(cache_dir: Path, index: IndexTable, meta: dict[str, Any]) -> Path:
     """Write the snapshot under a temporary name, fsync, rename: a reader sees the old one or the new one."""
-    meta = dict(meta, log_fingerprint=_fingerprint(cache_dir / INDEX_FILE, meta["log_bytes"]) if meta["log_bytes"] else "")
+    meta = dict(
+        meta, log_fingerprint=_fingerprint(cache_dir / INDEX_FILE, meta["log_bytes"]) if meta["log_bytes"] else ""
+    )
     table = index.to_table(for_snapshot=True).replace_schema_metadata({_SNAPSHOT_META: json.dumps(meta).encode()})
     for stale in cache_dir.glob(f"{TMP_PREFIX}{SNAPSHOT_FILE}.*"):  # left by a killed writer
         with contextlib.suppress(ValueError, OSError):
@@ -665,8 +719,11 @@ def write_snapshot(cache_dir: str | os.PathLike, strict: bool = True) -> Path | 
     except OSError as err:
         if strict:
             raise
-        print(f"extract: warning: could not write {cache_dir / SNAPSHOT_FILE} ({err}); "
-              "the items are committed, the next open writes it", file=sys.stderr)
+        print(
+            f"extract: warning: could not write {cache_dir / SNAPSHOT_FILE} ({err}); "
+            "the items are committed, the next open writes it",
+            file=sys.stderr,
+        )
         return None
 
 
@@ -793,8 +850,11 @@ class Cache:
         if self._frame is None:
             frame = self.table.to_table().to_pandas()
             for name in self.table.json_columns:
-                frame[name] = pd.Series([json.loads(v) if isinstance(v, str) else None for v in frame[name]],
-                                        index=frame.index, dtype=object)
+                frame[name] = pd.Series(
+                    [json.loads(v) if isinstance(v, str) else None for v in frame[name]],
+                    index=frame.index,
+                    dtype=object,
+                )
             frame.index = pd.Index(frame["utt_id"])
             frame.index.name = None  # `utt_id` stays a column only: groupby / merge on it are unambiguous
             self._frame = frame
@@ -815,8 +875,11 @@ class Cache:
 
     def positions(self, utt_ids: Iterable[str]) -> np.ndarray:
         """Rows of many items at once (int64), KeyError naming the first one missing."""
-        keys = np.array([u.encode("utf-8") for u in utt_ids], dtype="S") if not isinstance(utt_ids, np.ndarray) \
+        keys = (
+            np.array([u.encode("utf-8") for u in utt_ids], dtype="S")
+            if not isinstance(utt_ids, np.ndarray)
             else np.char.encode(utt_ids.astype(str), "utf-8")
+        )
         ids = self.table.ids
         if len(keys) == 0:
             return np.zeros(0, np.int64)
@@ -879,8 +942,14 @@ class Cache:
         """The item's labels plus the requested arrays (float32 / bool), read with a slice each."""
         return self.read_at(self.position(utt_id), fields)
 
-    def read_at(self, position: int, fields: Sequence[str] = ARRAY_FIELDS, *, labels: bool = True,
-                frames: tuple[int, int] | None = None) -> dict[str, Any]:
+    def read_at(
+        self,
+        position: int,
+        fields: Sequence[str] = ARRAY_FIELDS,
+        *,
+        labels: bool = True,
+        frames: tuple[int, int] | None = None,
+    ) -> dict[str, Any]:
         """:meth:`read` by row; ``labels=False`` returns the arrays alone (the loaders' hot path).
         ``frames=(start, stop)`` reads only those fbank rows (a window of a long noise file)."""
         fb_off, n_fb, face_off, n_face = (int(v) for v in self.table.locations[position])

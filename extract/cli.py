@@ -1,4 +1,5 @@
 """``extract run | info | verify | index | compact`` (also ``python -m extract``)."""
+
 from __future__ import annotations
 
 import argparse
@@ -44,17 +45,24 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", help="dask scheduler address (tcp://HOST:PORT); default: a LocalCluster")
     run.add_argument("--shard-size", type=int, default=RunOptions.shard_size, help="most items per shard and per task")
     run.add_argument(
-        "--schedule", choices=SCHEDULES, default=RunOptions.schedule,
+        "--schedule",
+        choices=SCHEDULES,
+        default=RunOptions.schedule,
         help="cost: tasks of near-equal estimated cost (duration × pixels, probed); count: --shard-size items a task",
     )
     run.add_argument(
-        "--threads", type=int, default=None, help="torch threads per worker; None: cores // workers, or 1 on a remote dask cluster"
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per worker; None: cores // workers, or 1 on a remote dask cluster",
     )
     run.add_argument(
         "--device", default=RunOptions.device, help="face models on auto (CUDA if present) | cpu | cuda[:K]; not hashed"
     )
     run.add_argument(
-        "--face-models", choices=FACE_MODELS, default=RunOptions.face_models,
+        "--face-models",
+        choices=FACE_MODELS,
+        default=RunOptions.face_models,
         help="worker: every worker runs its own face models; shared: workers only decode, one consumer "
         "per device runs the faces in large batches (the GPU path); auto: shared on CUDA, else worker",
     )
@@ -67,17 +75,27 @@ def _parser() -> argparse.ArgumentParser:
     features.add_argument("--win-ms", type=float, default=_DEFAULTS["win_ms"], help="analysis window")
     features.add_argument("--hop-ms", type=float, default=_DEFAULTS["hop_ms"], help="frame hop")
     features.add_argument("--fps", type=float, default=_DEFAULTS["fps"], help="video frames sampled per second")
-    features.add_argument("--frame-size", type=int, default=_DEFAULTS["frame_size"], help="frames letterboxed to this square, in ffmpeg")
+    features.add_argument(
+        "--frame-size", type=int, default=_DEFAULTS["frame_size"], help="frames letterboxed to this square, in ffmpeg"
+    )
     features.add_argument(
         "--face-weights",
         default=_DEFAULTS["face_weights"],
         help="vggface2 | casia-webface (torch hub cache, else download) | random (seeded) | PATH to a state dict "
         "(InceptionResnetV1, 512-d) | dlib (dlib's ResNet, 128-d; the faces-dlib extra, no download)",
     )
-    features.add_argument("--face-seed", type=int, default=_DEFAULTS["face_seed"], help="seed for --face-weights random")
-    features.add_argument("--min-face-size", type=int, default=_DEFAULTS["min_face_size"], help="MTCNN smallest face (px)")
-    features.add_argument("--dtype", choices=("float16", "float32"), default=_DEFAULTS["dtype"], help="stored precision")
-    run.add_argument("--face-batch", type=int, default=_DEFAULTS["face_batch"], help="frames per face-model batch (speed only)")
+    features.add_argument(
+        "--face-seed", type=int, default=_DEFAULTS["face_seed"], help="seed for --face-weights random"
+    )
+    features.add_argument(
+        "--min-face-size", type=int, default=_DEFAULTS["min_face_size"], help="MTCNN smallest face (px)"
+    )
+    features.add_argument(
+        "--dtype", choices=("float16", "float32"), default=_DEFAULTS["dtype"], help="stored precision"
+    )
+    run.add_argument(
+        "--face-batch", type=int, default=_DEFAULTS["face_batch"], help="frames per face-model batch (speed only)"
+    )
 
     info = sub.add_parser("info", help="summarise a cache", formatter_class=fmt)
     info.add_argument("cache_dir")

@@ -20,6 +20,7 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator:
             client = stack.enter_context(Client(scheduler, timeout="30s"))
         else:
             cluster = stack.enter_context(
-                LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None))
+                LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+            )
             client = stack.enter_context(Client(cluster))
         yield client

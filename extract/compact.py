@@ -14,6 +14,7 @@ was renamed before its rows were committed). A rerun finishes the job. Arrays ar
 stored dtype, so nothing is rounded twice. A shard that does not read back (checksum error,
 truncation) is left as it is and named: ``extract verify`` / ``extract run --repair`` deal with it.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,9 +54,13 @@ class CompactSummary:
     seconds: float = 0.0
 
     def line(self) -> str:
-        left = f", {len(self.unreadable)} unreadable shard(s) left alone (run `extract verify`)" if self.unreadable else ""
-        return (f"compact: {self.merged} shards merged into {self.written} ({self.items} items); "
-                f"{self.shards_before} → {self.shards_after} shards{left} in {self.seconds:.1f} s → {self.cache_dir}")
+        left = (
+            f", {len(self.unreadable)} unreadable shard(s) left alone (run `extract verify`)" if self.unreadable else ""
+        )
+        return (
+            f"compact: {self.merged} shards merged into {self.written} ({self.items} items); "
+            f"{self.shards_before} → {self.shards_after} shards{left} in {self.seconds:.1f} s → {self.cache_dir}"
+        )
 
 
 def _bins(sizes: dict[str, int], order: list[str], target: int) -> list[list[str]]:
@@ -84,13 +89,24 @@ def _shard_items(cache: Cache, name: str, rows: np.ndarray) -> list[ItemFeatures
         utt = labels.pop("utt_id")
         has_video, duration = bool(labels.pop("has_video")), float(labels.pop("duration"))
         face = slice(face_off, face_off + n_face)
-        items.append(ItemFeatures(utt, data["fbank"][fb_off : fb_off + n_fb], data["face"][face], data["face_found"][face],
-                                  data["frame_times"][face], has_video, duration, labels))
+        items.append(
+            ItemFeatures(
+                utt,
+                data["fbank"][fb_off : fb_off + n_fb],
+                data["face"][face],
+                data["face_found"][face],
+                data["frame_times"][face],
+                has_video,
+                duration,
+                labels,
+            )
+        )
     return items
 
 
-def compact_cache(cache_dir: str | os.PathLike, target_mb: float = DEFAULT_TARGET_MB,
-                  progress: bool = False) -> CompactSummary:
+def compact_cache(
+    cache_dir: str | os.PathLike, target_mb: float = DEFAULT_TARGET_MB, progress: bool = False
+) -> CompactSummary:
     """Merge the cache's small shards into shards of about ``target_mb``; see the module docstring."""
     if target_mb <= 0:
         raise ValueError(f"target_mb must be > 0, got {target_mb}")

@@ -1,4 +1,5 @@
 """Extraction settings: one frozen dataclass, and the hash that names the cache directory."""
+
 from __future__ import annotations
 
 import json
@@ -86,7 +87,7 @@ class ExtractConfig:
         return record
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "ExtractConfig":
+    def from_record(cls, record: dict[str, Any]) -> ExtractConfig:
         """The settings back from a config.json record (the inverse of :meth:`to_record`)."""
         values = {f.name: record[f.name] for f in fields(cls) if f.name in record}
         if "face_thresholds" in values:
@@ -98,6 +99,7 @@ def library_versions() -> dict[str, str]:
     """Versions of everything that computes stored numbers (recorded, deliberately not hashed:
     a patch release must not orphan a million-video cache, but a reader can always check)."""
     from importlib import metadata
+
     import h5py
     import numpy
     import speechbrain
@@ -105,6 +107,7 @@ def library_versions() -> dict[str, str]:
     import torchaudio
 
     from common.ffmpeg import ffmpeg_version
+
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -5,6 +5,7 @@ full-rate, full-resolution frame never crosses into Python: that is most of the 
 decoding everything and subsampling in numpy. ffmpeg runs from an argument list (ffmpeg-python),
 never a shell, on the absolute path, so any file name is passed through verbatim.
 """
+
 from __future__ import annotations
 
 import os
@@ -91,9 +92,7 @@ _DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)|DURATION\s*:\s*
 def probe(path: Path) -> MediaInfo:
     """Streams and declared duration, parsed from ``ffmpeg -i`` (the static build has no ffprobe)."""
     # With no output file ffmpeg describes the input and exits non-zero by design.
-    result = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path.absolute())], capture_output=True
-    )
+    result = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path.absolute())], capture_output=True)
     err = result.stderr.decode("utf-8", "replace")
     if "Error opening input" in err or "Invalid data found" in err:
         raise DecodeError("probe", f"not a readable media file ({_ffmpeg_message(result.stderr)})")

@@ -7,6 +7,7 @@ dlib's ResNet (``dlib``, the ``faces-dlib`` extra; 128-d). ``fixed_image_standar
 applied exactly once, in :meth:`FacenetEmbedding.stack`, to the aligned 160×160 crops; the network
 takes those crops as they are.
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,4 +1,5 @@
 """Log-mel filterbanks with speechbrain's ``Fbank`` (the features every speechbrain recipe uses)."""
+
 from __future__ import annotations
 
 import numpy as np

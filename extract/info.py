@@ -1,4 +1,5 @@
 """``extract info``: what a cache holds, what it cost on disk, and what failed."""
+
 from __future__ import annotations
 
 import os
@@ -31,7 +32,9 @@ def cache_info(cache_dir: str | os.PathLike) -> dict[str, Any]:
     failures_path = Path(cache_dir) / FAILURES_FILE
     if failures_path.exists() and failures_path.stat().st_size:
         table = pd.read_csv(failures_path, keep_default_na=False)
-        failures = dict(Counter(f"{s}: {_reason_kind(r)}" for s, r in zip(table["stage"], table["reason"])).most_common())
+        failures = dict(
+            Counter(f"{s}: {_reason_kind(r)}" for s, r in zip(table["stage"], table["reason"])).most_common()
+        )
     cfg = cache.config
     return {
         "cache": str(cache.dir),

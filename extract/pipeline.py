@@ -1,11 +1,13 @@
 """One manifest item → :class:`ItemFeatures`, or a :class:`Failure` saying at which stage and why."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -14,6 +16,7 @@ from extract.config import ExtractConfig
 from extract.decode import Decoded, DecodeError, MediaInfo, decode
 from extract.faces import FaceEmbedder, FaceWeights
 from extract.fbank import LogMel
+
 
 @dataclass(frozen=True)
 class ManifestItem:
@@ -65,7 +68,9 @@ def load_item(item: ManifestItem, cfg: ExtractConfig, logmel: LogMel) -> Loaded 
     return Loaded(item, media, fbank, len(media.audio) / cfg.sample_rate)
 
 
-def load_items(items: Iterable[ManifestItem], cfg: ExtractConfig, logmel: LogMel, prefetch: bool = True) -> Iterator[Loaded | Failure]:
+def load_items(
+    items: Iterable[ManifestItem], cfg: ExtractConfig, logmel: LogMel, prefetch: bool = True
+) -> Iterator[Loaded | Failure]:
     """:func:`load_item` over ``items`` in order; with ``prefetch`` the next item decodes in a
     thread while the caller runs the face models on this one (ffmpeg runs in its own process, so
     the decode overlaps the models instead of waiting its turn)."""

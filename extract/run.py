@@ -10,6 +10,7 @@ every worker (the CPU path) or, with ``face_models="shared"`` (the default on CU
 consumer per device in the driver, fed decoded items by the workers in large batches; the
 consumer writes the shard, so the commit contract is the same on both paths.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,10 +22,10 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import joblib
 import pandas as pd
@@ -132,7 +133,7 @@ def _embedder(cfg: ExtractConfig, weights: FaceWeights, device: str) -> FaceEmbe
     return _EMBEDDERS[key]
 
 
-def _threads_per_worker(options: "RunOptions") -> int:
+def _threads_per_worker(options: RunOptions) -> int:
     """Torch threads per worker so workers do not oversubscribe the cores.
 
     Local workers share this machine's cores. On a remote dask cluster the driver cannot see the
@@ -223,7 +224,9 @@ class RunOptions:
     shard_size: int = 16  # items per shard (= per task): small enough to lose little to a kill
     threads: int | None = None  # torch threads per worker; None: see _threads_per_worker
     device: str = "auto"  # face models on: auto (cuda if the worker has it) | cpu | cuda[:k]; not hashed
-    face_models: str = "auto"  # worker: each worker runs its own | shared: one consumer per device | auto: shared on CUDA
+    face_models: str = (
+        "auto"  # worker: each worker runs its own | shared: one consumer per device | auto: shared on CUDA
+    )
     schedule: str = "cost"  # cost: tasks of near-equal estimated cost | count: shard_size items a task, in order
     prefetch: bool = True  # decode the next item while the face models run on this one
     repair: bool = False
@@ -257,7 +260,9 @@ class RunSummary:
 
 def _write_failures(cache_dir: Path, failures: list[Failure]) -> None:
     with atomic_output(cache_dir / FAILURES_FILE) as tmp:
-        pd.DataFrame([f.as_row() for f in failures], columns=["utt_id", "path", "stage", "reason"]).to_csv(tmp, index=False)
+        pd.DataFrame([f.as_row() for f in failures], columns=["utt_id", "path", "stage", "reason"]).to_csv(
+            tmp, index=False
+        )
 
 
 def _ensure_config(cache_dir: Path, record: dict) -> None:
@@ -269,7 +274,10 @@ def _ensure_config(cache_dir: Path, record: dict) -> None:
     old = json.loads(path.read_text()).get("versions", {})
     changed = {k: (old.get(k), v) for k, v in record["versions"].items() if old.get(k) != v}
     if changed:
-        print(f"extract: warning: library versions differ from the ones this cache was made with: {changed}", file=sys.stderr)
+        print(
+            f"extract: warning: library versions differ from the ones this cache was made with: {changed}",
+            file=sys.stderr,
+        )
 
 
 @contextlib.contextmanager
@@ -283,8 +291,7 @@ def _backend(options: RunOptions) -> Iterator[int]:
         raise ValueError(f"backend must be one of {BACKENDS}, got {options.backend!r}")
     from extract.cluster import dask_client
 
-    with dask_client(options.scheduler, options.workers) as client, \
-            joblib.parallel_config(backend="dask", n_jobs=-1):
+    with dask_client(options.scheduler, options.workers) as client, joblib.parallel_config(backend="dask", n_jobs=-1):
         yield max(1, len(client.scheduler_info().get("workers", {})))
 
 
@@ -301,7 +308,7 @@ class _SharedTasks:
         self._lock = threading.Lock()
         self.stopped = False
 
-    def __iter__(self) -> "_SharedTasks":
+    def __iter__(self) -> _SharedTasks:
         return self
 
     def __next__(self) -> list[ManifestItem]:
@@ -361,7 +368,9 @@ def _driver_helps(
         raise error
 
 
-def _chunks(todo: list[ManifestItem], cfg: ExtractConfig, options: RunOptions, n_jobs: int) -> Iterator[list[ManifestItem]]:
+def _chunks(
+    todo: list[ManifestItem], cfg: ExtractConfig, options: RunOptions, n_jobs: int
+) -> Iterator[list[ManifestItem]]:
     if options.schedule == "cost":
         return cost_tasks(todo, cfg, n_jobs, options.shard_size)
     if options.schedule == "count":
@@ -445,10 +454,11 @@ def run_extraction(
     manifest: str | os.PathLike,
     cache_root: str | os.PathLike,
     cfg: ExtractConfig = ExtractConfig(),
-    options: RunOptions = RunOptions(),
+    options: RunOptions | None = None,
 ) -> RunSummary:
     """Extract every manifest item not yet in ``cache_root/<config hash>``; see the module docstring."""
     began = time.perf_counter()
+    options = options or RunOptions()
     table, root = load_manifest(manifest)
     items = manifest_items(table, root)
     weights = resolve_face_weights(cfg.face_weights, cfg.face_seed)  # fails here, before any work
@@ -472,17 +482,25 @@ def run_extraction(
         summary.skipped = len(items) - len(todo)
 
         if todo:
-            with _backend(options) as n_jobs, tqdm(
-                total=len(todo), unit="item", desc="extract", disable=not options.progress, smoothing=0.1
-            ) as bar:
+            with (
+                _backend(options) as n_jobs,
+                tqdm(total=len(todo), unit="item", desc="extract", disable=not options.progress, smoothing=0.1) as bar,
+            ):
                 threads = _threads_per_worker(options)
                 chunks = _chunks(todo, cfg, options, n_jobs)
                 run_chunk = functools.partial(
-                    extract_chunk, cfg=cfg, weights=weights, cache_dir=str(cache_dir), threads=threads,
-                    device=options.device, prefetch=options.prefetch,
+                    extract_chunk,
+                    cfg=cfg,
+                    weights=weights,
+                    cache_dir=str(cache_dir),
+                    threads=threads,
+                    device=options.device,
+                    prefetch=options.prefetch,
                 )
                 if devices:
-                    results = _shared_faces(chunks, cfg, weights, str(cache_dir), devices, n_jobs, threads, options.prefetch)
+                    results = _shared_faces(
+                        chunks, cfg, weights, str(cache_dir), devices, n_jobs, threads, options.prefetch
+                    )
                 elif options.backend == "loky" and n_jobs > 1 and weights.model.releases_gil:
                     results = _driver_helps(chunks, n_jobs, run_chunk)
                 # An embedder that holds the GIL (dlib) would serialise threads of one process, so

@@ -9,16 +9,17 @@ holding at most ``max_items`` items so that a kill still loses little.
 Planning happens in windows of the manifest, so probing the next window overlaps the extraction
 of this one and a million-item run starts at once.
 """
+
 from __future__ import annotations
 
 import heapq
 import math
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from itertools import islice
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from extract.config import ExtractConfig
 from extract.decode import DecodeError, MediaInfo, check_readable, probe
@@ -38,7 +39,9 @@ TASKS_PER_WORKER = 4  # per window: enough tasks that near-equal ones even out a
 WINDOW = 1024  # items probed and planned together
 
 
-def estimate_cost(info: MediaInfo | None, cfg: ExtractConfig, start: float | None = None, end: float | None = None) -> float:
+def estimate_cost(
+    info: MediaInfo | None, cfg: ExtractConfig, start: float | None = None, end: float | None = None
+) -> float:
     """Estimated single-thread seconds to extract one item (only comparisons between items matter)."""
     if info is None:  # unreadable now: it fails fast in its worker
         return UNREADABLE_S

@@ -3,6 +3,7 @@
 Shards are written with HDF5's fletcher32 checksum on every chunk, so flipped bytes surface as a
 read error here rather than as plausible numbers in training.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,10 @@ class VerifyReport:
     def line(self) -> str:
         good = self.n_items - len(self.bad_items)
         if self.ok:
-            return f"verify: all {self.n_items} items in {self.n_shards} shards read back whole and finite → {self.cache_dir}"
+            return (
+                f"verify: all {self.n_items} items in {self.n_shards} shards read back whole and finite "
+                f"→ {self.cache_dir}"
+            )
         shards = ", ".join(f"{s} ({len(u)} items)" for s, u in sorted(self.bad_shards.items()))
         return (
             f"verify: {good}/{self.n_items} items whole; corrupt shard(s): {shards}; "

@@ -9,5 +9,16 @@ from manifests.recipes import RECIPES, NotADatasetError, RecipeResult, run_recip
 from manifests.splits import SPLIT_KINDS, assign_split
 from manifests.trials import make_trials, read_trials, write_trials
 
-__all__ = ["RECIPES", "SPLIT_KINDS", "NotADatasetError", "RecipeResult", "assign_split", "make_trials",
-           "read_manifest", "read_trials", "run_recipe", "write_manifest", "write_trials"]
+__all__ = [
+    "RECIPES",
+    "SPLIT_KINDS",
+    "NotADatasetError",
+    "RecipeResult",
+    "assign_split",
+    "make_trials",
+    "read_manifest",
+    "read_trials",
+    "run_recipe",
+    "write_manifest",
+    "write_trials",
+]

@@ -20,8 +20,10 @@ from manifests.trials import make_trials, write_trials
 #: Recipe options on the command line: flag -> (keyword, help). Each applies only to recipes taking it.
 RECIPE_OPTIONS = {
     "--media": ("media", "voxceleb2: mp4|aac; cremad: video|audio"),
-    "--val-speakers": ("val_speakers", "voxceleb2: fraction of dev speakers carved out as a speaker-disjoint "
-                                       "val split (default 0: none)"),
+    "--val-speakers": (
+        "val_speakers",
+        "voxceleb2: fraction of dev speakers carved out as a speaker-disjoint val split (default 0: none)",
+    ),
     "--modality": ("modality", "ravdess: av|audio|video"),
     "--include-song": ("include_song", "ravdess: keep song clips (vocal channel 02)"),
     "--classes": ("classes", "iemocap: 4 (neu, hap+exc, ang, sad) | all"),
@@ -41,22 +43,37 @@ def build_parser() -> argparse.ArgumentParser:
         prog="manifests",
         description="Turn a dataset, as downloaded, into a manifest (CSV or parquet) the extractor reads.",
         epilog=f"recipes:\n{recipes}\n\nsplit kinds: dataset (the dataset's own split, else the recipe's "
-               f"usual protocol), none, {', '.join(SPLIT_KINDS)}.\n"
-               "exit status: 0 written; 1 ROOT is not that dataset or nothing usable was found; 2 bad usage.\n"
-               "See docs/datasets.md for each dataset's expected layout.",
-        formatter_class=_Formatter)
+        f"usual protocol), none, {', '.join(SPLIT_KINDS)}.\n"
+        "exit status: 0 written; 1 ROOT is not that dataset or nothing usable was found; 2 bad usage.\n"
+        "See docs/datasets.md for each dataset's expected layout.",
+        formatter_class=_Formatter,
+    )
     parser.add_argument("recipe", choices=sorted(RECIPES), help="dataset recipe")
     parser.add_argument("root", type=Path, help="dataset root, as downloaded and unpacked")
-    parser.add_argument("--out", type=Path, required=True, default=argparse.SUPPRESS, help="manifest to write (.csv or .parquet)")
-    parser.add_argument("--split", default="dataset", choices=["dataset", "none", *SPLIT_KINDS],
-                        help="how to fill the split column")
+    parser.add_argument(
+        "--out", type=Path, required=True, default=argparse.SUPPRESS, help="manifest to write (.csv or .parquet)"
+    )
+    parser.add_argument(
+        "--split", default="dataset", choices=["dataset", "none", *SPLIT_KINDS], help="how to fill the split column"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for the split and generated trials")
     parser.add_argument("--fold", type=int, default=0, help="test fold for leave-speakers-out / leave-one-session-out")
     parser.add_argument("--n-folds", type=int, default=5, help="folds for leave-speakers-out")
-    parser.add_argument("--ratios", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"),
-                        help="fractions for speaker-id / speaker-disjoint")
-    parser.add_argument("--trials", type=int, default=0, metavar="N",
-                        help="also write N target + N non-target trials over the test split (0: none)")
+    parser.add_argument(
+        "--ratios",
+        type=float,
+        nargs=3,
+        default=(0.8, 0.1, 0.1),
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="fractions for speaker-id / speaker-disjoint",
+    )
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write N target + N non-target trials over the test split (0: none)",
+    )
     group = parser.add_argument_group("recipe options")
     for flag, (_, text) in RECIPE_OPTIONS.items():
         if flag in ("--include-song", "--no-crop"):
@@ -81,9 +98,12 @@ def _recipe_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 def _split_options(args: argparse.Namespace) -> dict:
     kind = RECIPES[args.recipe].default_split if args.split == "dataset" else args.split
-    return {"speaker-id": {"ratios": args.ratios}, "speaker-disjoint": {"ratios": args.ratios},
-            "leave-speakers-out": {"fold": args.fold, "n_folds": args.n_folds},
-            "leave-one-session-out": {"fold": args.fold}}.get(kind, {})
+    return {
+        "speaker-id": {"ratios": args.ratios},
+        "speaker-disjoint": {"ratios": args.ratios},
+        "leave-speakers-out": {"fold": args.fold, "n_folds": args.n_folds},
+        "leave-one-session-out": {"fold": args.fold},
+    }.get(kind, {})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,8 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--out must end in .csv or .parquet, got {args.out}")
     options = _recipe_options(parser, args)
     try:
-        result = run_recipe(args.recipe, args.root, split=None if args.split == "none" else args.split,
-                            seed=args.seed, split_options=_split_options(args), **options)
+        result = run_recipe(
+            args.recipe,
+            args.root,
+            split=None if args.split == "none" else args.split,
+            seed=args.seed,
+            split_options=_split_options(args),
+            **options,
+        )
     except NotADatasetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -33,8 +33,8 @@ import pandas as pd
 from skimage.transform import rotate
 from tqdm import tqdm
 
-from manifests.io import write_manifest
 from common.ffmpeg import ffmpeg_version
+from manifests.io import write_manifest
 from manifests.media import face_frame, lfw_faces, write_video
 from manifests.splits import assign_split
 from manifests.voice import Prosody, Voice, add_noise, synthesize
@@ -55,11 +55,11 @@ PROSODY = {
 class FaceChange:
     """One emotion's consistent change of the face image."""
 
-    tilt: float = 0.0         # degrees, counter-clockwise
-    width: float = 1.0        # face box scale, horizontal
-    height: float = 1.0       # face box scale, vertical
-    brightness: float = 0.0   # added to the [0, 1] grey face
-    contrast: float = 1.0     # around the face's mean
+    tilt: float = 0.0  # degrees, counter-clockwise
+    width: float = 1.0  # face box scale, horizontal
+    height: float = 1.0  # face box scale, vertical
+    brightness: float = 0.0  # added to the [0, 1] grey face
+    contrast: float = 1.0  # around the face's mean
 
 
 #: How each emotion changes the face: clear and consistent, so video is the reliable cue.
@@ -108,8 +108,10 @@ class DemoConfig:
         if self.voice_spread < 0:
             raise ValueError(f"voice_spread must be >= 0, got {self.voice_spread}")
         if len(self.split_ratios) != 3 or min(self.split_ratios) <= 0 or abs(sum(self.split_ratios) - 1) > 1e-9:
-            raise ValueError(f"split_ratios must be three positive fractions (train, val, test) summing to 1, "
-                             f"got {self.split_ratios}")
+            raise ValueError(
+                f"split_ratios must be three positive fractions (train, val, test) summing to 1, "
+                f"got {self.split_ratios}"
+            )
 
 
 @dataclass(frozen=True)
@@ -170,8 +172,14 @@ def _changed_face(face: np.ndarray, change: FaceChange, strength: float) -> np.n
     return np.clip((out - mean) * contrast + mean + change.brightness * strength, 0.0, 1.0)
 
 
-def render_frames(cfg: DemoConfig, face: np.ndarray, change: FaceChange, n_frames: int,
-                  rng: np.random.Generator, tint: tuple[float, float, float] | None = None) -> np.ndarray:
+def render_frames(
+    cfg: DemoConfig,
+    face: np.ndarray,
+    change: FaceChange,
+    n_frames: int,
+    rng: np.random.Generator,
+    tint: tuple[float, float, float] | None = None,
+) -> np.ndarray:
     """(n_frames, S, S, 3) uint8: the changed face, re-placed each frame with a small jitter."""
     size = cfg.frame_size
     strength = rng.uniform(0.7, 1.0)
@@ -221,8 +229,15 @@ def _is_complete(out_dir: Path, cfg: DemoConfig) -> bool:
     return len(paths) == cfg.speakers * cfg.utts_per_speaker and all((out_dir / p).is_file() for p in paths)
 
 
-def make_demo_corpus(out_dir: Path | str, speakers: int = 10, utts_per_speaker: int = 40, seed: int = 0,
-                     overwrite: bool = False, progress: bool | None = None, **settings) -> Path:
+def make_demo_corpus(
+    out_dir: Path | str,
+    speakers: int = 10,
+    utts_per_speaker: int = 40,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    **settings,
+) -> Path:
     """Generate the demo corpus under ``out_dir`` and return its manifest path.
 
     Deterministic given the settings. If ``out_dir`` already holds a complete corpus made with
@@ -243,23 +258,49 @@ def make_demo_corpus(out_dir: Path | str, speakers: int = 10, utts_per_speaker: 
     cast = make_speakers(cfg)
     jobs = [(spk, k, emotion) for i, spk in enumerate(cast) for k, emotion in enumerate(_emotion_plan(cfg, i))]
     rows = []
-    for spk, k, emotion in tqdm(jobs, desc="demo corpus", unit="utt", disable=None if progress is None else not progress):
+    for spk, k, emotion in tqdm(
+        jobs, desc="demo corpus", unit="utt", disable=None if progress is None else not progress
+    ):
         utt = f"{spk.name}_u{k:03d}"
         path = out_dir / "videos" / f"{utt}.mp4"
         extra = _write_utterance(cfg, spk, k, emotion, path)
-        rows.append({"utt_id": utt, "path": str(path.resolve()), "speaker": spk.name, "emotion": emotion,
-                     "gender": spk.gender, "voice_group": spk.voice_group, **extra})
+        rows.append(
+            {
+                "utt_id": utt,
+                "path": str(path.resolve()),
+                "speaker": spk.name,
+                "emotion": emotion,
+                "gender": spk.gender,
+                "voice_group": spk.voice_group,
+                **extra,
+            }
+        )
     df = pd.DataFrame(rows)
     df["split"] = assign_split(df, "speaker-id", seed=seed, ratios=cfg.split_ratios)
     # Speaker-independent emotion split; needs three speakers (one each for train, val, test).
-    df["emotion_split"] = (assign_split(df, "leave-speakers-out", seed=seed, fold=0, n_folds=min(5, cfg.speakers))
-                           if cfg.speakers >= 3 else "train")
+    df["emotion_split"] = (
+        assign_split(df, "leave-speakers-out", seed=seed, fold=0, n_folds=min(5, cfg.speakers))
+        if cfg.speakers >= 3
+        else "train"
+    )
     cols = ["utt_id", "path", "speaker", "emotion", "gender", "voice_group", "split", "emotion_split", "snr_db"]
     write_manifest(df[cols], manifest)
-    speakers_info = [{"speaker": s.name, "gender": s.gender, "voice_group": s.voice_group, "lfw_index": s.face,
-                      "skin_tone": s.tint, **asdict(s.voice)} for s in cast]
-    (out_dir / "corpus.json").write_text(json.dumps({"config": asdict(cfg), "speakers": speakers_info,
-                                                     "ffmpeg": ffmpeg_version(), "synthetic": True}, indent=2))
+    speakers_info = [
+        {
+            "speaker": s.name,
+            "gender": s.gender,
+            "voice_group": s.voice_group,
+            "lfw_index": s.face,
+            "skin_tone": s.tint,
+            **asdict(s.voice),
+        }
+        for s in cast
+    ]
+    (out_dir / "corpus.json").write_text(
+        json.dumps(
+            {"config": asdict(cfg), "speakers": speakers_info, "ffmpeg": ffmpeg_version(), "synthetic": True}, indent=2
+        )
+    )
     return manifest
 
 
@@ -267,11 +308,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m manifests.demo",
         description="Generate the synthetic audio-visual demo corpus (real LFW faces, synthetic voices, "
-                    "four emotions) and its manifest. See docs/demo-corpus.md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "four emotions) and its manifest. See docs/demo-corpus.md.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("out", type=Path, help="output folder (videos/, manifest.csv, corpus.json)")
-    parser.add_argument("--speakers", type=int, default=10,
-                        help="number of speakers (in voice groups of --voice-group, alternating female/male)")
+    parser.add_argument(
+        "--speakers",
+        type=int,
+        default=10,
+        help="number of speakers (in voice groups of --voice-group, alternating female/male)",
+    )
     parser.add_argument("--utts-per-speaker", type=int, default=40, help="utterances per speaker")
     parser.add_argument("--voice-group", type=int, default=2, help="speakers per voice group (1: every voice its own)")
     parser.add_argument("--seed", type=int, default=0, help="seed for every random choice")
@@ -279,15 +325,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="regenerate even if a matching corpus exists")
     args = parser.parse_args(argv)
     try:
-        DemoConfig(speakers=args.speakers, utts_per_speaker=args.utts_per_speaker, frame_size=args.frame_size,
-                   voice_group=args.voice_group)
+        DemoConfig(
+            speakers=args.speakers,
+            utts_per_speaker=args.utts_per_speaker,
+            frame_size=args.frame_size,
+            voice_group=args.voice_group,
+        )
     except ValueError as err:
         parser.error(str(err))
-    manifest = make_demo_corpus(args.out, args.speakers, args.utts_per_speaker, args.seed,
-                                overwrite=args.overwrite, frame_size=args.frame_size, voice_group=args.voice_group)
+    manifest = make_demo_corpus(
+        args.out,
+        args.speakers,
+        args.utts_per_speaker,
+        args.seed,
+        overwrite=args.overwrite,
+        frame_size=args.frame_size,
+        voice_group=args.voice_group,
+    )
     df = pd.read_csv(manifest)
-    print(f"{manifest}: {len(df)} utterances, {df['speaker'].nunique()} speakers, "
-          f"{df['emotion'].nunique()} emotions")
+    print(f"{manifest}: {len(df)} utterances, {df['speaker'].nunique()} speakers, {df['emotion'].nunique()} emotions")
     return 0
 
 

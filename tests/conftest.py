@@ -1,4 +1,5 @@
 """Shared media fixtures: a small session-wide set of generated clips with real LFW faces."""
+
 from __future__ import annotations
 
 import os
@@ -59,7 +60,9 @@ def clips(tmp_path_factory) -> dict[str, Clip]:
         path = write_video(root / file, frames, fps, tone(1.0, rate, 150 + 20 * i, seed=i), rate)
         out[name] = Clip(path, True, faces, 1.0)
     out["wav"] = Clip(write_video(root / "voice.wav", None, audio=tone(1.0, 16000, 300)), False, False, 1.0)
-    out["m4a"] = Clip(write_video(root / "voice.m4a", None, audio=tone(0.8, 22050, 310), sample_rate=22050), False, False, 0.8)
+    out["m4a"] = Clip(
+        write_video(root / "voice.m4a", None, audio=tone(0.8, 22050, 310), sample_rate=22050), False, False, 0.8
+    )
     return out
 
 

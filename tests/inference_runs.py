@@ -4,6 +4,7 @@ Trained once per test session (the first module to ask builds them under pytest'
 folder; later modules find them there), on a synthetic cache that carries a real extraction
 config, so new audio files can be decoded with the runs' own feature settings.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from conftest import tone
+
 from distill.testing import make_lupi_items, tiny_config
 
 
@@ -36,10 +38,12 @@ def trained_runs(tmp_path_factory) -> Runs:
         root.mkdir(parents=True, exist_ok=True)
         record = ExtractConfig(n_mels=20, face_weights="random").to_record("random")
         cache = build_cache(root / "cache", make_lupi_items(3, 8, n_frames=90), config=record)
-        run_training(tiny_config(cache, "student", distill__method="none", train__epochs=2), root / "speaker",
-                     progress=False)
-        run_training(tiny_config(cache, "teacher", data__task="emotion", data__setting="seq"), root / "emotion",
-                     progress=False)
+        run_training(
+            tiny_config(cache, "student", distill__method="none", train__epochs=2), root / "speaker", progress=False
+        )
+        run_training(
+            tiny_config(cache, "teacher", data__task="emotion", data__setting="seq"), root / "emotion", progress=False
+        )
         for i, seconds in enumerate((0.3, 0.9, 1.6, 0.45)):  # 0.3 s = 31 frames < the 60-frame crop: wraps
             write_video(root / f"clip{i}.wav", None, audio=tone(seconds, 16000, 180 + 60 * i, seed=i))
         write_video(root / "blip.wav", None, audio=tone(0.01, 16000, 300))
@@ -47,8 +51,14 @@ def trained_runs(tmp_path_factory) -> Runs:
         (root / "cache_dir").write_text(str(cache))
         done.write_text("ok")
     cache = Path((root / "cache_dir").read_text())
-    return Runs(cache, root / "speaker", root / "emotion", [root / f"clip{i}.wav" for i in range(4)],
-                root / "blip.wav", root / "notes.wav")
+    return Runs(
+        cache,
+        root / "speaker",
+        root / "emotion",
+        [root / f"clip{i}.wav" for i in range(4)],
+        root / "blip.wav",
+        root / "notes.wav",
+    )
 
 
 def assert_close(a: np.ndarray, b: np.ndarray, tol: float = 1e-5) -> None:

@@ -15,8 +15,14 @@ def spawn_module(*args: str, log: Path) -> subprocess.Popen:
     """``python -m ARGS`` in its own session (killpg takes a dask worker's nanny and its process
     down together), output to ``log``, this checkout first on the path."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=env, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop_group(proc: subprocess.Popen) -> None:
@@ -36,8 +42,17 @@ def start_scheduler(folder: Path) -> tuple[subprocess.Popen, str]:
     import time
 
     sched_file, log = folder / "scheduler.json", folder / "scheduler.log"
-    proc = spawn_module("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                        "--scheduler-file", str(sched_file), log=log)
+    proc = spawn_module(
+        "distributed.cli.dask_scheduler",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dashboard",
+        "--scheduler-file",
+        str(sched_file),
+        log=log,
+    )
     deadline = time.monotonic() + 60
     while not sched_file.exists():
         if time.monotonic() > deadline or proc.poll() is not None:

@@ -3,6 +3,7 @@
 These files use data.seq_span / data.max_segments / data.eval_span (the whole-utterance settings):
 on a branch without them, loading fails on exactly those keys.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,8 +36,9 @@ def test_paper_config_is_the_abstracts_method_with_its_baselines(path, tmp_path)
     control = spec.teacher_config(task, setting, "audio_teacher", fold=fold)
     assert control.model.face_dropout == 1.0 and teacher.model.face_dropout == 0.0
     assert teacher.distill.face_recon == 0.0  # the paper's teacher: cross-entropy on labels only
-    students = {v.name: spec.student_config(task, setting, v, spec.seeds[0], tmp_path / "t", fold=fold)
-                for v in spec.variants}
+    students = {
+        v.name: spec.student_config(task, setting, v, spec.seeds[0], tmp_path / "t", fold=fold) for v in spec.variants
+    }
     embed = students["embed"]
     # the abstract: the encoder learns from the teacher's encoder embeddings (and, in seq, the aggregator's
     # from the teacher's aggregated ones); the task header from the ground-truth labels

@@ -1,5 +1,6 @@
 """Training-time augmentation (distill/augment.py): noise mixed in the mel-power domain, SpecAugment masks,
 seeded by (seed, epoch, item), on training cells only; teacher targets stay those of the clean cells."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,10 +19,18 @@ from extract.cache import build_cache, open_cache
 def noise_items(n_mels: int, lengths=(230, 75, 400), seed: int = 7) -> list[dict]:
     """Audio-only items, as `extract run` stores noise files (no face frames)."""
     rng = np.random.default_rng(seed)
-    return [{"utt_id": f"noise{i}", "fbank": rng.normal(10.0, 6.0, (n, n_mels)).astype(np.float32),
-             "face": np.zeros((0, 512), np.float32), "face_found": np.zeros(0, bool),
-             "frame_times": np.zeros(0, np.float32), "has_video": False, "duration": n / 100}
-            for i, n in enumerate(lengths)]
+    return [
+        {
+            "utt_id": f"noise{i}",
+            "fbank": rng.normal(10.0, 6.0, (n, n_mels)).astype(np.float32),
+            "face": np.zeros((0, 512), np.float32),
+            "face_found": np.zeros(0, bool),
+            "frame_times": np.zeros(0, np.float32),
+            "has_video": False,
+            "duration": n / 100,
+        }
+        for i, n in enumerate(lengths)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +79,9 @@ def test_mixing_log_mels_approximates_the_log_mel_of_the_mixed_waveform():
 
 
 WINDOW = Grid(setting="seq", crop=0, hop=20, seg_len=30, seg_hop=15, n_segments=4, max_faces=4)
-UTTERANCE = Grid(setting="seq", crop=0, hop=0, seg_len=30, seg_hop=15, n_segments=0, max_faces=4, span="utterance",
-                 max_segments=64)  # the whole utterance in one cell
+UTTERANCE = Grid(
+    setting="seq", crop=0, hop=0, seg_len=30, seg_hop=15, n_segments=0, max_faces=4, span="utterance", max_segments=64
+)  # the whole utterance in one cell
 
 
 def seq_cell(n_frames: int = 140, grid: Grid = WINDOW):
@@ -117,8 +127,11 @@ def test_noise_windows_are_read_in_place_and_wrap_when_the_noise_is_short(caches
     source = NoiseSource(noise)
     for seed in range(10):
         window = source.window(np.random.default_rng(seed), 100)
-        matches = [i for i, w in whole.items()
-                   if any(np.array_equal(window, w[s:s + len(window)]) for s in range(len(w) - len(window) + 1))]
+        matches = [
+            i
+            for i, w in whole.items()
+            if any(np.array_equal(window, w[s : s + len(window)]) for s in range(len(w) - len(window) + 1))
+        ]
         assert matches and len(window) == min(100, len(whole[matches[0]]))  # the 75-frame item: all of it
 
 
@@ -131,8 +144,16 @@ def test_augmented_cells_are_a_function_of_seed_epoch_and_item(caches):
     grid, rows = Grid.from_config(cfg.data), np.arange(len(cache))
 
     def dataset(augment=True):  # a fresh object each time, as a resumed run builds it
-        return GridDataset(cache, rows, np.zeros(len(rows), np.int64), grid, faces=False, train=True, seed=3,
-                           augment=build_augmenter(cfg.augment, cache) if augment else None)
+        return GridDataset(
+            cache,
+            rows,
+            np.zeros(len(rows), np.int64),
+            grid,
+            faces=False,
+            train=True,
+            seed=3,
+            augment=build_augmenter(cfg.augment, cache) if augment else None,
+        )
 
     a, b, clean = dataset(), dataset(), dataset(augment=False)
     for i in (0, 5, 11):
@@ -142,8 +163,15 @@ def test_augmented_cells_are_a_function_of_seed_epoch_and_item(caches):
         assert not torch.equal(first["fbank"], clean[(2, i)]["fbank"])
         assert not torch.equal(first["fbank"], a[(3, i)]["fbank"])  # another epoch, other draws
     with pytest.raises(ValueError, match="training datasets only"):
-        GridDataset(cache, rows, np.zeros(len(rows), np.int64), grid, faces=False, train=False,
-                    augment=build_augmenter(cfg.augment, cache))
+        GridDataset(
+            cache,
+            rows,
+            np.zeros(len(rows), np.int64),
+            grid,
+            faces=False,
+            train=False,
+            augment=build_augmenter(cfg.augment, cache),
+        )
 
 
 def test_augmentation_changes_the_students_input_and_leaves_its_targets_bit_identical(caches, tmp_path):
@@ -152,8 +180,9 @@ def test_augmentation_changes_the_students_input_and_leaves_its_targets_bit_iden
     run_training(tiny_config(cache, "teacher", **{"augment__noise": str(noise), **ALL_ON}), teacher, progress=False)
     student = {"distill__method": "embed+softlabel", "distill__teacher": str(teacher)}
     plain = Trainer(tiny_config(cache, "student", **student), tmp_path / "s0", progress=False).train_dataset()
-    noisy = Trainer(tiny_config(cache, "student", augment__noise=str(noise), **ALL_ON, **student),
-                    tmp_path / "s1", progress=False).train_dataset()
+    noisy = Trainer(
+        tiny_config(cache, "student", augment__noise=str(noise), **ALL_ON, **student), tmp_path / "s1", progress=False
+    ).train_dataset()
     changed = 0
     for i in range(len(plain)):
         p, q = plain[(1, i)], noisy[(1, i)]
@@ -161,8 +190,9 @@ def test_augmentation_changes_the_students_input_and_leaves_its_targets_bit_iden
         assert all(torch.equal(p[k], q[k]) for k in p if k.startswith("t_"))  # the clean cell's targets
         changed += not torch.equal(p["fbank"], q["fbank"])
     assert changed == len(plain)
-    metrics = run_training(tiny_config(cache, "student", augment__noise=str(noise), **ALL_ON, **student),
-                           tmp_path / "s2", progress=False)
+    metrics = run_training(
+        tiny_config(cache, "student", augment__noise=str(noise), **ALL_ON, **student), tmp_path / "s2", progress=False
+    )
     assert 0.0 <= metrics["accuracy"] <= 1.0
 
 
@@ -191,20 +221,43 @@ def test_a_noise_cache_from_audio_files_through_manifests_and_extract(tmp_path, 
     write_video(folder / "hum.flac", None, audio=tone(0.6, 16000, 50.0, seed=2), acodec="flac")
     assert manifests(["generic", str(tmp_path / "musan"), "--out", str(tmp_path / "noise.csv")]) == 0
     capsys.readouterr()
-    assert extract(["run", "--manifest", str(tmp_path / "noise.csv"), "--cache-root", str(tmp_path / "cache"),
-                    "--face-weights", "random", "--threads", "1", "--no-progress", "--strict"]) == 0
+    assert (
+        extract(
+            [
+                "run",
+                "--manifest",
+                str(tmp_path / "noise.csv"),
+                "--cache-root",
+                str(tmp_path / "cache"),
+                "--face-weights",
+                "random",
+                "--threads",
+                "1",
+                "--no-progress",
+                "--strict",
+            ]
+        )
+        == 0
+    )
     noise_dir = capsys.readouterr().out.strip().split()[-1]
     noise = open_cache(noise_dir)
     assert sorted(noise) == ["noise/hum", "noise/white"] and not noise.column("has_video").any()
     assert noise.table.locations[:, 1].tolist() == [61, 151]  # T = 1 + n // hop (speechbrain centres frames)
 
-    cache = build_cache(tmp_path / "train", make_lupi_items(3, 8, n_frames=90, n_mels=80),
-                        config={"n_mels": 80, "sample_rate": 16000, "hop_ms": 10.0, "win_ms": 25.0})
+    cache = build_cache(
+        tmp_path / "train",
+        make_lupi_items(3, 8, n_frames=90, n_mels=80),
+        config={"n_mels": 80, "sample_rate": 16000, "hop_ms": 10.0, "win_ms": 25.0},
+    )
     cfg = tiny_config(cache, augment__noise=noise_dir, augment__p_noise=1.0)
     data = Trainer(cfg, tmp_path / "t", progress=False).train_dataset()
     clean = GridDataset(data.cache, data.rows, data.labels, data.grid, faces=True, train=True)
     assert not torch.equal(data[(1, 0)]["fbank"], clean[(1, 0)]["fbank"])
     assert torch.equal(data[(1, 0)]["face"], clean[(1, 0)]["face"])  # a teacher's faces are never touched
     with pytest.raises(ConfigError, match="hop_ms: noise 10.0 vs training 20.0"):
-        build_augmenter(cfg.augment, open_cache(build_cache(tmp_path / "t20", make_lupi_items(3, 2, n_mels=80),
-                                                            config={"n_mels": 80, "hop_ms": 20.0})))
+        build_augmenter(
+            cfg.augment,
+            open_cache(
+                build_cache(tmp_path / "t20", make_lupi_items(3, 2, n_mels=80), config={"n_mels": 80, "hop_ms": 20.0})
+            ),
+        )

@@ -1,4 +1,5 @@
 """The distill CLI: exit codes, summaries, kill-and-resume equality, eval and embed."""
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,9 @@ import pandas as pd
 import pytest
 
 from distill.cli import main
+from distill.testing import TINY, make_lupi_cache, make_lupi_items, tiny_config
 from distill.train import run_training
 from extract.cache import build_cache
-from distill.testing import TINY, make_lupi_cache, make_lupi_items, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = [arg for k, v in TINY.items() if k not in ("train.epochs",) for arg in ("--set", f"{k}={v}")]
@@ -25,8 +26,9 @@ SETS = [arg for k, v in TINY.items() if k not in ("train.epochs",) for arg in ("
 
 def distill(*args: str, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "distill", *args], capture_output=True, text=True, cwd=REPO,
-                          env=env, timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "distill", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=300, **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +51,28 @@ def test_help_and_usage_errors(capsys, tmp_path):
 
 def test_teacher_then_student_through_the_cli(cache, tmp_path, capsys):
     t, s = tmp_path / "t", tmp_path / "s"
-    assert main(["teacher", "--cache", str(cache), "--task", "speaker", "--setting", "seq", "--out", str(t), "--quiet", *SETS]) == 0
+    assert (
+        main(
+            [
+                "teacher",
+                "--cache",
+                str(cache),
+                "--task",
+                "speaker",
+                "--setting",
+                "seq",
+                "--out",
+                str(t),
+                "--quiet",
+                *SETS,
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("teacher speaker/seq: accuracy=")
-    assert main(["student", "--teacher", str(t), "--method", "embed", "--distance", "l1", "--out", str(s), "--quiet"]) == 0
+    assert (
+        main(["student", "--teacher", str(t), "--method", "embed", "--distance", "l1", "--out", str(s), "--quiet"]) == 0
+    )
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("student[embed] speaker/seq: accuracy=") and "eer=" in line
     import yaml
@@ -62,14 +83,45 @@ def test_teacher_then_student_through_the_cli(cache, tmp_path, capsys):
     # a second run into the same directory must be an explicit resume
     assert main(["student", "--teacher", str(t), "--method", "embed", "--out", str(s), "--quiet"]) == 2
     # targets that do not fit the student's grid: a failed run (1), with the reason
-    assert main(["student", "--teacher", str(t), "--method", "embed", "--out", str(tmp_path / "s2"), "--quiet",
-                 "--set", "data.seg_len=20"]) == 1
+    assert (
+        main(
+            [
+                "student",
+                "--teacher",
+                str(t),
+                "--method",
+                "embed",
+                "--out",
+                str(tmp_path / "s2"),
+                "--quiet",
+                "--set",
+                "data.seg_len=20",
+            ]
+        )
+        == 1
+    )
     assert "seg_len: teacher 30 vs student 20" in capsys.readouterr().err
     # another split than the teacher's: refused (1), naming how many held-out items leaked and one of them
-    assert main(["student", "--teacher", str(t), "--method", "embed", "--out", str(tmp_path / "s3"), "--quiet",
-                 "--set", "data.split_column=nosuch"]) == 1
-    assert re.search(r"\d+ of this run's val/test items were in the teacher's training set \(e\.g\. '",
-                     capsys.readouterr().err)
+    assert (
+        main(
+            [
+                "student",
+                "--teacher",
+                str(t),
+                "--method",
+                "embed",
+                "--out",
+                str(tmp_path / "s3"),
+                "--quiet",
+                "--set",
+                "data.split_column=nosuch",
+            ]
+        )
+        == 1
+    )
+    assert re.search(
+        r"\d+ of this run's val/test items were in the teacher's training set \(e\.g\. '", capsys.readouterr().err
+    )
     before = json.loads((s / "metrics.json").read_text())
     (s / "metrics.json").unlink()
     assert main(["eval", str(s)]) == 0
@@ -79,21 +131,49 @@ def test_teacher_then_student_through_the_cli(cache, tmp_path, capsys):
 @pytest.mark.slow
 def test_killed_mid_epoch_and_resumed_ends_with_the_same_metrics(tmp_path):
     cache = make_lupi_cache(tmp_path / "cache", n_classes=4, per_class=16, n_frames=90)
-    audio_only = {"face": np.zeros((0, 512), np.float32), "face_found": np.zeros(0, bool),
-                  "frame_times": np.zeros(0, np.float32), "has_video": False}
-    noise = build_cache(tmp_path / "noise", [{**item, **audio_only}
-                                              for item in make_lupi_items(2, 2, n_frames=150, seed=9)])
+    audio_only = {
+        "face": np.zeros((0, 512), np.float32),
+        "face_found": np.zeros(0, bool),
+        "frame_times": np.zeros(0, np.float32),
+        "has_video": False,
+    }
+    noise = build_cache(
+        tmp_path / "noise", [{**item, **audio_only} for item in make_lupi_items(2, 2, n_frames=150, seed=9)]
+    )
     # --face-recon: the objective's own parameters (the face decoder) must resume too; augmentation:
     # its draws too (noise, SNR, masks are functions of seed, epoch and item)
-    args = ["teacher", "--cache", str(cache), "--task", "speaker", "--setting", "nonseq", "--epochs", "4", "--quiet",
-            "--face-recon", "1", *SETS, "--set", f"augment.noise={noise}", "--set", "augment.time_masks=1",
-            "--set", "augment.freq_masks=1"]
+    args = [
+        "teacher",
+        "--cache",
+        str(cache),
+        "--task",
+        "speaker",
+        "--setting",
+        "nonseq",
+        "--epochs",
+        "4",
+        "--quiet",
+        "--face-recon",
+        "1",
+        *SETS,
+        "--set",
+        f"augment.noise={noise}",
+        "--set",
+        "augment.time_masks=1",
+        "--set",
+        "augment.freq_masks=1",
+    ]
     reference = distill(*args, "--out", str(tmp_path / "ref"))
     assert reference.returncode == 0, reference.stderr
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "distill", *args, "--out", str(tmp_path / "run")], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "distill", *args, "--out", str(tmp_path / "run")],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log = tmp_path / "run" / "train_log.csv"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:

@@ -1,9 +1,10 @@
 """Run configs: a student's config derived from its teacher's by one rule; validation of options."""
+
 from __future__ import annotations
 
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 from distill.config import ConfigError, RunConfig, defaults_yaml, load_config, option_choices
 from distill.run import student_config
@@ -12,9 +13,19 @@ from distill.run import student_config
 def test_student_config_carries_the_teachers_data_and_model_over_shared_settings():
     shared = {"data": {"crop": 100, "batch_size": 4}, "train": {"epochs": 3}, "model": {"emb_dim": 32}}
     # What a sweep's `teacher:` section or a teacher's --set does: data/model differ from the shared base.
-    teacher = load_config(base=shared, overrides={"role": "teacher", "cache": "c", "data.split_seed": 7,
-                                                  "data.crop": 60, "model.emb_dim": 16, "train.epochs": 9,
-                                                  "eval.score_norm": "asnorm", "augment.time_masks": 2})
+    teacher = load_config(
+        base=shared,
+        overrides={
+            "role": "teacher",
+            "cache": "c",
+            "data.split_seed": 7,
+            "data.crop": 60,
+            "model.emb_dim": 16,
+            "train.epochs": 9,
+            "eval.score_norm": "asnorm",
+            "augment.time_masks": 2,
+        },
+    )
     assert shared["train"] == {"epochs": 3}  # overrides never write into the caller's base
     student = student_config(teacher, "embed", {"data.batch_size": 8}, shared=shared)
     assert (student.data.split_seed, student.data.crop, student.model.emb_dim) == (7, 60, 16)  # the teacher's
@@ -26,16 +37,23 @@ def test_student_config_carries_the_teachers_data_and_model_over_shared_settings
         student_config(student, "embed")
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"train.select": "f1"}, "train.select='f1' is not one of"),
-    ({"data.p_target": 0.0}, "data.p_target must lie in"), ({"data.c_fa": -1.0}, "data.c_fa be > 0"),
-    ({"distill.target": "visual"}, "distill.target='visual' is not one of fused, audio"),
-    ({"distill.audio_aux": -1.0}, "distill.audio_aux must be >= 0"),
-    ({"data.n_folds": 2}, "data.n_folds must be 0"), ({"data.n_folds": 5, "data.fold": 5}, "fold lie in"),
-    ({"eval.score_norm": "snorm"}, "eval.score_norm='snorm' is not one of none, asnorm"),
-    ({"eval.top_k": 0}, "eval.top_k must be >= 1"), ({"augment.p_noise": 2}, "augment.p_noise must lie in"),
-    ({"augment.snr": [5]}, "augment.snr must be"), ({"augment.time_masks": -1}, "augment.time_masks must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"train.select": "f1"}, "train.select='f1' is not one of"),
+        ({"data.p_target": 0.0}, "data.p_target must lie in"),
+        ({"data.c_fa": -1.0}, "data.c_fa be > 0"),
+        ({"distill.target": "visual"}, "distill.target='visual' is not one of fused, audio"),
+        ({"distill.audio_aux": -1.0}, "distill.audio_aux must be >= 0"),
+        ({"data.n_folds": 2}, "data.n_folds must be 0"),
+        ({"data.n_folds": 5, "data.fold": 5}, "fold lie in"),
+        ({"eval.score_norm": "snorm"}, "eval.score_norm='snorm' is not one of none, asnorm"),
+        ({"eval.top_k": 0}, "eval.top_k must be >= 1"),
+        ({"augment.p_noise": 2}, "augment.p_noise must lie in"),
+        ({"augment.snr": [5]}, "augment.snr must be"),
+        ({"augment.time_masks": -1}, "augment.time_masks must be >= 0"),
+    ],
+)
 def test_invalid_selection_and_costs_are_config_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=override)
@@ -47,14 +65,17 @@ def test_configs_base_yaml_is_the_defaults_written_out():
     assert load_config(base).to_dict() == RunConfig().validate().to_dict()
 
 
-@pytest.mark.parametrize("override, message", [
-    ("data.setting=sequential", r"data.setting='sequential' is not one of nonseq, seq"),
-    ("train.amp=always", r"train.amp='always' is not one of auto, on, off"),
-    ("model.face_norm=zca", r"model.face_norm='zca' is not one of none, standardize, whiten"),
-    ("model.aggregator=lstm", r"model.aggregator='lstm' is not one of attention, bilstm, transformer"),
-    ("distill.distance=l3", r"distill.distance='l3' is not one of cosine, l1, mse, smooth_l1"),
-    ("model.embdim=8", r"unknown key\(s\) model.embdim"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.setting=sequential", r"data.setting='sequential' is not one of nonseq, seq"),
+        ("train.amp=always", r"train.amp='always' is not one of auto, on, off"),
+        ("model.face_norm=zca", r"model.face_norm='zca' is not one of none, standardize, whiten"),
+        ("model.aggregator=lstm", r"model.aggregator='lstm' is not one of attention, bilstm, transformer"),
+        ("distill.distance=l3", r"distill.distance='l3' is not one of cosine, l1, mse, smooth_l1"),
+        ("model.embdim=8", r"unknown key\(s\) model.embdim"),
+    ],
+)
 def test_closed_options_and_model_names_are_checked_when_the_config_loads(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=[override])

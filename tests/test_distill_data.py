@@ -1,14 +1,15 @@
 """The crop/segment grid and the datasets over the cache."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from distill.testing import make_lupi_cache, make_lupi_items
 
 from distill.config import DataConfig
 from distill.data import Grid, GridDataset, Labels, assign_splits, collate
+from distill.testing import make_lupi_cache, make_lupi_items
 from extract.cache import build_cache, open_cache
 
 
@@ -17,8 +18,9 @@ def nonseq(crop=10, hop=4, max_faces=3) -> Grid:
 
 
 def seq(seg_len=4, seg_hop=2, n_segments=3, hop=5) -> Grid:
-    return Grid.from_config(DataConfig(setting="seq", crop_hop=hop, seg_len=seg_len, seg_hop=seg_hop,
-                                       n_segments=n_segments, max_faces=2))
+    return Grid.from_config(
+        DataConfig(setting="seq", crop_hop=hop, seg_len=seg_len, seg_hop=seg_hop, n_segments=n_segments, max_faces=2)
+    )
 
 
 def test_grid_starts_cover_the_tail_and_wrap_short_items():
@@ -48,8 +50,11 @@ def test_face_index_picks_frames_inside_the_rows_and_pads_with_a_mask():
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    return open_cache(make_lupi_cache(tmp_path_factory.mktemp("data") / "cache", n_classes=3, per_class=4,
-                                      n_frames=50, length_jitter=20))
+    return open_cache(
+        make_lupi_cache(
+            tmp_path_factory.mktemp("data") / "cache", n_classes=3, per_class=4, n_frames=50, length_jitter=20
+        )
+    )
 
 
 def test_training_cells_are_a_function_of_seed_epoch_and_item(cache):
@@ -58,7 +63,10 @@ def test_training_cells_are_a_function_of_seed_epoch_and_item(cache):
     grid = nonseq(crop=10, hop=5)
     a = GridDataset(cache, utts, labels, grid, faces=False, train=True, seed=1)
     b = GridDataset(cache, utts, labels, grid, faces=False, train=True, seed=1)
-    cells = lambda ds: [ds.locate(i)[1] for i in range(len(ds))]
+
+    def cells(ds):
+        return [ds.locate(i)[1] for i in range(len(ds))]
+
     assert cells(a) == cells(b)
     epochs = []
     for epoch in range(3):
@@ -87,8 +95,14 @@ def test_student_samples_hold_fbank_only_and_match_the_cache(cache):
 
 def test_teacher_seq_samples_carry_per_segment_faces_with_masks(cache):
     utts = list(cache)
-    ds = GridDataset(cache, utts, np.zeros(len(utts), int), seq(seg_len=10, seg_hop=10, n_segments=3, hop=10),
-                     faces=True, train=False)
+    ds = GridDataset(
+        cache,
+        utts,
+        np.zeros(len(utts), int),
+        seq(seg_len=10, seg_hop=10, n_segments=3, hop=10),
+        faces=True,
+        train=False,
+    )
     batch = collate([ds[i] for i in range(4)])
     assert batch["fbank"].shape == (4, 3, 10, 20)
     assert batch["face"].shape == (4, 3, 2, 512) and batch["face_mask"].dtype == torch.bool
@@ -106,8 +120,12 @@ def test_teacher_seq_samples_carry_per_segment_faces_with_masks(cache):
 def test_items_without_video_give_all_false_masks(tmp_path):
     items = make_lupi_items(2, 2, n_frames=30)
     for it in items:
-        it.update(face=np.zeros((0, 512), np.float32), face_found=np.zeros(0, bool),
-                  frame_times=np.zeros(0, np.float32), has_video=False)
+        it.update(
+            face=np.zeros((0, 512), np.float32),
+            face_found=np.zeros(0, bool),
+            frame_times=np.zeros(0, np.float32),
+            has_video=False,
+        )
     cache = open_cache(build_cache(tmp_path / "c", items))
     ds = GridDataset(cache, list(cache), np.zeros(4, int), nonseq(crop=10), faces=True, train=True)
     sample = ds[0]
@@ -141,8 +159,14 @@ def test_persistent_workers_follow_the_epoch_through_tagged_indices(cache):
     utts = list(cache)
     ds = GridDataset(cache, utts, np.zeros(len(utts), int), nonseq(crop=10, hop=5), faces=False, train=True, seed=3)
     sampler = DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=3)
-    loader = DataLoader(ds, batch_size=4, sampler=EpochTaggedSampler(sampler), num_workers=2,
-                        persistent_workers=True, collate_fn=collate)
+    loader = DataLoader(
+        ds,
+        batch_size=4,
+        sampler=EpochTaggedSampler(sampler),
+        num_workers=2,
+        persistent_workers=True,
+        collate_fn=collate,
+    )
     for epoch in (1, 2, 3):
         sampler.set_epoch(epoch)
         got = {(int(i), int(c)) for b in loader for i, c in zip(b["item"], b["cell"])}

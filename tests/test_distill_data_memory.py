@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import psutil
 import pytest
-from distill.testing import make_lupi_items, tiny_config
 
+from distill.testing import make_lupi_items, tiny_config
 from distill.train import Trainer
 from extract.cache import build_cache
 

@@ -1,5 +1,6 @@
 """Whole-utterance settings: seq over every segment (data.seq_span), nonseq evaluation on whole
 utterances (data.eval_span); the grid, the segment mask from data to losses, targets and inference."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ UTTERANCE = {"data__setting": "seq", "data__seq_span": "utterance", "data__max_s
 
 
 def utterance_grid(max_segments: int = 4) -> Grid:
-    return Grid.from_config(DataConfig(setting="seq", seq_span="utterance", seg_len=30, seg_hop=15,
-                                       max_segments=max_segments))
+    return Grid.from_config(
+        DataConfig(setting="seq", seq_span="utterance", seg_len=30, seg_hop=15, max_segments=max_segments)
+    )
 
 
 @pytest.mark.parametrize("n_frames", [10, 30, 44, 45, 90, 151, 400])
@@ -46,8 +48,10 @@ def test_window_grids_keep_their_targets_key_and_whole_utterance_grids_record_th
     spec = utterance_grid().spec()
     assert spec["span"] == "utterance" and spec["max_segments"] == 4
     # n_segments / crop_hop do not apply to whole utterances: changing them keeps the targets valid
-    assert Grid.from_config(DataConfig(setting="seq", seq_span="utterance", n_segments=9, crop_hop=7)).spec() \
+    assert (
+        Grid.from_config(DataConfig(setting="seq", seq_span="utterance", n_segments=9, crop_hop=7)).spec()
         == Grid.from_config(DataConfig(setting="seq", seq_span="utterance")).spec()
+    )
     nonseq = DataConfig(eval_span="utterance")
     assert Grid.from_config(nonseq).span == "window" and Grid.for_eval(nonseq).span == "utterance"
     assert Grid.for_eval(nonseq).n_cells(1234) == 1 and len(Grid.for_eval(nonseq).frame_index(1234, 0)) == 1234
@@ -63,9 +67,19 @@ def test_bad_span_options_are_config_errors(tmp_path):
 
 
 def test_collate_pads_segments_with_a_prefix_mask():
-    samples = [{"fbank": torch.randn(s, 5, 3), "face": torch.randn(s, 2, 4),
-                "face_mask": torch.ones(s, 2, dtype=torch.bool), "t_enc": torch.randn(s, 6), "t_agg": torch.randn(7),
-                "seg_mask": torch.ones(s, dtype=torch.bool), "label": 0, "utt_id": f"u{s}"} for s in (2, 4, 1)]
+    samples = [
+        {
+            "fbank": torch.randn(s, 5, 3),
+            "face": torch.randn(s, 2, 4),
+            "face_mask": torch.ones(s, 2, dtype=torch.bool),
+            "t_enc": torch.randn(s, 6),
+            "t_agg": torch.randn(7),
+            "seg_mask": torch.ones(s, dtype=torch.bool),
+            "label": 0,
+            "utt_id": f"u{s}",
+        }
+        for s in (2, 4, 1)
+    ]
     batch = collate(samples)
     assert batch["fbank"].shape == (3, 4, 5, 3) and batch["t_enc"].shape == (3, 4, 6) and batch["t_agg"].shape == (3, 7)
     assert batch["seg_mask"].tolist() == [[True, True, False, False], [True] * 4, [True, False, False, False]]
@@ -79,8 +93,16 @@ def test_collate_pads_segments_with_a_prefix_mask():
 def test_padding_segments_do_not_change_an_items_embeddings(aggregator, role):
     """Whatever the padded segments hold, an item's encoder and aggregated embeddings are those it
     has alone (eval), and in training the padding never reaches the encoder's BatchNorm statistics."""
-    cfg = ModelConfig(audio_channels=16, emb_dim=12, res2net_scale=4, visual_dim=8, agg_dim=10, agg_heads=2,
-                      aggregator=aggregator, dropout=0.0)
+    cfg = ModelConfig(
+        audio_channels=16,
+        emb_dim=12,
+        res2net_scale=4,
+        visual_dim=8,
+        agg_dim=10,
+        agg_heads=2,
+        aggregator=aggregator,
+        dropout=0.0,
+    )
     torch.manual_seed(0)
     net = build_network(cfg, role=role, setting="seq", n_mels=20, n_classes=3)
     g = torch.Generator().manual_seed(1)
@@ -100,9 +122,9 @@ def test_padding_segments_do_not_change_an_items_embeddings(aggregator, role):
         padded = run(garbage, seg_mask=seg_mask)
         for i in range(3):
             n = int(seg_mask[i].sum())
-            alone = net(fbank[i:i + 1, :n], face=face[i:i + 1, :n], face_mask=face_mask[i:i + 1, :n])
-            torch.testing.assert_close(padded.agg[i:i + 1], alone.agg, atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(padded.enc[i:i + 1, :n], alone.enc, atol=1e-5, rtol=1e-5)
+            alone = net(fbank[i : i + 1, :n], face=face[i : i + 1, :n], face_mask=face_mask[i : i + 1, :n])
+            torch.testing.assert_close(padded.agg[i : i + 1], alone.agg, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(padded.enc[i : i + 1, :n], alone.enc, atol=1e-5, rtol=1e-5)
         assert (padded.enc[~seg_mask] == 0).all()
 
 
@@ -137,8 +159,9 @@ def test_embedding_losses_count_valid_segments_only():
 def cache(tmp_path_factory):
     # 30-150 frames: 1 to 9 segments of 30 frames every 15, so one batch mixes utterance lengths
     # and the longest are split into interleaved cells (max_segments 4)
-    return make_lupi_cache(tmp_path_factory.mktemp("utt") / "cache", n_classes=3, per_class=8, n_frames=90,
-                           length_jitter=60)
+    return make_lupi_cache(
+        tmp_path_factory.mktemp("utt") / "cache", n_classes=3, per_class=8, n_frames=90, length_jitter=60
+    )
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +173,9 @@ def teacher(cache, tmp_path_factory):
 
 @pytest.mark.slow
 def test_whole_utterance_seq_teacher_then_embed_student(cache, teacher, tmp_path):
-    student = tiny_config(cache, "student", distill__method="embed+softlabel", distill__teacher=str(teacher),
-                          **UTTERANCE)
+    student = tiny_config(
+        cache, "student", distill__method="embed+softlabel", distill__teacher=str(teacher), **UTTERANCE
+    )
     trainer = Trainer(student, tmp_path / "probe", progress=False)
     dataset = trainer.data.dataset("train", faces=True, train=True, targets=trainer.teacher.store)
     assert len({int(n) for n in dataset.n_cells}) > 1  # some utterances need several cells
@@ -177,8 +201,13 @@ def test_a_student_on_another_span_is_refused(cache, teacher, tmp_path):
     window = tiny_config(cache, "student", distill__method="embed", distill__teacher=str(teacher), data__setting="seq")
     with pytest.raises(TargetMismatchError, match="span: teacher utterance vs student window"):
         Trainer(window, tmp_path / "s", progress=False)
-    fewer = tiny_config(cache, "student", distill__method="embed", distill__teacher=str(teacher),
-                        **{**UTTERANCE, "data__max_segments": 3})
+    fewer = tiny_config(
+        cache,
+        "student",
+        distill__method="embed",
+        distill__teacher=str(teacher),
+        **{**UTTERANCE, "data__max_segments": 3},
+    )
     with pytest.raises(TargetMismatchError, match="max_segments: teacher 4 vs student 3"):
         Trainer(fewer, tmp_path / "s2", progress=False)
 
@@ -221,15 +250,17 @@ def test_nonseq_whole_utterance_evaluation_writes_metrics(cache, tmp_path):
 def test_whole_utterance_audio_branch_targets_are_packed_per_segment_like_enc(cache, teacher, tmp_path):
     """``distill.target: audio`` over whole utterances: the stored audio-branch rows of each cell's
     valid segments come back as the live teacher's audio branch, padding zero."""
-    student = tiny_config(cache, "student", distill__method="embed", distill__target="audio",
-                          distill__teacher=str(teacher), **UTTERANCE)
+    student = tiny_config(
+        cache, "student", distill__method="embed", distill__target="audio", distill__teacher=str(teacher), **UTTERANCE
+    )
     trainer = Trainer(student, tmp_path / "probe", progress=False)
     dataset = trainer.data.dataset("train", faces=True, train=True, targets=trainer.teacher.store)
     batch = collate([dataset[i] for i in range(8)])
     valid = batch["seg_mask"]
     cached = trainer.teacher(batch)
     with torch.no_grad():
-        out = LiveTeacher(teacher, torch.device("cpu")).net(batch["fbank"], face=batch["face"],
-                                                            face_mask=batch["face_mask"], seg_mask=valid)
+        out = LiveTeacher(teacher, torch.device("cpu")).net(
+            batch["fbank"], face=batch["face"], face_mask=batch["face_mask"], seg_mask=valid
+        )
     torch.testing.assert_close(cached["enc"][valid], out.audio[valid], atol=1e-4, rtol=1e-4)
     assert (cached["enc"][~valid] == 0).all()

@@ -29,15 +29,36 @@ TASKS = ("speaker",)  # the demo protocol's task (docs/results.md: emotion's tes
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     return proc
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")
-    run("distill.demo", "--data", "data", "--cache-root", "cache", "--out", "results", "--speakers", "4",
-        "--utts-per-speaker", "16", "--seeds", "0", "1", "--epochs", "1", "--workers", "2", cwd=root)
+    run(
+        "distill.demo",
+        "--data",
+        "data",
+        "--cache-root",
+        "cache",
+        "--out",
+        "results",
+        "--speakers",
+        "4",
+        "--utts-per-speaker",
+        "16",
+        "--seeds",
+        "0",
+        "1",
+        "--epochs",
+        "1",
+        "--workers",
+        "2",
+        cwd=root,
+    )
     return root
 
 
@@ -51,7 +72,9 @@ def assert_png(path: Path) -> None:
 
 def check_metrics(path: Path, task: str) -> dict:
     metrics = json.loads(path.read_text())
-    expected = {"accuracy", "top5_accuracy", "eer", "min_dcf"} if task == "speaker" else {"accuracy", "uar", "war", "macro_f1"}
+    expected = (
+        {"accuracy", "top5_accuracy", "eer", "min_dcf"} if task == "speaker" else {"accuracy", "uar", "war", "macro_f1"}
+    )
     assert expected <= set(metrics), f"{path}: missing {expected - set(metrics)}"
     for key in CONTRACT_KEYS & set(metrics):
         assert 0.0 <= metrics[key] <= 1.0 and math.isfinite(metrics[key]), f"{path}: {key}={metrics[key]}"
@@ -107,8 +130,27 @@ def test_cache_inspection_and_second_demo_reuses_everything(demo):
     assert info["items"] == 64
     run("extract", "verify", str(cache_dir), cwd=demo)
     before = {p: p.stat().st_mtime_ns for p in (demo / "results").rglob("metrics.json")}
-    again = run("distill.demo", "--data", "data", "--cache-root", "cache", "--out", "results", "--speakers", "4",
-                "--utts-per-speaker", "16", "--seeds", "0", "1", "--epochs", "1", "--workers", "2", cwd=demo)
+    again = run(
+        "distill.demo",
+        "--data",
+        "data",
+        "--cache-root",
+        "cache",
+        "--out",
+        "results",
+        "--speakers",
+        "4",
+        "--utts-per-speaker",
+        "16",
+        "--seeds",
+        "0",
+        "1",
+        "--epochs",
+        "1",
+        "--workers",
+        "2",
+        cwd=demo,
+    )
     assert "64 already cached" in again.stdout and "0 run(s) trained" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in (demo / "results").rglob("metrics.json")} == before
 

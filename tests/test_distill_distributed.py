@@ -1,4 +1,5 @@
 """DDP under torchrun with 2 CPU processes (gloo): it runs, rank 0 writes, metrics close to 1 process."""
+
 from __future__ import annotations
 
 import json
@@ -20,16 +21,50 @@ def test_two_process_training_matches_one_process(tmp_path):
     cache = make_lupi_cache(tmp_path / "cache", n_classes=3, per_class=16, n_frames=90)
     sets = [a for k, v in {**TINY, "train.epochs": 3}.items() if k != "data.batch_size" for a in ("--set", f"{k}={v}")]
     # --face-recon: the objective's own parameters (the face decoder) are synchronised too
-    common = ["teacher", "--cache", str(cache), "--task", "speaker", "--setting", "nonseq", "--quiet",
-              "--face-recon", "1", *sets]
+    common = [
+        "teacher",
+        "--cache",
+        str(cache),
+        "--task",
+        "speaker",
+        "--setting",
+        "nonseq",
+        "--quiet",
+        "--face-recon",
+        "1",
+        *sets,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     # The same 8 items per optimiser step: one process with batch 8, or two with 4 each.
-    single = subprocess.run([sys.executable, "-m", "distill", *common, "--set", "data.batch_size=8",
-                             "--out", str(tmp_path / "one")], capture_output=True, text=True, env=env, timeout=120)
+    single = subprocess.run(
+        [sys.executable, "-m", "distill", *common, "--set", "data.batch_size=8", "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert single.returncode == 0, single.stderr
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "distill", *common, "--set", "data.batch_size=4", "--out", str(tmp_path / "two")],
-                         capture_output=True, text=True, env=env, timeout=120)
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "distill",
+            *common,
+            "--set",
+            "data.batch_size=4",
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert ddp.stdout.count("teacher speaker/nonseq:") == 1  # only rank 0 reports
     one, two = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))

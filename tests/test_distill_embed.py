@@ -1,4 +1,5 @@
 """distill.embed and `distill embed`: .npy/.csv, and .h5 files that resume after a kill."""
+
 from __future__ import annotations
 
 import os
@@ -61,8 +62,20 @@ def test_h5_resumes_from_what_it_holds(runs, tmp_path, capsys):
 def test_h5_killed_mid_run_resumes_to_the_same_file(runs, tmp_path):
     manifest = _manifest(tmp_path / "m.csv", runs, 60)
     out, parts = tmp_path / "e.h5", tmp_path / "e.h5.parts"
-    args = [sys.executable, "-m", "distill", "embed", str(runs.speaker), "--manifest", str(manifest), "--out", str(out),
-            "--chunk", "1", "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "distill",
+        "embed",
+        str(runs.speaker),
+        "--manifest",
+        str(manifest),
+        "--out",
+        str(out),
+        "--chunk",
+        "1",
+        "--quiet",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -87,8 +100,10 @@ def test_npy_and_csv_outputs(runs, tmp_path, capsys):
     assert main(["embed", str(runs.emotion), *files, "--out", str(tmp_path / "e.npy"), "--quiet"]) == 0
     emb = np.load(tmp_path / "e.npy")
     assert_close(emb, Model.from_run(runs.emotion).embed(files))
-    assert main(["embed", str(runs.emotion), files[0], str(runs.too_short), "--out", str(tmp_path / "e.csv"),
-                 "--quiet"]) == 1
+    assert (
+        main(["embed", str(runs.emotion), files[0], str(runs.too_short), "--out", str(tmp_path / "e.csv"), "--quiet"])
+        == 1
+    )
     table = pd.read_csv(tmp_path / "e.csv")
     assert table["path"].tolist() == files[:1]
     assert "blip.wav" in capsys.readouterr().err

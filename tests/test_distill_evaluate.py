@@ -1,14 +1,15 @@
 """Evaluation trials: the sample drawn when no trial list is given is fixed, and recorded in the run."""
+
 from __future__ import annotations
 
 import json
 
 import pandas as pd
 import pytest
-from distill.testing import make_lupi_cache, tiny_config
 
 from distill import evaluate
 from distill.evaluate import TRIAL_SEED, build_trials, trials_record
+from distill.testing import make_lupi_cache, tiny_config
 from distill.train import run_training
 
 
@@ -30,8 +31,12 @@ def test_sampled_trials_do_not_depend_on_the_callers_seed_and_are_recorded(monke
     other = build_trials(index, ids, "speaker", None, seed=TRIAL_SEED + 1)
     assert trials_record(other, None, len(ids))["sha256"] != record["sha256"]  # the digest sees the rows
     small = build_trials(index.iloc[:12], ids[:12], "speaker", None)
-    assert trials_record(small, None, 12) | {"sha256": ""} == {"source": "all-pairs", "n_trials": 66,
-                                                               "n_target": 45 + 1, "sha256": ""}
+    assert trials_record(small, None, 12) | {"sha256": ""} == {
+        "source": "all-pairs",
+        "n_trials": 66,
+        "n_target": 45 + 1,
+        "sha256": "",
+    }
 
 
 def test_runs_of_different_seeds_are_scored_on_the_same_recorded_trials(tmp_path, monkeypatch):
@@ -52,8 +57,11 @@ def test_official_trial_lists_name_files_and_are_read_as_utterances(tmp_path):
     official = tmp_path / "veri_test.txt"  # the original VoxCeleb1-O format: file names, .wav
     official.write_text(f"1 {index.index[0]}.wav {index.index[1]}.wav\n0 {index.index[0]}.wav {index.index[4]}\n")
     trials = build_trials(index, [], "speaker", str(official))
-    assert trials.to_dict("list") == {"label": [1, 0], "enrol": [index.index[0]] * 2,
-                                      "test": [index.index[1], index.index[4]]}
+    assert trials.to_dict("list") == {
+        "label": [1, 0],
+        "enrol": [index.index[0]] * 2,
+        "test": [index.index[1], index.index[4]],
+    }
     official.write_text(f"1 {index.index[0]}.wav id10999/nowhere/00001.wav\n")
     with pytest.raises(ValueError, match="names 1 item.* not in the cache, e.g. 'id10999/nowhere/00001'"):
         build_trials(index, [], "speaker", str(official))

@@ -1,4 +1,5 @@
 """distill.export: self-contained TorchScript / ONNX folders that equal the run they came from."""
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,9 @@ def test_export_loads_without_run_or_cache_and_equals_the_run(runs, tmp_path, mo
     assert exported.identity == original.identity
     if which == "speaker":  # the AS-norm cohort travels with the model
         assert_close(exported.cohort, original.cohort, 0)
-        assert_close(exported.score(files[:2], files[2:], norm="asnorm"), original.score(files[:2], files[2:], norm="asnorm"))
+        assert_close(
+            exported.score(files[:2], files[2:], norm="asnorm"), original.score(files[:2], files[2:], norm="asnorm")
+        )
     info = json.loads((out / "model.json").read_text())
     assert info["format"] == fmt and (out / info["file"]).is_file() and info["check"]["max_abs_diff"] <= 1e-5
     assert info["features"]["n_mels"] == 20 and info["grid"]["setting"] == info["setting"]

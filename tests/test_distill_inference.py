@@ -1,4 +1,5 @@
 """distill.inference: the Model API (embed, predict, score), batching, and `distill predict`."""
+
 from __future__ import annotations
 
 import json
@@ -50,7 +51,7 @@ def test_padded_waveforms_are_cut_to_their_lengths(runs, speaker):
     lengths = [len(w) for w in waves]
     padded = np.random.default_rng(0).standard_normal((len(waves), max(lengths))).astype(np.float32)  # loud padding
     for row, w in zip(padded, waves):
-        row[:len(w)] = w
+        row[: len(w)] = w
     want = speaker.embed([str(p) for p in runs.wavs])
     assert_close(speaker.embed(padded, lengths=lengths, batch_size=4), want)
     assert_close(speaker.embed(waves), want)  # a list of unequal waveforms
@@ -114,7 +115,8 @@ def test_features_of_a_file_are_those_extraction_stores(runs, speaker, tmp_path)
 
     manifest = tmp_path / "m.csv"
     pd.DataFrame({"utt_id": [f"u{i}" for i in range(3)], "path": [str(p) for p in runs.wavs[:3]]}).to_csv(
-        manifest, index=False)
+        manifest, index=False
+    )
     cfg = ExtractConfig(n_mels=20, face_weights="random")
     summary = run_extraction(manifest, tmp_path / "cache", cfg, RunOptions(workers=1, threads=1, progress=False))
     cache = open_cache(summary.cache_dir)
@@ -123,8 +125,13 @@ def test_features_of_a_file_are_those_extraction_stores(runs, speaker, tmp_path)
 
 
 def test_bad_files_fail_alone(runs, speaker, tmp_path):
-    files = [str(runs.wavs[0]), str(runs.too_short), str(tmp_path / "missing.wav"), str(runs.not_audio),
-             str(runs.wavs[1])]
+    files = [
+        str(runs.wavs[0]),
+        str(runs.too_short),
+        str(tmp_path / "missing.wav"),
+        str(runs.not_audio),
+        str(runs.wavs[1]),
+    ]
     results = list(run_items(speaker, sources_from(files), chunk=2))
     ids = [u for chunk_ids, *_ in results for u in chunk_ids]
     failures = {f.item_id: f.reason for *_, fails in results for f in fails}
@@ -139,11 +146,14 @@ def test_bad_files_fail_alone(runs, speaker, tmp_path):
 
 def test_segments_of_a_manifest_are_decoded_with_start_and_end(speaker, runs, tmp_path):
     manifest = tmp_path / "m.csv"
-    pd.DataFrame({"utt_id": ["whole", "part"], "path": [runs.wavs[2].name] * 2,
-                  "start": [None, 0.2], "end": [None, 0.8]}).to_csv(manifest, index=False)
+    pd.DataFrame(
+        {"utt_id": ["whole", "part"], "path": [runs.wavs[2].name] * 2, "start": [None, 0.2], "end": [None, 0.8]}
+    ).to_csv(manifest, index=False)
     (tmp_path / runs.wavs[2].name).write_bytes(runs.wavs[2].read_bytes())
     sources = sources_from(manifest=str(manifest))
-    assert [u for u, _ in sources] == ["whole", "part"] and sources[1][1] == Segment(str(tmp_path / runs.wavs[2].name), 0.2, 0.8)
+    assert [u for u, _ in sources] == ["whole", "part"] and sources[1][1] == Segment(
+        str(tmp_path / runs.wavs[2].name), 0.2, 0.8
+    )
     whole, part = speaker.embed([s for _, s in sources])
     assert_close(whole, speaker.embed(str(runs.wavs[2]))[0])
     assert np.abs(whole - part).max() > 1e-4
@@ -160,7 +170,9 @@ def test_predict_cli(runs, tmp_path, capsys):
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"predicted {len(files)} file(s) (emotion:")
     # JSON, with a bad file among good ones: its error line, the rest still written, exit 1
     out = tmp_path / "p.json"
-    assert main(["predict", str(runs.emotion), files[0], str(runs.not_audio), files[1], "--out", str(out), "--quiet"]) == 1
+    assert (
+        main(["predict", str(runs.emotion), files[0], str(runs.not_audio), files[1], "--out", str(out), "--quiet"]) == 1
+    )
     rows = json.loads(out.read_text())
     assert [r["utt_id"] for r in rows] == [files[0], files[1]]
     err = capsys.readouterr().err
@@ -191,7 +203,6 @@ def test_docs_example_runs(runs, tmp_path, monkeypatch):
 
 def test_a_run_on_a_synthetic_cache_embeds_logmels_but_not_files(runs, tmp_path, capsys):
     from distill.testing import make_lupi_cache, tiny_config
-
     from distill.train import run_training
 
     cache = make_lupi_cache(tmp_path / "cache", n_classes=3, per_class=8, n_frames=90, n_mels=20)

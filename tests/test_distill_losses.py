@@ -8,8 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.losses import (DISTANCES, EmbeddingDistillLoss, FaceReconstructionLoss, generalized_distillation, hinton_kd,
-                            task_loss)
+from distill.losses import (
+    DISTANCES,
+    EmbeddingDistillLoss,
+    FaceReconstructionLoss,
+    generalized_distillation,
+    hinton_kd,
+    task_loss,
+)
 
 torch.set_num_threads(1)
 
@@ -192,13 +198,21 @@ def test_info_nce_hand_computed():
 def test_embedding_loss_adds_relational_and_contrastive_terms_by_weight():
     torch.manual_seed(0)
     student, teacher = {"enc": torch.randn(4, 3, requires_grad=True)}, {"enc": torch.randn(4, 5)}
-    loss = EmbeddingDistillLoss({"enc": (3, 5)}, distance="cosine", weights={"enc": 2.0},
-                                relational=0.5, contrastive=0.25, contrastive_temperature=0.2)
+    loss = EmbeddingDistillLoss(
+        {"enc": (3, 5)},
+        distance="cosine",
+        weights={"enc": 2.0},
+        relational=0.5,
+        contrastive=0.25,
+        contrastive_temperature=0.2,
+    )
     terms = loss(student, teacher)
     from distill.losses import info_nce, similarity_preserving
 
     projected = loss.projections["enc"](student["enc"])
-    assert terms["rel_enc"].item() == pytest.approx(2.0 * 0.5 * similarity_preserving(student["enc"], teacher["enc"]).item())
+    assert terms["rel_enc"].item() == pytest.approx(
+        2.0 * 0.5 * similarity_preserving(student["enc"], teacher["enc"]).item()
+    )
     assert terms["nce_enc"].item() == pytest.approx(2.0 * 0.25 * info_nce(projected, teacher["enc"], 0.2).item())
     assert terms["total"].item() == pytest.approx(sum(v.item() for k, v in terms.items() if k != "total"))
     alone = EmbeddingDistillLoss({"enc": (3, 5)}, pointwise=0.0, relational=1.0)

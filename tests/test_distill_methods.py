@@ -1,5 +1,6 @@
 """distill.methods: each method declared once (its terms, weights, what it reads of the teacher),
 the objective summing exactly those terms, and a new method added through the table alone."""
+
 from __future__ import annotations
 
 import csv
@@ -50,8 +51,10 @@ def test_each_method_sums_exactly_its_declared_terms(name):
     objective = Objective(cfg, "student", {"enc": 8}, {"enc": 8})
     out, labels, teacher = _outputs()
     terms = objective(out, labels, teacher)
-    value = {"embed": sum(v for k, v in terms.items() if k.startswith(("embed_", "rel_", "nce_"))),
-             **{k: terms[k] for k in ("task", "kd", "gkd") if k in terms}}
+    value = {
+        "embed": sum(v for k, v in terms.items() if k.startswith(("embed_", "rel_", "nce_"))),
+        **{k: terms[k] for k in ("task", "kd", "gkd") if k in terms},
+    }
     assert set(weights) <= set(value) and "task" in terms  # the task loss is logged for every method
     expected = sum(w * value[k] for k, w in weights.items())
     assert float(terms["total"]) == pytest.approx(float(expected), rel=1e-6)
@@ -85,11 +88,13 @@ def test_a_new_method_is_one_table_entry_plus_its_loss(tmp_path_factory, monkeyp
     """Registered in the table and the loss registry only: config, objective, targets, trainer and
     log follow without another edit."""
     monkeypatch.setitem(TERMS, "logit_mse", LogitMatching)
-    monkeypatch.setitem(METHODS, "logit_mse", Method("logit_mse", (Term("task"), Term("logit_mse", option("alpha"))),
-                                                     reads=("logits",)))
+    monkeypatch.setitem(
+        METHODS, "logit_mse", Method("logit_mse", (Term("task"), Term("logit_mse", option("alpha"))), reads=("logits",))
+    )
     runs = trained_runs(tmp_path_factory)  # the emotion teacher and its targets
-    cfg = student_config(RunDir(runs.emotion).config(), "logit_mse", {"distill.alpha": 0.25, "train.epochs": 1},
-                         teacher_dir=runs.emotion)
+    cfg = student_config(
+        RunDir(runs.emotion).config(), "logit_mse", {"distill.alpha": 0.25, "train.epochs": 1}, teacher_dir=runs.emotion
+    )
     trainer = Trainer(cfg, tmp_path_factory.mktemp("toy") / "s", progress=False)
     assert trainer.teacher.store.fields == ("logits",)  # it opens only what the method reads
     assert trainer.objective.weights == {"task": 1.0, "logit_mse": 0.25}
@@ -97,7 +102,8 @@ def test_a_new_method_is_one_table_entry_plus_its_loss(tmp_path_factory, monkeyp
     assert 0.0 <= metrics["uar"] <= 1.0
     with open(trainer.run.train_log) as fh:
         row = next(csv.DictReader(fh))
-    assert float(row["train_total"]) == pytest.approx(float(row["train_task"]) + 0.25 * float(row["train_logit_mse"]),
-                                                      rel=1e-4)
+    assert float(row["train_total"]) == pytest.approx(
+        float(row["train_task"]) + 0.25 * float(row["train_logit_mse"]), rel=1e-4
+    )
     with pytest.raises(Exception, match="'telepathy' is not one of"):
         load_config(overrides={"distill.method": "telepathy"})

@@ -26,6 +26,7 @@ draw (+0.14, -0.10, +0.09 with face_recon; the CE-only teacher's class geometry 
 labels on some draws and not on others). docs/method.md records those measurements and the ~20
 variants tried on the clean-label design, with the linear probe (distill/probe.py) behind them.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,12 +61,22 @@ def runs(tmp_path_factory):
         cache = make_lupi_cache(root / "cache", LupiDesign(), seed=draw)
         metrics = {}
         for name, recon in (("ce_teacher", 0.0), ("teacher", FACE_RECON)):
-            metrics[name] = run_training(tiny_config(cache, "teacher", distill__face_recon=recon,
-                                                     **TEACHER, **RAW_INPUTS), root / name, progress=False)
+            metrics[name] = run_training(
+                tiny_config(cache, "teacher", distill__face_recon=recon, **TEACHER, **RAW_INPUTS),
+                root / name,
+                progress=False,
+            )
             metrics[f"{name}_probe"] = probe(cache, root / name)
         for method in ("none", "embed"):
-            cfg = tiny_config(cache, "student", distill__method=method, distill__encoder_grad="distill-only",
-                              distill__teacher=str(root / "teacher"), **SCHEDULE, **RAW_INPUTS)
+            cfg = tiny_config(
+                cache,
+                "student",
+                distill__method=method,
+                distill__encoder_grad="distill-only",
+                distill__teacher=str(root / "teacher"),
+                **SCHEDULE,
+                **RAW_INPUTS,
+            )
             metrics[method] = run_training(cfg, root / method, progress=False)
         out[draw] = metrics
     return out
@@ -104,12 +115,28 @@ def seq_runs(tmp_path_factory):
     for draw in DRAWS:
         root = tmp_path_factory.mktemp(f"lupi-seq{draw}")
         cache = make_lupi_cache(root / "cache", LupiDesign(), seed=draw)
-        run_training(tiny_config(cache, "teacher", data__setting="seq", distill__face_recon=FACE_RECON, **TEACHER,
-                                 **RAW_INPUTS), root / "teacher", progress=False)
-        out[draw] = {method: run_training(
-            tiny_config(cache, "student", data__setting="seq", distill__method=method,
-                        distill__encoder_grad="distill-only", distill__teacher=str(root / "teacher"), **SCHEDULE,
-                        **RAW_INPUTS), root / method, progress=False) for method in ("none", "embed")}
+        run_training(
+            tiny_config(cache, "teacher", data__setting="seq", distill__face_recon=FACE_RECON, **TEACHER, **RAW_INPUTS),
+            root / "teacher",
+            progress=False,
+        )
+        out[draw] = {
+            method: run_training(
+                tiny_config(
+                    cache,
+                    "student",
+                    data__setting="seq",
+                    distill__method=method,
+                    distill__encoder_grad="distill-only",
+                    distill__teacher=str(root / "teacher"),
+                    **SCHEDULE,
+                    **RAW_INPUTS,
+                ),
+                root / method,
+                progress=False,
+            )
+            for method in ("none", "embed")
+        }
     return out
 
 

@@ -26,9 +26,7 @@ torch.set_num_threads(1)
 
 N_MELS, N_CLASSES, B, S, T, F_FRAMES = 20, 5, 3, 4, 40, 6
 # Tiny widths keep the whole file at a few seconds; teacher and student differ on purpose.
-TINY = ModelConfig(
-    audio_channels=16, emb_dim=24, res2net_scale=4, visual_dim=16, agg_dim=20, agg_heads=2, dropout=0.0
-)
+TINY = ModelConfig(audio_channels=16, emb_dim=24, res2net_scale=4, visual_dim=16, agg_dim=20, agg_heads=2, dropout=0.0)
 
 
 def inputs(setting: str, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -200,7 +198,9 @@ def test_aam_margin_only_with_labels():
     true = F.one_hot(labels, 4).bool()
     torch.testing.assert_close(margined[~true], plain[~true])  # other classes untouched
     theta = torch.acos(cosine[true].clamp(-1 + 1e-7, 1 - 1e-7))
-    expected = torch.where(theta + 0.3 < math.pi, 10.0 * torch.cos(theta + 0.3), 10.0 * (cosine[true] - math.sin(math.pi - 0.3) * 0.3))
+    expected = torch.where(
+        theta + 0.3 < math.pi, 10.0 * torch.cos(theta + 0.3), 10.0 * (cosine[true] - math.sin(math.pi - 0.3) * 0.3)
+    )
     torch.testing.assert_close(margined[true], expected, atol=1e-4, rtol=1e-4)
     assert (margined[true] < plain[true]).all()
 

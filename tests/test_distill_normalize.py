@@ -1,4 +1,5 @@
 """Input normalisation: the normaliser modules, the training statistics, and their life in checkpoints."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,14 +7,14 @@ import pytest
 import torch
 
 from distill.checkpoint import load_checkpoint, save_checkpoint
-from distill.run import RunDir
 from distill.config import ConfigError
 from distill.models.normalize import FaceNorm, FbankNorm, unfitted_norms, zca_whitener
 from distill.normalize import input_statistics
+from distill.run import RunDir
+from distill.testing import make_lupi_items, tiny_config
 from distill.train import Trainer, run_training
 from extract import open_cache
 from extract.cache import build_cache
-from distill.testing import make_lupi_items, tiny_config
 
 torch.set_num_threads(1)
 
@@ -22,7 +23,10 @@ def test_an_unfitted_normaliser_is_the_identity_and_says_it_needs_statistics():
     x, f = torch.randn(2, 30, 8), torch.randn(2, 5, 16)
     fb, face = FbankNorm(8, "global"), FaceNorm(16, "standardize")
     assert torch.equal(fb(x), x) and torch.equal(face(f), f)
-    assert unfitted_norms(torch.nn.ModuleList([fb, face, FbankNorm(8, "utterance"), FaceNorm(16, "none")])) == [fb, face]
+    assert unfitted_norms(torch.nn.ModuleList([fb, face, FbankNorm(8, "utterance"), FaceNorm(16, "none")])) == [
+        fb,
+        face,
+    ]
     fb.set_statistics(torch.zeros(8), torch.ones(8))
     assert not fb.needs_fit and bool(fb.fitted)
     with pytest.raises(ValueError, match="unknown mode"):
@@ -156,8 +160,9 @@ def test_a_run_from_before_normalisation_is_a_clear_error(cache, tmp_path):
     run = tmp_path / "student"
     run_training(tiny_config(cache, "student", data__crop=40, data__crop_hop=20), run, progress=False)
     state = load_checkpoint(run / RunDir.BEST)
-    state["model"] = {k.replace("encoder.encoder.", "encoder."): v for k, v in state["model"].items()
-                      if ".norm." not in k}  # the layout of a checkpoint written before normalisation
+    state["model"] = {
+        k.replace("encoder.encoder.", "encoder."): v for k, v in state["model"].items() if ".norm." not in k
+    }  # the layout of a checkpoint written before normalisation
     save_checkpoint(state, run / RunDir.BEST)
     with pytest.raises(ConfigError, match="before input normalisation"):
         RunDir(run).load_network()

@@ -15,10 +15,16 @@ N_CLASSES, N_MELS = 4, 20
 
 def step_for(header: str, method: str) -> StepModule:
     torch.manual_seed(0)
-    net = build_network(ModelConfig(audio_encoder="xvector", emb_dim=16, header=header),
-                        role="student", setting="nonseq", n_mels=N_MELS, n_classes=N_CLASSES)
-    objective = Objective(DistillConfig(method=method, temperature=2.0, imitation=0.3), "student",
-                          net.level_dims, net.level_dims)
+    net = build_network(
+        ModelConfig(audio_encoder="xvector", emb_dim=16, header=header),
+        role="student",
+        setting="nonseq",
+        n_mels=N_MELS,
+        n_classes=N_CLASSES,
+    )
+    objective = Objective(
+        DistillConfig(method=method, temperature=2.0, imitation=0.3), "student", net.level_dims, net.level_dims
+    )
     return StepModule(net, objective).eval()  # eval: no dropout, so two calls agree
 
 
@@ -62,4 +68,6 @@ def test_gkd_with_aam_keeps_margin_for_labels_only():
     label_part = torch.nn.functional.cross_entropy(margin, batch["label"])
     imitation = generalized_distillation(plain, teacher["logits"], batch["label"], 2.0, 1.0)
     assert terms["total"] == pytest.approx((0.7 * label_part + 0.3 * imitation).item(), rel=5e-3)
-    assert terms["total"] != pytest.approx(generalized_distillation(margin, teacher["logits"], batch["label"], 2.0, 0.3).item(), rel=2e-2)
+    assert terms["total"] != pytest.approx(
+        generalized_distillation(margin, teacher["logits"], batch["label"], 2.0, 0.3).item(), rel=2e-2
+    )

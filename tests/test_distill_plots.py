@@ -17,16 +17,41 @@ def _image(path):
 
 
 def test_group_log_columns():
-    columns = ["epoch", "step", "loss", "task", "embed_enc", "embed_agg", "kd", "val_loss",
-               "val_accuracy", "val/eer", "uar", "val_top5_accuracy", "lr", "grad_norm", "seconds"]
+    columns = [
+        "epoch",
+        "step",
+        "loss",
+        "task",
+        "embed_enc",
+        "embed_agg",
+        "kd",
+        "val_loss",
+        "val_accuracy",
+        "val/eer",
+        "uar",
+        "val_top5_accuracy",
+        "lr",
+        "grad_norm",
+        "seconds",
+    ]
     assert plots.group_log_columns(columns) == {
         "losses": ["loss", "task", "embed_enc", "embed_agg", "kd", "val_loss"],
         "metrics": ["val_accuracy", "val/eer", "uar", "val_top5_accuracy"],
         "other": ["lr", "grad_norm"],
     }
     # The trainer's layout: one row per epoch, split-prefixed loss terms and metrics.
-    trainer = ["epoch", "train_embed_enc", "train_embed_agg", "train_task", "train_total", "train_gkd",
-               "val_accuracy", "val_uar", "lr", "seconds"]
+    trainer = [
+        "epoch",
+        "train_embed_enc",
+        "train_embed_agg",
+        "train_task",
+        "train_total",
+        "train_gkd",
+        "val_accuracy",
+        "val_uar",
+        "lr",
+        "seconds",
+    ]
     assert plots.group_log_columns(trainer) == {
         "losses": ["train_embed_enc", "train_embed_agg", "train_task", "train_total", "train_gkd"],
         "metrics": ["val_accuracy", "val_uar"],
@@ -101,8 +126,12 @@ def test_embeddings_png(tmp_path):
 
 def test_results_bar_png(tmp_path):
     df = pd.DataFrame(
-        [{"setting": s, "method": m, "seed": k, "eer": 0.1 * (i + 1) + 0.01 * k}
-         for s in ("nonseq", "seq") for i, m in enumerate(("none", "embed")) for k in range(3 - i)]
+        [
+            {"setting": s, "method": m, "seed": k, "eer": 0.1 * (i + 1) + 0.01 * k}
+            for s in ("nonseq", "seq")
+            for i, m in enumerate(("none", "embed"))
+            for k in range(3 - i)
+        ]
     )
     _image(plots.plot_results_bar(df, "eer", tmp_path / "bar.png", hue_order=["embed", "none"]))
     with pytest.raises(ValueError, match="no column\\(s\\) uar"):
@@ -112,10 +141,19 @@ def test_results_bar_png(tmp_path):
 
 
 def test_video_share_png_and_refuses_an_empty_table(tmp_path):
-    shares = pd.DataFrame({"setting": ["nonseq", "seq"], "method": ["embed", "embed"], "metric": "accuracy",
-                           "gain_mean": [0.1, 0.05], "gain_low": [0.02, float("nan")], "gain_high": [0.18, float("nan")],
-                           "share_mean": [0.01, float("nan")], "share_low": [-0.03, float("nan")],
-                           "share_high": [0.05, float("nan")]})
+    shares = pd.DataFrame(
+        {
+            "setting": ["nonseq", "seq"],
+            "method": ["embed", "embed"],
+            "metric": "accuracy",
+            "gain_mean": [0.1, 0.05],
+            "gain_low": [0.02, float("nan")],
+            "gain_high": [0.18, float("nan")],
+            "share_mean": [0.01, float("nan")],
+            "share_low": [-0.03, float("nan")],
+            "share_high": [0.05, float("nan")],
+        }
+    )
     png = plots.plot_video_share(shares, tmp_path / "share.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="empty"):

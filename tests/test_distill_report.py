@@ -31,8 +31,11 @@ def _sectioned(role, task, setting, method, seed):
 
 
 EER = {  # (method, seed) -> eer of a speaker nonseq run
-    ("none", 0): 0.30, ("none", 1): 0.34, ("none", 2): 0.29,
-    ("embed", 0): 0.20, ("embed", 1): 0.26,
+    ("none", 0): 0.30,
+    ("none", 1): 0.34,
+    ("none", 2): 0.29,
+    ("embed", 0): 0.20,
+    ("embed", 1): 0.26,
 }
 
 
@@ -40,14 +43,26 @@ EER = {  # (method, seed) -> eer of a speaker nonseq run
 def runs(tmp_path):
     root = tmp_path / "runs"
     for (method, seed), eer in EER.items():
-        _run(root, f"spk-nonseq-{method}-s{seed}", _sectioned("student", "speaker", "nonseq", method, seed),
-             {"accuracy": 1 - eer, "top5_accuracy": 0.9, "eer": eer, "min_dcf": 2 * eer, "best_epoch": 3})
+        _run(
+            root,
+            f"spk-nonseq-{method}-s{seed}",
+            _sectioned("student", "speaker", "nonseq", method, seed),
+            {"accuracy": 1 - eer, "top5_accuracy": 0.9, "eer": eer, "min_dcf": 2 * eer, "best_epoch": 3},
+        )
     for seed, (acc, missing_acc) in enumerate([(0.95, 0.40), (0.91, 0.44)]):
-        _run(root, f"teachers/spk-nonseq-teacher-s{seed}", _sectioned("teacher", "speaker", "nonseq", "none", seed),
-             {"accuracy": acc, "eer": 0.05, "video_missing": {"accuracy": missing_acc, "eer": 0.45}})
+        _run(
+            root,
+            f"teachers/spk-nonseq-teacher-s{seed}",
+            _sectioned("teacher", "speaker", "nonseq", "none", seed),
+            {"accuracy": acc, "eer": 0.05, "video_missing": {"accuracy": missing_acc, "eer": 0.45}},
+        )
     # Flat layout, as a hand-made or older run might have it.
-    _run(root, "emo-seq-gkd", {"task": "emotion", "setting": "seq", "method": "gkd", "seed": 7},
-         {"uar": 0.5, "war": 0.6, "macro_f1": 0.45, "accuracy": 0.6})
+    _run(
+        root,
+        "emo-seq-gkd",
+        {"task": "emotion", "setting": "seq", "method": "gkd", "seed": 7},
+        {"uar": 0.5, "war": 0.6, "macro_f1": 0.45, "accuracy": 0.6},
+    )
     (root / "unfinished").mkdir()
     (root / "unfinished" / "config.yaml").write_text("role: student\n")
     return root
@@ -143,8 +158,13 @@ def test_main_cli(runs, tmp_path, capsys):
 
 
 # accuracy per seed of a speaker nonseq sweep with the privileged-information control
-CONTROL = {"none": [0.50, 0.55, 0.52], "embed": [0.60, 0.66, 0.61], "embed@audio_teacher": [0.59, 0.64, 0.62],
-           "softlabel": [0.70, 0.74, 0.72], "softlabel@audio_teacher": [0.52, 0.55, 0.53]}
+CONTROL = {
+    "none": [0.50, 0.55, 0.52],
+    "embed": [0.60, 0.66, 0.61],
+    "embed@audio_teacher": [0.59, 0.64, 0.62],
+    "softlabel": [0.70, 0.74, 0.72],
+    "softlabel@audio_teacher": [0.52, 0.55, 0.53],
+}
 
 
 @pytest.fixture
@@ -168,8 +188,16 @@ def test_the_control_teacher_and_its_students_are_named_apart(control_runs):
     assert sorted(df["method"].unique()) == sorted(["teacher", "teacher-no-video", "audio_teacher", *CONTROL])
     assert (df["method"] == "teacher-no-video").sum() == 1  # the audio teacher's would repeat its own row
     order = report.summarize(df, ["accuracy"])["method"].tolist()
-    assert order == ["teacher", "teacher-no-video", "audio_teacher", "none", "softlabel", "softlabel@audio_teacher",
-                     "embed", "embed@audio_teacher"]
+    assert order == [
+        "teacher",
+        "teacher-no-video",
+        "audio_teacher",
+        "none",
+        "softlabel",
+        "softlabel@audio_teacher",
+        "embed",
+        "embed@audio_teacher",
+    ]
 
 
 def test_video_shares_are_paired_by_seed_and_match_scipy(control_runs):
@@ -184,7 +212,9 @@ def test_video_shares_are_paired_by_seed_and_match_scipy(control_runs):
             row = shares.loc[method]
             assert row[f"{name}_n"] == 3
             assert row[f"{name}_mean"] == pytest.approx(np.mean(np.subtract(CONTROL[method], CONTROL[reference])))
-            assert (row[f"{name}_low"], row[f"{name}_high"], row[f"{name}_p"]) == pytest.approx((ci.low, ci.high, ref.pvalue))
+            assert (row[f"{name}_low"], row[f"{name}_high"], row[f"{name}_p"]) == pytest.approx(
+                (ci.low, ci.high, ref.pvalue)
+            )
     # EER: lower is better, so a better method still has a positive gain
     eer = report.video_shares(report.collect_runs(control_runs), "eer").set_index("method")
     assert eer.loc["softlabel", "gain_mean"] == pytest.approx(shares.loc["softlabel", "gain_mean"])

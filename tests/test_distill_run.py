@@ -1,5 +1,6 @@
 """distill.run: the run directory names every file a run writes, loads its network without a
 trainer, and derives a student's config by one rule for the CLI and the sweep."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,20 @@ def test_every_file_of_a_run_is_named_by_the_run_directory(trained):
     _, run, _ = trained
     written = {p.name for p in run.path.iterdir() if p.is_file() and not p.name.startswith(TENSORBOARD)}
     assert written <= _names()
-    speaker_teacher = {run.CONFIG, run.BEST, run.LAST, run.TRAIN_LOG, run.METRICS, run.TARGETS, run.TRAIN_IDS,
-                       run.VERIFICATION, run.COHORT, run.CURVES, run.DET, run.EMBEDDINGS}
+    speaker_teacher = {
+        run.CONFIG,
+        run.BEST,
+        run.LAST,
+        run.TRAIN_LOG,
+        run.METRICS,
+        run.TARGETS,
+        run.TRAIN_IDS,
+        run.VERIFICATION,
+        run.COHORT,
+        run.CURVES,
+        run.DET,
+        run.EMBEDDINGS,
+    }
     assert written == speaker_teacher  # no confusion matrix for a speaker run, no error file
     assert run.finished and run.started and run.tensorboard == run.path
     assert not RunDir(run.path / "nowhere").started
@@ -76,22 +89,47 @@ def test_the_cli_and_the_sweep_derive_students_by_student_config(trained, tmp_pa
 
     _, run, _ = trained
     teacher = run.config()
-    args = build_parser().parse_args(["student", "--teacher", str(run.path), "--method", "softlabel", "--out", "x",
-                                      "--epochs", "3", "--set", "data.batch_size=4"])
+    args = build_parser().parse_args(
+        [
+            "student",
+            "--teacher",
+            str(run.path),
+            "--method",
+            "softlabel",
+            "--out",
+            "x",
+            "--epochs",
+            "3",
+            "--set",
+            "data.batch_size=4",
+        ]
+    )
     want = student_config(teacher, "softlabel", ["train.epochs=3", "data.batch_size=4"], teacher_dir=run.path)
     assert cli_student(args) == want
     assert (want.role, want.distill.method, want.distill.teacher) == ("student", "softlabel", str(run.path))
     assert want.data.crop == teacher.data.crop and want.model == teacher.model and want.cache == teacher.cache
 
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(yaml.safe_dump({"cache": teacher.cache, "seeds": [5], "base": {"train": {"epochs": 3}},
-                                     "teacher": {"data": {"split_seed": 7}},
-                                     "variants": [{"name": "kd", "method": "softlabel",
-                                                   "set": {"distill.alpha": 0.2}}]}))
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "cache": teacher.cache,
+                "seeds": [5],
+                "base": {"train": {"epochs": 3}},
+                "teacher": {"data": {"split_seed": 7}},
+                "variants": [{"name": "kd", "method": "softlabel", "set": {"distill.alpha": 0.2}}],
+            }
+        )
+    )
     spec = SweepSpec.load(sweep)
     got = spec.student_config("speaker", "nonseq", spec.variants[0], 5, tmp_path / "t")
-    want = student_config(spec.teacher_config("speaker", "nonseq"), "softlabel",
-                          {"train.seed": 5, "distill.alpha": 0.2}, teacher_dir=tmp_path / "t", shared=spec.base)
+    want = student_config(
+        spec.teacher_config("speaker", "nonseq"),
+        "softlabel",
+        {"train.seed": 5, "distill.alpha": 0.2},
+        teacher_dir=tmp_path / "t",
+        shared=spec.base,
+    )
     assert got == want and got.data.split_seed == 7 and got.train.epochs == 3
 
 

@@ -1,4 +1,5 @@
 """distill.scoring (AS-norm) and the cohort that distill.calibration records in a speaker run."""
+
 from __future__ import annotations
 
 import numpy as np

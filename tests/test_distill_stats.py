@@ -1,4 +1,5 @@
 """distill.stats against scipy.stats: paired t-interval, paired t-test, sign-flip permutation test."""
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,9 @@ def test_interval_and_t_test_match_scipy(n, confidence):
 def test_exact_sign_flip_matches_scipy_permutation_test(n):
     rng = np.random.default_rng(100 + n)
     a, b = rng.normal(0.5, 0.1, n), rng.normal(0.4, 0.1, n)
-    ref = stats.permutation_test((a, b), lambda x, y: np.mean(x - y), permutation_type="samples",
-                                 n_resamples=np.inf, alternative="two-sided")
+    ref = stats.permutation_test(
+        (a, b), lambda x, y: np.mean(x - y), permutation_type="samples", n_resamples=np.inf, alternative="two-sided"
+    )
     assert paired_difference(a, b).p_sign_flip == pytest.approx(ref.pvalue, rel=1e-9)
 
 

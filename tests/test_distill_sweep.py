@@ -1,4 +1,5 @@
 """Sweeps: one teacher per task x setting shared by all students, finished runs reused."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +33,10 @@ def sweep_file(tmp_path):
         "seeds": [0, 1],
         "combos": [{"task": "emotion", "setting": "nonseq"}],
         "base": nested(TINY),
-        "variants": [{"name": "none", "method": "none"},
-                     {"name": "embed-cosine", "method": "embed", "set": {"distill.distance": "cosine"}}],
+        "variants": [
+            {"name": "none", "method": "none"},
+            {"name": "embed-cosine", "method": "embed", "set": {"distill.distance": "cosine"}},
+        ],
     }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -99,19 +102,30 @@ def test_controls_train_an_audio_only_teacher_and_distil_every_variant_from_it(s
     result = run_sweep(sweep_file, progress=False)
     assert not result.failed
     combo = tmp_path / "out" / "emotion-nonseq"
-    assert [r.name for r in result.runs] == ["emotion-nonseq/teacher", "emotion-nonseq/audio_teacher",
-                                             "emotion-nonseq/none/seed0", "emotion-nonseq/embed-cosine/seed0",
-                                             "emotion-nonseq/embed-cosine@audio_teacher/seed0"]
+    assert [r.name for r in result.runs] == [
+        "emotion-nonseq/teacher",
+        "emotion-nonseq/audio_teacher",
+        "emotion-nonseq/none/seed0",
+        "emotion-nonseq/embed-cosine/seed0",
+        "emotion-nonseq/embed-cosine@audio_teacher/seed0",
+    ]
     control = yaml.safe_load((combo / "audio_teacher" / "config.yaml").read_text())
     teacher = yaml.safe_load((combo / "teacher" / "config.yaml").read_text())
     assert control["model"]["face_dropout"] == 1.0 and teacher["model"]["face_dropout"] == 0.0
     assert control["distill"]["face_recon"] == 0.0
-    assert {k: v for k, v in control["model"].items() if k != "face_dropout"} == \
-        {k: v for k, v in teacher["model"].items() if k != "face_dropout"}
+    assert {k: v for k, v in control["model"].items() if k != "face_dropout"} == {
+        k: v for k, v in teacher["model"].items() if k != "face_dropout"
+    }
     student = yaml.safe_load((combo / "embed-cosine@audio_teacher" / "seed0" / "config.yaml").read_text())
     assert student["distill"]["teacher"] == str(combo / "audio_teacher")
     assert set(pd.read_csv(tmp_path / "out" / "results.csv")["method"]) == {
-        "teacher", "teacher-no-video", "audio_teacher", "none", "embed-cosine", "embed-cosine@audio_teacher"}
+        "teacher",
+        "teacher-no-video",
+        "audio_teacher",
+        "none",
+        "embed-cosine",
+        "embed-cosine@audio_teacher",
+    }
     assert "video's share" in (tmp_path / "out" / "results.md").read_text()
 
 
@@ -134,11 +148,19 @@ def test_a_teacher_data_override_reaches_its_students(tmp_path):
     """One rule derives a student from its teacher (distill.run.student_config), in sweeps as in
     the CLI: a split set in the sweep's teacher section is the students' split too."""
     path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump({
-        "cache": "c", "seeds": [0], "combos": [{"task": "speaker", "setting": "nonseq"}],
-        "base": {"train": {"epochs": 3}}, "teacher": {"data": {"split_seed": 7}, "train": {"epochs": 9}},
-        "variants": [{"name": "embed", "method": "embed"}], "controls": ["audio_teacher"],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "cache": "c",
+                "seeds": [0],
+                "combos": [{"task": "speaker", "setting": "nonseq"}],
+                "base": {"train": {"epochs": 3}},
+                "teacher": {"data": {"split_seed": 7}, "train": {"epochs": 9}},
+                "variants": [{"name": "embed", "method": "embed"}],
+                "controls": ["audio_teacher"],
+            }
+        )
+    )
     spec = SweepSpec.load(path)
     for control in (None, "audio_teacher"):
         student = spec.student_config("speaker", "nonseq", spec.variants[0], 0, tmp_path / "t", control)
@@ -161,18 +183,26 @@ def session_cache(tmp_path):
 @pytest.mark.slow
 def test_fold_sweep_trains_a_teacher_per_fold_and_reports_per_fold_and_mean_rows(session_cache, tmp_path):
     from distill.config import load_config
-    from distill.run import RunDir
     from distill.data import assign_splits
+    from distill.run import RunDir
     from distill.targets import TargetMismatchError
     from distill.train import run_training
     from extract.cache import open_cache
 
     path = tmp_path / "cv.yaml"
-    path.write_text(yaml.safe_dump({
-        "cache": str(session_cache), "out": str(tmp_path / "out"), "seeds": [0], "folds": {"column": "session"},
-        "combos": [{"task": "emotion", "setting": "nonseq"}], "base": nested(TINY),
-        "variants": [{"name": "none", "method": "none"}, {"name": "embed", "method": "embed"}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "cache": str(session_cache),
+                "out": str(tmp_path / "out"),
+                "seeds": [0],
+                "folds": {"column": "session"},
+                "combos": [{"task": "emotion", "setting": "nonseq"}],
+                "base": nested(TINY),
+                "variants": [{"name": "none", "method": "none"}, {"name": "embed", "method": "embed"}],
+            }
+        )
+    )
     result = run_sweep(path, progress=False)
     assert not result.failed and len(result.runs) == 3 * 3
     index = open_cache(session_cache).index
@@ -201,8 +231,10 @@ def test_fold_sweep_trains_a_teacher_per_fold_and_reports_per_fold_and_mean_rows
     # the leakage guard still holds across folds: fold 1's student cannot read fold 0's teacher, which
     # trained on Session3, fold 1's val session
     folds_dir = tmp_path / "out" / "emotion-nonseq"
-    crossed = load_config(folds_dir / "fold1" / "embed" / "seed0" / "config.yaml",
-                          overrides={"distill.teacher": str(folds_dir / "fold0" / "teacher")})
+    crossed = load_config(
+        folds_dir / "fold1" / "embed" / "seed0" / "config.yaml",
+        overrides={"distill.teacher": str(folds_dir / "fold0" / "teacher")},
+    )
     with pytest.raises(TargetMismatchError, match="were in the teacher's training set"):
         run_training(crossed, tmp_path / "crossed", progress=False)
 
@@ -214,8 +246,9 @@ def test_folds_are_checked_when_the_sweep_is_read_and_planned(session_cache, tmp
         path.write_text(yaml.safe_dump({"cache": "c", "folds": folds, "variants": [{"method": "none"}]}))
         with pytest.raises(ConfigError, match=message):
             SweepSpec.load(path)
-    path.write_text(yaml.safe_dump({"cache": str(session_cache), "folds": {"column": "take"},
-                                    "variants": [{"method": "none"}]}))
+    path.write_text(
+        yaml.safe_dump({"cache": str(session_cache), "folds": {"column": "take"}, "variants": [{"method": "none"}]})
+    )
     with pytest.raises(ConfigError, match="no column 'take'"):
         SweepSpec.load(path).fold_ids()
     spec = SweepSpec.load(path)

@@ -1,5 +1,6 @@
 """distill sweep on dask.distributed (issue 14, item 6): the same tables as the sequential sweep,
 students after their teachers, and a run whose worker is killed resumed on another worker."""
+
 from __future__ import annotations
 
 import json
@@ -12,14 +13,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from processes import spawn_module, start_scheduler, stop_group
 
 from distill.cli import main
 from distill.sweep import run_sweep
-from processes import spawn_module, start_scheduler, stop_group
 from distill.testing import TINY, make_lupi_cache
 
 pytest.importorskip("distributed")
-
 
 
 def _sweep_file(tmp_path: Path, cache: Path, out: Path, **extra) -> Path:
@@ -27,10 +27,18 @@ def _sweep_file(tmp_path: Path, cache: Path, out: Path, **extra) -> Path:
     for key, value in TINY.items():
         section, name = key.split(".")
         tree.setdefault(section, {})[name] = value
-    spec = {"cache": str(cache), "out": str(out), "seeds": [0], "combos": [{"task": "emotion", "setting": "nonseq"}],
-            "base": tree, "variants": [{"name": "none", "method": "none"}, {"name": "embed-cosine", "method": "embed",
-                                                                              "set": {"distill.distance": "cosine"}}],
-            **extra}
+    spec = {
+        "cache": str(cache),
+        "out": str(out),
+        "seeds": [0],
+        "combos": [{"task": "emotion", "setting": "nonseq"}],
+        "base": tree,
+        "variants": [
+            {"name": "none", "method": "none"},
+            {"name": "embed-cosine", "method": "embed", "set": {"distill.distance": "cosine"}},
+        ],
+        **extra,
+    }
     path = tmp_path / f"sweep-{out.name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -51,8 +59,9 @@ def test_dask_sweep_gives_the_sequential_tables_and_runs_students_after_their_te
     # done: without the dependency on its teacher's task, embed-cosine would start there at once.
     extra = {"controls": ["audio_teacher"], "teacher": {"train": {"epochs": 4}}}
     local = run_sweep(_sweep_file(tmp_path, cache, tmp_path / "local", **extra), progress=False)
-    dask = run_sweep(_sweep_file(tmp_path, cache, tmp_path / "dask", **extra), progress=False,
-                     backend="dask", workers=3)
+    dask = run_sweep(
+        _sweep_file(tmp_path, cache, tmp_path / "dask", **extra), progress=False, backend="dask", workers=3
+    )
     assert not local.failed and not dask.failed
     assert [r.name for r in dask.runs] == [r.name for r in local.runs]
     assert len({r.host for r in dask.runs}) >= 2 and os.getpid() not in {int(r.host.split(":")[1]) for r in dask.runs}
@@ -75,8 +84,6 @@ def test_sweep_backend_options_are_checked(cache, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-
-
 @pytest.mark.slow
 def test_a_killed_workers_run_resumes_on_another_worker(cache, tmp_path):
     scheduler, address = start_scheduler(tmp_path)
@@ -84,8 +91,18 @@ def test_a_killed_workers_run_resumes_on_another_worker(cache, tmp_path):
     try:
         workers = {}
         for i in range(2):
-            workers[f"w{i}"] = spawn_module("distributed.cli.dask_worker", address, "--nthreads", "1", "--host", "127.0.0.1",
-                                      "--no-dashboard", "--name", f"w{i}", log=tmp_path / f"worker{i}.log")
+            workers[f"w{i}"] = spawn_module(
+                "distributed.cli.dask_worker",
+                address,
+                "--nthreads",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--no-dashboard",
+                "--name",
+                f"w{i}",
+                log=tmp_path / f"worker{i}.log",
+            )
         procs += workers.values()
         from distributed import Client
 
@@ -96,8 +113,9 @@ def test_a_killed_workers_run_resumes_on_another_worker(cache, tmp_path):
             out = tmp_path / "out"
             path = _sweep_file(tmp_path, cache, out, teacher={"train": {"epochs": 30}})
             result: dict = {}
-            driver = threading.Thread(target=lambda: result.update(
-                sweep=run_sweep(path, progress=False, backend="dask", scheduler=address)))
+            driver = threading.Thread(
+                target=lambda: result.update(sweep=run_sweep(path, progress=False, backend="dask", scheduler=address))
+            )
             driver.start()
             teacher = out / "emotion-nonseq" / "teacher"
             deadline = time.monotonic() + 120
@@ -119,8 +137,9 @@ def test_a_killed_workers_run_resumes_on_another_worker(cache, tmp_path):
         assert log["epoch"].tolist() == list(range(1, 31))  # every epoch once: resumed, not restarted
         assert by_name["emotion-nonseq/embed-cosine/seed0"].started >= by_name["emotion-nonseq/teacher"].finished
         # Resumed from its checkpoint, the run ends as an uninterrupted sequential sweep does.
-        local = run_sweep(_sweep_file(tmp_path, cache, tmp_path / "local", teacher={"train": {"epochs": 30}}),
-                          progress=False)
+        local = run_sweep(
+            _sweep_file(tmp_path, cache, tmp_path / "local", teacher={"train": {"epochs": 30}}), progress=False
+        )
         assert not local.failed and _metrics(out) == _metrics(tmp_path / "local")
         assert (out / "results.md").read_text() == (tmp_path / "local" / "results.md").read_text()
     finally:

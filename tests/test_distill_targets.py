@@ -1,4 +1,5 @@
 """Teacher targets: written for every grid cell, and refused when they belong to other inputs."""
+
 from __future__ import annotations
 
 import shutil
@@ -9,12 +10,11 @@ import pytest
 import torch
 
 from distill.data import Grid
-from distill.targets import (TARGETS_FILE, TRAIN_IDS, TargetMismatchError, TargetStore, cache_identity,
-                             open_targets)
 from distill.run import RunData, RunDir
+from distill.targets import TARGETS_FILE, TRAIN_IDS, TargetMismatchError, TargetStore, cache_identity, open_targets
+from distill.testing import make_lupi_cache, tiny_config
 from distill.train import Trainer, run_training
 from extract.cache import open_cache
-from distill.testing import make_lupi_cache, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,14 @@ def test_targets_cover_every_cell_of_every_item(setup):
 
 def test_student_refuses_targets_of_another_grid(setup, tmp_path):
     root, cache, _ = setup
-    cfg = tiny_config(cache, "student", data__setting="seq", data__seg_hop=10, distill__method="embed",
-                      distill__teacher=str(root / "teacher"))
+    cfg = tiny_config(
+        cache,
+        "student",
+        data__setting="seq",
+        data__seg_hop=10,
+        distill__method="embed",
+        distill__teacher=str(root / "teacher"),
+    )
     with pytest.raises(TargetMismatchError, match="seg_hop: teacher 15 vs student 10"):
         Trainer(cfg, tmp_path / "s", progress=False)
 
@@ -56,8 +62,9 @@ def test_student_refuses_targets_of_another_cache(setup, tmp_path):
     # same extraction settings (so the same config hash), other items: still another cache
     other = make_lupi_cache(tmp_path / "other", n_classes=3, per_class=8, n_frames=70, seed=5)
     assert open_cache(other).cache_id == open_cache(root / "cache").cache_id
-    cfg = tiny_config(other, "student", data__setting="seq", distill__method="softlabel",
-                      distill__teacher=str(root / "teacher"))
+    cfg = tiny_config(
+        other, "student", data__setting="seq", distill__method="softlabel", distill__teacher=str(root / "teacher")
+    )
     with pytest.raises(TargetMismatchError, match="computed on cache .* this run uses cache"):
         Trainer(cfg, tmp_path / "s", progress=False)
 
@@ -102,13 +109,20 @@ def test_student_asking_for_audio_branch_targets_refuses_a_file_without_them(set
         del h5["audio"]
     cfg = tiny_config(cache, "student", data__setting="seq", distill__method="embed", distill__teacher=str(teacher))
     Trainer(cfg, tmp_path / "fused", progress=False)
-    cfg = tiny_config(cache, "student", data__setting="seq", distill__method="embed", distill__target="audio",
-                      distill__teacher=str(teacher))
+    cfg = tiny_config(
+        cache,
+        "student",
+        data__setting="seq",
+        distill__method="embed",
+        distill__target="audio",
+        distill__teacher=str(teacher),
+    )
     with pytest.raises(TargetMismatchError, match="no audio-branch targets"):
         Trainer(cfg, tmp_path / "audio", progress=False)
 
 
 # --- leakage guard: a student never holds out what the teacher trained on --------------------
+
 
 def test_teacher_records_its_training_set(setup):
     root, cache, cfg = setup
@@ -120,10 +134,19 @@ def test_student_refuses_a_teacher_trained_on_its_heldout_items(setup, tmp_path)
     root, cache, _ = setup
     # No such column: the student falls back to a seeded speaker-id split, whose val/test items
     # include some the teacher trained on under the cache's own split.
-    cfg = tiny_config(cache, "student", data__setting="seq", data__split_column="nosuch", distill__method="embed",
-                      distill__teacher=str(root / "teacher"))
-    with pytest.raises(TargetMismatchError, match=r"\d+ of this run's val/test items were in the teacher's "
-                                                  r"training set \(e\.g\. 'c\d+_u\d+'\)"):
+    cfg = tiny_config(
+        cache,
+        "student",
+        data__setting="seq",
+        data__split_column="nosuch",
+        distill__method="embed",
+        distill__teacher=str(root / "teacher"),
+    )
+    with pytest.raises(
+        TargetMismatchError,
+        match=r"\d+ of this run's val/test items were in the teacher's "
+        r"training set \(e\.g\. 'c\d+_u\d+'\)",
+    ):
         Trainer(cfg, tmp_path / "s", progress=False)
 
 
@@ -134,8 +157,9 @@ def test_student_on_the_teachers_split_is_accepted_and_another_split_seed_refuse
     run_training(tiny_config(cache, "teacher", train__epochs=1, data__split_seed=3), teacher, progress=False)
 
     def student(seed: int) -> Trainer:
-        cfg = tiny_config(cache, "student", distill__method="softlabel", distill__teacher=str(teacher),
-                          data__split_seed=seed)
+        cfg = tiny_config(
+            cache, "student", distill__method="softlabel", distill__teacher=str(teacher), data__split_seed=seed
+        )
         return Trainer(cfg, tmp_path / f"s{seed}", progress=False)
 
     assert student(3).teacher is not None

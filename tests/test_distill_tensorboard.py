@@ -1,4 +1,5 @@
 """distill.tensorboard: event files next to train_log.csv, with every logged column, on by default."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -46,7 +47,6 @@ def test_tags():
 
 def test_off_by_flag_or_config(tmp_path):
     from distill.testing import make_lupi_cache, tiny_config
-
     from distill.train import run_training
 
     args = build_parser().parse_args(["teacher", "--cache", "c", "--out", "o", "--no-tensorboard"])
@@ -61,7 +61,6 @@ def test_off_by_flag_or_config(tmp_path):
 
 def test_a_resumed_run_continues_its_curves(tmp_path):
     from distill.testing import make_lupi_cache, tiny_config
-
     from distill.train import run_training
 
     cache = make_lupi_cache(tmp_path / "cache", n_classes=3, per_class=8, n_frames=90)

@@ -1,4 +1,5 @@
 """The trainer: every method x setting x task, checkpoints, the NaN guard, live vs cached teacher."""
+
 from __future__ import annotations
 
 import csv
@@ -11,12 +12,14 @@ import torch
 
 from distill.methods import METHODS
 from distill.run import RunDir
+from distill.testing import make_lupi_cache, make_lupi_items, tiny_config
 from distill.train import LiveTeacher, NonFiniteLossError, Trainer, run_training
 from extract.cache import build_cache
-from distill.testing import make_lupi_cache, make_lupi_items, tiny_config
 
-TASK_KEYS = {"speaker": {"accuracy", "top5_accuracy", "eer", "min_dcf"},
-             "emotion": {"accuracy", "uar", "war", "macro_f1"}}
+TASK_KEYS = {
+    "speaker": {"accuracy", "top5_accuracy", "eer", "min_dcf"},
+    "emotion": {"accuracy", "uar", "war", "macro_f1"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,50 +62,79 @@ def test_teacher_run_directory(teachers, task, setting):
 
 @pytest.mark.parametrize("setting", ["nonseq", "seq"])
 def test_teacher_face_reconstruction_is_weighted_logged_learned_and_checkpointed(cache, tmp_path, setting):
-    cfg = tiny_config(cache, "teacher", data__setting=setting, distill__face_recon=2.5, train__epochs=12,
-                      train__lr=0.02)
+    cfg = tiny_config(
+        cache, "teacher", data__setting=setting, distill__face_recon=2.5, train__epochs=12, train__lr=0.02
+    )
     run_training(cfg, tmp_path / "t", progress=False)
     rows = read_log(tmp_path / "t")
     for row in rows:  # per-epoch means of per-batch terms: the total is the same weighted sum
         assert float(row["train_total"]) == pytest.approx(
-            float(row["train_task"]) + 2.5 * float(row["train_face_recon"]), rel=1e-4)
+            float(row["train_task"]) + 2.5 * float(row["train_face_recon"]), rel=1e-4
+        )
     assert float(rows[-1]["train_face_recon"]) < 0.8 * float(rows[0]["train_face_recon"])
     objective = torch.load(tmp_path / "t" / RunDir.LAST, weights_only=True)["objective"]
     assert {"face_recon.decode.weight", "face_recon.decode.bias"} <= set(objective)
     # a student ignores the option: no decoder, no term
-    student = tiny_config(cache, "student", data__setting=setting, distill__method="embed", distill__face_recon=2.5,
-                          distill__teacher=str(tmp_path / "t"))
+    student = tiny_config(
+        cache,
+        "student",
+        data__setting=setting,
+        distill__method="embed",
+        distill__face_recon=2.5,
+        distill__teacher=str(tmp_path / "t"),
+    )
     run_training(student, tmp_path / "s", progress=False)
     assert "train_face_recon" not in read_log(tmp_path / "s")[0]
 
 
-EXPECTED_TERMS = {"none": {"task"}, "embed": {"task", "embed_enc"}, "softlabel": {"task", "kd"},
-                  "gkd": {"task", "gkd"}, "embed+softlabel": {"task", "embed_enc", "kd"}}
+EXPECTED_TERMS = {
+    "none": {"task"},
+    "embed": {"task", "embed_enc"},
+    "softlabel": {"task", "kd"},
+    "gkd": {"task", "gkd"},
+    "embed+softlabel": {"task", "embed_enc", "kd"},
+}
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("task,setting", [("speaker", "nonseq"), ("speaker", "seq"), ("emotion", "nonseq"), ("emotion", "seq")])
+@pytest.mark.parametrize(
+    "task,setting", [("speaker", "nonseq"), ("speaker", "seq"), ("emotion", "nonseq"), ("emotion", "seq")]
+)
 def test_every_student_method_trains_and_logs_each_loss_term(cache, teachers, tmp_path, method, task, setting):
-    cfg = tiny_config(cache, "student", data__task=task, data__setting=setting, distill__method=method,
-                      distill__teacher=str(teachers[task, setting]))
+    cfg = tiny_config(
+        cache,
+        "student",
+        data__task=task,
+        data__setting=setting,
+        distill__method=method,
+        distill__teacher=str(teachers[task, setting]),
+    )
     metrics = run_training(cfg, tmp_path / "s", progress=False)
     assert TASK_KEYS[task] <= set(metrics) and "video_missing" not in metrics
     assert all(0.0 <= metrics[k] <= 1.0 for k in TASK_KEYS[task])
     terms = EXPECTED_TERMS[method] | ({"embed_agg"} if setting == "seq" and "embed" in method else set())
     row = read_log(tmp_path / "s")[0]
-    logged = {k[len("train_"):] for k in row if k.startswith("train_")}
+    logged = {k[len("train_") :] for k in row if k.startswith("train_")}
     assert logged == terms | {"total"}
     assert all(math.isfinite(float(row[f"train_{t}"])) for t in terms)
 
 
 @pytest.mark.parametrize("setting", ["nonseq", "seq"])
 def test_relational_and_contrastive_embedding_terms_train_and_are_logged(cache, teachers, tmp_path, setting):
-    cfg = tiny_config(cache, "student", data__setting=setting, distill__method="embed", distill__pointwise=0.0,
-                      distill__relational=1.0, distill__contrastive=0.5, distill__teacher=str(teachers["speaker", setting]))
+    cfg = tiny_config(
+        cache,
+        "student",
+        data__setting=setting,
+        distill__method="embed",
+        distill__pointwise=0.0,
+        distill__relational=1.0,
+        distill__contrastive=0.5,
+        distill__teacher=str(teachers["speaker", setting]),
+    )
     run_training(cfg, tmp_path / "s", progress=False)
     levels = ("enc", "agg") if setting == "seq" else ("enc",)
     row = read_log(tmp_path / "s")[0]
-    logged = {k[len("train_"):] for k in row if k.startswith("train_")}
+    logged = {k[len("train_") :] for k in row if k.startswith("train_")}
     assert logged == {"task", "total"} | {f"{t}_{lv}" for t in ("rel", "nce") for lv in levels}
 
 
@@ -116,8 +148,9 @@ def test_a_teacher_on_a_cache_without_any_face_warns(tmp_path):
     items[0]["face_found"][0] = True  # one found face is enough: no warning
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        run_training(tiny_config(build_cache(tmp_path / "c2", items, shard_size=8), "teacher"), tmp_path / "t2",
-                     progress=False)
+        run_training(
+            tiny_config(build_cache(tmp_path / "c2", items, shard_size=8), "teacher"), tmp_path / "t2", progress=False
+        )
     assert not [w for w in caught if "no face found" in str(w.message)]
 
 
@@ -130,15 +163,24 @@ def test_checkpoints_load_with_weights_only(teachers):
 
 
 def test_distill_only_keeps_the_task_gradient_out_of_the_encoder(cache, teachers, tmp_path):
-    cfg = tiny_config(cache, "student", distill__method="embed", distill__encoder_grad="distill-only",
-                      distill__weight_enc=0.0, distill__teacher=str(teachers["speaker", "nonseq"]))
+    cfg = tiny_config(
+        cache,
+        "student",
+        distill__method="embed",
+        distill__encoder_grad="distill-only",
+        distill__weight_enc=0.0,
+        distill__teacher=str(teachers["speaker", "nonseq"]),
+    )
     trainer = Trainer(cfg, tmp_path / "s", progress=False)
     before = {k: v.clone() for k, v in trainer.net.encoder.state_dict().items() if v.dtype.is_floating_point}
     trainer.train_epoch(trainer.train_loader(trainer.train_dataset())[0], 1)
     after = trainer.net.encoder.state_dict()
     # with the embedding weight at 0 and the task loss detached, only weight decay moves the encoder
-    moved = max(float((after[k] - v).abs().max() / (v.abs().max() + 1e-12)) for k, v in before.items()
-                if not k.endswith(("running_mean", "running_var")))
+    moved = max(
+        float((after[k] - v).abs().max() / (v.abs().max() + 1e-12))
+        for k, v in before.items()
+        if not k.endswith(("running_mean", "running_var"))
+    )
     assert moved < 1e-2
 
 
@@ -163,8 +205,14 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cache, tmp_pat
 @pytest.mark.parametrize("setting", ["nonseq", "seq"])
 def test_cached_targets_equal_the_live_teachers_outputs(cache, teachers, tmp_path, setting, target):
     teacher_dir = teachers["speaker", setting]
-    cfg = tiny_config(cache, "student", data__setting=setting, distill__method="embed+softlabel",
-                      distill__teacher=str(teacher_dir), distill__target=target)
+    cfg = tiny_config(
+        cache,
+        "student",
+        data__setting=setting,
+        distill__method="embed+softlabel",
+        distill__teacher=str(teacher_dir),
+        distill__target=target,
+    )
     cached = Trainer(cfg, tmp_path / "a", progress=False)
     live = LiveTeacher(teacher_dir, device=torch.device("cpu"), target=target)
     dataset = cached.data.dataset("train", faces=True, train=True, seed=0, targets=cached.teacher.store)
@@ -191,22 +239,36 @@ def test_teacher_audio_head_is_weighted_logged_learned_and_its_branch_distilled(
     rows = read_log(tmp_path / "t")
     for row in rows:
         assert float(row["train_total"]) == pytest.approx(
-            float(row["train_task"]) + 0.5 * float(row["train_audio_aux"]), rel=1e-4)
+            float(row["train_task"]) + 0.5 * float(row["train_audio_aux"]), rel=1e-4
+        )
     assert float(rows[-1]["train_audio_aux"]) < 0.8 * float(rows[0]["train_audio_aux"])
     objective = torch.load(tmp_path / "t" / RunDir.LAST, weights_only=True)["objective"]
     assert {"audio_aux.head.weight", "audio_aux.head.bias"} <= set(objective)
-    student = tiny_config(cache, "student", data__setting="seq", distill__method="embed", distill__target="audio",
-                          distill__audio_aux=0.5, distill__teacher=str(tmp_path / "t"))
+    student = tiny_config(
+        cache,
+        "student",
+        data__setting="seq",
+        distill__method="embed",
+        distill__target="audio",
+        distill__audio_aux=0.5,
+        distill__teacher=str(tmp_path / "t"),
+    )
     metrics = run_training(student, tmp_path / "s", progress=False)
     assert 0.0 <= metrics["accuracy"] <= 1.0
-    logged = {k[len("train_"):] for k in read_log(tmp_path / "s")[0] if k.startswith("train_")}
+    logged = {k[len("train_") :] for k in read_log(tmp_path / "s")[0] if k.startswith("train_")}
     assert logged == {"task", "embed_enc", "embed_agg", "total"}  # a student has no audio head
 
 
 def test_autocast_path_runs_on_cpu_in_bfloat16(cache, teachers, tmp_path):
     """train.amp=on is what CUDA runs get by default; on CPU it autocasts to bfloat16."""
-    cfg = tiny_config(cache, "student", train__amp="on", data__setting="seq", distill__method="embed+softlabel",
-                      distill__teacher=str(teachers["speaker", "seq"]))
+    cfg = tiny_config(
+        cache,
+        "student",
+        train__amp="on",
+        data__setting="seq",
+        distill__method="embed+softlabel",
+        distill__teacher=str(teachers["speaker", "seq"]),
+    )
     trainer = Trainer(cfg, tmp_path / "s", progress=False)
     assert trainer.amp_dtype == torch.bfloat16
     metrics = trainer.fit()
@@ -220,8 +282,9 @@ def test_alternative_audio_encoders_train_a_student_from_the_config(cache, teach
     from distill.evaluate_run import reevaluate
 
     overrides = {"model__audio_encoder": encoder, "model__resnet_blocks": [1, 1, 1, 1]}
-    cfg = tiny_config(cache, "student", distill__method="embed", distill__teacher=str(teachers["speaker", "nonseq"]),
-                      **overrides)
+    cfg = tiny_config(
+        cache, "student", distill__method="embed", distill__teacher=str(teachers["speaker", "nonseq"]), **overrides
+    )
     metrics = run_training(cfg, tmp_path / "s", progress=False)
     saved = RunDir(tmp_path / "s").config().model
     assert saved.audio_encoder == encoder and saved.resnet_blocks == [1, 1, 1, 1]
@@ -230,8 +293,8 @@ def test_alternative_audio_encoders_train_a_student_from_the_config(cache, teach
 
 def test_face_width_comes_from_the_cache(tmp_path):
     """A face model of another width (dlib's ResNet: 128-d) plugs in: the teacher is sized from the cache."""
-    from extract import open_cache
     from distill.testing import make_shared_direction_items
+    from extract import open_cache
 
     items = make_shared_direction_items(n_classes=3, per_split=(4, 2, 2), n_frames=70, face_dim=128)
     cache = build_cache(tmp_path / "cache", items)
@@ -242,5 +305,10 @@ def test_face_width_comes_from_the_cache(tmp_path):
     net, meta = trained.net, trained.meta
     assert meta["face_dim"] == 128 and net.encoder.visual.face_dim == 128
     assert net.encoder.visual.norm.mean.shape == (128,)
-    run_training(tiny_config(cache, "student", data__task="emotion", distill__method="embed",
-                             distill__teacher=str(tmp_path / "teacher")), tmp_path / "student", progress=False)
+    run_training(
+        tiny_config(
+            cache, "student", data__task="emotion", distill__method="embed", distill__teacher=str(tmp_path / "teacher")
+        ),
+        tmp_path / "student",
+        progress=False,
+    )

@@ -9,14 +9,15 @@ the weak audio, so this test fails. ``whiten`` reaches 0.38 (0.30): 1,280 traini
 512 dimensions give a covariance whose small eigen-directions are frame noise, which whitening
 blows up.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from distill.testing import make_shared_direction_items, tiny_config
 from distill.train import run_training
 from extract.cache import build_cache
-from distill.testing import make_shared_direction_items, tiny_config
 
 #: a small budget: 6 epochs of 16 steps (128 training items, batch 8)
 BUDGET = {"train__epochs": 6, "data__batch_size": 8, "train__lr": 0.005, "data__task": "speaker"}

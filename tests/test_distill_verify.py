@@ -1,4 +1,5 @@
 """distill.verify and `distill verify`: pair scores, decisions at the val EER threshold, trial lists."""
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,9 @@ def test_trial_list_of_paths_scores_every_pair_and_reports_eer(runs, tmp_path, c
     names = [p.name for p in runs.wavs]  # relative to the trial file's folder
     folder, pairs = _trials(tmp_path, runs, names)
     out = tmp_path / "scores.csv"
-    assert main(["verify", str(runs.speaker), "--trials", str(folder / "trials.txt"), "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(["verify", str(runs.speaker), "--trials", str(folder / "trials.txt"), "--out", str(out), "--quiet"]) == 0
+    )
     table = pd.read_csv(out)
     assert list(table.columns) == ["label", "enrol", "test", "cosine", "score", "decision"] and len(table) == len(pairs)
     model = Model.from_run(runs.speaker)
@@ -72,9 +75,22 @@ def test_trial_list_of_manifest_ids_with_a_bad_file(runs, tmp_path, capsys):
     folder, pairs = _trials(tmp_path, runs, names)
     shutil.copy(runs.not_audio, folder / "bad.wav")
     pd.DataFrame({"utt_id": names, "path": [p.name for p in runs.wavs[:3]] + ["bad.wav"]}).to_csv(
-        folder / "m.csv", index=False)
-    assert main(["verify", str(runs.speaker), "--trials", str(folder / "trials.txt"), "--manifest",
-                 str(folder / "m.csv"), "--quiet"]) == 1
+        folder / "m.csv", index=False
+    )
+    assert (
+        main(
+            [
+                "verify",
+                str(runs.speaker),
+                "--trials",
+                str(folder / "trials.txt"),
+                "--manifest",
+                str(folder / "m.csv"),
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
     kept = [p for p in pairs if 3 not in p[1:]]
@@ -89,7 +105,9 @@ def test_threshold_is_recorded_on_first_use_for_an_older_run(runs, tmp_path, cap
     (run / "verification.json").unlink()
     a, b = str(runs.wavs[0]), str(runs.wavs[1])
     assert main(["verify", str(run), a, b, "--quiet"]) == 0
-    assert json.loads((run / "verification.json").read_text()) == json.loads((runs.speaker / "verification.json").read_text())
+    assert json.loads((run / "verification.json").read_text()) == json.loads(
+        (runs.speaker / "verification.json").read_text()
+    )
     assert capsys.readouterr().out.splitlines()[-1].startswith("verify: 1 of 1 pair(s) scored (AS-norm), threshold")
     # without the cache it cannot be computed: scores, no decision, a warning
     (run / "verification.json").unlink()

@@ -51,7 +51,9 @@ def test_items_are_in_utt_id_order_whatever_the_commit_order(tmp_path):
     items = [make_item(i) for i in (5, 1, 3, 0)]
     build_cache(tmp_path / "a", items, shard_size=1)
     build_cache(tmp_path / "b", items[::-1], shard_size=3)
-    assert list(open_cache(tmp_path / "a")) == list(open_cache(tmp_path / "b")) == ["utt000", "utt001", "utt003", "utt005"]
+    assert (
+        list(open_cache(tmp_path / "a")) == list(open_cache(tmp_path / "b")) == ["utt000", "utt001", "utt003", "utt005"]
+    )
     assert open_cache(tmp_path / "a").index["utt_id"].tolist() == ["utt000", "utt001", "utt003", "utt005"]
 
 
@@ -120,7 +122,9 @@ def test_torn_index_line_is_ignored_then_cut_on_next_commit(tmp_path):
 def test_count_faces_found_counts_only_current_rows_of_video_items(tmp_path):
     items = [make_item(i, n_face=3 + i) for i in range(7)]
     items[2]["has_video"] = False  # its face rows, had it any, are no evidence
-    items[2].update(face=np.zeros((0, 512), np.float32), face_found=np.zeros(0, bool), frame_times=np.zeros(0, np.float32))
+    items[2].update(
+        face=np.zeros((0, 512), np.float32), face_found=np.zeros(0, bool), frame_times=np.zeros(0, np.float32)
+    )
     build_cache(tmp_path, items, shard_size=3)
     writer = ShardWriter(tmp_path)  # utt004 re-extracted: its old rows stay in the old shard
     writer.add(make_item(4, n_face=20, rng=np.random.default_rng(7)))
@@ -234,8 +238,16 @@ def _as_cache_says(cache) -> list[dict]:
     rows = []
     for i in range(len(cache)):
         fb_off, n_fb, face_off, n_face = (int(v) for v in cache.table.locations[i])
-        rows.append({**cache.labels_at(i), "shard": cache.shard_name(i), "fbank_offset": fb_off, "n_fbank": n_fb,
-                     "face_offset": face_off, "n_face": n_face})
+        rows.append(
+            {
+                **cache.labels_at(i),
+                "shard": cache.shard_name(i),
+                "fbank_offset": fb_off,
+                "n_fbank": n_fb,
+                "face_offset": face_off,
+                "n_face": n_face,
+            }
+        )
     return rows
 
 
@@ -378,7 +390,9 @@ def test_unicode_ids_sort_like_python_and_are_found(tmp_path):
     for name in names:
         assert name in cache and cache[name]["utt_id"] == name
     assert "Zoe/1" not in cache and "a/1" not in cache
-    np.testing.assert_array_equal(cache.positions(["日本/1", "a/3"]), [sorted(names).index("日本/1"), sorted(names).index("a/3")])
+    np.testing.assert_array_equal(
+        cache.positions(["日本/1", "a/3"]), [sorted(names).index("日本/1"), sorted(names).index("a/3")]
+    )
     with pytest.raises(KeyError, match="nope"):
         cache.positions(["a/3", "nope"])
 
@@ -440,8 +454,14 @@ def test_a_tail_with_new_and_missing_label_columns_merges_with_the_snapshot(tmp_
     replaced["speaker"] = "renamed"
     _append(tmp_path, later, replaced)
     cache = open_cache(tmp_path)
-    assert cache.labels_at(cache.position("utt009"))["gender"] == "f" and cache.labels_at(cache.position("utt009"))["score"] is None
-    assert cache.labels_at(cache.position("utt000"))["gender"] is None and cache.labels_at(cache.position("utt000"))["score"] == 0.0
+    assert (
+        cache.labels_at(cache.position("utt009"))["gender"] == "f"
+        and cache.labels_at(cache.position("utt009"))["score"] is None
+    )
+    assert (
+        cache.labels_at(cache.position("utt000"))["gender"] is None
+        and cache.labels_at(cache.position("utt000"))["score"] == 0.0
+    )
     assert cache.labels_at(cache.position("utt001"))["speaker"] == "renamed"
     assert cache.index["speaker"].tolist() == ["spk0", "renamed", "spk2", "spk0", "spk0"]
     assert list(cache.column("score")[:4]) == [0.0, 0.1, 0.2, 0.3] and np.isnan(cache.column("score")[4])

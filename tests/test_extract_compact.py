@@ -1,4 +1,5 @@
 """``extract compact``: small shards merged into large ones, atomically, and readable as before."""
+
 from __future__ import annotations
 
 import os
@@ -43,7 +44,9 @@ def make_item(i: int) -> dict:
         "has_video": i % 7 != 0,
     }
     if i % 7 == 0:  # audio only
-        item.update(face=np.zeros((0, 512), np.float32), face_found=np.zeros(0, bool), frame_times=np.zeros(0, np.float32))
+        item.update(
+            face=np.zeros((0, 512), np.float32), face_found=np.zeros(0, bool), frame_times=np.zeros(0, np.float32)
+        )
     return item
 
 
@@ -80,7 +83,9 @@ def test_compaction_merges_small_shards_and_keeps_every_item_identical(small_sha
     summary = compact_cache(small_shards, target_mb=TARGET_MB)
     shards = sorted((small_shards / SHARD_DIR).iterdir())
     assert summary.shards_before == N_ITEMS // 2 and summary.shards_after == len(shards) < N_ITEMS // 4
-    assert summary.items == 2 * summary.merged and summary.written == summary.shards_after - (N_ITEMS // 2 - summary.merged)
+    assert summary.items == 2 * summary.merged and summary.written == summary.shards_after - (
+        N_ITEMS // 2 - summary.merged
+    )
     assert_same_items(snapshot_of(small_shards), before)
     assert verify_cache(small_shards).ok and not verify_cache(small_shards).orphans
     # Every current row names a new shard; the old rows stay in the log, superseded.
@@ -124,11 +129,18 @@ print(time.perf_counter() - began, flush=True)
 def test_sigkill_at_random_moments_of_compaction_leaves_the_same_items(small_shards, tmp_path):
     before = snapshot_of(small_shards)
     log_size = (small_shards / INDEX_FILE).stat().st_size
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
 
     def start(cache_dir: Path) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", COMPACT_SCRIPT, str(cache_dir), str(TARGET_MB)], env=env,
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", COMPACT_SCRIPT, str(cache_dir), str(TARGET_MB)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout.readline().strip() == "ready"  # imports done: the kill lands in compaction
         return proc
 

@@ -1,5 +1,6 @@
 """The same extraction on dask (issue 6): a LocalCluster, and a scheduler + two workers started as
 separate processes on loopback, one of them killed mid-run."""
+
 from __future__ import annotations
 
 import os
@@ -11,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from processes import spawn_module, start_scheduler, stop_group
 
 from extract import open_cache
 from extract.cache import read_index_rows
 from extract.config import ExtractConfig
 from extract.run import RunOptions, run_extraction
 from extract.verify import verify_cache
-from processes import spawn_module, start_scheduler, stop_group
 from tests.conftest import write_manifest
 
 pytest.importorskip("distributed")
@@ -58,16 +59,26 @@ def test_local_cluster_equals_loky(manifest, loky_cache, tmp_path):
     assert_same_cache(summary.cache_dir, loky_cache)
 
 
-
-
 @pytest.mark.slow
 def test_separate_scheduler_and_workers_survive_a_killed_worker(manifest, loky_cache, tmp_path):
     scheduler, address = start_scheduler(tmp_path)
     procs = [scheduler]
     try:
         for i in range(2):
-            procs.append(spawn_module("distributed.cli.dask_worker", address, "--nthreads", "1", "--host", "127.0.0.1",
-                                "--no-dashboard", "--name", f"w{i}", log=tmp_path / f"worker{i}.log"))
+            procs.append(
+                spawn_module(
+                    "distributed.cli.dask_worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--host",
+                    "127.0.0.1",
+                    "--no-dashboard",
+                    "--name",
+                    f"w{i}",
+                    log=tmp_path / f"worker{i}.log",
+                )
+            )
         from distributed import Client
 
         with Client(address, timeout="60s") as client:
@@ -75,10 +86,31 @@ def test_separate_scheduler_and_workers_survive_a_killed_worker(manifest, loky_c
 
         cache_root = tmp_path / "cache"
         driver = subprocess.Popen(
-            [sys.executable, "-m", "extract", "run", "--manifest", str(manifest), "--cache-root", str(cache_root),
-             "--backend", "dask", "--scheduler", address, "--shard-size", "1", "--face-weights", "random",
-             "--frame-size", "128", "--no-progress"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "extract",
+                "run",
+                "--manifest",
+                str(manifest),
+                "--cache-root",
+                str(cache_root),
+                "--backend",
+                "dask",
+                "--scheduler",
+                address,
+                "--shard-size",
+                "1",
+                "--face-weights",
+                "random",
+                "--frame-size",
+                "128",
+                "--no-progress",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         index = cache_root / loky_cache.name / "index.jsonl"
         deadline = time.monotonic() + 180

@@ -1,4 +1,5 @@
 """extract.decode: every container decodes to 16 kHz mono and small frames; bad files say why."""
+
 from __future__ import annotations
 
 import os

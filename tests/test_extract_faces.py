@@ -1,4 +1,5 @@
 """extract.faces: standardisation applied once, no-face frames stay empty, weights resolve or fail early."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,7 +54,9 @@ def test_frames_without_faces_are_never_filled(embedder):
 def test_random_weights_are_seeded(embedder):
     frames = face_frames(2, (128, 128))
     again = FaceEmbedder(CFG, resolve_face_weights("random", seed=0))(frames)[0]
-    other = FaceEmbedder(ExtractConfig(face_weights="random", face_seed=1), resolve_face_weights("random", 1))(frames)[0]
+    other = FaceEmbedder(ExtractConfig(face_weights="random", face_seed=1), resolve_face_weights("random", 1))(frames)[
+        0
+    ]
     np.testing.assert_array_equal(embedder(frames)[0], again)
     assert np.abs(embedder(frames)[0] - other).max() > 1e-3
 

@@ -1,4 +1,5 @@
 """--face-weights dlib: dlib's ResNet (128-d) behind MTCNN, its weights from a registry package."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -105,8 +106,23 @@ def test_extract_with_dlib_writes_a_128_d_cache_a_teacher_trains_on(tmp_path):
             path = write_video(tmp_path / f"s{s}_{k}.mp4", frames, 10, tone(1.0, 16000, 140 + 40 * s, seed=k), 16000)
             rows.append({"utt_id": f"s{s}_{k}", "path": path.name, "speaker": f"spk{s}", "split": split})
     manifest = write_manifest(tmp_path / "m.csv", rows)
-    args = ["run", "--manifest", str(manifest), "--cache-root", str(tmp_path / "c"), "--face-weights", "dlib",
-            "--fps", "2", "--n-mels", "20", "--threads", "1", "--no-progress", "--strict"]
+    args = [
+        "run",
+        "--manifest",
+        str(manifest),
+        "--cache-root",
+        str(tmp_path / "c"),
+        "--face-weights",
+        "dlib",
+        "--fps",
+        "2",
+        "--n-mels",
+        "20",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--strict",
+    ]
     assert main(args) == 0
     (cache_dir,) = (tmp_path / "c").iterdir()
     cache = open_cache(cache_dir)

@@ -1,5 +1,6 @@
 """Faults during extraction (issue 6): corrupt shards and --repair, disk full, SIGKILL and resume,
 two runs at once."""
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,9 @@ from extract import open_cache
 from extract.cache import read_index_rows
 from extract.cli import EXIT_BUSY, EXIT_FAILURES, EXIT_OK, EXIT_STORAGE, main
 from extract.config import ExtractConfig
+from extract.faces import resolve_face_weights
 from extract.run import RunOptions, run_extraction
 from extract.verify import verify_cache
-from extract.faces import resolve_face_weights
 from tests.conftest import write_manifest
 
 CFG = ExtractConfig(face_weights="random", frame_size=128)
@@ -33,7 +34,10 @@ CACHE_ID = CFG.hash(resolve_face_weights("random", 0).identity)
 def manifest(clips, tmp_path_factory) -> Path:
     """12 items (clips reused under several ids) so runs span several shards."""
     names = ["mp4", "mkv", "avi", "webm", "flv", "noface", "wav", "m4a"]
-    rows = [{"utt_id": f"u{i:02d}", "path": str(clips[names[i % len(names)]].path), "speaker": f"s{i % 3}"} for i in range(12)]
+    rows = [
+        {"utt_id": f"u{i:02d}", "path": str(clips[names[i % len(names)]].path), "speaker": f"s{i % 3}"}
+        for i in range(12)
+    ]
     return write_manifest(tmp_path_factory.mktemp("faults") / "manifest.csv", rows)
 
 
@@ -113,9 +117,23 @@ def test_disk_full_stops_cleanly_and_rerun_completes(manifest, reference, tmp_pa
     # Every file this run writes is capped at 20 kB: a shard cannot be completed (Python ignores
     # SIGXFSZ, so the write fails with EFBIG as it would with ENOSPC on a full disk).
     proc = subprocess.run(
-        [sys.executable, "-m", "extract", "run", "--manifest", str(manifest), "--cache-root", str(cache_root),
-         "--shard-size", "2", *ARGS],
-        capture_output=True, text=True, timeout=180, preexec_fn=_limit_file_size(20_000),
+        [
+            sys.executable,
+            "-m",
+            "extract",
+            "run",
+            "--manifest",
+            str(manifest),
+            "--cache-root",
+            str(cache_root),
+            "--shard-size",
+            "2",
+            *ARGS,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        preexec_fn=_limit_file_size(20_000),
     )
     assert proc.returncode == EXIT_STORAGE, proc.stderr
     assert "cannot write shard" in proc.stderr and "free space" in proc.stderr
@@ -193,7 +211,7 @@ def test_verify_and_repair_work_on_a_compacted_cache(manifest, reference, tmp_pa
     assert "shards merged into" in capsys.readouterr().out
     rows = {r["utt_id"]: r for r in read_index_rows(cache_dir)}
     shards = sorted({r["shard"] for r in rows.values()})
-    assert 2 <= len(shards) <= 3 and sorted((p.name for p in (cache_dir / "shards").iterdir())) == shards
+    assert 2 <= len(shards) <= 3 and sorted(p.name for p in (cache_dir / "shards").iterdir()) == shards
     assert_same_features(cache_dir, reference)
 
     bad = max(shards, key=lambda s: sum(r["shard"] == s for r in rows.values()))  # the largest compacted shard

@@ -1,5 +1,6 @@
 """extract.pipeline and the run's two face paths: the shared consumer (the GPU path, run here on CPU)
 stores what the per-worker path stores; prefetching changes nothing but the timing."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,7 +42,9 @@ def test_one_bad_item_in_a_batch_fails_alone(clips, extractor):
     loaded = [load_item(it, CFG, extractor.logmel) for it in _items(clips)[:2]]
     assert all(isinstance(x, Loaded) for x in loaded)
     media = loaded[1].media
-    broken = Loaded(loaded[1].item, type(media)(media.audio, media.frames[..., :2], media.frame_times, True), loaded[1].fbank, 1.0)
+    broken = Loaded(
+        loaded[1].item, type(media)(media.audio, media.frames[..., :2], media.frame_times, True), loaded[1].fbank, 1.0
+    )
     out = embed_many(extractor.faces, [loaded[0], broken])
     assert out[0].utt_id == "mp4" and out[0].face_found.any()
     assert out[1].utt_id == "mkv" and out[1].stage == "faces" and "uint8 RGB" in out[1].reason
@@ -65,7 +68,10 @@ def test_shared_consumer_stores_what_the_worker_path_stores(clips, tmp_path):
     per_worker = run_extraction(manifest, tmp_path / "a", CFG, RunOptions(workers=1, face_models="worker", **common))
     # Tasks of 3 items: the consumer embeds several items' frames in one pass.
     shared = run_extraction(
-        manifest, tmp_path / "b", CFG, RunOptions(workers=2, face_models="shared", schedule="count", shard_size=3, **common)
+        manifest,
+        tmp_path / "b",
+        CFG,
+        RunOptions(workers=2, face_models="shared", schedule="count", shard_size=3, **common),
     )
     assert per_worker.cache_dir.name == shared.cache_dir.name  # the path is not a feature setting
     assert (shared.extracted, len(shared.failures)) == (per_worker.extracted, 1) == (len(NAMES), 1)
@@ -78,7 +84,9 @@ def test_shared_consumer_stores_what_the_worker_path_stores(clips, tmp_path):
         assert np.array_equal(x["frame_times"], y["frame_times"])
         np.testing.assert_allclose(x["face"], y["face"], atol=2e-3)  # float16 storage of batched vs per-item sums
     failures = pd.read_csv(shared.cache_dir / "failures.csv")
-    assert failures.to_dict("records") == [{"utt_id": "gone", "path": str(tmp_path / "gone.mp4"), "stage": "input", "reason": "file not found"}]
+    assert failures.to_dict("records") == [
+        {"utt_id": "gone", "path": str(tmp_path / "gone.mp4"), "stage": "input", "reason": "file not found"}
+    ]
 
 
 def _chunk_pid(chunk: list[int]) -> tuple[list[int], int]:
@@ -105,6 +113,7 @@ def test_an_error_in_any_worker_stops_the_run_and_is_raised():
     from extract.run import _driver_helps
 
     taken = []
+
     def tasks():
         for i in range(1000):
             taken.append(i)

@@ -1,5 +1,6 @@
 """extract run / info / verify end to end on generated media: good items, every bad input, resume,
 exit codes, the lock, and the manifest checks that happen before any work."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,8 @@ from extract import open_cache
 from extract.cache import cache_lock
 from extract.cli import EXIT_BUSY, EXIT_FAILURES, EXIT_OK, EXIT_USAGE, main
 from extract.config import ExtractConfig
-from extract.run import ManifestError, RunOptions, load_manifest, run_extraction
 from extract.faces import resolve_face_weights
+from extract.run import ManifestError, RunOptions, load_manifest, run_extraction
 from manifests.media import write_video
 from tests.conftest import tone, write_manifest
 
@@ -54,7 +55,10 @@ def corpus(clips, tmp_path_factory) -> Path:
         "no_audio": "silent.mp4",
         "too_short": "blip.wav",
     }
-    rows = [{"utt_id": u, "path": str(clips[u].path), "speaker": f"spk{i % 3}", "split": "train"} for i, u in enumerate(GOOD)]
+    rows = [
+        {"utt_id": u, "path": str(clips[u].path), "speaker": f"spk{i % 3}", "split": "train"}
+        for i, u in enumerate(GOOD)
+    ]
     rows += [{"utt_id": u, "path": p, "speaker": "spk9", "split": "test"} for u, p in bad_paths.items()]
     return write_manifest(root / "manifest.csv", rows)
 
@@ -88,7 +92,10 @@ def test_good_items_are_stored_with_their_labels(extracted, clips):
         else:
             assert not item["face_found"].any() and not item["face"].any()  # never filled
     assert cache.config["hash"] == summary.cache_dir.name == CFG.hash(resolve_face_weights("random", 0).identity)
-    assert cache.config["face_weights_identity"] == "random(seed=0,init=he,rng=own)" and "torch" in cache.config["versions"]
+    assert (
+        cache.config["face_weights_identity"] == "random(seed=0,init=he,rng=own)"
+        and "torch" in cache.config["versions"]
+    )
 
 
 def test_every_bad_input_gets_a_failure_row(extracted):
@@ -187,9 +194,12 @@ def test_console_entry_point(extracted, corpus):
     )
     assert proc.returncode == EXIT_OK, proc.stderr
     assert proc.stdout.strip().splitlines()[-1].split()[-1] == str(summary.cache_dir)
-    assert "--face-weights" in subprocess.run(
-        [sys.executable, "-m", "extract", "run", "--help"], capture_output=True, text=True, timeout=60
-    ).stdout
+    assert (
+        "--face-weights"
+        in subprocess.run(
+            [sys.executable, "-m", "extract", "run", "--help"], capture_output=True, text=True, timeout=60
+        ).stdout
+    )
 
 
 def test_device_is_checked_before_work_and_not_hashed(tmp_path, clips, capsys, extracted):

@@ -1,4 +1,5 @@
 """extract.schedule: items costed from their probe and dealt into tasks that finish together."""
+
 from __future__ import annotations
 
 import heapq
@@ -50,7 +51,9 @@ def test_cost_grows_with_duration_and_pixels_and_respects_cuts():
     audio = MediaInfo(True, False, 4.0)
     assert estimate_cost(large, CFG) > estimate_cost(small, CFG) > estimate_cost(audio, CFG) > 0
     fixed = estimate_cost(MediaInfo(True, True, 0.0, 224, 224, 25.0), CFG)  # per item, whatever its length
-    assert estimate_cost(small, CFG, start=1.0, end=3.0) - fixed == pytest.approx((estimate_cost(small, CFG) - fixed) / 2)
+    assert estimate_cost(small, CFG, start=1.0, end=3.0) - fixed == pytest.approx(
+        (estimate_cost(small, CFG) - fixed) / 2
+    )
     assert 0 < estimate_cost(None, CFG) < estimate_cost(audio, CFG)  # unreadable items fail fast
 
 
@@ -61,7 +64,10 @@ def test_probe_is_attached_and_reused_by_decode(clips, tmp_path):
     info = probed[0].info
     assert (info.width, info.height, info.frame_rate, info.has_video) == (128, 96, 10.0, True)
     assert probed[1].info is None  # left for its worker to fail with the full reason
-    plain, reused = decode(clips["mp4"].path, fps=5, frame_size=64), decode(clips["mp4"].path, fps=5, frame_size=64, info=info)
+    plain, reused = (
+        decode(clips["mp4"].path, fps=5, frame_size=64),
+        decode(clips["mp4"].path, fps=5, frame_size=64, info=info),
+    )
     assert np.array_equal(plain.audio, reused.audio) and np.array_equal(plain.frames, reused.frames)
 
 

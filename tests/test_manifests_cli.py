@@ -1,4 +1,5 @@
 """The manifests CLI and manifest I/O: files written, paths portable, exit codes meaningful."""
+
 from __future__ import annotations
 
 import subprocess
@@ -32,8 +33,24 @@ def ravdess_root(tmp_path: Path) -> Path:
 
 def test_cli_writes_manifest_skip_report_and_trials(tmp_path, ravdess_root, capsys):
     out = tmp_path / "out" / "ravdess.csv"
-    rc = main(["ravdess", str(ravdess_root), "--out", str(out), "--split", "speaker-disjoint",
-               "--ratios", "0.5", "0.17", "0.33", "--trials", "5", "--seed", "1"])
+    rc = main(
+        [
+            "ravdess",
+            str(ravdess_root),
+            "--out",
+            str(out),
+            "--split",
+            "speaker-disjoint",
+            "--ratios",
+            "0.5",
+            "0.17",
+            "0.33",
+            "--trials",
+            "5",
+            "--seed",
+            "1",
+        ]
+    )
     assert rc == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith(f"{out}: 48 items, 6 speakers, emotion angry=12 happy=12 neutral=12 sad=12")
@@ -73,8 +90,21 @@ def test_cli_exit_codes(tmp_path, ravdess_root, capsys):
 
 
 def test_python_dash_m_entry_point(tmp_path, ravdess_root):
-    proc = subprocess.run([sys.executable, "-m", "manifests", "ravdess", str(ravdess_root), "--out",
-                           str(tmp_path / "r.csv"), "--split", "none"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "manifests",
+            "ravdess",
+            str(ravdess_root),
+            "--out",
+            str(tmp_path / "r.csv"),
+            "--split",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "split" not in pd.read_csv(tmp_path / "r.csv").columns
     assert "48 items" in proc.stdout

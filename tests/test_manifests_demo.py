@@ -1,4 +1,5 @@
 """The demo corpus: real decodable videos, consistent labels and splits, deterministic for a seed."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from manifests.demo import EMOTIONS, FACE, DemoConfig, make_demo_corpus, make_speakers, main, render_frames
-from manifests.io import read_manifest
 from common.ffmpeg import ffmpeg_exe
+from manifests.demo import EMOTIONS, FACE, DemoConfig, main, make_demo_corpus, make_speakers, render_frames
+from manifests.io import read_manifest
 from manifests.media import lfw_faces
 from manifests.voice import Prosody, Voice, synthesize
 
@@ -29,8 +30,17 @@ def md5(path) -> str:
 
 def test_manifest_labels_and_splits(corpus):
     df = read_manifest(corpus)
-    assert list(df.columns) == ["utt_id", "path", "speaker", "emotion", "gender", "voice_group", "split",
-                                "emotion_split", "snr_db"]
+    assert list(df.columns) == [
+        "utt_id",
+        "path",
+        "speaker",
+        "emotion",
+        "gender",
+        "voice_group",
+        "split",
+        "emotion_split",
+        "snr_db",
+    ]
     assert len(df) == 12 and df["speaker"].nunique() == 3
     # Every speaker says every emotion equally often, and keeps one gender.
     assert (pd.crosstab(df["speaker"], df["emotion"]) == 1).all().all()
@@ -54,13 +64,19 @@ def test_files_are_real_h264_aac_videos(corpus):
     row = df.iloc[5]
     probe = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", row["path"]], capture_output=True, text=True).stderr
     assert "Video: h264" in probe and "Audio: aac" in probe and "160x160" in probe
-    video = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", row["path"], "-f", "rawvideo", "-pix_fmt", "rgb24",
-                            "-"], capture_output=True, check=True).stdout
+    video = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", row["path"], "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
     frames = np.frombuffer(video, np.uint8).reshape(-1, 160, 160, 3)
     assert 1.5 * 25 - 1 <= len(frames) <= 2.5 * 25 + 1
     assert frames[:, 60:100, 60:100].std() > 10  # a textured face in the middle, not a blank frame
-    audio = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", row["path"], "-f", "f32le", "-ac", "1", "-ar", "16000",
-                            "-"], capture_output=True, check=True).stdout
+    audio = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", row["path"], "-f", "f32le", "-ac", "1", "-ar", "16000", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
     samples = np.frombuffer(audio, np.float32)
     assert abs(len(samples) / 16000 - len(frames) / 25) < 0.1  # audio and video cover the same span
     assert 0.01 < np.sqrt(np.mean(samples**2)) < 0.5
@@ -97,7 +113,7 @@ def test_a_corpus_made_by_another_ffmpeg_build_is_not_reused(corpus, tmp_path, m
 def test_voice_pitch_follows_speaker_and_emotion():
     def f0_of(x: np.ndarray, sr: int = 16000) -> float:
         x = x - x.mean()
-        ac = np.correlate(x, x, "full")[len(x) - 1:]
+        ac = np.correlate(x, x, "full")[len(x) - 1 :]
         lo, hi = sr // 400, sr // 60
         return sr / (lo + np.argmax(ac[lo:hi]))
 
@@ -117,8 +133,9 @@ def test_speakers_resemble_each_other_but_have_distinct_faces():
     female = [s.voice.f0 for s in cast if s.gender == "female"]
     spread = 2 ** (cfg.voice_spread / 12)
     assert max(female) / min(female) < 2 ** (4 / 12) * spread**2 + 1e-9  # group voices within four semitones
-    assert all(0.95 / 1.01 <= s.voice.formant_scale / (1.15 if s.gender == "female" else 1.0) <= 1.05 * 1.01
-               for s in cast)
+    assert all(
+        0.95 / 1.01 <= s.voice.formant_scale / (1.15 if s.gender == "female" else 1.0) <= 1.05 * 1.01 for s in cast
+    )
     # A voice group's members share its voice up to voice_spread; different groups do not.
     for a, b in zip(cast[::2], cast[1::2]):
         assert a.voice_group == b.voice_group and a.gender == b.gender
@@ -137,8 +154,10 @@ def test_voice_group_members_are_closer_in_audio_than_other_speakers():
 
     cast, logmel = make_speakers(DemoConfig(speakers=8)), LogMel(ExtractConfig())
     rng = np.random.default_rng(0)
-    p = [np.mean([logmel(synthesize(s.voice, PROSODY["neutral"], 1.5, rng)).mean(0) for _ in range(8)], axis=0)
-         for s in cast]
+    p = [
+        np.mean([logmel(synthesize(s.voice, PROSODY["neutral"], 1.5, rng)).mean(0) for _ in range(8)], axis=0)
+        for s in cast
+    ]
 
     def d(i: int, j: int) -> float:
         return float(np.abs(p[i] - p[j]).mean())

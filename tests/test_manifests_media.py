@@ -1,4 +1,5 @@
 """manifests.media: real containers come out of write_video, and decode back to what went in."""
+
 from __future__ import annotations
 
 import subprocess
@@ -102,9 +103,9 @@ def test_ffmpeg_choice_bundled_system_auto_and_path(tmp_path, monkeypatch):
 
 
 def test_ffmpeg_choice_errors_name_the_setting(tmp_path, monkeypatch):
-    from common.ffmpeg import FFMPEG_ENV
-
     import imageio_ffmpeg
+
+    from common.ffmpeg import FFMPEG_ENV
 
     _fake_path(tmp_path, monkeypatch, with_ffmpeg=False)
     monkeypatch.delenv(FFMPEG_ENV, raising=False)

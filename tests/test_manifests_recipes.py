@@ -1,15 +1,14 @@
 """Recipes on tiny fake trees laid out and named exactly as each dataset publishes itself."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from manifests.recipes import RECIPES, NotADatasetError, run_recipe
 from manifests.recipes.cremad import cremad
 from manifests.recipes.generic import generic
-from manifests.recipes.iemocap import iemocap
 from manifests.recipes.ravdess import ravdess
 from manifests.recipes.voxceleb import voxceleb1, voxceleb2
 
@@ -38,15 +37,17 @@ def crema_root(tmp_path: Path) -> Path:
                 name = f"{actor}_{sentence}_{emo}_{level}"
                 touch(root / "VideoFlash" / f"{name}.flv")
                 touch(root / "AudioWAV" / f"{name}.wav")
-    touch(root / "AudioWAV" / "1001_XYZ_ANG_XX.wav")           # unknown sentence code
+    touch(root / "AudioWAV" / "1001_XYZ_ANG_XX.wav")  # unknown sentence code
     touch(root / "VideoFlash" / "1001_XYZ_ANG_XX.flv")
-    touch(root / "VideoFlash" / "1006_DFA_ANG_XX.flv")         # audio partner missing
-    touch(root / "AudioWAV" / "1006_DFA_SAD_XX.wav")           # video partner missing
+    touch(root / "VideoFlash" / "1006_DFA_ANG_XX.flv")  # audio partner missing
+    touch(root / "AudioWAV" / "1006_DFA_SAD_XX.wav")  # video partner missing
     touch(root / "VideoFlash" / "1006_DFA_HAP_XX.flv")
-    touch(root / "AudioWAV" / "1006_DFA_HAP_XX.wav", b"")      # empty file (a known CREMA-D defect)
+    touch(root / "AudioWAV" / "1006_DFA_HAP_XX.wav", b"")  # empty file (a known CREMA-D defect)
     (root / "VideoDemographics.csv").write_text(
         "ActorID,Age,Sex,Race,Ethnicity\n1001,51,Male,Caucasian,Not Hispanic\n1002,21,Female,Caucasian,Not Hispanic\n"
-        "1003,21,Female,Caucasian,Not Hispanic\n1004,42,Female,Caucasian,Not Hispanic\n1005,29,Male,African American,Not Hispanic\n")
+        "1003,21,Female,Caucasian,Not Hispanic\n1004,42,Female,Caucasian,Not Hispanic\n"
+        "1005,29,Male,African American,Not Hispanic\n"
+    )
     return root
 
 
@@ -80,6 +81,7 @@ def test_cremad_audio_media_and_default_split(crema_root):
 
 # --- RAVDESS -----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def ravdess_root(tmp_path: Path) -> Path:
     root = tmp_path / "RAVDESS"
@@ -103,7 +105,11 @@ def test_ravdess_default_is_audiovisual_speech(ravdess_root):
     assert df["utt_id"].str.startswith("01-01-").all()
     assert df["emotion"].value_counts().to_dict() == {"neutral": 8, "happy": 8, "angry": 8, "surprise": 8}
     assert df.groupby("speaker")["gender"].first().to_dict() == {
-        "Actor_01": "male", "Actor_02": "female", "Actor_03": "male", "Actor_04": "female"}
+        "Actor_01": "male",
+        "Actor_02": "female",
+        "Actor_03": "male",
+        "Actor_04": "female",
+    }
     row = df.set_index("utt_id").loc["01-01-05-02-01-02-03"]
     assert (row["intensity"], row["statement"], row["repetition"]) == ("strong", 1, 2)
     text = reasons(result)
@@ -119,6 +125,7 @@ def test_ravdess_song_when_asked(ravdess_root):
 
 
 # --- IEMOCAP -----------------------------------------------------------------------------------
+
 
 def _emo_file(lines: list[str]) -> str:
     header = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"
@@ -146,11 +153,17 @@ def iemocap_root(tmp_path: Path) -> Path:
             ]
             touch(root / f"Session{s}" / "dialog" / "EmoEvaluation" / f"{dialog}.txt", _emo_file(lines).encode())
     ev = root / "Session1" / "dialog" / "EmoEvaluation"
-    touch(ev / "._Ses01F_impro01.txt", b"\x00\x05\x16\x07")               # macOS resource fork in the release
-    touch(ev / "Ses01F_impro02.txt", _emo_file([                          # dialog whose video is missing
-        "[1.0000 - 2.0000]\tSes01F_impro02_F000\tneu\t[2.5000, 2.5000, 2.5000]"]).encode())
+    touch(ev / "._Ses01F_impro01.txt", b"\x00\x05\x16\x07")  # macOS resource fork in the release
+    touch(
+        ev / "Ses01F_impro02.txt",
+        _emo_file(
+            [  # dialog whose video is missing
+                "[1.0000 - 2.0000]\tSes01F_impro02_F000\tneu\t[2.5000, 2.5000, 2.5000]"
+            ]
+        ).encode(),
+    )
     with (ev / "Ses01F_impro01.txt").open("a") as fh:
-        fh.write("[30.0000 - 31.0000]\tSes01F_impro01_F004\tneu\n")       # truncated turn line
+        fh.write("[30.0000 - 31.0000]\tSes01F_impro01_F004\tneu\n")  # truncated turn line
         fh.write("[32.0000 - 31.0000]\tSes01F_impro01_M005\tneu\t[2.5000, 2.5000, 2.5000]\n")
     return root
 
@@ -171,8 +184,12 @@ def test_iemocap_four_classes_sides_and_sessions(iemocap_root):
     assert (df["gender"] == df["speaker"].str[-1].map({"F": "female", "M": "male"})).all()
     # Default split: leave-one-session-out, fold 0 tests Session1 and validates on Session2.
     assert df.groupby("session")["split"].unique().map(list).to_dict() == {
-        "Session1": ["test"], "Session2": ["val"], "Session3": ["train"], "Session4": ["train"],
-        "Session5": ["train"]}
+        "Session1": ["test"],
+        "Session2": ["val"],
+        "Session3": ["train"],
+        "Session4": ["train"],
+        "Session5": ["train"],
+    }
     text = reasons(result)
     assert "._Ses01F_impro01.txt" in text
     assert "missing partner video dialog/avi/DivX/Ses01F_impro02.avi" in text
@@ -192,6 +209,7 @@ def test_iemocap_all_classes_and_no_crop(iemocap_root):
 
 # --- VoxCeleb ----------------------------------------------------------------------------------
 
+
 def _vox_tree(base: Path, ext: str, speakers: dict[str, list[str]], clips: int = 2) -> None:
     for spk, videos in speakers.items():
         for video in videos:
@@ -206,17 +224,22 @@ def test_voxceleb2_dev_test_partner_and_meta(tmp_path):
     _vox_tree(root / "dev" / "mp4", "mp4", dev)
     _vox_tree(root / "dev" / "aac", "m4a", {**dev, "id00016": ["X-9a-bcdefg"]})  # id00016's mp4 missing
     _vox_tree(root / "test" / "mp4", "mp4", test)
-    touch(root / "dev" / "mp4" / "id00012" / "21Uxsk56VDQ" / "clip.mp4")           # malformed clip name
-    touch(root / "dev" / "mp4" / "speaker7" / "abc" / "00001.mp4")                   # malformed speaker folder
-    (root / "vox2_meta.csv").write_text("VoxCeleb2 ID ,VGGFace2 ID ,Gender ,Set \n"
-                                        "id00012 ,n000012 ,m ,dev \nid00015 ,n000015 ,f ,dev \n"
-                                        "id00017 ,n000017 ,f ,test \n")
+    touch(root / "dev" / "mp4" / "id00012" / "21Uxsk56VDQ" / "clip.mp4")  # malformed clip name
+    touch(root / "dev" / "mp4" / "speaker7" / "abc" / "00001.mp4")  # malformed speaker folder
+    (root / "vox2_meta.csv").write_text(
+        "VoxCeleb2 ID ,VGGFace2 ID ,Gender ,Set \n"
+        "id00012 ,n000012 ,m ,dev \nid00015 ,n000015 ,f ,dev \n"
+        "id00017 ,n000017 ,f ,test \n"
+    )
     result = voxceleb2(root)
     df = result.manifest.set_index("utt_id")
     assert len(df) == (3 + 2) * 2
     assert df.loc["id00012/2DLq_Kkc1r8/00002", "path"].endswith("dev/mp4/id00012/2DLq_Kkc1r8/00002.mp4")
-    assert df.groupby("speaker")["split"].first().to_dict() == {"id00012": "train", "id00015": "train",
-                                                                 "id00017": "test"}
+    assert df.groupby("speaker")["split"].first().to_dict() == {
+        "id00012": "train",
+        "id00015": "train",
+        "id00017": "test",
+    }
     assert df.loc["id00015/0fijmz4vTVU/00001", "gender"] == "female"
     text = reasons(result)
     assert "clip.mp4" in text and "speaker7: not a speaker folder named idNNNNN" in text
@@ -254,16 +277,23 @@ def test_voxceleb1_official_split_and_trials(tmp_path):
     (root / "iden_split.txt").write_text(
         "1 id10270/x6uYqmx31kE/00001.wav\n1 id10270/x6uYqmx31kE/00002.wav\n2 id10270/8jEAjG6SegY/00001.wav\n"
         "3 id10270/8jEAjG6SegY/00002.wav\n1 id10271/1gtz-CUIygI/00001.wav\n3 id10271/1gtz-CUIygI/00002.wav\n"
-        "1 id10272/na8-QEFmj44/00001.wav\n3 id10272/na8-QEFmj44/00002.wav\n")
-    (root / "vox1_meta.csv").write_text("VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet\n"
-                                        "id10270\t5.Waltz\tm\tGermany\ttest\nid10271\tA.J._Buckley\tm\tIreland\ttest\n"
-                                        "id10272\tAaron_Tveit\tf\tUSA\ttest\n")
+        "1 id10272/na8-QEFmj44/00001.wav\n3 id10272/na8-QEFmj44/00002.wav\n"
+    )
+    (root / "vox1_meta.csv").write_text(
+        "VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet\n"
+        "id10270\t5.Waltz\tm\tGermany\ttest\nid10271\tA.J._Buckley\tm\tIreland\ttest\n"
+        "id10272\tAaron_Tveit\tf\tUSA\ttest\n"
+    )
     (root / "veri_test2.txt").write_text(
         "1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00002.wav\n"
         "0 id10270/x6uYqmx31kE/00001.wav id10271/1gtz-CUIygI/00001.wav\n"
-        "0 id10272/na8-QEFmj44/00002.wav id10999/aaaaaaaaaaa/00001.wav\n")  # speaker not downloaded
-    with pytest.warns(UserWarning, match=r"puts 3 group value\(s\) \(recordings\) in two splits, e\.g\. "
-                                         r"'1gtz-CUIygI' in test, train"):
+        "0 id10272/na8-QEFmj44/00002.wav id10999/aaaaaaaaaaa/00001.wav\n"
+    )  # speaker not downloaded
+    with pytest.warns(
+        UserWarning,
+        match=r"puts 3 group value\(s\) \(recordings\) in two splits, e\.g\. "
+        r"'1gtz-CUIygI' in test, train",
+    ):
         result = run_recipe("voxceleb1", root)  # this iden_split holds clips of one video on both sides
     df = result.manifest.set_index("utt_id")
     assert len(df) == 8 and df["speaker"].nunique() == 3
@@ -271,9 +301,11 @@ def test_voxceleb1_official_split_and_trials(tmp_path):
     assert df["split"].value_counts().to_dict() == {"train": 4, "test": 3, "val": 1}
     assert df.loc["id10272/na8-QEFmj44/00001", "gender"] == "female"
     trials = result.trials["veri_test2.txt"]
-    assert trials.to_dict("list") == {"label": [1, 0],
-                                      "enrol": ["id10270/x6uYqmx31kE/00001", "id10270/x6uYqmx31kE/00001"],
-                                      "test": ["id10270/8jEAjG6SegY/00002", "id10271/1gtz-CUIygI/00001"]}
+    assert trials.to_dict("list") == {
+        "label": [1, 0],
+        "enrol": ["id10270/x6uYqmx31kE/00001", "id10270/x6uYqmx31kE/00001"],
+        "test": ["id10270/8jEAjG6SegY/00002", "id10271/1gtz-CUIygI/00001"],
+    }
     assert set(trials["enrol"]) | set(trials["test"]) <= set(df.index)
     assert "1 of 3 trials name utterances not found" in reasons(result)
 
@@ -288,13 +320,14 @@ def test_voxceleb1_rejects_malformed_iden_split(tmp_path):
 
 # --- generic -----------------------------------------------------------------------------------
 
+
 def test_generic_pattern_and_labels(tmp_path):
     root = tmp_path / "corpus"
     for spk in ("alice", "bob"):
         for emo in ("happy", "sad"):
             touch(root / spk / f"{emo}_1.wav")
     touch(root / "bob" / "notes" / "x.wav")  # does not match the pattern
-    touch(root / "alice" / "cover.jpg")      # not media
+    touch(root / "alice" / "cover.jpg")  # not media
     result = generic(root, pattern=r"(?P<speaker>[^/]+)/(?P<emotion>[a-z]+)_\d+\.wav")
     df = result.manifest.set_index("utt_id")
     assert len(df) == 4 and df.loc["alice/sad_1", "emotion"] == "sad" and df.loc["bob/happy_1", "speaker"] == "bob"
@@ -321,13 +354,17 @@ def test_generic_bad_inputs(tmp_path):
 
 def test_emotion_labels_share_one_spelling():
     from manifests.demo import EMOTIONS as DEMO
-    from manifests.recipes import EMOTIONS, cremad as c, iemocap as i, ravdess as r
+    from manifests.recipes import EMOTIONS
+    from manifests.recipes import cremad as c
+    from manifests.recipes import iemocap as i
+    from manifests.recipes import ravdess as r
 
     for labels in (c.EMOTIONS.values(), r.EMOTIONS.values(), i.CODES.values(), i.FOUR_CLASS.values(), DEMO):
         assert set(labels) <= set(EMOTIONS)
 
 
 # --- every recipe fails clearly on a root that is not its dataset -----------------------------
+
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_not_a_dataset_root(tmp_path, name):
@@ -347,10 +384,18 @@ def test_all_names_malformed_is_an_error_naming_a_file(tmp_path):
 def test_voxceleb1_reads_every_official_trial_list(tmp_path):
     root = tmp_path / "vox1"
     _vox_tree(root / "wav", "wav", {"id10270": ["x6uYqmx31kE"], "id10271": ["1gtz-CUIygI"]})
-    line = "1 id10270/x6uYqmx31kE/00001.wav id10270/x6uYqmx31kE/00002.wav\n" \
-           "0 id10270/x6uYqmx31kE/00001.wav id10271/1gtz-CUIygI/00002.wav\n"
-    names = ("veri_test.txt", "veri_test2.txt", "list_test_all.txt", "list_test_all2.txt", "list_test_hard.txt",
-             "list_test_hard2.txt")  # VoxCeleb1-O, -E, -H: original and cleaned
+    line = (
+        "1 id10270/x6uYqmx31kE/00001.wav id10270/x6uYqmx31kE/00002.wav\n"
+        "0 id10270/x6uYqmx31kE/00001.wav id10271/1gtz-CUIygI/00002.wav\n"
+    )
+    names = (
+        "veri_test.txt",
+        "veri_test2.txt",
+        "list_test_all.txt",
+        "list_test_all2.txt",
+        "list_test_hard.txt",
+        "list_test_hard2.txt",
+    )  # VoxCeleb1-O, -E, -H: original and cleaned
     for name in names:
         (root / name).write_text(line)
     result = run_recipe("voxceleb1", root)

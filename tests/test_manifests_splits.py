@@ -1,4 +1,5 @@
 """Splits hold out what they promise, deterministically; trial lists are balanced and round-trip."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,19 +11,36 @@ from manifests.trials import _pair_from_index, make_trials, read_trials, write_t
 
 
 def corpus(speakers: int = 10, utts: int = 12, sessions: int = 0) -> pd.DataFrame:
-    rows = [{"utt_id": f"s{s:02d}_{u:03d}", "speaker": f"s{s:02d}", "gender": "female" if s % 2 else "male",
-             "video": f"v{u % 4}"} for s in range(speakers) for u in range(utts)]
+    rows = [
+        {
+            "utt_id": f"s{s:02d}_{u:03d}",
+            "speaker": f"s{s:02d}",
+            "gender": "female" if s % 2 else "male",
+            "video": f"v{u % 4}",
+        }
+        for s in range(speakers)
+        for u in range(utts)
+    ]
     df = pd.DataFrame(rows)
     if sessions:
         df["session"] = "Session" + ((df["speaker"].str[1:].astype(int) // 2) % sessions + 1).astype(str)
     return df
 
 
-@pytest.mark.parametrize("n, ratios, expected", [
-    (1, (0.8, 0.1, 0.1), (1, 0, 0)), (2, (0.8, 0.1, 0.1), (1, 0, 1)), (3, (0.8, 0.1, 0.1), (1, 1, 1)),
-    (10, (0.8, 0.1, 0.1), (8, 1, 1)), (16, (0.8, 0.1, 0.1), (13, 1, 2)), (5, (0.5, 0.5, 0.0), (3, 2, 0)), (4, (0.34, 0.33, 0.33), (2, 1, 1)),
-    (3, (0.0, 0.5, 0.5), (0, 1, 2)), (3, (0.98, 0.01, 0.01), (1, 1, 1)),
-])
+@pytest.mark.parametrize(
+    "n, ratios, expected",
+    [
+        (1, (0.8, 0.1, 0.1), (1, 0, 0)),
+        (2, (0.8, 0.1, 0.1), (1, 0, 1)),
+        (3, (0.8, 0.1, 0.1), (1, 1, 1)),
+        (10, (0.8, 0.1, 0.1), (8, 1, 1)),
+        (16, (0.8, 0.1, 0.1), (13, 1, 2)),
+        (5, (0.5, 0.5, 0.0), (3, 2, 0)),
+        (4, (0.34, 0.33, 0.33), (2, 1, 1)),
+        (3, (0.0, 0.5, 0.5), (0, 1, 2)),
+        (3, (0.98, 0.01, 0.01), (1, 1, 1)),
+    ],
+)
 def test_allocate(n, ratios, expected):
     assert allocate(n, ratios) == expected
     assert sum(expected) == n
@@ -104,8 +122,9 @@ def linked_corpus() -> pd.DataFrame:
     return df
 
 
-@pytest.mark.parametrize("kind, options", [("speaker-id", {}), ("speaker-disjoint", {}),
-                                           ("leave-speakers-out", {"fold": 1, "n_folds": 4})])
+@pytest.mark.parametrize(
+    "kind, options", [("speaker-id", {}), ("speaker-disjoint", {}), ("leave-speakers-out", {"fold": 1, "n_folds": 4})]
+)
 def test_group_column_is_used_and_no_group_spans_two_splits(kind, options):
     df = linked_corpus()
     split = assign_split(df, kind, seed=5, **options)
@@ -138,7 +157,6 @@ def test_sessions_as_groups_deal_whole_sessions():
         assign_split(df, "leave-speakers-out", fold=0, n_folds=6)
 
 
-
 @pytest.mark.parametrize("column, n_folds, expected", [("session", 0, 5), ("speaker", 0, 10), ("speaker", 4, 4)])
 def test_fold_split_tests_every_item_once_and_validates_on_the_next_fold(column, n_folds, expected):
     df = corpus(speakers=10, sessions=5)
@@ -157,6 +175,7 @@ def test_fold_split_tests_every_item_once_and_validates_on_the_next_fold(column,
 
 
 # --- trials ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("m", [2, 3, 7, 50_000, 3_000_000])
 def test_pair_index_decoding_matches_enumeration(m):

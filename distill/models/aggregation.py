@@ -24,7 +24,9 @@ def _check(x: Tensor, seg_mask: Tensor | None) -> None:
         raise ValueError(f"aggregator expects segments (B, S, D), got {tuple(x.shape)}")
     if seg_mask is not None:
         if seg_mask.shape != x.shape[:2] or seg_mask.dtype != torch.bool:
-            raise ValueError(f"seg_mask must be bool of shape {tuple(x.shape[:2])}, got {seg_mask.dtype} {tuple(seg_mask.shape)}")
+            raise ValueError(
+                f"seg_mask must be bool of shape {tuple(x.shape[:2])}, got {seg_mask.dtype} {tuple(seg_mask.shape)}"
+            )
         empty = (~seg_mask.any(dim=1)).nonzero().flatten().tolist()
         if empty:
             raise ValueError(f"batch item(s) {empty} have no valid segment to aggregate")
@@ -44,12 +46,16 @@ class BiLSTMAggregator(nn.Module):
             raise ValueError(f"bilstm aggregator: out_dim={out_dim} must be even (two directions)")
         self.out_dim = out_dim
         self.lstm = nn.LSTM(
-            in_dim, out_dim // 2, num_layers=num_layers, batch_first=True, bidirectional=True,
+            in_dim,
+            out_dim // 2,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=True,
             dropout=dropout if num_layers > 1 else 0.0,
         )
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, in_dim: int) -> "BiLSTMAggregator":
+    def from_config(cls, cfg: ModelConfig, in_dim: int) -> BiLSTMAggregator:
         return cls(in_dim, cfg.agg_dim, cfg.agg_layers, cfg.dropout)
 
     def forward(self, x: Tensor, seg_mask: Tensor | None = None) -> Tensor:
@@ -76,7 +82,7 @@ class AttentionAggregator(nn.Module):
         self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, out_dim))
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, in_dim: int) -> "AttentionAggregator":
+    def from_config(cls, cfg: ModelConfig, in_dim: int) -> AttentionAggregator:
         return cls(in_dim, cfg.agg_dim, cfg.dropout)
 
     def forward(self, x: Tensor, seg_mask: Tensor | None = None) -> Tensor:
@@ -103,7 +109,9 @@ class TransformerAggregator(nn.Module):
     positions); padded segments are excluded with the key-padding mask.
     """
 
-    def __init__(self, in_dim: int, out_dim: int = 64, num_layers: int = 1, n_heads: int = 4, dropout: float = 0.1) -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int = 64, num_layers: int = 1, n_heads: int = 4, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         if out_dim % n_heads:
             raise ValueError(f"transformer aggregator: out_dim={out_dim} must be divisible by n_heads={n_heads}")
@@ -116,7 +124,7 @@ class TransformerAggregator(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(out_dim), enable_nested_tensor=False)
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, in_dim: int) -> "TransformerAggregator":
+    def from_config(cls, cfg: ModelConfig, in_dim: int) -> TransformerAggregator:
         return cls(in_dim, cfg.agg_dim, cfg.agg_layers, cfg.agg_heads, cfg.dropout)
 
     def forward(self, x: Tensor, seg_mask: Tensor | None = None) -> Tensor:

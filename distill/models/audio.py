@@ -6,10 +6,10 @@ recipes use and only the sizes are ours. Every encoder exposes ``out_dim``.
 
 from __future__ import annotations
 
-from torch import Tensor, nn
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from speechbrain.lobes.models.ResNet import ResNet
 from speechbrain.lobes.models.Xvector import Xvector
+from torch import Tensor, nn
 
 from distill.models.config import ModelConfig
 from distill.models.registry import Registry
@@ -52,7 +52,7 @@ class EcapaEncoder(nn.Module):
         )
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, n_mels: int) -> "EcapaEncoder":
+    def from_config(cls, cfg: ModelConfig, n_mels: int) -> EcapaEncoder:
         return cls(n_mels, cfg.audio_channels, cfg.emb_dim, cfg.res2net_scale)
 
     def forward(self, fbank: Tensor) -> Tensor:
@@ -71,7 +71,7 @@ class XvectorEncoder(nn.Module):
         self.net = Xvector(in_channels=n_mels, tdnn_channels=[channels] * 4 + [3 * channels], lin_neurons=emb_dim)
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, n_mels: int) -> "XvectorEncoder":
+    def from_config(cls, cfg: ModelConfig, n_mels: int) -> XvectorEncoder:
         return cls(n_mels, cfg.audio_channels, cfg.emb_dim)
 
     def forward(self, fbank: Tensor) -> Tensor:
@@ -89,18 +89,24 @@ class ResNetEncoder(nn.Module):
     mel axis is strided 8x. The stronger choice on a GPU, the costly one on CPU.
     """
 
-    def __init__(self, n_mels: int, channels: int = 64, emb_dim: int = 64,
-                 blocks: tuple[int, ...] | list[int] = (3, 4, 6, 3)) -> None:
+    def __init__(
+        self, n_mels: int, channels: int = 64, emb_dim: int = 64, blocks: tuple[int, ...] | list[int] = (3, 4, 6, 3)
+    ) -> None:
         super().__init__()
         blocks = [int(b) for b in blocks]
         if len(blocks) != 4 or min(blocks) < 1:
             raise ValueError(f"resnet: blocks must be 4 positive counts, one per stage, got {blocks}")
         self.n_mels, self.out_dim = n_mels, emb_dim
-        self.net = ResNet(input_size=n_mels, channels=[channels, channels, 2 * channels, 2 * channels],
-                          block_sizes=blocks, strides=[1, 2, 2, 2], lin_neurons=emb_dim)
+        self.net = ResNet(
+            input_size=n_mels,
+            channels=[channels, channels, 2 * channels, 2 * channels],
+            block_sizes=blocks,
+            strides=[1, 2, 2, 2],
+            lin_neurons=emb_dim,
+        )
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, n_mels: int) -> "ResNetEncoder":
+    def from_config(cls, cfg: ModelConfig, n_mels: int) -> ResNetEncoder:
         return cls(n_mels, cfg.audio_channels, cfg.emb_dim, cfg.resnet_blocks)
 
     def forward(self, fbank: Tensor) -> Tensor:

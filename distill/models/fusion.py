@@ -23,7 +23,7 @@ class ConcatFusion(nn.Module):
         )
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, audio_dim: int, visual_dim: int) -> "ConcatFusion":
+    def from_config(cls, cfg: ModelConfig, audio_dim: int, visual_dim: int) -> ConcatFusion:
         return cls(audio_dim, visual_dim, cfg.emb_dim, cfg.dropout)
 
     def forward(self, audio: Tensor, visual: Tensor) -> Tensor:
@@ -46,7 +46,7 @@ class GatedFusion(nn.Module):
         self.gate = nn.Linear(audio_dim + visual_dim, out_dim)
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, audio_dim: int, visual_dim: int) -> "GatedFusion":
+    def from_config(cls, cfg: ModelConfig, audio_dim: int, visual_dim: int) -> GatedFusion:
         return cls(audio_dim, visual_dim, cfg.emb_dim, cfg.dropout)
 
     def forward(self, audio: Tensor, visual: Tensor) -> Tensor:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
 from speechbrain.nnet.losses import AdditiveAngularMargin
+from torch import Tensor, nn
 
 from distill.models.config import ModelConfig
 from distill.models.registry import Registry
@@ -27,7 +27,7 @@ class LinearHead(nn.Module):
         self.fc = nn.Linear(in_dim, n_classes)
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, in_dim: int, n_classes: int) -> "LinearHead":
+    def from_config(cls, cfg: ModelConfig, in_dim: int, n_classes: int) -> LinearHead:
         return cls(in_dim, n_classes)
 
     def forward(self, emb: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -53,7 +53,7 @@ class AAMHead(nn.Module):
         self.margin = AdditiveAngularMargin(margin=margin, scale=scale)
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, in_dim: int, n_classes: int) -> "AAMHead":
+    def from_config(cls, cfg: ModelConfig, in_dim: int, n_classes: int) -> AAMHead:
         return cls(in_dim, n_classes, cfg.aam_margin, cfg.aam_scale)
 
     def forward(self, emb: Tensor, labels: Tensor | None = None) -> Tensor:

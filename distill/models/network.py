@@ -59,8 +59,9 @@ class AudioVisualEncoder(nn.Module):
     def forward(self, fbank: Tensor, face: Tensor | None = None, face_mask: Tensor | None = None) -> Tensor:
         return self.branches(fbank, face, face_mask)[1]
 
-    def branches(self, fbank: Tensor, face: Tensor | None = None,
-                 face_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def branches(
+        self, fbank: Tensor, face: Tensor | None = None, face_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """``(audio, fused)``: the audio branch's embedding before fusion (what ``distill.target: audio``
         imitates) and the fused one."""
         if face is None:
@@ -159,15 +160,20 @@ class DistillNetwork(nn.Module):
         lead = 1 if self.setting == "nonseq" else 2
         if fbank.dim() != lead + 2 or fbank.shape[-1] != self.n_mels:
             want = "(B, T, n_mels)" if lead == 1 else "(B, S, T, n_mels)"
-            raise ValueError(f"{self.setting} {self.role} expects fbank {want} with n_mels={self.n_mels}, got {tuple(fbank.shape)}")
+            raise ValueError(
+                f"{self.setting} {self.role} expects fbank {want} with n_mels={self.n_mels}, got {tuple(fbank.shape)}"
+            )
         if labels is not None and labels.shape != fbank.shape[:1]:
             raise ValueError(f"labels must have shape ({fbank.shape[0]},), got {tuple(labels.shape)}")
 
         audio = None
-        if seg_mask is not None and (self.aggregator is None or seg_mask.shape != fbank.shape[:2]
-                                     or seg_mask.dtype != torch.bool):
-            raise ValueError(f"seg_mask must be a bool (B, S) = {tuple(fbank.shape[:2])} mask of a seq network, got "
-                             f"{seg_mask.dtype} {tuple(seg_mask.shape)} for {self.setting}")
+        if seg_mask is not None and (
+            self.aggregator is None or seg_mask.shape != fbank.shape[:2] or seg_mask.dtype != torch.bool
+        ):
+            raise ValueError(
+                f"seg_mask must be a bool (B, S) = {tuple(fbank.shape[:2])} mask of a seq network, got "
+                f"{seg_mask.dtype} {tuple(seg_mask.shape)} for {self.setting}"
+            )
         segments = fbank[seg_mask] if seg_mask is not None else fbank.flatten(0, lead - 1)
         if self.role == "student":
             enc = self.encoder(segments)
@@ -192,8 +198,9 @@ def build_network(
         raise ValueError(f"unknown role {role!r}; choose one of {ROLES}")
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; choose one of {SETTINGS}")
-    audio = NormalizedAudio(FbankNorm(n_mels, cfg.fbank_norm),
-                            AUDIO_ENCODERS[cfg.audio_encoder].from_config(cfg, n_mels=n_mels))
+    audio = NormalizedAudio(
+        FbankNorm(n_mels, cfg.fbank_norm), AUDIO_ENCODERS[cfg.audio_encoder].from_config(cfg, n_mels=n_mels)
+    )
     if role == "teacher":
         visual = VISUAL_ENCODERS[cfg.visual_encoder].from_config(cfg, face_dim=face_dim)
         fusion = FUSIONS[cfg.fusion].from_config(cfg, audio_dim=audio.out_dim, visual_dim=visual.out_dim)

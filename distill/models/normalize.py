@@ -11,6 +11,7 @@ validation, teacher targets, ``distill eval``, ``embed``) applies them identical
 A normaliser that has not been fitted yet is the identity (mean 0, scale 1): networks built for
 tests or loaded from a checkpoint behave as their buffers say, nothing is guessed at run time.
 """
+
 from __future__ import annotations
 
 import torch

@@ -31,7 +31,7 @@ class _FaceEncoder(nn.Module):
         self.no_face = nn.Parameter(0.02 * torch.randn(dim))
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, face_dim: int) -> "_FaceEncoder":
+    def from_config(cls, cfg: ModelConfig, face_dim: int) -> _FaceEncoder:
         return cls(face_dim, cfg.visual_dim, cfg.dropout, norm=cfg.face_norm)
 
     def context(self, frames: Tensor, mask: Tensor) -> Tensor:
@@ -43,7 +43,8 @@ class _FaceEncoder(nn.Module):
             raise ValueError(f"visual encoder expects face (N, F, {self.face_dim}), got {tuple(face.shape)}")
         if face_mask.shape != face.shape[:2] or face_mask.dtype != torch.bool:
             raise ValueError(
-                f"face_mask must be bool of shape {tuple(face.shape[:2])}, got {face_mask.dtype} {tuple(face_mask.shape)}"
+                f"face_mask must be bool of shape {tuple(face.shape[:2])}, "
+                f"got {face_mask.dtype} {tuple(face_mask.shape)}"
             )
         keep = face_mask.unsqueeze(-1)
         frames = self.frame(self.norm(face).masked_fill(~keep, 0.0)).masked_fill(~keep, 0.0)
@@ -68,11 +69,14 @@ class TemporalFaceEncoder(_FaceEncoder):
     Missing neighbours contribute exactly zero, never their stored values.
     """
 
-    def __init__(self, face_dim: int = 512, dim: int = 64, dropout: float = 0.1, norm: str = "standardize",
-                 kernel_size: int = 3) -> None:
+    def __init__(
+        self, face_dim: int = 512, dim: int = 64, dropout: float = 0.1, norm: str = "standardize", kernel_size: int = 3
+    ) -> None:
         super().__init__(face_dim, dim, dropout, norm)
         if kernel_size % 2 == 0:
-            raise ValueError(f"temporal visual encoder: kernel_size must be odd to keep frame alignment, got {kernel_size}")
+            raise ValueError(
+                f"temporal visual encoder: kernel_size must be odd to keep frame alignment, got {kernel_size}"
+            )
         self.conv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2)
 
     def context(self, frames: Tensor, mask: Tensor) -> Tensor:

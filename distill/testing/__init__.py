@@ -8,6 +8,7 @@ audio shows it as a weak spectral pattern under loud noise. The label only says 
 centre ``u`` came from, while a teacher's embedding, computed from the faces, also locates ``u``
 inside its class: exactly the extra, privileged, information a student can distil.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,10 +20,22 @@ from extract.cache import build_cache
 EMOTIONS = ("angry", "happy", "neutral", "sad", "fear", "disgust")
 
 
-def make_lupi_items(n_classes: int = 4, per_class: int = 12, *, n_frames: int = 120, n_mels: int = 20,
-                    audio_snr: float = 0.5, face_noise: float = 0.1, fps: float = 10.0, seed: int = 0,
-                    split_ratios: tuple[float, float, float] = (0.5, 0.25, 0.25), length_jitter: int = 0,
-                    latent_dim: int = 8, within_class: float = 0.6, with_split: bool = True) -> list[dict]:
+def make_lupi_items(
+    n_classes: int = 4,
+    per_class: int = 12,
+    *,
+    n_frames: int = 120,
+    n_mels: int = 20,
+    audio_snr: float = 0.5,
+    face_noise: float = 0.1,
+    fps: float = 10.0,
+    seed: int = 0,
+    split_ratios: tuple[float, float, float] = (0.5, 0.25, 0.25),
+    length_jitter: int = 0,
+    latent_dim: int = 8,
+    within_class: float = 0.6,
+    with_split: bool = True,
+) -> list[dict]:
     """Item dicts for ``build_cache``: columns speaker, emotion (one per class) and split.
 
     ``audio_snr`` scales the latent's spectral pattern against unit noise; ``face_noise`` is the
@@ -90,10 +103,18 @@ def tiny_config(cache: str | Path, role: str = "teacher", **overrides):
     return load_config(overrides={**TINY, "cache": str(cache), "role": role, **dotted})
 
 
-def make_shared_direction_items(n_classes: int = 8, per_split: tuple[int, int, int] = (16, 4, 8), *,
-                                n_frames: int = 100, n_mels: int = 20, audio_snr: float = 0.05,
-                                residual: float = 0.1, face_dim: int = 512, fps: float = 10.0,
-                                seed: int = 0) -> list[dict]:
+def make_shared_direction_items(
+    n_classes: int = 8,
+    per_split: tuple[int, int, int] = (16, 4, 8),
+    *,
+    n_frames: int = 100,
+    n_mels: int = 20,
+    audio_snr: float = 0.05,
+    residual: float = 0.1,
+    face_dim: int = 512,
+    fps: float = 10.0,
+    seed: int = 0,
+) -> list[dict]:
     """Faces like seeded-random FaceNet vectors: unit norm, all around one shared direction.
 
     face = normalise(s + ``residual`` · (r_class + 0.3 · r_item + 0.1 · r_frame)), so any two faces
@@ -116,10 +137,18 @@ def make_shared_direction_items(n_classes: int = 8, per_split: tuple[int, int, i
                 face = shared + residual * (class_res[c] + 0.3 * item_res + 0.1 * frame_res)
                 face /= np.linalg.norm(face, axis=1, keepdims=True)
                 fbank = rng.standard_normal((n_frames, n_mels)) + audio_snr * to_audio[c]
-                items.append({
-                    "utt_id": f"{split}_c{c}_{k:03d}", "fbank": fbank.astype(np.float32),
-                    "face": face.astype(np.float32), "face_found": np.ones(n_face, bool),
-                    "frame_times": (np.arange(n_face) / fps).astype(np.float32), "has_video": True,
-                    "duration": n_frames / 100.0, "speaker": f"spk{c}", "emotion": f"emo{c}", "split": split,
-                })
+                items.append(
+                    {
+                        "utt_id": f"{split}_c{c}_{k:03d}",
+                        "fbank": fbank.astype(np.float32),
+                        "face": face.astype(np.float32),
+                        "face_found": np.ones(n_face, bool),
+                        "frame_times": (np.arange(n_face) / fps).astype(np.float32),
+                        "has_video": True,
+                        "duration": n_frames / 100.0,
+                        "speaker": f"spk{c}",
+                        "emotion": f"emo{c}",
+                        "split": split,
+                    }
+                )
     return items

@@ -17,6 +17,7 @@ neither labels nor teacher targets teach anything (measured: no gain for ``embed
 ``LupiDesign(train_per_class=4, label_noise=0.0)`` is the clean-label design of the earlier
 measurements in docs/method.md (draws reproduce).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ def make_lupi_items(design: LupiDesign = LupiDesign(), seed: int = 0) -> list[di
     centres = rng.standard_normal((d.n_classes, d.latent_dim))
     # A random rotation of the mel space: z and the nuisance live in orthogonal, non-axis directions.
     basis, _ = np.linalg.qr(rng.standard_normal((d.n_mels, d.n_mels)))
-    to_audio, to_nuisance = basis[: d.latent_dim], basis[d.latent_dim: d.latent_dim + d.nuisance_dim]
+    to_audio, to_nuisance = basis[: d.latent_dim], basis[d.latent_dim : d.latent_dim + d.nuisance_dim]
     to_face = rng.standard_normal((d.latent_dim, 512)) / np.sqrt(d.latent_dim)
     counts = {"train": d.train_per_class, "val": d.val_per_class, "test": d.test_per_class}
     n_face = max(1, int(d.n_frames / 100 * d.fps))
@@ -80,24 +81,27 @@ def make_lupi_items(design: LupiDesign = LupiDesign(), seed: int = 0) -> list[di
                 n_blocks = -(-d.n_frames // block)
                 nuisance = d.nuisance_gain * rng.standard_normal((n_blocks, d.nuisance_dim))
                 nuisance = np.repeat(nuisance, block, axis=0)[: d.n_frames]
-                fbank = (rng.standard_normal((d.n_frames, d.n_mels)) + d.audio_gain * (z @ to_audio)
-                         + nuisance @ to_nuisance)
+                fbank = (
+                    rng.standard_normal((d.n_frames, d.n_mels)) + d.audio_gain * (z @ to_audio) + nuisance @ to_nuisance
+                )
                 face = z @ to_face + d.face_noise * rng.standard_normal((n_face, 512))
                 label = c
                 if split == "train" and rng.random() < d.label_noise:
                     label = int((c + rng.integers(1, d.n_classes)) % d.n_classes)
-                items.append({
-                    "utt_id": f"{split}_c{c}_{k:03d}",
-                    "fbank": fbank.astype(np.float32),
-                    "face": face.astype(np.float32),
-                    "face_found": np.ones(n_face, bool),
-                    "frame_times": (np.arange(n_face) / d.fps).astype(np.float32),
-                    "has_video": True,
-                    "duration": d.n_frames / 100.0,
-                    "speaker": f"spk{label}",
-                    "emotion": f"emo{label}",
-                    "split": split,
-                })
+                items.append(
+                    {
+                        "utt_id": f"{split}_c{c}_{k:03d}",
+                        "fbank": fbank.astype(np.float32),
+                        "face": face.astype(np.float32),
+                        "face_found": np.ones(n_face, bool),
+                        "frame_times": (np.arange(n_face) / d.fps).astype(np.float32),
+                        "has_video": True,
+                        "duration": d.n_frames / 100.0,
+                        "speaker": f"spk{label}",
+                        "emotion": f"emo{label}",
+                        "split": split,
+                    }
+                )
     return items
 
 

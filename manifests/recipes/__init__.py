@@ -10,16 +10,39 @@ import warnings
 from pathlib import Path
 
 from manifests.recipes import cremad, generic, iemocap, ravdess, voxceleb  # noqa: F401 (registers)
-from manifests.recipes.base import (EMOTIONS, RECIPES, NotADatasetError, RecipeResult, RecipeSpec, SkipLog,
-                                    get_recipe, register_recipe)
+from manifests.recipes.base import (
+    EMOTIONS,
+    RECIPES,
+    NotADatasetError,
+    RecipeResult,
+    RecipeSpec,
+    SkipLog,
+    get_recipe,
+    register_recipe,
+)
 from manifests.splits import GROUP, assign_split, group_leaks
 
-__all__ = ["EMOTIONS", "RECIPES", "NotADatasetError", "RecipeResult", "RecipeSpec", "SkipLog", "get_recipe",
-           "register_recipe", "run_recipe"]
+__all__ = [
+    "EMOTIONS",
+    "RECIPES",
+    "NotADatasetError",
+    "RecipeResult",
+    "RecipeSpec",
+    "SkipLog",
+    "get_recipe",
+    "register_recipe",
+    "run_recipe",
+]
 
 
-def run_recipe(name: str, root: Path | str, split: str | None = "dataset", seed: int = 0,
-               split_options: dict | None = None, **options) -> RecipeResult:
+def run_recipe(
+    name: str,
+    root: Path | str,
+    split: str | None = "dataset",
+    seed: int = 0,
+    split_options: dict | None = None,
+    **options,
+) -> RecipeResult:
     """Run recipe ``name`` on ``root`` and set the ``split`` column.
 
     ``split='dataset'`` keeps a split the dataset ships (VoxCeleb) and otherwise applies the
@@ -47,7 +70,9 @@ def _warn_group_leaks(name: str, df) -> None:
         return
     leaks = group_leaks(df[GROUP], df["split"])
     if len(leaks):
-        warnings.warn(f"{name}: the dataset's own split puts {len(leaks)} {GROUP} value(s) (recordings) in two "
-                      f"splits, e.g. {leaks.index[0]!r} in {', '.join(leaks.iloc[0])}: held-out scores may be "
-                      f"optimistic; a split kind (--split speaker-id, speaker-disjoint, ...) keeps groups whole",
-                      stacklevel=3)
+        warnings.warn(
+            f"{name}: the dataset's own split puts {len(leaks)} {GROUP} value(s) (recordings) in two "
+            f"splits, e.g. {leaks.index[0]!r} in {', '.join(leaks.iloc[0])}: held-out scores may be "
+            f"optimistic; a split kind (--split speaker-id, speaker-disjoint, ...) keeps groups whole",
+            stacklevel=3,
+        )

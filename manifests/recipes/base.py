@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import pandas as pd
 
@@ -12,8 +13,7 @@ import pandas as pd
 BASE_COLUMNS = ("utt_id", "path", "speaker")
 
 #: One spelling per emotion across datasets, so a model trained on one corpus reads another's labels.
-EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fear", "disgust", "surprise",
-            "excited", "frustrated", "other")
+EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fear", "disgust", "surprise", "excited", "frustrated", "other")
 
 
 class NotADatasetError(ValueError):
@@ -112,15 +112,20 @@ def require_dir(recipe: str, root: Path | str) -> Path:
     return root.resolve()
 
 
-def finish(recipe: str, root: Path, rows: list[dict], skipped: SkipLog,
-           trials: dict[str, pd.DataFrame] | None = None) -> RecipeResult:
+def finish(
+    recipe: str, root: Path, rows: list[dict], skipped: SkipLog, trials: dict[str, pd.DataFrame] | None = None
+) -> RecipeResult:
     """Build the manifest frame with the base columns first; an empty result is an error, not a file."""
     if not rows:
         detail = f" ({len(skipped)} files skipped, e.g. {skipped.rows[0][0]}: {skipped.rows[0][1]})" if skipped else ""
         raise NotADatasetError(recipe, root, f"found no usable items{detail}")
     df = pd.DataFrame(rows)
     first = [c for c in BASE_COLUMNS if c in df.columns]
-    df = df[first + [c for c in df.columns if c not in first]].sort_values("utt_id", kind="stable").reset_index(drop=True)
+    df = (
+        df[first + [c for c in df.columns if c not in first]]
+        .sort_values("utt_id", kind="stable")
+        .reset_index(drop=True)
+    )
     dup = df["utt_id"][df["utt_id"].duplicated()]
     if len(dup):
         raise ValueError(f"{recipe}: duplicate utt_id {dup.iloc[0]!r} under {root}")

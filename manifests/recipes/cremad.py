@@ -16,8 +16,10 @@ from manifests.recipes.base import NotADatasetError, RecipeResult, SkipLog, fini
 SENTENCES = ("IEO", "TIE", "IOM", "IWW", "TAI", "MTI", "IWL", "ITH", "DFA", "ITS", "TSI", "WSI")
 EMOTIONS = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
 LEVELS = {"LO": "low", "MD": "medium", "HI": "high", "XX": "unspecified"}
-NAME_RE = re.compile(rf"^(?P<actor>1\d{{3}})_(?P<sentence>{'|'.join(SENTENCES)})_"
-                     rf"(?P<emotion>{'|'.join(EMOTIONS)})_(?P<level>{'|'.join(LEVELS)})$")
+NAME_RE = re.compile(
+    rf"^(?P<actor>1\d{{3}})_(?P<sentence>{'|'.join(SENTENCES)})_"
+    rf"(?P<emotion>{'|'.join(EMOTIONS)})_(?P<level>{'|'.join(LEVELS)})$"
+)
 TREES = {"video": ("VideoFlash", ".flv"), "audio": ("AudioWAV", ".wav")}
 
 
@@ -34,8 +36,10 @@ def _demographics(root: Path) -> dict[str, dict[str, str]]:
     table = pd.read_csv(path, dtype=str)
     if not {"ActorID", "Sex"} <= set(table.columns):
         raise ValueError(f"{path}: expected ActorID and Sex columns, got {list(table.columns)}")
-    return {a: {"gender": s.strip().lower(), "age": age}
-            for a, s, age in zip(table["ActorID"], table["Sex"], table.get("Age", [""] * len(table)))}
+    return {
+        a: {"gender": s.strip().lower(), "age": age}
+        for a, s, age in zip(table["ActorID"], table["Sex"], table.get("Age", [""] * len(table)))
+    }
 
 
 @register_recipe("cremad", default_split="leave-speakers-out")
@@ -52,8 +56,9 @@ def cremad(root: Path | str, media: str = "video") -> RecipeResult:
         raise ValueError(f"cremad: media must be one of {sorted(TREES)}, got {media!r}")
     listings = {kind: _listing(root / folder, ext) for kind, (folder, ext) in TREES.items()}
     if not any(listings.values()):
-        raise NotADatasetError("cremad", root, "expected VideoFlash/*.flv and AudioWAV/*.wav "
-                                               "named like 1001_DFA_ANG_XX")
+        raise NotADatasetError(
+            "cremad", root, "expected VideoFlash/*.flv and AudioWAV/*.wav named like 1001_DFA_ANG_XX"
+        )
     demographics = _demographics(root)
     primary, other = media, "audio" if media == "video" else "video"
     skipped, rows = SkipLog(), []
@@ -67,13 +72,21 @@ def cremad(root: Path | str, media: str = "video") -> RecipeResult:
         if missing:
             skipped.add(here, f"missing partner file {missing[0]}")
             continue
-        empty = [str(listings[k][stem].relative_to(root)) for k in (primary, other) if listings[k][stem].stat().st_size == 0]
+        empty = [
+            str(listings[k][stem].relative_to(root)) for k in (primary, other) if listings[k][stem].stat().st_size == 0
+        ]
         if empty:
             skipped.add(here, f"empty file {empty[0]}")
             continue
         actor = m["actor"]
-        row = {"utt_id": stem, "path": str(listings[primary][stem]), "speaker": actor,
-               "emotion": EMOTIONS[m["emotion"]], "level": LEVELS[m["level"]], "sentence": m["sentence"]}
+        row = {
+            "utt_id": stem,
+            "path": str(listings[primary][stem]),
+            "speaker": actor,
+            "emotion": EMOTIONS[m["emotion"]],
+            "level": LEVELS[m["level"]],
+            "sentence": m["sentence"],
+        }
         if demographics:
             row.update(demographics.get(actor, {"gender": "", "age": ""}))
         rows.append(row)

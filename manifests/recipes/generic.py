@@ -9,15 +9,29 @@ import pandas as pd
 
 from manifests.recipes.base import NotADatasetError, RecipeResult, SkipLog, finish, register_recipe, require_dir
 
-MEDIA_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".mpg", ".wav", ".flac", ".m4a",
-                    ".mp3", ".ogg", ".opus")
+MEDIA_EXTENSIONS = (
+    ".mp4",
+    ".avi",
+    ".mkv",
+    ".mov",
+    ".webm",
+    ".flv",
+    ".mpg",
+    ".wav",
+    ".flac",
+    ".m4a",
+    ".mp3",
+    ".ogg",
+    ".opus",
+)
 
 
 def _read_labels(path: Path) -> pd.DataFrame:
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     if "path" not in table.columns:
-        raise ValueError(f"{path}: the labels CSV needs a 'path' column (media path relative to the root); "
-                         f"got {list(table.columns)}")
+        raise ValueError(
+            f"{path}: the labels CSV needs a 'path' column (media path relative to the root); got {list(table.columns)}"
+        )
     table["path"] = table["path"].map(lambda p: Path(p).as_posix())
     dup = table["path"][table["path"].duplicated()]
     if len(dup):
@@ -26,8 +40,12 @@ def _read_labels(path: Path) -> pd.DataFrame:
 
 
 @register_recipe("generic", default_split=None)
-def generic(root: Path | str, labels: Path | str | None = None, pattern: str | None = None,
-            extensions: tuple[str, ...] = MEDIA_EXTENSIONS) -> RecipeResult:
+def generic(
+    root: Path | str,
+    labels: Path | str | None = None,
+    pattern: str | None = None,
+    extensions: tuple[str, ...] = MEDIA_EXTENSIONS,
+) -> RecipeResult:
     """Every media file under ROOT; labels from ``labels`` (CSV) and/or ``pattern`` (regex).
 
     ``labels``: a CSV with a ``path`` column relative to ROOT plus any label columns (``speaker``,
@@ -43,8 +61,13 @@ def generic(root: Path | str, labels: Path | str | None = None, pattern: str | N
         raise ValueError(f"generic: pattern {pattern!r} has no named groups (?P<name>...) to take labels from")
     table = _read_labels(Path(labels)) if labels else None
     exts = {e.lower() for e in extensions}
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in exts
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     if not files:
         raise NotADatasetError("generic", root, f"no media files ({', '.join(sorted(exts))}) under it")
     skipped, rows = SkipLog(), []

@@ -2,7 +2,8 @@
 
 Layout (``IEMOCAP_full_release``)::
 
-    Session1/dialog/EmoEvaluation/Ses01F_impro01.txt   [6.2901 - 8.2357]\tSes01F_impro01_F000\tneu\t[2.5000, 2.5000, 3.0000]
+    Session1/dialog/EmoEvaluation/Ses01F_impro01.txt
+        [6.2901 - 8.2357]\tSes01F_impro01_F000\tneu\t[2.5000, 2.5000, 3.0000]
     Session1/dialog/avi/DivX/Ses01F_impro01.avi        both actors side by side
 
 Each session has one female and one male actor. The dialog's letter (``Ses01F``) names the actor
@@ -20,8 +21,18 @@ from pathlib import Path
 
 from manifests.recipes.base import NotADatasetError, RecipeResult, SkipLog, finish, register_recipe, require_dir
 
-CODES = {"neu": "neutral", "hap": "happy", "exc": "excited", "ang": "angry", "sad": "sad",
-         "fru": "frustrated", "sur": "surprise", "fea": "fear", "dis": "disgust", "oth": "other"}
+CODES = {
+    "neu": "neutral",
+    "hap": "happy",
+    "exc": "excited",
+    "ang": "angry",
+    "sad": "sad",
+    "fru": "frustrated",
+    "sur": "surprise",
+    "fea": "fear",
+    "dis": "disgust",
+    "oth": "other",
+}
 #: The usual 4-class setting: happy and excited merged.
 FOUR_CLASS = {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"}
 NUM = r"(\d+(?:\.\d*)?)"
@@ -41,11 +52,14 @@ def iemocap(root: Path | str, classes: str = "4", crop_speaker: bool = True) -> 
     if classes not in ("4", "all"):
         raise ValueError(f"iemocap: classes must be '4' or 'all', got {classes!r}")
     labels = FOUR_CLASS if classes == "4" else CODES
-    sessions = sorted((p for p in root.iterdir() if SESSION_DIR_RE.match(p.name)
-                       and (p / "dialog" / "EmoEvaluation").is_dir()), key=lambda p: int(p.name[7:]))
+    sessions = sorted(
+        (p for p in root.iterdir() if SESSION_DIR_RE.match(p.name) and (p / "dialog" / "EmoEvaluation").is_dir()),
+        key=lambda p: int(p.name[7:]),
+    )
     if not sessions:
-        raise NotADatasetError("iemocap", root, "expected Session1..5/dialog/EmoEvaluation/*.txt "
-                                                "(the IEMOCAP_full_release folder)")
+        raise NotADatasetError(
+            "iemocap", root, "expected Session1..5/dialog/EmoEvaluation/*.txt (the IEMOCAP_full_release folder)"
+        )
     skipped, rows = SkipLog(), []
     for session in sessions:
         for ev in sorted((session / "dialog" / "EmoEvaluation").glob("*.txt")):
@@ -54,8 +68,11 @@ def iemocap(root: Path | str, classes: str = "4", crop_speaker: bool = True) -> 
                 skipped.add(ev, "not a SesNN{F,M}_<impro|script>... evaluation file")
                 continue
             video = session / "dialog" / "avi" / "DivX" / f"{ev.stem}.avi"
-            turns = [(n, line) for n, line in enumerate(ev.read_text(errors="replace").splitlines(), 1)
-                     if line.startswith("[")]
+            turns = [
+                (n, line)
+                for n, line in enumerate(ev.read_text(errors="replace").splitlines(), 1)
+                if line.startswith("[")
+            ]
             if not video.is_file():
                 for n, _ in turns:
                     skipped.add(f"{ev}:{n}", f"missing partner video dialog/avi/DivX/{video.name}")
@@ -76,17 +93,31 @@ def iemocap(root: Path | str, classes: str = "4", crop_speaker: bool = True) -> 
                     skipped.add(where, f"{utt}: end {end} is not after start {start}")
                     continue
                 if code not in labels:
-                    reason = "no majority label (xxx)" if code == "xxx" else f"emotion {code!r} not in the {classes}-class set"
+                    reason = (
+                        "no majority label (xxx)"
+                        if code == "xxx"
+                        else f"emotion {code!r} not in the {classes}-class set"
+                    )
                     skipped.add(where, f"{utt}: {reason}")
                     continue
                 gender = who[0]
-                rows.append({
-                    "utt_id": utt, "path": str(video),
-                    "speaker": f"Ses{dialog['session']}{gender}",
-                    "emotion": labels[code], "start": start, "end": end,
-                    "crop": ("left" if gender == dialog["marked"] else "right") if crop_speaker else "full",
-                    "session": session.name, "group": session.name, "gender": "female" if gender == "F" else "male",
-                    "valence": valence, "arousal": arousal, "dominance": dominance,
-                    "dialog": ev.stem, "improvised": "_impro" in ev.stem,
-                })
+                rows.append(
+                    {
+                        "utt_id": utt,
+                        "path": str(video),
+                        "speaker": f"Ses{dialog['session']}{gender}",
+                        "emotion": labels[code],
+                        "start": start,
+                        "end": end,
+                        "crop": ("left" if gender == dialog["marked"] else "right") if crop_speaker else "full",
+                        "session": session.name,
+                        "group": session.name,
+                        "gender": "female" if gender == "F" else "male",
+                        "valence": valence,
+                        "arousal": arousal,
+                        "dominance": dominance,
+                        "dialog": ev.stem,
+                        "improvised": "_impro" in ev.stem,
+                    }
+                )
     return finish("iemocap", root, rows, skipped)

@@ -13,12 +13,22 @@ from pathlib import Path
 
 from manifests.recipes.base import NotADatasetError, RecipeResult, SkipLog, finish, register_recipe, require_dir
 
-EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fear",
-            "07": "disgust", "08": "surprise"}
+EMOTIONS = {
+    "01": "neutral",
+    "02": "calm",
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fear",
+    "07": "disgust",
+    "08": "surprise",
+}
 MODALITIES = {"av": "01", "video": "02", "audio": "03"}
 EXTENSIONS = {"01": ".mp4", "02": ".mp4", "03": ".wav"}
-NAME_RE = re.compile(r"^(?P<modality>0[1-3])-(?P<channel>0[12])-(?P<emotion>0[1-8])-(?P<intensity>0[12])-"
-                     r"(?P<statement>0[12])-(?P<repetition>0[12])-(?P<actor>\d{2})$")
+NAME_RE = re.compile(
+    r"^(?P<modality>0[1-3])-(?P<channel>0[12])-(?P<emotion>0[1-8])-(?P<intensity>0[12])-"
+    r"(?P<statement>0[12])-(?P<repetition>0[12])-(?P<actor>\d{2})$"
+)
 ACTOR_DIR_RE = re.compile(r"^Actor_(\d{2})$")
 
 
@@ -35,8 +45,9 @@ def ravdess(root: Path | str, modality: str = "av", include_song: bool = False) 
         raise ValueError(f"ravdess: modality must be one of {sorted(MODALITIES)}, got {modality!r}")
     actors = sorted(p for p in root.iterdir() if p.is_dir() and ACTOR_DIR_RE.match(p.name))
     if not actors:
-        raise NotADatasetError("ravdess", root, "expected Actor_01 ... Actor_24 folders of "
-                                                "MM-VV-EE-II-SS-RR-AA.mp4 files")
+        raise NotADatasetError(
+            "ravdess", root, "expected Actor_01 ... Actor_24 folders of MM-VV-EE-II-SS-RR-AA.mp4 files"
+        )
     want = MODALITIES[modality]
     channels = ("01", "02") if include_song else ("01",)
     skipped, rows = SkipLog(), []
@@ -59,12 +70,17 @@ def ravdess(root: Path | str, modality: str = "av", include_song: bool = False) 
                 skipped.add(path, "song (vocal channel 02) excluded; pass include_song to keep it")
                 continue
             actor = int(m["actor"])
-            rows.append({
-                "utt_id": path.stem, "path": str(path), "speaker": f"Actor_{m['actor']}",
-                "emotion": EMOTIONS[m["emotion"]],
-                "intensity": "normal" if m["intensity"] == "01" else "strong",
-                "statement": int(m["statement"]), "repetition": int(m["repetition"]),
-                "vocal_channel": "speech" if m["channel"] == "01" else "song",
-                "gender": "male" if actor % 2 else "female",
-            })
+            rows.append(
+                {
+                    "utt_id": path.stem,
+                    "path": str(path),
+                    "speaker": f"Actor_{m['actor']}",
+                    "emotion": EMOTIONS[m["emotion"]],
+                    "intensity": "normal" if m["intensity"] == "01" else "strong",
+                    "statement": int(m["statement"]),
+                    "repetition": int(m["repetition"]),
+                    "vocal_channel": "speech" if m["channel"] == "01" else "song",
+                    "gender": "male" if actor % 2 else "female",
+                }
+            )
     return finish("ravdess", root, rows, skipped)

@@ -21,8 +21,14 @@ from manifests.trials import read_trials
 SPEAKER_RE = re.compile(r"^id\d{5}$")
 CLIP_RE = re.compile(r"^\d{5}$")
 #: Official trial lists: VoxCeleb1-O (cleaned and original), -E and -H.
-TRIAL_FILES = ("veri_test2.txt", "veri_test.txt", "list_test_all2.txt", "list_test_all.txt",
-               "list_test_hard2.txt", "list_test_hard.txt")
+TRIAL_FILES = (
+    "veri_test2.txt",
+    "veri_test.txt",
+    "list_test_all2.txt",
+    "list_test_all.txt",
+    "list_test_hard2.txt",
+    "list_test_hard.txt",
+)
 IDEN_SPLIT = {"1": "train", "2": "val", "3": "test"}
 GENDER = {"m": "male", "f": "female"}
 
@@ -104,16 +110,24 @@ def voxceleb2(root: Path | str, media: str = "mp4", val_speakers: float | str = 
                 skipped.add(others[utt], f"no {media} partner (expected {part}/{media}/{utt}.{ext})")
         for utt, path in clips.items():
             spk, video, _ = utt.split("/")
-            row = {"utt_id": utt, "path": str(path), "speaker": spk, "video": video, GROUP: video,
-                   "subset": part, "split": "train" if part == "dev" else "test"}
+            row = {
+                "utt_id": utt,
+                "path": str(path),
+                "speaker": spk,
+                "video": video,
+                GROUP: video,
+                "subset": part,
+                "split": "train" if part == "dev" else "test",
+            }
             if gender:
                 row["gender"] = gender.get(spk, "")
             rows.append(row)
     result = finish("voxceleb2", root, rows, skipped)
     dev = result.manifest["subset"] == "dev"
     if val_share > 0 and dev.any():
-        carved = speaker_disjoint_split(result.manifest[dev], seed=0, ratios=(1.0 - val_share, val_share, 0.0),
-                                        group=GROUP)
+        carved = speaker_disjoint_split(
+            result.manifest[dev], seed=0, ratios=(1.0 - val_share, val_share, 0.0), group=GROUP
+        )
         result.manifest.loc[dev, "split"] = carved
     return result
 
@@ -137,8 +151,9 @@ def voxceleb1(root: Path | str) -> RecipeResult:
     root = require_dir("voxceleb1", root)
     trees = _wav_trees(root)
     if not trees:
-        raise NotADatasetError("voxceleb1", root, "expected wav/idXXXXX/<youtube-id>/<nnnnn>.wav "
-                                                  "(or vox1_*_wav/wav/...)")
+        raise NotADatasetError(
+            "voxceleb1", root, "expected wav/idXXXXX/<youtube-id>/<nnnnn>.wav (or vox1_*_wav/wav/...)"
+        )
     skipped = SkipLog()
     clips: dict[str, Path] = {}
     for tree in trees:
@@ -164,8 +179,9 @@ def voxceleb1(root: Path | str) -> RecipeResult:
         sets = pd.read_csv(meta, sep=None, engine="python", dtype=str)
         sets.columns = [c.strip().lower() for c in sets.columns]
         if "set" in sets.columns:
-            by_speaker = {i.strip(): ("train" if s.strip() == "dev" else "test")
-                          for i, s in zip(sets.iloc[:, 0], sets["set"])}
+            by_speaker = {
+                i.strip(): ("train" if s.strip() == "dev" else "test") for i, s in zip(sets.iloc[:, 0], sets["set"])
+            }
             split = {utt: by_speaker[utt.split("/")[0]] for utt in clips if utt.split("/")[0] in by_speaker}
 
     rows = []
