@@ -441,39 +441,45 @@ def _yaml_scalar(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("\n...").strip()
 
 
-def _source_lines(cls: type) -> list[str]:
-    """The dataclass body's field and comment lines, in source order (docstring and methods dropped)."""
+def _body_entries(cls: type) -> list[tuple[str, str, str]]:
+    """A dataclass body in source order: ``("field", name, its comment)`` and ``("comment", "", text)``
+    for comment lines of their own (section headings, continued explanations); methods are skipped."""
+    import ast
     import inspect
+    import io
+    import textwrap
+    import tokenize
 
-    source = inspect.getsource(cls).splitlines()
-    start = next(i for i, line in enumerate(source) if line.lstrip().startswith("class "))
-    lines, body, in_doc = [], source[start + 1 :], False
-    for line in body:
-        text = line.strip()
-        if text.startswith(('"""', "'''")):
-            in_doc = not (len(text) > 3 and text.endswith(('"""', "'''"))) if not in_doc else False
-            continue
-        if in_doc:
-            continue
-        if text.startswith(("def ", "@")):
-            break
-        lines.append(text)
-    return lines
+    source = textwrap.dedent(inspect.getsource(cls))
+    klass = next(node for node in ast.parse(source).body if isinstance(node, ast.ClassDef))
+    body = klass.body
+    comments = {
+        token.start[0]: token.string[1:].strip()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
+    code, fields = set(), {}
+    for node in body:
+        lines = range(node.lineno, node.end_lineno + 1)
+        code.update(lines)
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            fields[node.lineno] = (node.target.id, " ".join(comments[n] for n in lines if n in comments))
+    out = []
+    for line in sorted(set(comments) | set(fields)):
+        if line in fields:
+            out.append(("field", *fields[line]))
+        elif line not in code and line > klass.lineno:
+            out.append(("comment", "", comments[line]))
+    return out
 
 
 def _render_section(cls: type, values: Any, indent: str, prefix: str = "") -> list[str]:
     out = []
     hints = _field_types(cls)
-    for text in _source_lines(cls):
-        if text.startswith("#"):
-            out.append(f"{indent}{text}")
+    for kind, name, comment in _body_entries(cls):
+        if kind == "comment":
+            out.append(f"{indent}# {comment}")
             continue
-        name, sep, rest = text.partition(":")
-        if not sep or name not in hints:
-            if not text:
-                continue
-            raise AssertionError(f"{cls.__name__}: cannot read the line {text!r}")
-        comment = rest.split("  # ", 1)[1] if "  # " in rest else ""
         value = getattr(values, name)
         if dataclasses.is_dataclass(hints[name]):
             out.append(f"{indent}{name}:" + (f"  # {comment}" if comment else ""))
