@@ -35,7 +35,7 @@ from distill.data import EpochTaggedSampler, GridDataset, collate
 from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, init_distributed, shutdown
 from distill.evaluate import LOWER_IS_BETTER, Predictions, amp_dtype, build_trials, selection_metric, validation_scores
 from distill.evaluate_run import evaluate_run
-from distill.methods import EMBEDDING_LEVELS
+from distill.methods import TEACHER_OUTPUTS
 from distill.models import build_network
 from distill.normalize import fit_input_norms
 from distill.objective import Objective, StepModule
@@ -212,7 +212,7 @@ class Trainer:
             check_heldout(d.teacher, heldout)
             return LiveTeacher(Path(d.teacher), self.device, d.target)
         levels = TARGET_FIELDS[d.target]  # the stored array each embedding level reads
-        fields = tuple(levels.get(f, f) for f in (*EMBEDDING_LEVELS, "logits") if f in method.reads)
+        fields = tuple(levels.get(f, f) for f in TEACHER_OUTPUTS if f in method.reads)
         store = open_targets(
             d.teacher, cache_identity(self.cache), self.data.grid, self.data.labels.names, fields, heldout=heldout
         )
