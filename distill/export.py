@@ -77,7 +77,8 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, cells: int = 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / EXPORT_INFO).is_file():
         raise ConfigError(f"--out {out_dir} exists and is not an exported model; choose an empty or new folder")
-    trained = RunDir(run_dir).load_network("cpu")
+    run = RunDir(run_dir)
+    trained = run.load_network("cpu")
     net, cfg, meta = trained.net, trained.config, trained.meta
     grid = Grid.for_eval(cfg.data)
     if grid.span == "utterance":
@@ -96,7 +97,7 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, cells: int = 
 
     probe = torch.randn(cells + 3, *shape, generator=torch.Generator().manual_seed(1)).numpy()
     want = torch_backend(net, torch.device("cpu"))(probe)
-    info = _info(run_dir, cfg, meta, grid, fmt, int(want[0].shape[1]), cells)
+    info = _info(run, cfg, meta, grid, fmt, int(want[0].shape[1]), cells)
     got = load_backend(tmp, info, "cpu")(probe)
     diff = max(float(np.abs(w - g).max()) for w, g in zip(want, got))
     if not diff <= TOLERANCE:
@@ -106,7 +107,6 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, cells: int = 
         )
     info["check"] = {"max_abs_diff": diff, "tolerance": TOLERANCE, "cells": len(probe)}
     (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    run = RunDir(run_dir)
     shutil.copy(run.config_file, tmp / RunDir.CONFIG)
     if run.cohort.is_file():
         shutil.copy(run.cohort, tmp / RunDir.COHORT)
@@ -146,8 +146,7 @@ def _write_network(cell: nn.Module, example: torch.Tensor, fmt: str, path: Path)
             )
 
 
-def _info(run_dir: Path, cfg, meta: dict, grid: Grid, fmt: str, emb_dim: int, cells: int) -> dict:
-    run = RunDir(run_dir)
+def _info(run: RunDir, cfg, meta: dict, grid: Grid, fmt: str, emb_dim: int, cells: int) -> dict:
     plain = {k: v for k, v in meta.items() if k != "cache_config" and _jsonable(v)}
     return {
         "format": fmt,
@@ -169,7 +168,7 @@ def _info(run_dir: Path, cfg, meta: dict, grid: Grid, fmt: str, emb_dim: int, ce
         "verification": _read_json(run.verification),
         "cohort": RunDir.COHORT if run.cohort.is_file() else None,
         "checkpoint": {"file": RunDir.BEST, "sha256": sha256_file(run.best), "meta": plain},
-        "source_run": str(run_dir.resolve()),
+        "source_run": str(run.path.resolve()),
         "torch": torch.__version__,
     }
 
