@@ -39,8 +39,24 @@ def training_cohort(evaluator: Evaluator, data: RunData, video: bool = False) ->
     return speaker_cohort(evaluator.predict(dataset, video=faces).emb, keep.to_numpy())
 
 
+class TrainingCohorts:
+    """:func:`training_cohort` of each modality, each computed at most once: one evaluation's AS-norm
+    test metrics and its verification threshold share the audio-only one (a pass over up to
+    ``COHORT_PER_SPEAKER`` items per training speaker, which can outnumber the test items)."""
+
+    def __init__(self, evaluator: Evaluator, data: RunData):
+        self.evaluator, self.data = evaluator, data
+        self._by_faces: dict[bool, np.ndarray] = {}
+
+    def __call__(self, video: bool = False) -> np.ndarray:
+        faces = video and self.evaluator.net.role == "teacher"  # a student's cohort is audio-only either way
+        if faces not in self._by_faces:
+            self._by_faces[faces] = training_cohort(self.evaluator, self.data, video=faces)
+        return self._by_faces[faces]
+
+
 def score_norm_metrics(
-    evaluator: Evaluator, data: RunData, scoring: EvalConfig, pred: Predictions, trials, video: bool = True
+    cohorts: TrainingCohorts, scoring: EvalConfig, pred: Predictions, trials, video: bool = True
 ) -> dict:
     """``eval.score_norm`` (``scoring``) for metrics.json: nothing for ``none``; for ``asnorm`` the
     EER/minDCF of AS-norm scores (``eer_asnorm``, ``min_dcf_asnorm``) and a ``score_norm`` record of
@@ -48,8 +64,8 @@ def score_norm_metrics(
     and modality as ``pred``)."""
     if scoring.score_norm == "none":
         return {}
-    cohort = training_cohort(evaluator, data, video=video)
-    out: dict = verification_asnorm(pred, trials, cohort, scoring.top_k, **data.config.costs)
+    cohort = cohorts(video)
+    out: dict = verification_asnorm(pred, trials, cohort, scoring.top_k, **cohorts.data.config.costs)
     out["score_norm"] = {
         "method": scoring.score_norm,
         "top_k": min(scoring.top_k, len(cohort)),
@@ -59,12 +75,14 @@ def score_norm_metrics(
     return out
 
 
-def write_verification(evaluator: Evaluator, data: RunData, run_dir: RunDir) -> dict | None:
+def write_verification(
+    evaluator: Evaluator, data: RunData, run_dir: RunDir, cohorts: TrainingCohorts | None = None
+) -> dict | None:
     """Write cohort.npy and verification.json into the run; None (with a warning) when the
-    validation split has no target pair."""
+    validation split has no target pair. ``cohorts``: the evaluation's, when it computed the cohort already."""
     try:
         trials = build_trials(data.cache.index, data.utt_ids("val"), data.config.label, None)
-        cohort = training_cohort(evaluator, data)
+        cohort = (cohorts or TrainingCohorts(evaluator, data))()
         val = evaluator.predict(data.dataset("val", faces=False, train=False), video=False)
         point = operating_point(val, trials, cohort, DEFAULT_TOP_K)
     except ValueError as exc:  # e.g. one val utterance per speaker: no target trial

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from distill.calibration import score_norm_metrics, write_verification
+from distill.calibration import TrainingCohorts, score_norm_metrics, write_verification
 from distill.config import EvalConfig
 from distill.evaluate import Predictions, build_trials, classification, trials_record, verification
 from distill.models import DistillNetwork
@@ -50,23 +50,29 @@ def evaluate_run(
     teacher = network.role == "teacher"
     test = data.dataset("test", faces=teacher, train=False)
     pred = evaluator.predict(test)
-    metrics, extras = test_metrics(pred, evaluator, data, scoring, run)
+    cohorts = TrainingCohorts(evaluator, data)  # shared by the AS-norm metrics and the verification threshold
+    metrics, extras = test_metrics(pred, cohorts, data, scoring, run)
     if teacher:
         metrics["video_missing"], _ = test_metrics(
-            evaluator.predict(test, video=False), evaluator, data, scoring, run, video=False
+            evaluator.predict(test, video=False), cohorts, data, scoring, run, video=False
         )
     metrics["best_epoch"] = best_epoch
     if "trials" in extras:
         metrics["trials"] = extras["trials"]
     run.write_metrics(metrics)
     if data.config.task == "speaker":
-        write_verification(evaluator, data, run)
+        write_verification(evaluator, data, run, cohorts)
     write_plots(pred, extras, data, run)
     return RunEvaluation(metrics, pred, extras)
 
 
 def test_metrics(
-    pred: Predictions, evaluator: Evaluator, data: RunData, scoring: EvalConfig, run: RunDir, video: bool = True
+    pred: Predictions,
+    cohorts: TrainingCohorts,
+    data: RunData,
+    scoring: EvalConfig,
+    run: RunDir,
+    video: bool = True,
 ) -> tuple[dict, dict]:
     """Classification metrics (unless no test item's class was trained on) and, for a speaker run,
     verification on the configured or built trials, also on normalised scores when ``scoring`` says so
@@ -89,7 +95,7 @@ def test_metrics(
             warnings.warn(f"{run}: no verification metrics ({exc})", stacklevel=2)
             return metrics, extras
         metrics.update(ver)
-        metrics.update(score_norm_metrics(evaluator, data, scoring, pred, trials, video))  # eval.score_norm
+        metrics.update(score_norm_metrics(cohorts, scoring, pred, trials, video))  # eval.score_norm
         extras.update(scores=scores, trial_labels=labels, trials=trials_record(trials, cfg.trials, len(pred.utt_ids)))
     return metrics, extras
 
