@@ -11,8 +11,10 @@ Also prints each level's within-class share of variance (low: the teacher collap
 
     python -m distill.probe CACHE_DIR TEACHER_RUN_DIR
 
-Nonseq teachers only. Crops follow the run's grid (crop, hop); the visual branch sees the item's
-whole face track, an approximation of the grid cell's frames that is exact for constant faces.
+Nonseq teachers only. Crops are the run's ``crop`` frames every ``crop_hop`` frames, whole crops only
+(unlike the training grid: no extra crop aligned with the end, and an utterance shorter than a crop
+gives none); the visual branch sees the item's whole face track, an approximation of the crop's
+frames that is exact for constant faces.
 """
 
 from __future__ import annotations
