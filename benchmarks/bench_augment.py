@@ -21,7 +21,7 @@ import torch
 
 from distill.config import load_config
 from distill.data import collate
-from distill.testing import make_lupi_items
+from distill.testing import make_lupi_items, make_noise_items
 from distill.train import Trainer, run_training
 from extract.cache import build_cache
 from extract.config import ExtractConfig
@@ -46,22 +46,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def noise_items(n: int, n_mels: int = 80, frames: int = 1000) -> list[dict]:
-    rng = np.random.default_rng(1)
-    return [
-        {
-            "utt_id": f"noise{i:03d}",
-            "fbank": rng.normal(10.0, 6.0, (frames, n_mels)).astype(np.float32),
-            "face": np.zeros((0, 512), np.float32),
-            "face_found": np.zeros(0, bool),
-            "frame_times": np.zeros(0, np.float32),
-            "has_video": False,
-            "duration": frames / 100,
-        }
-        for i in range(n)
-    ]
-
-
 def per_cell_ms(fn, n: int) -> float:
     """Median CPU ms of fn(i) over n calls."""
     times = []
@@ -80,7 +64,7 @@ def main() -> int:
         10, args.items // 10, n_frames=args.frames, n_mels=80, fps=5, length_jitter=50, split_ratios=(0.6, 0.2, 0.2)
     )
     cache = build_cache(work / "cache", items)
-    noise = build_cache(work / "noise", noise_items(args.noise_items))
+    noise = build_cache(work / "noise", make_noise_items([1000] * args.noise_items, seed=1))
     base = {"cache": str(cache), "train.epochs": 1, "train.threads": args.threads, "augment.noise": str(noise)}
     print(f"{len(items)} items x {args.frames} frames x 80 mels, noise {args.noise_items} x 10 s, in {work}")
     run_training(load_config(overrides={**base, "role": "teacher"}), work / "teacher", progress=False)

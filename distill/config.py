@@ -217,9 +217,8 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)  # how speaker test metrics are scored
 
     def validate(self) -> RunConfig:
-        for name in _literal_options():  # also checked on load; this catches values set in code
-            _check_choice(name, _get_dotted(self, name), option_choices(name))
-        for name in (*REGISTRY_OPTIONS, "distill.method"):
+        # the Literal options are also checked on load; this catches values set in code
+        for name in (*_literal_options(), *REGISTRY_OPTIONS, "distill.method"):
             _check_choice(name, _get_dotted(self, name), option_choices(name))
         if self.data.setting == "seq" and self.data.eval_span != "crop":
             raise ConfigError(

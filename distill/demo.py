@@ -24,7 +24,7 @@ from distill.config import ConfigError
 from distill.sweep import run_sweep
 from extract.config import ExtractConfig
 from extract.run import RunOptions, run_extraction
-from manifests.demo import make_demo_corpus
+from manifests.demo import DemoConfig, make_demo_corpus
 
 DEFAULT_SWEEP = Path(__file__).resolve().parents[1] / "configs" / "demo_sweep.yaml"
 #: The demo corpus is 160×160 video, so letterboxing to 160 loses nothing and MTCNN runs on a quarter
@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/demo"), help="sweep output and results table")
     parser.add_argument("--sweep", type=Path, default=DEFAULT_SWEEP, help="the protocol: a distill sweep file")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="extraction workers")
-    parser.add_argument("--speakers", type=int, default=10, help="corpus speakers")
-    parser.add_argument("--utts-per-speaker", type=int, default=40, help="corpus utterances per speaker")
+    parser.add_argument("--speakers", type=int, default=DemoConfig.speakers, help="corpus speakers")
+    parser.add_argument(
+        "--utts-per-speaker", type=int, default=DemoConfig.utts_per_speaker, help="corpus utterances per speaker"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", help="override the sweep's student seeds (quick runs)")
     parser.add_argument("--epochs", type=int, help="override every run's epochs (quick runs)")
     parser.add_argument(

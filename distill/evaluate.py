@@ -229,18 +229,21 @@ def trials_record(trials: pd.DataFrame, trials_path: str | None, n_items: int) -
     return record
 
 
+def _trial_embeddings(pred: Predictions, trials: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The (enrol, test) embeddings of each trial, one row per trial; every trial item must have been evaluated."""
+    row = {u: i for i, u in enumerate(pred.utt_ids)}
+    missing = sorted((set(trials["enrol"]) | set(trials["test"])) - set(row))
+    if missing:
+        raise ValueError(f"{len(missing)} trial item(s) were not evaluated, e.g. {missing[0]!r}")
+    return pred.emb[[row[u] for u in trials["enrol"]]], pred.emb[[row[u] for u in trials["test"]]]
+
+
 def verification(
     pred: Predictions, trials: pd.DataFrame, p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """EER / minDCF (at ``p_target``, ``c_miss``, ``c_fa``) from cosine scores of the utterance
     embeddings; also returns (scores, labels)."""
-    row = {u: i for i, u in enumerate(pred.utt_ids)}
-    missing = sorted((set(trials["enrol"]) | set(trials["test"])) - set(row))
-    if missing:
-        raise ValueError(f"{len(missing)} trial item(s) were not evaluated, e.g. {missing[0]!r}")
-    enrol = pred.emb[[row[u] for u in trials["enrol"]]]
-    test = pred.emb[[row[u] for u in trials["test"]]]
-    scores = M.cosine_scores(enrol, test)
+    scores = M.cosine_scores(*_trial_embeddings(pred, trials))
     labels = trials["label"].to_numpy().astype(bool)
     out = M.verification_metrics(scores, labels, p_target=p_target, c_miss=c_miss, c_fa=c_fa)
     return {"eer": float(out["eer"]), "min_dcf": float(out["min_dcf"])}, scores, labels
@@ -257,13 +260,7 @@ def verification_asnorm(
 ) -> dict[str, float]:
     """EER / minDCF of AS-norm scores (``distill.scoring.as_norm`` against ``cohort``) of the trials,
     as ``eer_asnorm`` / ``min_dcf_asnorm``."""
-    row = {u: i for i, u in enumerate(pred.utt_ids)}
-    missing = sorted((set(trials["enrol"]) | set(trials["test"])) - set(row))
-    if missing:
-        raise ValueError(f"{len(missing)} trial item(s) were not evaluated, e.g. {missing[0]!r}")
-    scores = as_norm(
-        pred.emb[[row[u] for u in trials["enrol"]]], pred.emb[[row[u] for u in trials["test"]]], cohort, top_k
-    )
+    scores = as_norm(*_trial_embeddings(pred, trials), cohort, top_k)
     out = M.verification_metrics(
         scores, trials["label"].to_numpy().astype(bool), p_target=p_target, c_miss=c_miss, c_fa=c_fa
     )
@@ -275,7 +272,8 @@ def operating_point(
 ) -> dict:
     """The EER threshold on cosine scores of a (validation) trial list, with the EER it gives there;
     with a cohort, also those of the AS-norm scores (under ``asnorm``)."""
-    _, scores, labels = verification(pred, trials)
+    enrol, test = _trial_embeddings(pred, trials)
+    scores, labels = M.cosine_scores(enrol, test), trials["label"].to_numpy().astype(bool)
     out = M.verification_metrics(scores, labels)
     point = {
         "threshold": out["eer_threshold"],
@@ -285,10 +283,7 @@ def operating_point(
         "n_target_trials": out["n_target_trials"],
     }
     if cohort is not None:
-        row = {u: i for i, u in enumerate(pred.utt_ids)}
-        normed = as_norm(
-            pred.emb[[row[u] for u in trials["enrol"]]], pred.emb[[row[u] for u in trials["test"]]], cohort, top_k
-        )
+        normed = as_norm(enrol, test, cohort, top_k)
         n = M.verification_metrics(normed, labels)
         point["asnorm"] = {"threshold": n["eer_threshold"], "eer": n["eer"], "top_k": top_k, "cohort": len(cohort)}
     return point

@@ -11,8 +11,10 @@ Also prints each level's within-class share of variance (low: the teacher collap
 
     python -m distill.probe CACHE_DIR TEACHER_RUN_DIR
 
-Nonseq teachers only. Crops follow the run's grid (crop, hop); the visual branch sees the item's
-whole face track, an approximation of the grid cell's frames that is exact for constant faces.
+Nonseq teachers only. Crops are the run's ``crop`` frames every ``crop_hop`` frames, whole crops only
+(unlike the training grid: no extra crop aligned with the end, and an utterance shorter than a crop
+gives none); the visual branch sees the item's whole face track, an approximation of the crop's
+frames that is exact for constant faces.
 """
 
 from __future__ import annotations
@@ -53,14 +55,15 @@ def probe(cache_dir: str | Path, teacher_dir: str | Path, label_column: str = "s
         item = cache.read(utt)
         fbank, face = torch.from_numpy(item["fbank"]), torch.from_numpy(item["face"])[None]
         mask = torch.from_numpy(item["face_found"])[None]
+        visual, faces = av.visual(face, mask), face[:, mask[0]].mean(1)  # the whole track: one per item
         for start in range(0, len(fbank) - cfg.data.crop + 1, cfg.data.crop_hop):
             crop = fbank[start : start + cfg.data.crop][None]
-            audio, visual = av.audio(crop), av.visual(face, mask)
+            audio = av.audio(crop)
             fused = av.fusion(audio, visual)
             hidden = av.fusion.mlp[0](torch.cat([audio, visual], -1)) if hasattr(av.fusion, "mlp") else fused
             for key, value in (
                 ("audio", crop.mean(1)),
-                ("faces", face[:, mask[0]].mean(1)),
+                ("faces", faces),
                 ("visual", visual),
                 ("hidden", hidden),
                 ("fused", fused),

@@ -432,8 +432,10 @@ def write_results(df: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] 
     for task, task_df in df.groupby("task", dropna=False, sort=True):
         task_metrics = [m for m in (metrics or default_metrics(task_df)) if m in task_df and task_df[m].notna().any()]
         folded = _folded(task_df)
-        sections += ["", f"## {task}", "", format_markdown(summarize(fold_means(task_df), task_metrics), task_metrics)]
-        if folded.any():
+        cross_validated = folded.any()
+        per_unit = fold_means(task_df)  # the table's and the chart's rows: one per fold when cross-validated
+        sections += ["", f"## {task}", "", format_markdown(summarize(per_unit, task_metrics), task_metrics)]
+        if cross_validated:
             sections += [
                 "",
                 "### Per fold",
@@ -444,9 +446,9 @@ def write_results(df: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] 
         bar_metric = headline if headline in task_metrics else (task_metrics[0] if task_metrics else None)
         if bar_metric is not None:
             png = out_dir / f"results_{task}.png"
-            over = "folds" if folded.any() else "seeds"
+            over = "folds" if cross_validated else "seeds"
             plot_results_bar(
-                fold_means(task_df),
+                per_unit,
                 bar_metric,
                 png,
                 hue_order=METHOD_ORDER,

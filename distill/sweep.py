@@ -248,11 +248,6 @@ class SweepSpec:
                 )
         return list(range(self._n_folds))
 
-    def combo_dirs(self, out_dir: Path, task: str, setting: str) -> list[tuple[int | None, Path]]:
-        """(fold, directory) of each fold of a task x setting (:class:`SweepLayout`)."""
-        layout = SweepLayout(Path(out_dir))
-        return [(f, layout.combo(task, setting, f)) for f in self.fold_ids()]
-
     def student_runs(self) -> list[tuple[Variant, str, str | None]]:
         """(variant, method label, control teacher or None) for every student of a combo. A student
         that reads nothing of its teacher (``none``) is not repeated per control: it would be the same run."""

@@ -224,9 +224,8 @@ class RunOptions:
     shard_size: int = 16  # items per shard (= per task): small enough to lose little to a kill
     threads: int | None = None  # torch threads per worker; None: see _threads_per_worker
     device: str = "auto"  # face models on: auto (cuda if the worker has it) | cpu | cuda[:k]; not hashed
-    face_models: str = (
-        "auto"  # worker: each worker runs its own | shared: one consumer per device | auto: shared on CUDA
-    )
+    # face models: worker: each worker runs its own | shared: one consumer per device | auto: shared on CUDA
+    face_models: str = "auto"
     schedule: str = "cost"  # cost: tasks of near-equal estimated cost | count: shard_size items a task, in order
     prefetch: bool = True  # decode the next item while the face models run on this one
     repair: bool = False

@@ -231,9 +231,9 @@ def _is_complete(out_dir: Path, cfg: DemoConfig) -> bool:
 
 def make_demo_corpus(
     out_dir: Path | str,
-    speakers: int = 10,
-    utts_per_speaker: int = 40,
-    seed: int = 0,
+    speakers: int = DemoConfig.speakers,
+    utts_per_speaker: int = DemoConfig.utts_per_speaker,
+    seed: int = DemoConfig.seed,
     overwrite: bool = False,
     progress: bool | None = None,
     **settings,
@@ -315,13 +315,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--speakers",
         type=int,
-        default=10,
+        default=DemoConfig.speakers,
         help="number of speakers (in voice groups of --voice-group, alternating female/male)",
     )
-    parser.add_argument("--utts-per-speaker", type=int, default=40, help="utterances per speaker")
-    parser.add_argument("--voice-group", type=int, default=2, help="speakers per voice group (1: every voice its own)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for every random choice")
-    parser.add_argument("--frame-size", type=int, default=160, help="square frame side in pixels")
+    parser.add_argument(
+        "--utts-per-speaker", type=int, default=DemoConfig.utts_per_speaker, help="utterances per speaker"
+    )
+    parser.add_argument(
+        "--voice-group",
+        type=int,
+        default=DemoConfig.voice_group,
+        help="speakers per voice group (1: every voice its own)",
+    )
+    parser.add_argument("--seed", type=int, default=DemoConfig.seed, help="seed for every random choice")
+    parser.add_argument("--frame-size", type=int, default=DemoConfig.frame_size, help="square frame side in pixels")
     parser.add_argument("--overwrite", action="store_true", help="regenerate even if a matching corpus exists")
     args = parser.parse_args(argv)
     try:

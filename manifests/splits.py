@@ -125,6 +125,15 @@ def _require(df: pd.DataFrame, *columns: str) -> None:
         )
 
 
+def _require_values(df: pd.DataFrame, column: str) -> None:
+    """A fold column must name a fold for every item: an empty value would silently drop a fold."""
+    _require(df, column)
+    empty = df[column].isna()
+    if empty.any():
+        first = df.loc[empty, "utt_id"].iloc[0] if "utt_id" in df.columns else df.index[empty][0]
+        raise ValueError(f"{int(empty.sum())} item(s) have no {column!r} (e.g. {first!r}); every item needs one")
+
+
 def _check_ratios(ratios: Sequence[float]) -> Ratios:
     if len(ratios) != 3 or any(r < 0 for r in ratios) or not np.isclose(sum(ratios), 1.0):
         raise ValueError(f"ratios must be three non-negative fractions (train, val, test) summing to 1, got {ratios}")
@@ -276,7 +285,7 @@ def leave_one_session_out(
     ``seed`` is accepted for a uniform signature; the protocol itself is not random. A ``group``
     that spans two sessions cannot be honoured and is reported by :func:`assign_split`.
     """
-    _require(df, session)
+    _require_values(df, session)
     sessions = sorted(df[session].unique(), key=str)
     if len(sessions) < 3:
         raise ValueError(f"leave-one-session-out needs >= 3 sessions, found {len(sessions)}: {sessions}")
@@ -303,5 +312,5 @@ def fold_split(
 
 def count_folds(df: pd.DataFrame, column: str, n_folds: int = 0) -> int:
     """How many folds :func:`fold_split` has over ``column``: ``n_folds``, or one per value when 0."""
-    _require(df, column)
+    _require_values(df, column)
     return n_folds or int(df[column].nunique())

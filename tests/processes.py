@@ -61,3 +61,19 @@ def start_scheduler(folder: Path) -> tuple[subprocess.Popen, str]:
         time.sleep(0.1)
     time.sleep(0.2)  # the file is written in one go, but give the writer a moment to close it
     return proc, json.loads(sched_file.read_text())["address"]
+
+
+def start_worker(address: str, name: str, folder: Path) -> subprocess.Popen:
+    """A one-thread dask worker called ``name`` on loopback, joined to the scheduler at ``address``."""
+    return spawn_module(
+        "distributed.cli.dask_worker",
+        address,
+        "--nthreads",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--no-dashboard",
+        "--name",
+        name,
+        log=folder / f"worker-{name}.log",
+    )

@@ -11,33 +11,16 @@ from conftest import tone
 from distill.augment import AddNoise, Augmenter, FreqMask, NoiseSource, TimeMask, build_augmenter, mix_at_snr, to_power
 from distill.config import AugmentConfig, ConfigError
 from distill.data import Grid, GridDataset
-from distill.testing import make_lupi_cache, make_lupi_items, tiny_config
+from distill.testing import make_lupi_cache, make_lupi_items, make_noise_items, tiny_config
 from distill.train import Trainer, run_training
 from extract.cache import build_cache, open_cache
-
-
-def noise_items(n_mels: int, lengths=(230, 75, 400), seed: int = 7) -> list[dict]:
-    """Audio-only items, as `extract run` stores noise files (no face frames)."""
-    rng = np.random.default_rng(seed)
-    return [
-        {
-            "utt_id": f"noise{i}",
-            "fbank": rng.normal(10.0, 6.0, (n, n_mels)).astype(np.float32),
-            "face": np.zeros((0, 512), np.float32),
-            "face_found": np.zeros(0, bool),
-            "frame_times": np.zeros(0, np.float32),
-            "has_video": False,
-            "duration": n / 100,
-        }
-        for i, n in enumerate(lengths)
-    ]
 
 
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory):
     root = tmp_path_factory.mktemp("augment")
     cache = make_lupi_cache(root / "cache", n_classes=3, per_class=8, n_frames=90, length_jitter=30)
-    return cache, build_cache(root / "noise", noise_items(20))
+    return cache, build_cache(root / "noise", make_noise_items((230, 75, 400), n_mels=20))
 
 
 ALL_ON = {"augment__p_noise": 1.0, "augment__time_masks": 2, "augment__freq_masks": 2}
@@ -197,7 +180,7 @@ def test_augmentation_changes_the_students_input_and_leaves_its_targets_bit_iden
 
 
 def test_a_noise_cache_of_other_log_mel_settings_is_refused(caches, tmp_path):
-    other = build_cache(tmp_path / "noise40", noise_items(40))
+    other = build_cache(tmp_path / "noise40", make_noise_items((230, 75, 400), n_mels=40))
     with pytest.raises(ConfigError, match="n_mels: noise 40 vs training 20"):
         build_augmenter(AugmentConfig(noise=str(other)), open_cache(caches[0]))
     with pytest.raises(ConfigError, match="augment.noise: .*not a feature cache"):

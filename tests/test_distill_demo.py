@@ -35,28 +35,34 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
+#: The demo, shrunk: 4 speakers x 16 clips, 2 seeds, 1 epoch; run twice (the second reuses everything).
+DEMO = (
+    "distill.demo",
+    "--data",
+    "data",
+    "--cache-root",
+    "cache",
+    "--out",
+    "results",
+    "--speakers",
+    "4",
+    "--utts-per-speaker",
+    "16",
+    "--seeds",
+    "0",
+    "1",
+    "--epochs",
+    "1",
+    "--workers",
+    "2",
+)
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     run(
-        "distill.demo",
-        "--data",
-        "data",
-        "--cache-root",
-        "cache",
-        "--out",
-        "results",
-        "--speakers",
-        "4",
-        "--utts-per-speaker",
-        "16",
-        "--seeds",
-        "0",
-        "1",
-        "--epochs",
-        "1",
-        "--workers",
-        "2",
+        *DEMO,
         cwd=root,
     )
     return root
@@ -131,24 +137,7 @@ def test_cache_inspection_and_second_demo_reuses_everything(demo):
     run("extract", "verify", str(cache_dir), cwd=demo)
     before = {p: p.stat().st_mtime_ns for p in (demo / "results").rglob("metrics.json")}
     again = run(
-        "distill.demo",
-        "--data",
-        "data",
-        "--cache-root",
-        "cache",
-        "--out",
-        "results",
-        "--speakers",
-        "4",
-        "--utts-per-speaker",
-        "16",
-        "--seeds",
-        "0",
-        "1",
-        "--epochs",
-        "1",
-        "--workers",
-        "2",
+        *DEMO,
         cwd=demo,
     )
     assert "64 already cached" in again.stdout and "0 run(s) trained" in again.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from processes import spawn_module, start_scheduler, stop_group
+from processes import start_scheduler, start_worker, stop_group
 
 from distill.cli import main
 from distill.sweep import run_sweep
@@ -89,20 +89,7 @@ def test_a_killed_workers_run_resumes_on_another_worker(cache, tmp_path):
     scheduler, address = start_scheduler(tmp_path)
     procs = [scheduler]
     try:
-        workers = {}
-        for i in range(2):
-            workers[f"w{i}"] = spawn_module(
-                "distributed.cli.dask_worker",
-                address,
-                "--nthreads",
-                "1",
-                "--host",
-                "127.0.0.1",
-                "--no-dashboard",
-                "--name",
-                f"w{i}",
-                log=tmp_path / f"worker{i}.log",
-            )
+        workers = {f"w{i}": start_worker(address, f"w{i}", tmp_path) for i in range(2)}
         procs += workers.values()
         from distributed import Client
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from processes import spawn_module, start_scheduler, stop_group
+from processes import start_scheduler, start_worker, stop_group
 
 from extract import open_cache
 from extract.cache import read_index_rows
@@ -64,21 +64,7 @@ def test_separate_scheduler_and_workers_survive_a_killed_worker(manifest, loky_c
     scheduler, address = start_scheduler(tmp_path)
     procs = [scheduler]
     try:
-        for i in range(2):
-            procs.append(
-                spawn_module(
-                    "distributed.cli.dask_worker",
-                    address,
-                    "--nthreads",
-                    "1",
-                    "--host",
-                    "127.0.0.1",
-                    "--no-dashboard",
-                    "--name",
-                    f"w{i}",
-                    log=tmp_path / f"worker{i}.log",
-                )
-            )
+        procs += [start_worker(address, f"w{i}", tmp_path) for i in range(2)]
         from distributed import Client
 
         with Client(address, timeout="60s") as client:

@@ -172,6 +172,12 @@ def test_fold_split_tests_every_item_once_and_validates_on_the_next_fold(column,
         assert set(split) == {"train", "val", "test"}
     with pytest.raises(ValueError, match="no column 'take'"):
         count_folds(df, "take")
+    holed = df.assign(**{column: df[column].where(df.index != 3)})  # one item without its fold value
+    with pytest.raises(ValueError, match=rf"1 item\(s\) have no '{column}'"):
+        count_folds(holed, column, n_folds)
+    if not n_folds:
+        with pytest.raises(ValueError, match=rf"1 item\(s\) have no '{column}'"):
+            fold_split(holed, column, 0)
 
 
 # --- trials ------------------------------------------------------------------------------------

@@ -128,9 +128,12 @@ class DistillNetwork(nn.Module):
         elif self.training and self.face_dropout > 0:
             hidden = torch.rand(fbank.shape[0], device=fbank.device) < self.face_dropout
             face_mask = face_mask & ~hidden.view(-1, *([1] * (face_mask.dim() - 1)))
-        if seg_mask is not None:
-            return face[seg_mask], face_mask[seg_mask]
-        return face.flatten(0, lead - 1), face_mask.flatten(0, lead - 1)
+        return self._fold(face, lead, seg_mask), self._fold(face_mask, lead, seg_mask)
+
+    @staticmethod
+    def _fold(x: Tensor, lead: int, seg_mask: Tensor | None) -> Tensor:
+        """Segments into the batch axis, (B, S, ...) -> (B·S or valid segments, ...); nonseq as it is."""
+        return x[seg_mask] if seg_mask is not None else x.flatten(0, lead - 1)
 
     @staticmethod
     def _unfold(x: Tensor, fbank: Tensor, lead: int, seg_mask: Tensor | None) -> Tensor:
@@ -174,7 +177,7 @@ class DistillNetwork(nn.Module):
                 f"seg_mask must be a bool (B, S) = {tuple(fbank.shape[:2])} mask of a seq network, got "
                 f"{seg_mask.dtype} {tuple(seg_mask.shape)} for {self.setting}"
             )
-        segments = fbank[seg_mask] if seg_mask is not None else fbank.flatten(0, lead - 1)
+        segments = self._fold(fbank, lead, seg_mask)
         if self.role == "student":
             enc = self.encoder(segments)
         else:

@@ -20,6 +20,24 @@ from extract.cache import build_cache
 EMOTIONS = ("angry", "happy", "neutral", "sad", "fear", "disgust")
 
 
+def make_noise_items(lengths, n_mels: int = 80, seed: int = 7) -> list[dict]:
+    """Audio-only items as ``extract run`` stores noise files (no face frames), one per length in
+    frames: log-mels of a noise cache for ``augment.noise``."""
+    rng = np.random.default_rng(seed)
+    return [
+        {
+            "utt_id": f"noise{i:03d}",
+            "fbank": rng.normal(10.0, 6.0, (n, n_mels)).astype(np.float32),
+            "face": np.zeros((0, 512), np.float32),
+            "face_found": np.zeros(0, bool),
+            "frame_times": np.zeros(0, np.float32),
+            "has_video": False,
+            "duration": n / 100,
+        }
+        for i, n in enumerate(lengths)
+    ]
+
+
 def make_lupi_items(
     n_classes: int = 4,
     per_class: int = 12,
