@@ -71,6 +71,13 @@ class DataConfig:
     fold_column: str | None = None  # e.g. session (IEMOCAP) or speaker (CREMA-D, RAVDESS)
     n_folds: int = 0  # 0: one fold per value of fold_column; k >= 3: values dealt into k folds seeded by split_seed
     fold: int = 0  # the test fold (0-based)
+    # The transfer set (docs/method.md, "Few labels, many unlabelled clips"): items with an empty label
+    # or split `unlabeled` train a distilling student's label-free terms only; a teacher never trains on
+    # them (it embeds them). labels_per_class k hides the labels of all but k training items per class
+    # (drawn with labels_seed; the rest join the transfer set), so one cache serves a label-scarcity
+    # curve. None: every training label is used. A student inherits both from its teacher.
+    labels_per_class: int | None = None
+    labels_seed: int = 0  # seed of the k labelled items per class (draws are nested: k=1's item is in k=5's)
     # Non-sequential grid: crops of `crop` fbank frames every `crop_hop` frames.
     crop: int = 100
     crop_hop: int = 50
@@ -244,6 +251,9 @@ class RunConfig:
         for name in ("crop", "crop_hop", "seg_len", "seg_hop", "n_segments", "max_segments", "max_faces", "batch_size"):
             if getattr(self.data, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self.data, name)}")
+        k = self.data.labels_per_class
+        if k is not None and k < 1:
+            raise ConfigError(f"data.labels_per_class must be >= 1 or null (all labels), got {k}")
         if self.train.epochs < 1:
             raise ConfigError(f"train.epochs must be >= 1, got {self.train.epochs}")
         if not 0.0 <= self.distill.alpha <= 1.0 or not 0.0 <= self.distill.imitation <= 1.0:

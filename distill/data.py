@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from distill.config import ConfigError, DataConfig
+from distill.transfer import UNLABELED
 
 SPLITS = ("train", "val", "test")
 AUGMENT_STREAM = 1  # the augmentation's draws: another random stream of (seed, epoch, item) than the cell's
@@ -182,9 +183,9 @@ def assign_splits(index: pd.DataFrame, data: DataConfig) -> pd.Series:
             raise ConfigError(f"fold {data.fold} over data.fold_column {data.fold_column!r}: {exc}") from exc
     if data.split_column in index.columns:
         splits = index[data.split_column].astype(str)
-        bad = sorted(set(splits) - set(SPLITS))
+        bad = sorted(set(splits) - set(SPLITS) - {UNLABELED})
         if bad:
-            raise ConfigError(f"split column {data.split_column!r} holds {bad}; expected train/val/test")
+            raise ConfigError(f"split column {data.split_column!r} holds {bad}; expected train/val/test/{UNLABELED}")
         return splits
     from manifests.splits import assign_split
 
