@@ -515,7 +515,7 @@ def budget_lines(df: pd.DataFrame) -> list[str]:
     capped = recorded[recorded[STOPPED] == CAP]
     share = len(capped) / len(recorded) if len(recorded) else 0.0
     line = (
-        f"Budget: {len(capped)} of {len(recorded)} runs ({share:.0%}) hit the epoch cap (`train.epochs`) before "
+        f"Budget: {len(capped)} of {len(recorded)} runs ({100 * share:.0f} %) hit the epoch cap (`train.epochs`) before "
         "early stopping (`train.patience`) ended them; the budget rule wants fewer than 10 %."
     )
     if 0 < len(capped) <= 10:
