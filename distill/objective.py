@@ -268,13 +268,14 @@ class Objective(nn.Module):
         ``seg_mask`` (B, S): the valid segments of whole-utterance seq; padded ones enter no term
         (their faces are all masked, so the face reconstruction term skips them as well)."""
         labelled = labels >= 0  # -1: a transfer item (distill.transfer), no label
-        task = labelled_task_loss(out.logits, labels)
+        # Only a batch with transfer items pays for the masking (a fully labelled batch's loss is computed
+        # exactly as before there were transfer items); terms of NEEDS_LABELS see its labelled items.
+        mixed = not bool(labelled.all())
+        task = labelled_task_loss(out.logits, labels) if mixed else task_loss(out.logits, labels)
         x = StepInputs(
             out, labels, teacher, task, out.logits if soft_logits is None else soft_logits, face, face_mask, seg_mask
         )
         terms = {"task": task}
-        # Only a batch with transfer items pays for the checks; terms of NEEDS_LABELS see its labelled items.
-        mixed = not bool(labelled.all())
         n_labelled = labelled.sum() if mixed else None
         counts = {"task": n_labelled} if mixed else {}
         on_labelled = x.select(labelled) if mixed and bool(labelled.any()) else None

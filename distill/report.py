@@ -515,8 +515,8 @@ def budget_lines(df: pd.DataFrame) -> list[str]:
     capped = recorded[recorded[STOPPED] == CAP]
     share = len(capped) / len(recorded) if len(recorded) else 0.0
     line = (
-        f"Budget: {len(capped)} of {len(recorded)} runs ({100 * share:.0f} %) hit the epoch cap (`train.epochs`) before "
-        "early stopping (`train.patience`) ended them; the budget rule wants fewer than 10 %."
+        f"Budget: {len(capped)} of {len(recorded)} runs ({100 * share:.0f} %) hit the epoch cap (`train.epochs`) "
+        "before early stopping (`train.patience`) ended them; the budget rule wants fewer than 10 %."
     )
     if 0 < len(capped) <= 10:
         line += " At the cap: " + ", ".join(f"`{r}`" for r in capped["run"]) + "."
