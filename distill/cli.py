@@ -10,10 +10,24 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 from distill.config import ConfigError, RunConfig, load_config, option_choices
-from distill.methods import METHODS
-from distill.metrics import METRIC_KEYS
+from distill.eval.metrics import METRIC_KEYS
+from distill.eval.run_eval import reevaluate
+from distill.run import RunDir, require_teacher, student_config
+from distill.serve.embed import H5_SUFFIXES, embed_to_h5, write_embeddings
+from distill.serve.export import export_run
+from distill.serve.model import Model, Prediction, run_items, softmax, sources_from
+from distill.serve.verification import ensure_threshold, score_pairs, trial_items, trial_metrics
+from distill.sweep import run_sweep
+from distill.train.distributed import shutdown
+from distill.train.targets import TargetMismatchError
+from distill.train.trainer import NonFiniteLossError, run_training
+from manifests.trials import read_trials
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -254,7 +268,7 @@ def _common_flags(args: argparse.Namespace) -> dict:
     }
 
 
-def teacher_config(args: argparse.Namespace) -> RunConfig:
+def teacher_config_from_args(args: argparse.Namespace) -> RunConfig:
     flags = {
         **_common_flags(args),
         "role": "teacher",
@@ -265,20 +279,11 @@ def teacher_config(args: argparse.Namespace) -> RunConfig:
     return load_config(args.config, _overrides(args, flags))
 
 
-def student_config(args: argparse.Namespace) -> RunConfig:
+def student_config_from_args(args: argparse.Namespace) -> RunConfig:
     """Teacher's data + model sections <- --config <- flags <- --set (:func:`distill.run.student_config`)."""
-    from distill.run import RunDir
-    from distill.run import student_config as derive
-
-    teacher = None
-    if args.teacher:
-        teacher = RunDir(args.teacher).config()
-        if teacher.role != "teacher":
-            raise ConfigError(f"--teacher {args.teacher} is a {teacher.role} run, not a teacher")
-        if args.task or args.setting:
-            raise ConfigError("--task/--setting come from the teacher; drop them or drop --teacher")
-    elif METHODS[args.method].needs_teacher:
-        raise ConfigError(f"--method {args.method} needs --teacher RUN_DIR")
+    teacher = require_teacher(args.method, args.teacher)
+    if teacher is not None and (args.task or args.setting):
+        raise ConfigError("--task/--setting come from the teacher; drop them or drop --teacher")
     flags = {
         **_common_flags(args),
         "distill.distance": args.distance,
@@ -286,7 +291,9 @@ def student_config(args: argparse.Namespace) -> RunConfig:
         "data.task": args.task,
         "data.setting": args.setting,
     }
-    return derive(teacher, args.method, _overrides(args, flags), teacher_dir=args.teacher, config_file=args.config)
+    return student_config(
+        teacher, args.method, _overrides(args, flags), teacher_dir=args.teacher, config_file=args.config
+    )
 
 
 def _summary(cfg: RunConfig, metrics: dict, seconds: float, out: str) -> str:
@@ -300,8 +307,6 @@ def _summary(cfg: RunConfig, metrics: dict, seconds: float, out: str) -> str:
 
 
 def _train(args: argparse.Namespace, cfg: RunConfig) -> int:
-    from distill.train import run_training
-
     started = time.perf_counter()
     metrics = run_training(cfg, args.out, resume=args.resume, progress=not args.quiet)
     if metrics:  # rank 0
@@ -310,9 +315,6 @@ def _train(args: argparse.Namespace, cfg: RunConfig) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from distill.evaluate_run import reevaluate
-    from distill.run import RunDir
-
     cfg = RunDir(args.run).config()
     started = time.perf_counter()
     metrics = reevaluate(args.run, cache=args.cache)
@@ -321,8 +323,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from distill.sweep import run_sweep
-
     result = run_sweep(
         args.sweep,
         cache=args.cache,
@@ -337,8 +337,6 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _sources(args: argparse.Namespace) -> list:
-    from distill.inference import sources_from
-
     if bool(args.files) == bool(args.manifest):
         raise ConfigError("give FILES or --manifest (one of the two)")
     if args.batch_size < 1:
@@ -353,9 +351,6 @@ def _report_failures(command: str, failures: list) -> int:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from distill.embed import H5_SUFFIXES, embed_to_h5, write_embeddings
-    from distill.inference import Model, run_items
-
     sources = _sources(args)
     model = Model.load(args.run, args.device)
     if args.out.endswith(H5_SUFFIXES):
@@ -375,8 +370,6 @@ def _embed(args: argparse.Namespace) -> int:
         embs += [emb] if chunk_ids else []
         failures += chunk_failures
     if ids:
-        import numpy as np
-
         emb = np.concatenate(embs)
         path = write_embeddings(emb, ids, args.out)
         print(f"embedded {len(ids)} file(s), {len(failures)} failed, {emb.shape[1]}-d, from {args.run} -> {path}")
@@ -386,8 +379,6 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from distill.inference import Model, Prediction, run_items, softmax
-
     sources = _sources(args)
     if args.out and not args.out.endswith((".csv", ".json")):
         raise ConfigError(f"--out {args.out}: use a .csv or .json file name")
@@ -403,15 +394,11 @@ def _predict(args: argparse.Namespace) -> int:
             table.insert(1, "path", [getattr(paths[u], "path", paths[u]) for u in ids])
             tables.append(table)
     if tables:
-        import pandas as pd
-
         table = pd.concat(tables, ignore_index=True)
         if args.out is None:
             for row in table.itertuples(index=False):
                 print(f"{row.utt_id}\t{row.top}\t{row.top_prob:.4f}")
         else:
-            from pathlib import Path
-
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             if args.out.endswith(".csv"):
                 table.to_csv(args.out, index=False)
@@ -429,11 +416,6 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from distill.inference import Model
-    from distill.verify import ensure_threshold, score_pairs, trial_items, trial_metrics
-
     if bool(args.pair) == bool(args.trials) or (args.pair and len(args.pair) != 2):
         raise ConfigError("give two files A B, or --trials T")
     if args.manifest and not args.trials:
@@ -443,8 +425,6 @@ def _verify(args: argparse.Namespace) -> int:
     model = Model.load(args.run, args.device)
     ensure_threshold(model, args.run)
     if args.trials:
-        from manifests.trials import read_trials
-
         pairs = read_trials(args.trials)
         items = trial_items(pairs, args.trials, args.manifest)
     else:
@@ -455,8 +435,6 @@ def _verify(args: argparse.Namespace) -> int:
         model, pairs, items, norm=norm, batch_size=args.batch_size, progress=not args.quiet and len(items) > 2
     )
     if args.out:
-        from pathlib import Path
-
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         scored.to_csv(args.out, index=False)
     else:
@@ -480,8 +458,6 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from distill.export import export_run
-
     out, diff = export_run(args.run, args.format, args.out, cells=args.cells)
     print(f"exported {args.run} as {args.format} -> {out} (max abs difference to the run: {diff:.1e})")
     return EXIT_OK
@@ -490,13 +466,12 @@ def _export(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from distill.distributed import shutdown
 
     try:
         if args.command == "teacher":
-            return _train(args, teacher_config(args))
+            return _train(args, teacher_config_from_args(args))
         if args.command == "student":
-            return _train(args, student_config(args))
+            return _train(args, student_config_from_args(args))
         if args.command == "eval":
             return _eval(args)
         if args.command == "sweep":
@@ -515,9 +490,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distill {args.command}: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
     except Exception as exc:  # a failed run: say what and why in one line, no traceback wall
-        from distill.targets import TargetMismatchError
-        from distill.train import NonFiniteLossError
-
         known = (NonFiniteLossError, TargetMismatchError, FileNotFoundError, ValueError, RuntimeError, OSError)
         if not isinstance(exc, known):
             raise

@@ -17,7 +17,7 @@ import pytest
 
 from distill.cli import main
 from distill.testing import TINY, make_lupi_cache, make_lupi_items, tiny_config
-from distill.train import run_training
+from distill.train.trainer import run_training
 from extract.cache import build_cache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def test_help_and_usage_errors(capsys, tmp_path):
         main(["teacher", "--task", "singing", "--out", str(tmp_path)])
     assert exc.value.code == 2
     assert main(["student", "--method", "embed", "--out", str(tmp_path / "s")]) == 2
-    assert "needs --teacher" in capsys.readouterr().err
+    assert "needs a teacher run: --teacher RUN_DIR" in capsys.readouterr().err
     assert main(["teacher", "--out", str(tmp_path / "t"), "--cache", "x", "--set", "distill.distance=hamming"]) == 2
     assert "hamming" in capsys.readouterr().err
 

@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from distill.config import ConfigError, load_config
-from distill.run import RunDir, load_run, student_config
+from distill.eval.run_eval import load_run
+from distill.run import RunDir, student_config
 from distill.testing import make_lupi_cache, tiny_config
-from distill.train import Trainer
+from distill.train.trainer import Trainer
 
 TENSORBOARD = ("events.out.tfevents.", "projector_config.pbtxt")  # written by TensorBoard into RunDir.tensorboard
 
@@ -84,7 +85,7 @@ def test_a_run_on_another_class_list_is_refused(trained, tmp_path):
 
 def test_the_cli_and_the_sweep_derive_students_by_student_config(trained, tmp_path):
     from distill.cli import build_parser
-    from distill.cli import student_config as cli_student
+    from distill.cli import student_config_from_args as cli_student
     from distill.sweep import SweepSpec
 
     _, run, _ = trained

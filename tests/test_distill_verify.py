@@ -1,4 +1,4 @@
-"""distill.verify and `distill verify`: pair scores, decisions at the val EER threshold, trial lists."""
+"""distill.serve.verification and `distill verify`: pair scores, decisions at the val EER threshold, trial lists."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import yaml
 from inference_runs import assert_close, trained_runs
 
-from distill import metrics as M
 from distill.cli import main
-from distill.inference import Model
+from distill.eval import metrics as M
+from distill.serve.model import Model
 
 
 @pytest.fixture(scope="module")

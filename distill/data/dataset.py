@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from distill.config import ConfigError, DataConfig
+from manifests.splits import assign_split, fold_split
 
 SPLITS = ("train", "val", "test")
 AUGMENT_STREAM = 1  # the augmentation's draws: another random stream of (seed, epoch, item) than the cell's
@@ -174,8 +175,6 @@ def assign_splits(index: pd.DataFrame, data: DataConfig) -> pd.Series:
     """The train/val/test split per item: a cross-validation fold (``data.fold_column``), else the
     cache's split column, else a seeded split."""
     if data.fold_column:
-        from manifests.splits import fold_split
-
         try:
             return fold_split(index, data.fold_column, data.fold, data.n_folds, seed=data.split_seed).astype(str)
         except ValueError as exc:
@@ -186,7 +185,6 @@ def assign_splits(index: pd.DataFrame, data: DataConfig) -> pd.Series:
         if bad:
             raise ConfigError(f"split column {data.split_column!r} holds {bad}; expected train/val/test")
         return splits
-    from manifests.splits import assign_split
 
     # Speakers: closed-set identification needs every speaker in every split. Emotion: the
     # standard speaker-independent protocol (test speakers never heard in training).

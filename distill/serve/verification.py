@@ -1,7 +1,7 @@
 """Speaker verification with a trained model: cosine scores of pairs, decisions, EER/minDCF of trial lists.
 
 Each distinct file of a trial list is decoded and embedded once (batched); a pair is scored by
-the cosine of its two embeddings (``distill.metrics.cosine_scores``, as evaluation scores) and
+the cosine of its two embeddings (``distill.eval.metrics.cosine_scores``, as evaluation scores) and
 decided "same" at or above the run's validation EER threshold (``verification.json``). A run
 evaluated before that file existed gets it on first use, computed from its cache as evaluation
 does; without the cache there is a score but no decision.
@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distill import metrics as M
-from distill.inference import Failure, Item, Model, run_items
+from distill.eval import metrics as M
+from distill.eval.calibration import write_verification
+from distill.eval.run_eval import load_run
 from distill.run import RunDir
+from distill.serve.model import Failure, Item, Model, run_items, sources_from
 
 
 def ensure_threshold(model: Model, run_dir: str | Path) -> dict | None:
@@ -25,8 +27,6 @@ def ensure_threshold(model: Model, run_dir: str | Path) -> dict | None:
     run = RunDir(run_dir)
     if model.threshold or model.task != "speaker" or not run.best.is_file():
         return model.threshold  # known, not a speaker model, or an export folder (it carries what the run had)
-    from distill.calibration import write_verification
-    from distill.run import load_run
 
     try:
         loaded = load_run(run)
@@ -45,8 +45,6 @@ def trial_items(trials: pd.DataFrame, trials_path: str | Path, manifest: str | N
     """Trial entries -> items: utt_ids of ``manifest``, else paths relative to the trial file's folder."""
     names = list(dict.fromkeys([*trials["enrol"], *trials["test"]]))
     if manifest:
-        from distill.inference import sources_from
-
         known = dict(sources_from(manifest=manifest))
         missing = [n for n in names if n not in known]
         if missing:
