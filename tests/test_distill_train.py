@@ -270,7 +270,7 @@ def test_autocast_path_runs_on_cpu_in_bfloat16(cache, teachers, tmp_path):
         distill__teacher=str(teachers["speaker", "seq"]),
     )
     trainer = Trainer(cfg, tmp_path / "s", progress=False)
-    assert trainer.amp_dtype == torch.bfloat16
+    assert trainer.precision.dtype == torch.bfloat16
     metrics = trainer.fit()
     assert all(0.0 <= metrics[k] <= 1.0 for k in TASK_KEYS["speaker"])
     assert all(math.isfinite(float(v)) for v in read_log(tmp_path / "s")[0].values())
