@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import fields
 
-from extract.cache import CacheBusyError, CacheError
+from extract.cache import CacheBusyError, CacheError, open_cache, write_snapshot
 from extract.compact import DEFAULT_TARGET_MB
 from extract.config import ExtractConfig
 from extract.faces import FaceWeightsError
@@ -178,8 +178,6 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from extract.cache import open_cache, write_snapshot
-
     open_cache(args.cache_dir)  # CacheError if it is not a cache
     path = write_snapshot(args.cache_dir)
     n = len(open_cache(args.cache_dir))
@@ -188,7 +186,6 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
-    from extract.cache import open_cache
     from extract.compact import compact_cache
 
     open_cache(args.cache_dir)  # CacheError if it is not a cache

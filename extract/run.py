@@ -33,17 +33,11 @@ from tqdm.auto import tqdm
 
 from common.device import resolve_device
 from common.files import atomic_output
-from extract.cache import (
-    CONFIG_FILE,
-    ItemFeatures,
-    ShardWriter,
-    cache_lock,
-    commit_rows,
-    committed_utt_ids,
-    remove_orphan_shards,
-    write_config,
-    write_snapshot,
-)
+from extract.cache.commit_log import commit_rows
+from extract.cache.index import committed_utt_ids, remove_orphan_shards, write_snapshot
+from extract.cache.layout import CONFIG_FILE, write_config
+from extract.cache.lock import cache_lock
+from extract.cache.writer import ItemFeatures, ShardWriter
 from extract.config import ExtractConfig
 from extract.decode import CROPS
 from extract.faces import FaceEmbedder, FaceWeights, resolve_face_weights
