@@ -114,7 +114,10 @@ class RunDir:
         from distill.config import ConfigError, load_config
 
         if not self.config_file.is_file():
-            raise ConfigError(f"{self.path} is not a run directory (no {self.CONFIG})")
+            raise ConfigError(
+                f"{self.path} is not a run directory (no {self.CONFIG}): give the --out of a `distill teacher` "
+                "or `distill student` run"
+            )
         return load_config(self.config_file)
 
     def write_config(self, cfg: RunConfig) -> None:
@@ -191,13 +194,16 @@ class RunData:
 
         index = cache.index
         if len(index) == 0:
-            raise ConfigError(f"cache {cache.dir} holds no items")
+            raise ConfigError(
+                f"cache {cache.dir} holds no items: extract into it first (`extract run`; its failures.csv says "
+                "why items failed)"
+            )
         splits = assign_splits(index, cfg.data)
         labels = Labels.from_train(index, splits, cfg.data.label)
         ids = {s: np.flatnonzero((splits == s).to_numpy()) for s in SPLITS}
         for split in SPLITS:
             if not len(ids[split]):
-                raise ConfigError(f"the {split} split of cache {cache.dir} is empty")
+                raise ConfigError(empty_split_message(split, splits, cache.dir, index.columns, cfg.data))
         y = {s: labels.encode(index[cfg.data.label].iloc[ids[s]]) for s in ids}
         return cls(cache, Grid.from_config(cfg.data), labels, ids, y, Grid.for_eval(cfg.data), cfg.data)
 
@@ -234,6 +240,30 @@ class RunData:
     def label_of(self, utt_ids: list[str]) -> np.ndarray:
         """The items' own label values (strings), also for classes unseen in training."""
         return self.cache.index.loc[utt_ids, self.config.label].astype(str).to_numpy()
+
+
+def empty_split_message(split: str, splits, cache_dir, columns, data: DataConfig) -> str:
+    """Why a split came out empty and what to do: the split is fixed by the cache's labels, so the
+    remedy is another split column, another fold, or a manifest with that split extracted anew."""
+    counts = ", ".join(f"{k} {v}" for k, v in splits.value_counts().sort_index().items()) or "no items"
+    text = f"the {split} split of cache {cache_dir} is empty"
+    if data.fold_column:
+        return (
+            f"{text} (fold {data.fold} over data.fold_column {data.fold_column!r} gives {counts}): choose "
+            "another data.fold_column, or data.n_folds so that every fold holds items"
+        )
+    if data.split_column not in columns:
+        return (
+            f"{text} (the seeded {data.task} split gives {counts}): give the manifest a split column "
+            "(`python -m manifests RECIPE ROOT --split KIND`) and extract it into a new --cache-root"
+        )
+    return (
+        f"{text}: its {data.split_column!r} column holds {counts}. A cache keeps the labels it was extracted "
+        f"with, so write a manifest with {split} rows and extract it into a new --cache-root (VoxCeleb2: "
+        "`python -m manifests voxceleb2 ROOT --out M --val-speakers 0.02` carves a speaker-disjoint val split; "
+        "other recipes: --split KIND), or set data.split_column to a column of the cache that holds "
+        "train/val/test rows"
+    )
 
 
 # --------------------------------------------------------------------------- students of a teacher
@@ -299,7 +329,8 @@ def require_teacher(method: str, teacher: RunConfig | str | os.PathLike | None) 
     if teacher.role != "teacher":
         where = f" {run}" if run else ""
         raise ConfigError(
-            f"a student's teacher must be a teacher run; {where or 'this config'} is a {teacher.role} run"
+            f"a student's teacher must be a teacher run; {where or 'this config'} is a {teacher.role} run: "
+            "give --teacher the --out of a `distill teacher` run"
         )
     if run is not None and not run.finished:
         raise ConfigError(

@@ -423,7 +423,7 @@ def run_sweep(
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     if scheduler and backend != "dask":
-        raise ConfigError("a scheduler address needs backend 'dask'")
+        raise ConfigError("a scheduler address needs backend 'dask' (--backend dask)")
     spec = SweepSpec.load(path, cache=cache, out=out)
     out_dir = Path(spec.out)
     tasks = plan_sweep(spec, out_dir)

@@ -74,7 +74,7 @@ def load_manifest(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
         blank = table[column].isna() | (table[column].astype(str).str.strip() == "")
         if blank.any():
             rows = ", ".join(str(i + 2) for i in table.index[blank][:5])  # +2: header line, 1-based
-            raise ManifestError(f"manifest {path}: empty {column} on line(s) {rows}")
+            raise ManifestError(f"manifest {path}: empty {column} on line(s) {rows}: fill them in or drop those rows")
     if "crop" in table.columns:
         bad = ~table["crop"].isna() & ~table["crop"].astype(str).isin([*CROPS, ""])
         if bad.any():

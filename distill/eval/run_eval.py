@@ -155,14 +155,15 @@ def load_run(run_dir: str | Path, cache: str | None = None, device: str | torch.
     if cache:
         cfg.cache = str(cache)
     if cfg.cache is None:
-        raise ConfigError(f"{run} names no cache (give one)")
+        raise ConfigError(f"{run} names no cache: give one (`distill eval RUN --cache DIR`)")
     device = resolve_device(cfg.train.device) if device is None else torch.device(device)
     data = RunData.load(cfg, open_cache(cfg.cache))
     trained = run.load_network(device)
     if trained.meta["labels"] != data.labels.names:
         raise ConfigError(
             f"{run} was trained on classes {trained.meta['labels']}; the training split of "
-            f"{cfg.cache} has {data.labels.names}: its scores would not be comparable"
+            f"{cfg.cache} has {data.labels.names}: its scores would not be comparable; evaluate on the cache "
+            "it was trained on (--cache)"
         )
     evaluator = Evaluator(trained.net, Precision.of(cfg.train.amp, device), eval_batch_size(cfg.data))
     return LoadedRun(run, cfg, trained.net, data, evaluator, trained.epoch)

@@ -62,7 +62,9 @@ def load_backend(export_dir: Path, info: dict, device: str = "cpu") -> Backend:
             return emb, logits
 
         return fixed_batch(run, info["cells"])
-    raise ConfigError(f"{export_dir}: unknown export format {info['format']!r}")
+    raise ConfigError(
+        f"{export_dir}: unknown export format {info['format']!r}: export the run again (`distill export RUN`)"
+    )
 
 
 def fixed_batch(run: Backend, cells: int) -> Backend:

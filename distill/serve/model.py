@@ -156,7 +156,9 @@ class Model:
         export_dir = Path(export_dir)
         info_file = export_dir / EXPORT_INFO
         if not info_file.is_file():
-            raise ConfigError(f"{export_dir} is not an exported model (no {EXPORT_INFO})")
+            raise ConfigError(
+                f"{export_dir} is not an exported model (no {EXPORT_INFO}): give a folder written by `distill export`"
+            )
         info = json.loads(info_file.read_text())
         return cls(
             load_backend(export_dir, info, device),
@@ -180,7 +182,10 @@ class Model:
             return cls.from_export(path, device)
         if RunDir(path).config_file.is_file():
             return cls.from_run(path, device)
-        raise ConfigError(f"{path} is neither a run directory ({RunDir.CONFIG}) nor an exported model ({EXPORT_INFO})")
+        raise ConfigError(
+            f"{path} is neither a run directory ({RunDir.CONFIG}) nor an exported model ({EXPORT_INFO}): give the "
+            "--out of a `distill teacher`/`student` run or of `distill export`"
+        )
 
     # ------------------------------------------------------------------ features
     @functools.cached_property
@@ -309,7 +314,8 @@ class Model:
             return "asnorm" if self.cohort is not None else "none"
         if norm == "asnorm" and self.cohort is None:
             raise ConfigError(
-                f"{self.source} has no AS-norm cohort (a speaker run's cohort.npy, written by evaluation)"
+                f"{self.source} has no AS-norm cohort (a speaker run's cohort.npy, written by evaluation): "
+                "score with --norm none, or write it with `distill eval RUN`"
             )
         return norm
 
@@ -320,7 +326,7 @@ class Model:
         if not point:
             raise ConfigError(
                 f"{self.source} has no recorded verification threshold for {norm} scores (a speaker "
-                f"run's {VERIFICATION}, written by evaluation)"
+                f"run's {VERIFICATION}, written by evaluation): write it with `distill eval RUN`"
             )
         return np.asarray(scores) >= point["threshold"]
 

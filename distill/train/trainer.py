@@ -198,7 +198,8 @@ class Trainer:
         if trials is not None and trials["label"].nunique() < 2:
             raise ConfigError(
                 "model selection by eer needs target and non-target val trials: at least two val "
-                "speakers, one of them with two utterances"
+                "speakers, one of them with two utterances (VoxCeleb2: a larger --val-speakers in "
+                "`python -m manifests voxceleb2`), or set train.select=loss"
             )
         return select, trials
 
@@ -240,7 +241,10 @@ class Trainer:
         targets = self.teacher.store if isinstance(self.teacher, CachedTeacher) else None
         augment = build_augmenter(self.cfg.augment, self.cache)
         if augment is not None and self.teacher and self.teacher.live:  # its targets would be of the augmented cell
-            raise ConfigError("augmentation needs cached teacher targets (computed on clean cells), not a live teacher")
+            raise ConfigError(
+                "augmentation needs cached teacher targets (computed on clean cells), not a live teacher: "
+                "train on the teacher's targets file, or turn augmentation off"
+            )
         return self.data.dataset(
             "train", faces=faces, train=True, seed=self.cfg.train.seed, targets=targets, augment=augment
         )
@@ -297,7 +301,8 @@ class Trainer:
         if state["meta"]["cache_id"] != cache_identity(self.cache):
             raise ConfigError(
                 f"cannot resume: the checkpoint was trained on cache {state['meta']['cache_id']}, "
-                f"this run points at cache {cache_identity(self.cache)}"
+                f"this run points at cache {cache_identity(self.cache)}: give --cache the run's own cache, or "
+                "train into a new --out"
             )
         self.net.load_state_dict(state["model"])
         self.objective.load_state_dict(state["objective"])
