@@ -43,7 +43,8 @@ EPILOG = """examples:
   torchrun --nproc_per_node 2 -m distill teacher --cache cache/3f2a --task emotion --setting nonseq --out runs/t2
   distill eval runs/s
   distill sweep configs/demo_sweep.yaml --cache cache/3f2a --out results/demo
-  distill sweep configs/demo_sweep.yaml --backend dask --scheduler tcp://head:8786 --out /shared/results/demo
+  distill sweep configs/demo_sweep.yaml --cache /shared/cache/3f2a --out /shared/results/demo \\
+      --backend dask --scheduler tcp://head:8786
   distill embed runs/s clip1.wav clip2.mp4 --out emb.npy
   distill embed runs/s --manifest test.csv --out emb.h5          # resumable
   distill predict runs/s clip1.wav clip2.mp4 --out pred.csv
