@@ -42,8 +42,6 @@ from extract.cli import main as extract_main
 from manifests.cli import main as manifests_main
 from manifests.io import read_manifest
 
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[1]
 DOCS = ("README.md", "docs/quickstart.md")
 PROGRAMS = {
@@ -255,11 +253,13 @@ def record_extraction(argv: list[str], printed: str, world: World, detail: str) 
     cache = Path(printed.strip().split()[-1])
     ids = set(read_manifest(world.cwd / _option(argv, "--manifest"))["utt_id"])
     held = set(open_cache(cache).index.index)
-    assert held == ids, (
-        f"{detail}: cache {cache} also holds {len(held - ids)} item(s) of another manifest, e.g. "
-        f"{sorted(held - ids)[0]!r}: two datasets extracted with the same settings into one --cache-root share one "
-        "cache directory; give each its own root"
-    )
+    if held - ids:
+        raise AssertionError(
+            f"{detail}: cache {cache} also holds {len(held - ids)} item(s) of another manifest, e.g. "
+            f"{sorted(held - ids)[0]!r}: two datasets extracted with the same settings into one --cache-root "
+            "share one cache directory; give each its own root"
+        )
+    assert held == ids, f"{detail}: {len(ids - held)} item(s) not extracted, e.g. {sorted(ids - held)[0]!r}"
     world.caches[_cache_root(argv)] = cache
     world.extracted[str(cache)] = ids
 
@@ -271,6 +271,7 @@ def run_python(block: Block, world: World, env: dict[str, str]) -> None:
     exec(compile(code, f"{block.doc}:{block.line}", "exec"), {"__name__": "__docs__"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("doc", DOCS)
 def test_every_documented_command_runs(doc, world, monkeypatch):
     monkeypatch.chdir(world.cwd)
