@@ -32,8 +32,11 @@ def test_compile_setting_is_on_for_cuda_only_by_default():
 
 
 def config(cache, epochs: int, compile: str = "off"):
-    # a constant learning rate, so one epoch resumed for a second is the same run as two epochs
-    return tiny_config(cache, "student", train__epochs=epochs, train__compile=compile, train__scheduler="none")
+    # bf16 autocast as on a GPU (the losses' autocast-off block inside the compiled step); a constant
+    # learning rate, so one epoch resumed for a second is the same run as two epochs
+    return tiny_config(
+        cache, "student", train__epochs=epochs, train__compile=compile, train__scheduler="none", train__amp="on"
+    )
 
 
 def test_compiled_training_matches_eager_resumes_and_keeps_checkpoints_plain(cache, tmp_path):
