@@ -36,6 +36,8 @@ Target = Literal["fused", "audio"]  # distill.target: which teacher embedding th
 Optimizer = Literal["adamw", "adam", "sgd"]
 Scheduler = Literal["cosine", "step", "none"]
 Amp = Literal["auto", "on", "off"]
+AmpDtype = Literal["auto", "bf16", "fp16"]  # train.amp_dtype
+Compile = Literal["auto", "on", "off"]  # train.compile
 Select = Literal["auto", "eer", "accuracy", "uar", "loss"]  # train.select: the val metric of the best checkpoint
 ScoreNorm = Literal["none", "asnorm"]  # eval.score_norm
 SeqSpan = Literal["window", "utterance"]  # data.seq_span: fixed windows | the whole utterance
@@ -125,7 +127,11 @@ class TrainConfig:
     scheduler: Scheduler = "cosine"  # stepped once per epoch
     seed: int = 0
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
-    amp: Amp = "auto"  # auto: on for CUDA
+    amp: Amp = "auto"  # autocast; auto: on for CUDA
+    # autocast dtype when amp is on. auto: bf16 where the device supports it (CPU, CUDA from Ampere),
+    # fp16 with a gradient scaler on CUDA without bf16; losses are float32 either way
+    amp_dtype: AmpDtype = "auto"
+    compile: Compile = "auto"  # torch.compile the training step (network + loss); auto: on for CUDA
     grad_clip: float = 5.0  # max grad norm; 0 disables
     patience: int = 0  # epochs without val improvement before stopping; 0 = train all epochs
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default

@@ -161,10 +161,15 @@ class Trainer:
             self.step_module = DistributedDataParallel(
                 self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
+        self.compiled = compiles(cfg.train.compile, self.device)
+        if self.compiled:
+            # In place, after the DDP wrap (so DDP's bucketing splits the graph): the module keeps its
+            # type and every state_dict key; evaluation and targets run ``self.net`` eagerly.
+            self.step_module.compile()
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
-        self.precision = Precision.of(cfg.train.amp, self.device)
-        self.evaluator = Evaluator(self.net, self.precision, eval_batch_size(cfg.data))
+        self.precision = Precision.of(cfg.train.amp, self.device, cfg.train.amp_dtype)
+        self.evaluator = Evaluator(self.net, self.precision, eval_batch_size(cfg.data), cfg.data.num_workers)
         self.scaler = self.precision.grad_scaler()
         self.epoch = 0  # epochs completed
         self.best: dict = {"metric": -math.inf, "epoch": 0}
@@ -460,14 +465,26 @@ class Trainer:
 
     def write_targets(self) -> Path:
         items = self.data.all_items(faces=True)
+        # Full precision: targets are every student's regression targets, stored as float32; autocast
+        # would round them to bf16's 8 bits and make them depend on the device (docs/training.md).
         arrays = compute_targets(
-            self.net, items, Precision(self.device), batch_size=eval_batch_size(self.cfg.data), progress=self.progress
+            self.net,
+            items,
+            Precision(self.device),
+            batch_size=eval_batch_size(self.cfg.data),
+            num_workers=self.cfg.data.num_workers,
+            progress=self.progress,
         )
         key = targets_key(
             sha256_file(self.run.best), cache_identity(self.cache), self.data.grid, self.data.labels.names
         )
         key["train_ids_sha256"] = write_train_ids(self.run.path, self.data.utt_ids("train"))
         return write_targets(self.run.targets, arrays, items, key)
+
+
+def compiles(setting: str, device: torch.device) -> bool:
+    """``train.compile``: ``on``, or ``auto`` on CUDA (where the step's many small kernels fuse)."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
 
 
 def _all_finite(env: DistEnv, loss: torch.Tensor) -> bool:
