@@ -49,7 +49,7 @@ def assign_roles(index: pd.DataFrame, data: DataConfig) -> pd.Series:
     empty label that the split column puts in val or test is an error (no metric can score it; mark
     it ``unlabeled`` instead). Finally ``data.labels_per_class`` hides labels (:func:`keep_labels`).
     """
-    from distill.data import assign_splits
+    from distill.data.dataset import assign_splits
 
     column = data.label
     if column not in index.columns:

@@ -21,7 +21,7 @@ from distill.budget import Stopping
 from distill.config import load_config
 from distill.run import RunDir
 from distill.testing import make_lupi_cache
-from distill.train import run_training
+from distill.train.trainer import run_training
 
 STUDENTS = ("none", "softlabel", "embed")
 CONTROL = {"model.face_dropout": 1.0}

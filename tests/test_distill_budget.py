@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from distill import train as train_module
 from distill.budget import CAP, EARLY, Stopping
 from distill.run import RunDir
 from distill.testing import make_lupi_cache, tiny_config
-from distill.train import Trainer, run_training
+from distill.train import trainer as train_module
+from distill.train.trainer import Trainer, run_training
 
 #: Scripted validation accuracy per epoch: best at epoch 2, then two epochs without improvement.
 SCORES = [0.30, 0.50, 0.40, 0.45, 0.90, 0.95, 0.97, 0.99]

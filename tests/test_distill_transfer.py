@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from distill.config import ConfigError, DataConfig, DistillConfig
 from distill.methods import METHODS, NEEDS_LABELS
 from distill.models import ModelConfig, build_network
-from distill.objective import LOG_COUNTS, Objective, StepModule
 from distill.run import RunData, RunDir
-from distill.targets import TargetMismatchError, TargetStore
 from distill.testing import make_lupi_items, tiny_config
-from distill.train import Trainer
+from distill.train.objective import LOG_COUNTS, Objective, StepModule
+from distill.train.targets import TargetMismatchError, TargetStore
+from distill.train.trainer import Trainer
 from distill.transfer import TRANSFER, UNLABELED, UNUSED, assign_roles, keep_labels
 from extract.cache import build_cache, open_cache
 

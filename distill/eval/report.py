@@ -27,7 +27,7 @@ The budget rule (distill.budget): a run's ``stopping.json`` says whether early s
 or the epoch cap did; results.csv gets ``stopped`` and ``epochs_trained``, and results.md counts
 the runs that hit the cap (a budget too small for the sweep shows there).
 
-    python -m distill.report runs/ --out results/
+    python -m distill.eval.report runs/ --out results/
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ import yaml
 
 from common.files import atomic_output, atomic_write_text
 from distill.budget import CAP, Stopping
+from distill.eval.metrics import LOWER_IS_BETTER, METRIC_KEYS
 from distill.methods import BASELINE, METHODS
-from distill.metrics import LOWER_IS_BETTER, METRIC_KEYS
 from distill.run import RunDir
 
 __all__ = [
@@ -298,7 +298,7 @@ def video_shares(df: pd.DataFrame, metric: str, confidence: float = 0.95) -> pd.
     Positive is better for every metric (for EER: lower than the reference). Each has ``_n`` pairs,
     ``_mean``, ``_low``/``_high`` (t-interval) and ``_p`` (paired t-test).
     """
-    from distill.stats import improvement
+    from distill.eval.stats import improvement  # scipy: only a report with pairs pays for it
 
     lower = metric in LOWER_IS_BETTER
     rows = []
@@ -435,7 +435,7 @@ def write_results(df: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] 
 
     Returns the written paths keyed ``csv``, ``md`` and ``bar:<task>``.
     """
-    from distill.plots import plot_results_bar
+    from distill.eval.plots import plot_results_bar  # matplotlib: only when a chart is drawn
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -531,7 +531,7 @@ def _share_sections(
     """results.md's gains-and-video's-share tables of one task (one labels_per_class value of it: its
     file ``name``), and their plot (first metric)."""
     name = name or task
-    from distill.plots import plot_video_share
+    from distill.eval.plots import plot_video_share  # matplotlib: only when a chart is drawn
 
     sections: list[str] = []
     for metric in SHARE_METRICS.get(task, ()):
@@ -565,7 +565,7 @@ def _share_sections(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m distill.report",
+        prog="python -m distill.eval.report",
         description="Collect finished runs (config.yaml + metrics.json) into results.csv, results.md "
         "(mean ± std over seeds per task/setting/method) and a bar chart per task.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -2,7 +2,7 @@
 
 Which terms a method has, their weights and what each reads of the teacher are declared once in
 :mod:`distill.methods`; this module holds the loss of each term name (:data:`TERMS`) and sums
-them. Kept apart from the loop (distill.train) because this is where the methods differ; the
+them. Kept apart from the loop (distill.train.trainer) because this is where the methods differ; the
 loop is the same for a teacher and for every student.
 """
 
@@ -15,7 +15,10 @@ import torch
 from torch import nn
 
 from distill.config import DistillConfig
-from distill.losses import (
+from distill.methods import NEEDS_LABELS, TEACHER, Method, get_method
+from distill.models import DistillNetwork, NetOutput
+from distill.precision import full_precision
+from distill.train.losses import (
     EmbeddingDistillLoss,
     FaceReconstructionLoss,
     generalized_distillation,
@@ -23,8 +26,6 @@ from distill.losses import (
     labelled_task_loss,
     task_loss,
 )
-from distill.methods import NEEDS_LABELS, TEACHER, Method, get_method
-from distill.models import DistillNetwork, NetOutput
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,7 @@ class Objective(nn.Module):
             if t.optional and not weight:
                 continue
             if t.name not in TERMS:
-                raise ValueError(f"method {self.method.name}: no loss for term {t.name!r} in distill.objective.TERMS")
+                raise ValueError(f"method {self.method.name}: no loss for term {t.name!r} in objective.TERMS")
             self.weights[t.name] = weight
             self.add_module(t.name, TERMS[t.name](distill, shapes))
 
@@ -266,34 +267,37 @@ class Objective(nn.Module):
         so imitating them with margin-shifted student logits would compare unlike things.
         ``face``/``face_mask``: the batch's faces, read by the teacher's face reconstruction term.
         ``seg_mask`` (B, S): the valid segments of whole-utterance seq; padded ones enter no term
-        (their faces are all masked, so the face reconstruction term skips them as well)."""
+        (their faces are all masked, so the face reconstruction term skips them as well).
+
+        The terms run with autocast off (their inputs cast to float32), so a loss is float32 even
+        when the network ran under bf16/fp16 autocast."""
+        soft = out.logits if soft_logits is None else soft_logits
         labelled = labels >= 0  # -1: a transfer item (distill.transfer), no label
         # Only a batch with transfer items pays for the masking (a fully labelled batch's loss is computed
         # exactly as before there were transfer items); terms of NEEDS_LABELS see its labelled items.
         mixed = not bool(labelled.all())
-        task = labelled_task_loss(out.logits, labels) if mixed else task_loss(out.logits, labels)
-        x = StepInputs(
-            out, labels, teacher, task, out.logits if soft_logits is None else soft_logits, face, face_mask, seg_mask
-        )
-        terms = {"task": task}
-        n_labelled = labelled.sum() if mixed else None
-        counts = {"task": n_labelled} if mixed else {}
-        on_labelled = x.select(labelled) if mixed and bool(labelled.any()) else None
-        total = None
-        for name, weight in self.weights.items():
-            needs_labels = mixed and name in NEEDS_LABELS
-            if needs_labels and on_labelled is None:
-                continue  # no labelled item in this batch
-            value, logged = self.get_submodule(name).term(on_labelled if needs_labels else x)
-            terms.update(logged)
-            if needs_labels:
-                counts.update(dict.fromkeys(logged, n_labelled))
-            if value is not None:
-                total = weight * value if total is None else total + weight * value
-        if mixed:
-            # 0 · task keeps the header in the graph when no label term ran (DDP wants every parameter used)
-            total = 0.0 * task if total is None else total + 0.0 * task
-            terms[LOG_COUNTS] = counts
+        with full_precision(out.logits.device):  # every term in float32, also inside a step's autocast
+            task = labelled_task_loss(out.logits, labels) if mixed else task_loss(out.logits, labels)
+            x = StepInputs(out, labels, teacher, task, soft, face, face_mask, seg_mask)
+            terms = {"task": task}
+            n_labelled = labelled.sum() if mixed else None
+            counts = {"task": n_labelled} if mixed else {}
+            on_labelled = x.select(labelled) if mixed and bool(labelled.any()) else None
+            total = None
+            for name, weight in self.weights.items():
+                needs_labels = mixed and name in NEEDS_LABELS
+                if needs_labels and on_labelled is None:
+                    continue  # no labelled item in this batch
+                value, logged = self.get_submodule(name).term(on_labelled if needs_labels else x)
+                terms.update(logged)
+                if needs_labels:
+                    counts.update(dict.fromkeys(logged, n_labelled))
+                if value is not None:
+                    total = weight * value if total is None else total + weight * value
+            if mixed:
+                # 0 · task keeps the header in the graph when no label term ran (DDP wants every parameter used)
+                total = 0.0 * task if total is None else total + 0.0 * task
+                terms[LOG_COUNTS] = counts
         terms["total"] = total
         return terms
 
