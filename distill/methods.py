@@ -29,7 +29,7 @@ TEACHER_OUTPUTS = (*EMBEDDING_LEVELS, "logits")
 Weight = Callable[[Any], float]
 
 #: The terms computed from ground-truth labels: on a batch that mixes labelled items with transfer
-#: items (distill.transfer: no label), these see the labelled items only; every other term (the
+#: items (distill.data.transfer: no label), these see the labelled items only; every other term (the
 #: teacher's embeddings, its soft labels) sees all of them. ``gkd`` is not here: its label part is
 #: the task loss, already over the labelled items, and its imitation part needs only the teacher.
 NEEDS_LABELS = frozenset({"task", "audio_aux"})

@@ -185,7 +185,7 @@ class RunData:
     grid: Grid
     labels: Labels
     # split -> cache rows, ascending (cache order); arrays, so workers share them. Besides train/val/test,
-    # "transfer": training-side items without a (visible) label (distill.transfer)
+    # "transfer": training-side items without a (visible) label (distill.data.transfer)
     ids: dict[str, np.ndarray]
     y: dict[str, np.ndarray]  # split -> class ids (-1: class unseen in training; every transfer item)
     eval_grid: Grid  # val/test evaluation: `grid`, or whole utterances (nonseq, data.eval_span=utterance)
@@ -195,7 +195,7 @@ class RunData:
     def load(cls, cfg: RunConfig, cache) -> RunData:
         from distill.config import ConfigError
         from distill.data.dataset import Grid, Labels
-        from distill.transfer import TRANSFER, assign_roles
+        from distill.data.transfer import TRANSFER, assign_roles
 
         index = cache.index
         if len(index) == 0:

@@ -43,7 +43,7 @@ results.md gives per-fold rows and mean ± std over folds.
 
 ``labels_per_class: [1, 5, all]`` runs every task x setting (x fold) once per value: the run's
 ``data.labels_per_class`` (``all``: null, every label), so only k seeded labelled training items per
-class keep their label and the rest become the transfer set (distill.transfer). Each value has its
+class keep their label and the rest become the transfer set (distill.data.transfer). Each value has its
 own teacher (and control), trained on those k labelled items, since a teacher must never have
 trained on a label its student is told is hidden; layout ``OUT/<task>-<setting>[/fold<f>]/k<k>/...``
 (``kall``); results.md gives a section per value.

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from distill.config import DataConfig
+from distill.data.transfer import TRANSFER, assign_roles
 from distill.eval.stats import paired_difference
 from distill.testing import tiny_config
 from distill.testing.lupi import SCHEDULE, TEACHER, LupiDesign, make_lupi_cache, make_lupi_items
 from distill.train.trainer import run_training
-from distill.transfer import TRANSFER, assign_roles
 from extract.cache import build_cache, open_cache
 
 STUDENTS = {

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.config import ConfigError, DataConfig, DistillConfig
+from distill.data.transfer import TRANSFER, UNLABELED, UNUSED, assign_roles, keep_labels
 from distill.methods import METHODS, NEEDS_LABELS
 from distill.models import ModelConfig, build_network
 from distill.run import RunData, RunDir
@@ -15,7 +16,6 @@ from distill.testing import make_lupi_items, tiny_config
 from distill.train.objective import LOG_COUNTS, Objective, StepModule
 from distill.train.targets import TargetMismatchError, TargetStore
 from distill.train.trainer import Trainer
-from distill.transfer import TRANSFER, UNLABELED, UNUSED, assign_roles, keep_labels
 from extract.cache import build_cache, open_cache
 
 # --------------------------------------------------------------------------- roles from the index

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from distill.config import ConfigError, DataConfig
-from distill.transfer import UNLABELED
+from distill.data.transfer import UNLABELED
 from manifests.splits import assign_split, fold_split
 
 SPLITS = ("train", "val", "test")

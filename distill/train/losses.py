@@ -223,7 +223,7 @@ def task_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 def labelled_task_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """:func:`task_loss` over the items that have a label (label >= 0); an item without one (-1: the
-    transfer set, distill.transfer) adds nothing. The mean is over the labelled items, so the task
+    transfer set, distill.data.transfer) adds nothing. The mean is over the labelled items, so the task
     term keeps its weight next to the label-free terms whatever a batch's mix; with none it is 0, still
     attached to the logits (every parameter keeps a gradient, as DistributedDataParallel expects)."""
     known = labels >= 0

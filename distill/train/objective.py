@@ -272,7 +272,7 @@ class Objective(nn.Module):
         The terms run with autocast off (their inputs cast to float32), so a loss is float32 even
         when the network ran under bf16/fp16 autocast."""
         soft = out.logits if soft_logits is None else soft_logits
-        labelled = labels >= 0  # -1: a transfer item (distill.transfer), no label
+        labelled = labels >= 0  # -1: a transfer item (distill.data.transfer), no label
         # Only a batch with transfer items pays for the masking (a fully labelled batch's loss is computed
         # exactly as before there were transfer items); terms of NEEDS_LABELS see its labelled items.
         mixed = not bool(labelled.all())

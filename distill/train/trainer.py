@@ -33,6 +33,7 @@ from distill.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_
 from distill.config import ConfigError, RunConfig
 from distill.data.augment import build_augmenter
 from distill.data.dataset import EpochTaggedSampler, GridDataset, collate
+from distill.data.transfer import TRANSFER
 from distill.eval.evaluate import LOWER_IS_BETTER, build_trials, selection_metric, validation_scores
 from distill.eval.predict import Evaluator, Predictions, eval_batch_size
 from distill.eval.run_eval import evaluate_run
@@ -55,7 +56,6 @@ from distill.train.targets import (
     write_train_ids,
 )
 from distill.train.tensorboard import TensorBoardLog
-from distill.transfer import TRANSFER
 from extract import open_cache
 
 
@@ -139,7 +139,7 @@ class Trainer:
         self.is_teacher = cfg.role == "teacher"
         self.teacher = self._teacher_source(live_teacher)
         # What it trains on: a teacher, and a student that learns only from labels, the labelled items;
-        # a student with a label-free term (distill.methods) the transfer set as well (distill.transfer).
+        # a student with a label-free term (distill.methods) the transfer set as well (distill.data.transfer).
         learns_unlabelled = self.teacher is not None and cfg.distill.spec.learns_without_labels
         self.train_splits = ("train", TRANSFER) if learns_unlabelled and len(self.data.ids[TRANSFER]) else ("train",)
         self.net = build_network(
