@@ -1,0 +1,216 @@
+"""The staged recipes (examples/<dataset>/run.sh) end to end on small fake trees in each dataset's
+published layout (manifests.testing), with tiny networks through the scripts' own --set option."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from distill.testing import TINY
+from extract import open_cache
+from manifests.testing import make_fake_tree
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+#: Tiny networks, one epoch, no loader workers or TensorBoard files: a run takes about a second.
+SETS = [
+    a for k, v in {**TINY, "data.num_workers": 0, "train.tensorboard": False}.items() for a in ("--set", f"{k}={v}")
+]
+EXTRACT = "--face-weights random --frame-size 96 --fps 2 --threads 1 --no-progress"
+
+
+def small_sweep(source: Path, out: Path, **changes) -> Path:
+    """The recipe's own sweep file with fewer seeds/folds/variants: its protocol, at test size."""
+    tree = yaml.safe_load(source.read_text())
+    tree.update(changes)
+    out.write_text(yaml.safe_dump(tree))
+    return out
+
+
+def recipe(dataset: str, data: Path, work: Path, sweep: Path, *args: str) -> str:
+    """Run examples/DATASET/run.sh on CPU; its stdout (the stage lines and the tools' summaries)."""
+    cmd = ["bash", str(REPO / "examples" / dataset / "run.sh"), "--data", str(data), "--work", str(work)]
+    cmd += ["--ngpu", "0", "--nj", "1", "--extract-args", EXTRACT, "--sweep", str(sweep), *SETS, *args]
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{dataset} run.sh exited {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def stage_lines(out: str) -> list[int]:
+    return sorted({int(line.split()[2].rstrip(":")) for line in out.splitlines() if line.split()[1:2] == ["stage"]})
+
+
+def snapshot(exp: Path) -> dict[str, float]:
+    """Every run file that a rerun must leave alone when it has nothing to do: path -> mtime."""
+    return {str(p.relative_to(exp)): p.stat().st_mtime_ns for p in exp.rglob("*") if p.name in RUN_FILES}
+
+
+RUN_FILES = {"best.pt", "last.pt", "train_log.csv", "metrics.json", "targets.h5"}
+
+
+# --- CREMA-D: folds, a teacher stage reused by the student stage, every stage resumable ---------
+
+
+def test_cremad_recipe_stages_reuse_and_resume(tmp_path):
+    tree = make_fake_tree("cremad", tmp_path / "data")
+    sweep = small_sweep(
+        REPO / "examples" / "cremad" / "sweep.yaml",
+        tmp_path / "sweep.yaml",
+        seeds=[0],
+        folds={"column": "speaker", "k": 3},
+        controls=[],
+        variants=[{"name": "embed", "method": "embed"}],
+    )
+    work = tmp_path / "work"
+    exp = work / "exp" / "emotion-nonseq"
+    out = recipe("cremad", tree.root, work, sweep, "--stop-stage", "3")
+    assert stage_lines(out) == [1, 2, 3]
+    manifest = pd.read_csv(work / "manifests" / "cremad.csv")
+    assert len(manifest) == tree.items == 24 and manifest["path"].str.endswith(".flv").all()
+    cache = open_cache((work / "cache.path").read_text().strip())
+    assert len(cache) == 24 and set(cache.index["speaker"].astype(str)) == {str(a) for a in range(1001, 1007)}
+    for f in range(3):
+        teacher = yaml.safe_load((exp / f"fold{f}" / "teacher" / "config.yaml").read_text())
+        assert (teacher["data"]["fold_column"], teacher["data"]["fold"]) == ("speaker", f)
+        assert (exp / f"fold{f}" / "teacher" / "targets.h5").is_file()
+    assert not (exp / "fold0" / "embed").exists()  # stage 3 trains no student
+    trained = snapshot(work / "exp")
+
+    out = recipe("cremad", tree.root, work, sweep, "--stage", "4")
+    assert stage_lines(out) == [4, 5]
+    assert "teachers 3 (3 done), students 3 (3 new)" in out
+    assert {k: v for k, v in snapshot(work / "exp").items() if k in trained} == trained  # teachers reused
+    for f in range(3):
+        student = exp / f"fold{f}" / "embed" / "seed0"
+        cfg = yaml.safe_load((student / "config.yaml").read_text())
+        assert (cfg["data"]["fold_column"], cfg["data"]["fold"]) == ("speaker", f)
+        assert cfg["distill"]["teacher"] == str(exp / f"fold{f}" / "teacher")
+        assert 0 <= json.loads((student / "metrics.json").read_text())["uar"] <= 1
+    assert "skipped  emotion-nonseq/fold0/teacher" in out  # the student stage's sweep reused it
+    assert "results.md is up to date with every finished run" in out  # written by stage 4's sweep
+    assert "| nonseq | embed | 3 |" in out
+
+    # A teacher killed while writing its targets, a student killed before its evaluation: rerunning the
+    # training stages finishes both and touches nothing else.
+    (exp / "fold1" / "teacher" / "targets.h5").unlink()
+    (exp / "fold2" / "embed" / "seed0" / "metrics.json").unlink()
+    before = snapshot(work / "exp")
+    out = recipe("cremad", tree.root, work, sweep, "--stage", "3", "--stop-stage", "4")
+    assert stage_lines(out) == [3, 4]
+    assert "repaired emotion-nonseq/fold1/teacher" in out
+    assert "every teacher is finished, with its targets: nothing to train" in out
+    assert "resumed  emotion-nonseq/fold2/embed/seed0" in out
+    assert (exp / "fold1" / "teacher" / "targets.h5").is_file()
+    assert (exp / "fold2" / "embed" / "seed0" / "metrics.json").is_file()
+    after = snapshot(work / "exp")
+    changed = sorted(k for k in before if after[k] != before[k])
+    assert changed == ["emotion-nonseq/fold1/teacher/metrics.json"], changed  # re-evaluated, not retrained
+
+
+# --- IEMOCAP: turns cut from dialog videos, leave-one-session-out -------------------------------
+
+
+def test_iemocap_recipe_leave_one_session_out(tmp_path):
+    tree = make_fake_tree("iemocap", tmp_path / "data")
+    sweep = small_sweep(
+        REPO / "configs" / "paper" / "emotion-nonseq.yaml",
+        tmp_path / "sweep.yaml",
+        seeds=[0],
+        controls=[],
+        variants=[{"name": "embed", "method": "embed"}],
+    )
+    work = tmp_path / "work"
+    out = recipe("iemocap", tree.root, work, sweep)
+    assert stage_lines(out) == [1, 2, 3, 4, 5]
+    manifest = pd.read_csv(work / "manifests" / "iemocap.csv")
+    assert len(manifest) == tree.items and set(manifest["crop"]) == {"left", "right"}
+    assert len(open_cache((work / "cache.path").read_text().strip())) == tree.items
+    exp = work / "exp" / "emotion-nonseq"
+    for f in range(3):  # one fold per session; fold f tests Session f+1
+        cfg = yaml.safe_load((exp / f"fold{f}" / "embed" / "seed0" / "config.yaml").read_text())
+        assert (cfg["data"]["fold_column"], cfg["data"]["fold"]) == ("session", f)
+    assert "skipped  emotion-nonseq/fold2/teacher" in out  # stage 4 reuses stage 3's teachers
+    assert "| nonseq | 2 | embed | 1 |" in (work / "exp" / "results.md").read_text()
+
+
+# --- VoxCeleb: VoxCeleb2 dev trains, VoxCeleb1-O tests; then the torchrun path ----------------
+
+
+@pytest.fixture(scope="module")
+def voxceleb(tmp_path_factory):
+    """One full VoxCeleb run: (fake tree, work dir, stdout)."""
+    tmp = tmp_path_factory.mktemp("voxceleb")
+    tree = make_fake_tree("voxceleb", tmp / "data")
+    sweep = small_sweep(
+        REPO / "configs" / "paper" / "speaker-nonseq.yaml",
+        tmp / "sweep.yaml",
+        seeds=[0],
+        variants=[{"name": "none", "method": "none"}, {"name": "embed", "method": "embed"}],
+    )
+    work = tmp / "work"
+    out = recipe("voxceleb", tree.root, work, sweep, "--val-speakers", "0.34", "--verify-runs", "embed")
+    return tree, work, out
+
+
+def test_voxceleb_recipe_open_set(voxceleb):
+    tree, work, out = voxceleb
+    assert stage_lines(out) == [1, 2, 3, 4, 5]
+    df = pd.read_csv(work / "manifests" / "vox2+vox1.csv")
+    trials = pd.read_csv(tree.root / "VoxCeleb1" / "veri_test2.txt", sep=" ", names=["label", "enrol", "test"])
+    named = set(pd.concat([trials["enrol"], trials["test"]]).str.removesuffix(".wav"))
+    test = df[df["split"] == "test"]
+    assert set(test["utt_id"]) == named and test["path"].str.endswith(".wav").all()
+    train = df[df["split"] != "test"]
+    assert set(train["split"]) == {"train", "val"} and train["path"].str.endswith(".mp4").all()
+    assert not set(train["speaker"]) & set(test["speaker"])  # open set
+    assert not set(df.loc[df["split"] == "val", "speaker"]) & set(df.loc[df["split"] == "train", "speaker"])
+    exp = work / "exp" / "speaker-nonseq"
+    for run in ("teacher", "audio_teacher", "none/seed0", "embed/seed0", "embed@audio_teacher/seed0"):
+        metrics = json.loads((exp / run / "metrics.json").read_text())
+        assert metrics["trials"]["n_trials"] == len(trials) and "accuracy" not in metrics  # verification only
+        assert metrics["trials"]["source"] == str(work / "manifests" / "vox1.veri_test2.txt")
+    control = yaml.safe_load((exp / "audio_teacher" / "config.yaml").read_text())
+    assert control["model"]["face_dropout"] == 1.0  # the control: the same teacher, its faces hidden
+    student = yaml.safe_load((exp / "embed@audio_teacher" / "seed0" / "config.yaml").read_text())
+    assert student["distill"]["teacher"] == str(exp / "audio_teacher")
+    assert "| nonseq | embed@audio_teacher | 1 |" in out and "video's share" in out
+    scores = pd.read_csv(work / "exp" / "verify" / "speaker-nonseq_embed_seed0.csv")
+    assert len(scores) == len(trials) and scores["score"].notna().all()
+    assert f"verify: {len(trials)} of {len(trials)} pair(s) scored" in out
+    assert "| nonseq | embed | 1 |" in (work / "exp" / "results.md").read_text()
+
+
+def test_recipe_torchrun_path_trains_what_the_sweep_plans(voxceleb, tmp_path):
+    """--nproc 2: each run under torchrun (2 gloo processes on CPU), configs as `distill sweep` plans them."""
+    tree, vox_work, _ = voxceleb
+    work = tmp_path / "work"
+    (work / "exp" / "speaker-nonseq").mkdir(parents=True)
+    (work / "cache.path").write_text((vox_work / "cache.path").read_text())  # stages 1-3 as done there
+    (work / "manifests").symlink_to(vox_work / "manifests")
+    shutil.copytree(vox_work / "exp" / "speaker-nonseq" / "teacher", work / "exp" / "speaker-nonseq" / "teacher")
+    sweep = small_sweep(
+        REPO / "configs" / "paper" / "speaker-nonseq.yaml",
+        tmp_path / "sweep.yaml",
+        seeds=[0],
+        controls=[],
+        variants=[{"name": "softlabel", "method": "softlabel"}],  # not the CLI's default method
+    )
+    out = recipe("voxceleb", tree.root, work, sweep, "--stage", "4", "--nproc", "2")
+    assert "2 process(es) per training run" in out
+    assert "reused   speaker-nonseq/teacher" in out and "trained speaker-nonseq/softlabel/seed0" in out
+    student = work / "exp" / "speaker-nonseq" / "softlabel" / "seed0"
+    assert 0 <= json.loads((student / "metrics.json").read_text())["eer"] <= 1
+    planned = yaml.safe_load((work / "plan" / "speaker-nonseq__softlabel__seed0.yaml").read_text())
+    trained = yaml.safe_load((student / "config.yaml").read_text())
+    assert trained == planned and trained["distill"]["method"] == "softlabel"
+    assert "results over 2 of 2 planned run(s)" in out and "| nonseq | softlabel | 1 |" in out  # stage 5
