@@ -1,5 +1,6 @@
 """The staged recipes (examples/<dataset>/run.sh) end to end on small fake trees in each dataset's
-published layout (manifests.testing), with tiny networks through the scripts' own --set option."""
+published layout (manifests.testing), with tiny networks through the scripts' own --set option;
+and, fast, their option parsing, usage errors and the open-set VoxCeleb manifest."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from extract import open_cache
 from manifests.testing import make_fake_tree
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
 
 #: Tiny networks, one epoch, no loader workers or TensorBoard files: a run takes about a second.
 SETS = [
@@ -40,10 +40,120 @@ def recipe(dataset: str, data: Path, work: Path, sweep: Path, *args: str) -> str
     """Run examples/DATASET/run.sh on CPU; its stdout (the stage lines and the tools' summaries)."""
     cmd = ["bash", str(REPO / "examples" / dataset / "run.sh"), "--data", str(data), "--work", str(work)]
     cmd += ["--ngpu", "0", "--nj", "1", "--extract-args", EXTRACT, "--sweep", str(sweep), *SETS, *args]
-    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = run(cmd)
     assert proc.returncode == 0, f"{dataset} run.sh exited {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
     return proc.stdout
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+# --- options and usage errors (no data needed) --------------------------------------------------
+
+
+def test_parse_options_sets_variables_appends_arrays_and_names_unknown_options(tmp_path):
+    script = tmp_path / "opts.sh"
+    script.write_text(
+        "stop_stage=5; data=/data; set=()\n"
+        f'. "{REPO}/examples/common/parse_options.sh"\n'
+        'echo "stop=$stop_stage data=$data set=${#set[@]}:${set[*]} rest=$*"\n'
+    )
+    out = run(["bash", str(script), "--stop-stage", "3", "--data=/x y", "--set", "a=1", "--set=b=2", "pos"])
+    assert out.returncode == 0 and out.stdout.strip() == "stop=3 data=/x y set=2:a=1 b=2 rest=pos"
+    for bad, message in [
+        (["--stopstage", "3"], "unknown option --stopstage"),
+        (["--PATH", "/evil"], "unknown option --PATH"),
+        (["--data"], "option --data needs a value"),
+    ]:
+        out = run(["bash", str(script), *bad])
+        assert out.returncode == 2 and message in out.stderr, (bad, out.stderr)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--stage", "4", "--stop-stage", "2"], "--stage 4 is after --stop-stage 2"),
+        (["--ngpu", "two"], "--ngpu must be a whole number, got 'two'"),
+        (["--sweep", "missing.yaml"], "--sweep missing.yaml: no such file"),
+        (["--ngpu", "0", "--nproc", "0"], "--nproc must be >= 1"),
+        (["extra"], "unexpected argument 'extra'"),
+    ],
+)
+def test_recipe_usage_errors_stop_before_any_work(tmp_path, args, message):
+    out = run(["bash", str(REPO / "examples" / "cremad" / "run.sh"), "--work", str(tmp_path / "w"), *args])
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert not (tmp_path / "w" / "manifests").exists()
+
+
+def test_recipe_refuses_gpus_torch_does_not_see(tmp_path):
+    import torch
+
+    n = torch.cuda.device_count() + 1
+    out = run(["bash", str(REPO / "examples" / "iemocap" / "run.sh"), "--work", str(tmp_path), "--ngpu", str(n)])
+    assert out.returncode == 2 and f"--ngpu {n}, but torch sees {n - 1} CUDA device(s)" in out.stderr
+
+
+def test_help_lists_the_stages_and_options():
+    out = run(["bash", str(REPO / "examples" / "voxceleb" / "run.sh"), "--help"])
+    assert out.returncode == 0
+    for text in ("1 manifests", "5 report", "--stage N --stop-stage M", "--trials NAME", "--ngpu N", "--set KEY=VALUE"):
+        assert text in out.stdout
+
+
+def _open_set():
+    import importlib.util
+
+    path = REPO / "examples" / "voxceleb" / "local" / "open_set_manifest.py"
+    spec = importlib.util.spec_from_file_location("open_set_manifest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.open_set
+
+
+def test_open_set_manifest_keeps_dev_and_the_trial_clips():
+    open_set = _open_set()
+    vox2 = pd.DataFrame(
+        {
+            "utt_id": ["id00001/a/00001", "id00002/b/00001", "id00003/c/00001"],
+            "speaker": ["id00001", "id00002", "id00003"],
+            "split": ["train", "val", "test"],  # the VoxCeleb2 test subset: not trained, not tested
+        }
+    )
+    vox1 = pd.DataFrame(
+        {
+            "utt_id": ["id10270/x/00001", "id10270/y/00001", "id10271/z/00001", "id10272/w/00001"],
+            "speaker": ["id10270", "id10270", "id10271", "id10272"],
+            "split": ["train", "test", "val", "train"],
+        }
+    )
+    trials = pd.DataFrame(
+        {"label": [1, 0], "enrol": ["id10270/x/00001.wav"] * 2, "test": ["id10270/y/00001.wav", "id10271/z/00001"]}
+    )
+    df = open_set(vox2, vox1, trials).set_index("utt_id")["split"].to_dict()
+    assert df == {
+        "id00001/a/00001": "train",
+        "id00002/b/00001": "val",
+        "id10270/x/00001": "test",
+        "id10270/y/00001": "test",
+        "id10271/z/00001": "test",
+    }
+    with pytest.raises(
+        ValueError, match=r"names 1 utterance\(s\) not in the VoxCeleb1 manifest, e.g. 'id10299/q/00001'"
+    ):
+        open_set(
+            vox2,
+            vox1,
+            pd.concat(
+                [
+                    trials,
+                    pd.DataFrame({"label": [0], "enrol": ["id10299/q/00001.wav"], "test": ["id10270/x/00001.wav"]}),
+                ]
+            ),
+        )
+    with pytest.raises(ValueError, match=r"1 speaker\(s\) in both training and test, e.g. 'id10270': not open-set"):
+        open_set(pd.concat([vox2, vox1.iloc[:1].assign(utt_id="id10270/dev/00001")]), vox1, trials)
 
 
 def stage_lines(out: str) -> list[int]:
@@ -61,6 +171,7 @@ RUN_FILES = {"best.pt", "last.pt", "train_log.csv", "metrics.json", "targets.h5"
 # --- CREMA-D: folds, a teacher stage reused by the student stage, every stage resumable ---------
 
 
+@pytest.mark.slow
 def test_cremad_recipe_stages_reuse_and_resume(tmp_path):
     tree = make_fake_tree("cremad", tmp_path / "data")
     sweep = small_sweep(
@@ -95,6 +206,9 @@ def test_cremad_recipe_stages_reuse_and_resume(tmp_path):
         cfg = yaml.safe_load((student / "config.yaml").read_text())
         assert (cfg["data"]["fold_column"], cfg["data"]["fold"]) == ("speaker", f)
         assert cfg["distill"]["teacher"] == str(exp / f"fold{f}" / "teacher")
+        teacher = yaml.safe_load((exp / f"fold{f}" / "teacher" / "config.yaml").read_text())
+        assert all(cfg[k] == teacher[k] for k in ("data", "model", "eval"))  # the very teacher it distils
+        assert cfg["model"]["audio_channels"] == TINY["model.audio_channels"]  # --set reached every run
         assert 0 <= json.loads((student / "metrics.json").read_text())["uar"] <= 1
     assert "skipped  emotion-nonseq/fold0/teacher" in out  # the student stage's sweep reused it
     assert "results.md is up to date with every finished run" in out  # written by stage 4's sweep
@@ -107,7 +221,7 @@ def test_cremad_recipe_stages_reuse_and_resume(tmp_path):
     before = snapshot(work / "exp")
     out = recipe("cremad", tree.root, work, sweep, "--stage", "3", "--stop-stage", "4")
     assert stage_lines(out) == [3, 4]
-    assert "repaired emotion-nonseq/fold1/teacher" in out
+    assert "repaired emotion-nonseq/fold1/teacher" in out  # by distill teacher --resume
     assert "every teacher is finished, with its targets: nothing to train" in out
     assert "resumed  emotion-nonseq/fold2/embed/seed0" in out
     assert (exp / "fold1" / "teacher" / "targets.h5").is_file()
@@ -120,6 +234,7 @@ def test_cremad_recipe_stages_reuse_and_resume(tmp_path):
 # --- IEMOCAP: turns cut from dialog videos, leave-one-session-out -------------------------------
 
 
+@pytest.mark.slow
 def test_iemocap_recipe_leave_one_session_out(tmp_path):
     tree = make_fake_tree("iemocap", tmp_path / "data")
     sweep = small_sweep(
@@ -162,6 +277,7 @@ def voxceleb(tmp_path_factory):
     return tree, work, out
 
 
+@pytest.mark.slow
 def test_voxceleb_recipe_open_set(voxceleb):
     tree, work, out = voxceleb
     assert stage_lines(out) == [1, 2, 3, 4, 5]
@@ -190,6 +306,7 @@ def test_voxceleb_recipe_open_set(voxceleb):
     assert "| nonseq | embed | 1 |" in (work / "exp" / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_recipe_torchrun_path_trains_what_the_sweep_plans(voxceleb, tmp_path):
     """--nproc 2: each run under torchrun (2 gloo processes on CPU), configs as `distill sweep` plans them."""
     tree, vox_work, _ = voxceleb
@@ -207,7 +324,7 @@ def test_recipe_torchrun_path_trains_what_the_sweep_plans(voxceleb, tmp_path):
     )
     out = recipe("voxceleb", tree.root, work, sweep, "--stage", "4", "--nproc", "2")
     assert "2 process(es) per training run" in out
-    assert "reused   speaker-nonseq/teacher" in out and "trained speaker-nonseq/softlabel/seed0" in out
+    assert "reused   speaker-nonseq/teacher" in out and "trained  speaker-nonseq/softlabel/seed0" in out
     student = work / "exp" / "speaker-nonseq" / "softlabel" / "seed0"
     assert 0 <= json.loads((student / "metrics.json").read_text())["eer"] <= 1
     planned = yaml.safe_load((work / "plan" / "speaker-nonseq__softlabel__seed0.yaml").read_text())

@@ -53,6 +53,7 @@ recipe_setup() {
     [[ $value =~ ^[0-9]+$ ]] || usage_error "--${name//_/-} must be a whole number, got '$value'"
   done
   [ "$stage" -le "$stop_stage" ] || usage_error "--stage $stage is after --stop-stage $stop_stage"
+  [ "$nj" -ge 1 ] || usage_error "--nj must be >= 1 (extraction workers), got $nj"
   [ -n "$nproc" ] || nproc=$((ngpu > 0 ? ngpu : 1))
   [[ $nproc =~ ^[1-9][0-9]*$ ]] || usage_error "--nproc must be >= 1, got '$nproc'"
   [ -f "$sweep" ] || usage_error "--sweep $sweep: no such file"
@@ -122,7 +123,7 @@ launch_runs() {
   local -a args launcher
   while IFS=$'\t' read -r st name dir method teacher config; do
     if [[ $states != *" $st "* ]]; then
-      [[ $st != done || $states != *" new "* ]] || log "  reused   $name"
+      [[ $st != done || $states != *" new "* ]] || log "$(printf '  %-8s %s' reused "$name")"
       continue
     fi
     args=("$role" --config "$config" --out "$dir")
@@ -133,9 +134,10 @@ launch_runs() {
     launcher=("${launch[@]}")
     [ "$st" = repair ] && launcher=("$PYTHON") # only evaluation and targets are left: rank 0's work
     if "${launcher[@]}" -m distill "${args[@]}" </dev/null; then
-      log "  $(case $st in new) echo trained ;; resume) echo resumed ;; *) echo repaired ;; esac) $name"
+      case $st in new) st=trained ;; resume) st=resumed ;; repair) st=repaired ;; esac
+      log "$(printf '  %-8s %s' "$st" "$name")"
     else
-      log "  failed   $name (its run directory: $dir)"
+      log "$(printf '  %-8s %s (%s)' failed "$name" "$dir")"
       failed=$((failed + 1))
     fi
   done <"$work/plan/$role.tsv"
