@@ -127,7 +127,7 @@ launch_runs() {
       continue
     fi
     args=("$role" --config "$config" --out "$dir")
-    # --method always: the CLI's default method would otherwise replace distill.method of --config.
+    # A student always gets --method: the CLI's default would otherwise replace distill.method of --config.
     [ "$method" = - ] || args+=(--method "$method")
     [ "$teacher" = - ] || args+=(--teacher "$teacher")
     [ "$st" = new ] || args+=(--resume)
