@@ -7,8 +7,13 @@ CPU; docs/method.md says why each open choice of the paper got the default it ha
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
+import inspect
+import io
+import textwrap
+import tokenize
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,10 +23,10 @@ from typing import Any, Literal, get_args
 import yaml
 
 from common.files import atomic_write_text
-from distill.losses import DISTANCES
 from distill.methods import METHODS, Method, get_method
 from distill.models import AGGREGATORS, AUDIO_ENCODERS, FUSIONS, HEADS, VISUAL_ENCODERS, ModelConfig
 from distill.models.network import Role, Setting
+from distill.train.losses import DISTANCES
 
 # The allowed values of every closed option are the Literal of its field: one source for the check
 # when a config is loaded, the CLI's choices (option_choices) and configs/base.yaml.
@@ -443,12 +448,6 @@ def _yaml_scalar(value: Any) -> str:
 def _body_entries(cls: type) -> list[tuple[str, str, str]]:
     """A dataclass body in source order: ``("field", name, its comment)`` and ``("comment", "", text)``
     for comment lines of their own (section headings, continued explanations); methods are skipped."""
-    import ast
-    import inspect
-    import io
-    import textwrap
-    import tokenize
-
     source = textwrap.dedent(inspect.getsource(cls))
     klass = next(node for node in ast.parse(source).body if isinstance(node, ast.ClassDef))
     body = klass.body

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from distill.config import DataConfig
-from distill.data import Grid, GridDataset, Labels, assign_splits, collate
+from distill.data.dataset import Grid, GridDataset, Labels, assign_splits, collate
 from distill.testing import make_lupi_cache, make_lupi_items
 from extract.cache import build_cache, open_cache
 
@@ -154,7 +154,7 @@ def test_labels_come_from_the_train_split_and_unknowns_are_minus_one(cache):
 def test_persistent_workers_follow_the_epoch_through_tagged_indices(cache):
     from torch.utils.data import DataLoader, DistributedSampler
 
-    from distill.data import EpochTaggedSampler
+    from distill.data.dataset import EpochTaggedSampler
 
     utts = list(cache)
     ds = GridDataset(cache, utts, np.zeros(len(utts), int), nonseq(crop=10, hop=5), faces=False, train=True, seed=3)

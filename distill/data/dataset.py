@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from distill.config import ConfigError, DataConfig
+from manifests.splits import assign_split, fold_split
 
 SPLITS = ("train", "val", "test")
 AUGMENT_STREAM = 1  # the augmentation's draws: another random stream of (seed, epoch, item) than the cell's
@@ -174,8 +175,6 @@ def assign_splits(index: pd.DataFrame, data: DataConfig) -> pd.Series:
     """The train/val/test split per item: a cross-validation fold (``data.fold_column``), else the
     cache's split column, else a seeded split."""
     if data.fold_column:
-        from manifests.splits import fold_split
-
         try:
             return fold_split(index, data.fold_column, data.fold, data.n_folds, seed=data.split_seed).astype(str)
         except ValueError as exc:
@@ -184,9 +183,11 @@ def assign_splits(index: pd.DataFrame, data: DataConfig) -> pd.Series:
         splits = index[data.split_column].astype(str)
         bad = sorted(set(splits) - set(SPLITS))
         if bad:
-            raise ConfigError(f"split column {data.split_column!r} holds {bad}; expected train/val/test")
+            raise ConfigError(
+                f"split column {data.split_column!r} holds {bad}; expected train/val/test: set data.split_column "
+                "to a column that holds them (absent from the cache: a seeded split by data.task)"
+            )
         return splits
-    from manifests.splits import assign_split
 
     # Speakers: closed-set identification needs every speaker in every split. Emotion: the
     # standard speaker-independent protocol (test speakers never heard in training).
@@ -194,7 +195,10 @@ def assign_splits(index: pd.DataFrame, data: DataConfig) -> pd.Series:
     try:
         return assign_split(index, kind, seed=data.split_seed).astype(str)
     except ValueError as exc:
-        raise ConfigError(f"the cache has no {data.split_column!r} column and a {kind} split failed: {exc}") from exc
+        raise ConfigError(
+            f"the cache has no {data.split_column!r} column and a {kind} split failed: {exc}; set data.split_column "
+            "to the cache's split column, or give the manifest one (`python -m manifests RECIPE ROOT --split KIND`)"
+        ) from exc
 
 
 @dataclass
@@ -210,10 +214,16 @@ class Labels:
     @classmethod
     def from_train(cls, index: pd.DataFrame, splits: pd.Series, column: str) -> Labels:
         if column not in index.columns:
-            raise ConfigError(f"the cache index has no {column!r} column; columns: {', '.join(index.columns)}")
+            raise ConfigError(
+                f"the cache index has no {column!r} column; columns: {', '.join(index.columns)}: set "
+                "data.label_column to the one holding the labels (or data.task to the task the cache has labels for)"
+            )
         names = sorted(index.loc[splits == "train", column].dropna().astype(str).unique())
         if len(names) < 2:
-            raise ConfigError(f"the train split has {len(names)} {column!r} class(es); need at least 2")
+            raise ConfigError(
+                f"the train split has {len(names)} {column!r} class(es); need at least 2: check the split "
+                "(data.split_column) and the label column (data.label_column)"
+            )
         return cls(names)
 
 

@@ -2,7 +2,7 @@
 
 Which terms a method has, their weights and what each reads of the teacher are declared once in
 :mod:`distill.methods`; this module holds the loss of each term name (:data:`TERMS`) and sums
-them. Kept apart from the loop (distill.train) because this is where the methods differ; the
+them. Kept apart from the loop (distill.train.trainer) because this is where the methods differ; the
 loop is the same for a teacher and for every student.
 """
 
@@ -15,9 +15,15 @@ import torch
 from torch import nn
 
 from distill.config import DistillConfig
-from distill.losses import EmbeddingDistillLoss, FaceReconstructionLoss, generalized_distillation, hinton_kd, task_loss
 from distill.methods import TEACHER, Method, get_method
 from distill.models import DistillNetwork, NetOutput
+from distill.train.losses import (
+    EmbeddingDistillLoss,
+    FaceReconstructionLoss,
+    generalized_distillation,
+    hinton_kd,
+    task_loss,
+)
 
 
 @dataclass(frozen=True)
@@ -204,7 +210,7 @@ class Objective(nn.Module):
             if t.optional and not weight:
                 continue
             if t.name not in TERMS:
-                raise ValueError(f"method {self.method.name}: no loss for term {t.name!r} in distill.objective.TERMS")
+                raise ValueError(f"method {self.method.name}: no loss for term {t.name!r} in objective.TERMS")
             self.weights[t.name] = weight
             self.add_module(t.name, TERMS[t.name](distill, shapes))
 
