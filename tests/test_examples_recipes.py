@@ -1,5 +1,5 @@
 """The staged recipes (examples/<dataset>/run.sh) end to end on small fake trees in each dataset's
-published layout (manifests.testing), with tiny networks through the scripts' own --set option;
+published layout (tests/fake_datasets.py), with tiny networks through the scripts' own --set option;
 and, fast, their option parsing, usage errors and the open-set VoxCeleb manifest."""
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from fake_datasets import demo_clips, make_fake_tree
 
 from distill.testing import TINY
 from extract import open_cache
-from manifests.testing import make_fake_tree
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,6 +27,19 @@ SETS = [
     a for k, v in {**TINY, "data.num_workers": 0, "train.tensorboard": False}.items() for a in ("--set", f"{k}={v}")
 ]
 EXTRACT = "--face-weights random --frame-size 96 --fps 2 --threads 1 --no-progress"
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Six speakers' talking-face clips, four emotions each, that every fake tree is made of."""
+    return demo_clips(tmp_path_factory.mktemp("corpus"))
+
+
+def fake_data(root: Path, clips, *datasets: str) -> Path:
+    """A --data folder holding the fake trees of ``datasets`` (CREMA-D/, VoxCeleb2/, ...)."""
+    for dataset in datasets:
+        make_fake_tree(dataset, root, clips)
+    return root
 
 
 def small_sweep(source: Path, out: Path, **changes) -> Path:
@@ -156,6 +170,33 @@ def test_open_set_manifest_keeps_dev_and_the_trial_clips():
         open_set(pd.concat([vox2, vox1.iloc[:1].assign(utt_id="id10270/dev/00001")]), vox1, trials)
 
 
+def test_fake_iemocap_dialog_shows_each_speaker_in_their_half(tmp_path, clips):
+    """The fake IEMOCAP the recipe test runs on is what the iemocap recipe assumes: the marked (F) actor
+    on the left, every turn's voice and face its speaker's, every emotion in each session."""
+    from fake_datasets import by_speaker
+
+    from extract.decode import decode_audio, decode_frames
+    from manifests.recipes import run_recipe
+
+    base = make_fake_tree("iemocap", tmp_path, clips, sessions=1)
+    df = run_recipe("iemocap", base, split=None).manifest.set_index("utt_id")
+    assert len(df) == 8 and df["emotion"].nunique() == 4
+    marked, other = by_speaker(clips)[:2]
+    for utt, talker, listener in (
+        ("Ses01F_impro01_F001", marked[1], other[1]),
+        ("Ses01F_impro01_M002", other[2], marked[2]),
+    ):
+        turn = df.loc[utt]
+        half = decode_frames(Path(turn["path"]), 10.0, 96, crop=turn["crop"], start=turn["start"], end=turn["end"])[0]
+        own, theirs = (decode_frames(c.path, 10.0, 96)[0][: len(half)].astype(float) for c in (talker, listener))
+        assert np.abs(half - own).mean() < 0.5 * np.abs(half - theirs).mean()
+        assert turn["emotion"] == talker.emotion
+        voice = decode_audio(Path(turn["path"]), 16000, turn["start"], turn["end"])
+        clip = decode_audio(talker.path, 16000)
+        n = min(len(voice), len(clip)) - 800
+        assert np.corrcoef(voice[400:n], clip[400:n])[0, 1] > 0.9  # its audio is the talker's clip
+
+
 def stage_lines(out: str) -> list[int]:
     return sorted({int(line.split()[2].rstrip(":")) for line in out.splitlines() if line.split()[1:2] == ["stage"]})
 
@@ -172,8 +213,8 @@ RUN_FILES = {"best.pt", "last.pt", "train_log.csv", "metrics.json", "targets.h5"
 
 
 @pytest.mark.slow
-def test_cremad_recipe_stages_reuse_and_resume(tmp_path):
-    tree = make_fake_tree("cremad", tmp_path / "data")
+def test_cremad_recipe_stages_reuse_and_resume(tmp_path, clips):
+    data = fake_data(tmp_path / "data", clips, "cremad")
     sweep = small_sweep(
         REPO / "examples" / "cremad" / "sweep.yaml",
         tmp_path / "sweep.yaml",
@@ -184,10 +225,10 @@ def test_cremad_recipe_stages_reuse_and_resume(tmp_path):
     )
     work = tmp_path / "work"
     exp = work / "exp" / "emotion-nonseq"
-    out = recipe("cremad", tree.root, work, sweep, "--stop-stage", "3")
+    out = recipe("cremad", data, work, sweep, "--stop-stage", "3")
     assert stage_lines(out) == [1, 2, 3]
     manifest = pd.read_csv(work / "manifests" / "cremad.csv")
-    assert len(manifest) == tree.items == 24 and manifest["path"].str.endswith(".flv").all()
+    assert len(manifest) == 6 * 4 and manifest["path"].str.endswith(".flv").all()  # 6 actors x 4 emotions
     cache = open_cache((work / "cache.path").read_text().strip())
     assert len(cache) == 24 and set(cache.index["speaker"].astype(str)) == {str(a) for a in range(1001, 1007)}
     for f in range(3):
@@ -197,7 +238,7 @@ def test_cremad_recipe_stages_reuse_and_resume(tmp_path):
     assert not (exp / "fold0" / "embed").exists()  # stage 3 trains no student
     trained = snapshot(work / "exp")
 
-    out = recipe("cremad", tree.root, work, sweep, "--stage", "4")
+    out = recipe("cremad", data, work, sweep, "--stage", "4")
     assert stage_lines(out) == [4, 5]
     assert "teachers 3 (3 done), students 3 (3 new)" in out
     assert {k: v for k, v in snapshot(work / "exp").items() if k in trained} == trained  # teachers reused
@@ -219,7 +260,7 @@ def test_cremad_recipe_stages_reuse_and_resume(tmp_path):
     (exp / "fold1" / "teacher" / "targets.h5").unlink()
     (exp / "fold2" / "embed" / "seed0" / "metrics.json").unlink()
     before = snapshot(work / "exp")
-    out = recipe("cremad", tree.root, work, sweep, "--stage", "3", "--stop-stage", "4")
+    out = recipe("cremad", data, work, sweep, "--stage", "3", "--stop-stage", "4")
     assert stage_lines(out) == [3, 4]
     assert "repaired emotion-nonseq/fold1/teacher" in out  # by distill teacher --resume
     assert "every teacher is finished, with its targets: nothing to train" in out
@@ -235,8 +276,9 @@ def test_cremad_recipe_stages_reuse_and_resume(tmp_path):
 
 
 @pytest.mark.slow
-def test_iemocap_recipe_leave_one_session_out(tmp_path):
-    tree = make_fake_tree("iemocap", tmp_path / "data")
+def test_iemocap_recipe_leave_one_session_out(tmp_path, clips):
+    data = tmp_path / "data"
+    make_fake_tree("iemocap", data, clips, sessions=3)  # 3 folds, the fewest cross-validation takes
     sweep = small_sweep(
         REPO / "configs" / "paper" / "emotion-nonseq.yaml",
         tmp_path / "sweep.yaml",
@@ -245,11 +287,14 @@ def test_iemocap_recipe_leave_one_session_out(tmp_path):
         variants=[{"name": "embed", "method": "embed"}],
     )
     work = tmp_path / "work"
-    out = recipe("iemocap", tree.root, work, sweep)
+    out = recipe("iemocap", data, work, sweep)
     assert stage_lines(out) == [1, 2, 3, 4, 5]
     manifest = pd.read_csv(work / "manifests" / "iemocap.csv")
-    assert len(manifest) == tree.items and set(manifest["crop"]) == {"left", "right"}
-    assert len(open_cache((work / "cache.path").read_text().strip())) == tree.items
+    assert len(manifest) == 3 * 8 and set(manifest["crop"]) == {"left", "right"}  # 8 turns per session
+    cache = open_cache((work / "cache.path").read_text().strip())
+    assert len(cache) == len(manifest)
+    found = [cache[u]["face_found"].mean() for u in cache]
+    assert min(found) > 0.5, found  # each turn's half of the frame shows its speaker's face
     exp = work / "exp" / "emotion-nonseq"
     for f in range(3):  # one fold per session; fold f tests Session f+1
         cfg = yaml.safe_load((exp / f"fold{f}" / "embed" / "seed0" / "config.yaml").read_text())
@@ -262,10 +307,10 @@ def test_iemocap_recipe_leave_one_session_out(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def voxceleb(tmp_path_factory):
-    """One full VoxCeleb run: (fake tree, work dir, stdout)."""
+def voxceleb(tmp_path_factory, clips):
+    """One full VoxCeleb run: (data folder, work dir, stdout)."""
     tmp = tmp_path_factory.mktemp("voxceleb")
-    tree = make_fake_tree("voxceleb", tmp / "data")
+    data = fake_data(tmp / "data", clips, "voxceleb2", "voxceleb1")
     sweep = small_sweep(
         REPO / "configs" / "paper" / "speaker-nonseq.yaml",
         tmp / "sweep.yaml",
@@ -273,16 +318,16 @@ def voxceleb(tmp_path_factory):
         variants=[{"name": "none", "method": "none"}, {"name": "embed", "method": "embed"}],
     )
     work = tmp / "work"
-    out = recipe("voxceleb", tree.root, work, sweep, "--val-speakers", "0.34", "--verify-runs", "embed")
-    return tree, work, out
+    out = recipe("voxceleb", data, work, sweep, "--val-speakers", "0.34", "--verify-runs", "embed")
+    return data, work, out
 
 
 @pytest.mark.slow
 def test_voxceleb_recipe_open_set(voxceleb):
-    tree, work, out = voxceleb
+    data, work, out = voxceleb
     assert stage_lines(out) == [1, 2, 3, 4, 5]
     df = pd.read_csv(work / "manifests" / "vox2+vox1.csv")
-    trials = pd.read_csv(tree.root / "VoxCeleb1" / "veri_test2.txt", sep=" ", names=["label", "enrol", "test"])
+    trials = pd.read_csv(data / "VoxCeleb1" / "veri_test2.txt", sep=" ", names=["label", "enrol", "test"])
     named = set(pd.concat([trials["enrol"], trials["test"]]).str.removesuffix(".wav"))
     test = df[df["split"] == "test"]
     assert set(test["utt_id"]) == named and test["path"].str.endswith(".wav").all()
@@ -309,7 +354,7 @@ def test_voxceleb_recipe_open_set(voxceleb):
 @pytest.mark.slow
 def test_recipe_torchrun_path_trains_what_the_sweep_plans(voxceleb, tmp_path):
     """--nproc 2: each run under torchrun (2 gloo processes on CPU), configs as `distill sweep` plans them."""
-    tree, vox_work, _ = voxceleb
+    data, vox_work, _ = voxceleb
     work = tmp_path / "work"
     (work / "exp" / "speaker-nonseq").mkdir(parents=True)
     (work / "cache.path").write_text((vox_work / "cache.path").read_text())  # stages 1-3 as done there
@@ -322,7 +367,7 @@ def test_recipe_torchrun_path_trains_what_the_sweep_plans(voxceleb, tmp_path):
         controls=[],
         variants=[{"name": "softlabel", "method": "softlabel"}],  # not the CLI's default method
     )
-    out = recipe("voxceleb", tree.root, work, sweep, "--stage", "4", "--nproc", "2")
+    out = recipe("voxceleb", data, work, sweep, "--stage", "4", "--nproc", "2")
     assert "2 process(es) per training run" in out
     assert "reused   speaker-nonseq/teacher" in out and "trained  speaker-nonseq/softlabel/seed0" in out
     student = work / "exp" / "speaker-nonseq" / "softlabel" / "seed0"

@@ -119,17 +119,14 @@ pending() { awk -F'\t' '$1 == "new" || $1 == "resume"' "$work/plan/$1.tsv" | wc 
 # Launch the planned runs of ROLE in the given states one by one (torchrun for --nproc > 1):
 # "new resume" trains, "repair" finishes the teachers evaluated but killed before writing their targets.
 launch_runs() {
-  local role=$1 states=" $2 " st name dir method teacher config failed=0
+  local role=$1 states=" $2 " st name dir config failed=0
   local -a args launcher
-  while IFS=$'\t' read -r st name dir method teacher config; do
+  while IFS=$'\t' read -r st name dir config; do
     if [[ $states != *" $st "* ]]; then
       [[ $st != done || $states != *" new "* ]] || log "$(printf '  %-8s %s' reused "$name")"
       continue
     fi
-    args=("$role" --config "$config" --out "$dir")
-    # A student always gets --method: the CLI's default would otherwise replace distill.method of --config.
-    [ "$method" = - ] || args+=(--method "$method")
-    [ "$teacher" = - ] || args+=(--teacher "$teacher")
+    args=("$role" --config "$config" --out "$dir") # the planned config says it all, method and teacher too
     [ "$st" = new ] || args+=(--resume)
     launcher=("${launch[@]}")
     [ "$st" = repair ] && launcher=("$PYTHON") # only evaluation and targets are left: rank 0's work

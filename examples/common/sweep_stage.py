@@ -8,11 +8,11 @@ Each training or report stage of a recipe calls this once. It writes
   student stage runs the whole sweep: both plan their teachers from one file, so the student
   stage finds them finished and reuses them (``distill sweep`` skips a run holding metrics.json);
 - ``WORK/plan/{teacher,student}.tsv``: every planned run of that role, one tab-separated line each
-  (status, name, run directory, method, teacher directory, config file; ``-`` for none), with its resolved config
-  in ``WORK/plan/``: for launching runs one by one under ``torchrun`` (``distill sweep`` runs them
-  in one process), and to find a teacher that was evaluated but killed before its targets were
-  written (status ``repair``: ``distill sweep`` would count it finished; ``distill teacher
-  --resume`` re-evaluates it and writes them without training again);
+  (status, name, run directory, config file), with its resolved config in ``WORK/plan/``: for
+  launching runs one by one under ``torchrun`` (``distill sweep`` runs them in one process), and to
+  find a teacher that was evaluated but killed before its targets were written (status ``repair``:
+  ``distill sweep`` would count it finished; ``distill teacher --resume`` re-evaluates it and
+  writes them without training again);
 - with ``--report``: results.csv/.md and charts over the finished runs, as ``distill sweep``
   writes them at its end (students named by variant), training nothing.
 
@@ -92,18 +92,9 @@ def write_plan(tasks: list[SweepTask], plan_dir: Path) -> dict[str, Counter]:
         config = plan_dir / f"{task.name.replace('/', '__')}.yaml"
         plan_dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, config)
-        student = cfg.role == "student"
         status = run_status(RunDir(task.run_dir), cfg.role)
         counts[cfg.role][status] += 1
-        fields = [
-            status,
-            task.name,
-            str(task.run_dir),
-            cfg.distill.method if student else "-",  # "-": none (bash's read merges empty tab fields)
-            (cfg.distill.teacher or "-") if student else "-",
-            str(config),
-        ]
-        lines[cfg.role].append("\t".join(fields))
+        lines[cfg.role].append("\t".join([status, task.name, str(task.run_dir), str(config)]))
     for role in ROLES:
         _write(plan_dir / f"{role}.tsv", "".join(f"{line}\n" for line in lines[role]))
     return counts

@@ -48,8 +48,8 @@ vox2=${vox2:-$data/VoxCeleb2}
 vox1=${vox1:-$data/VoxCeleb1}
 m=$work/manifests
 manifest=$m/vox2+vox1.csv
-# The voxceleb1 recipe writes the trial list beside its manifest with utterance ids for names (no .wav):
-# the form the trainer (data.trials) and `distill verify --manifest` both match against the cache.
+# The voxceleb1 recipe's copy of the trial list (utterance ids, the trials of clips present), beside its
+# manifest: what the runs are scored on (data.trials) and what stage 5 verifies.
 trial_list=$m/vox1.$trials
 overrides+=("data.trials=$trial_list")
 
@@ -70,8 +70,8 @@ if stage_on 3; then run_teachers; fi
 if stage_on 4; then run_students; fi
 if stage_on 5; then
   run_report
-  # The trained audio-only models on the official list, from the files (docs/inference.md). Ids,
-  # not paths: `--trials` with the list as downloaded would look for the clips beside it, not in wav/.
+  # The trained audio-only models on the trial list, from the wav files (docs/inference.md): its
+  # entries are the VoxCeleb1 manifest's utterance ids.
   for label in $verify_runs; do
     run=$(find "$exp" -path "*/$label/seed*/metrics.json" -printf '%h\n' | sort | head -n 1)
     if [ -z "$run" ]; then
