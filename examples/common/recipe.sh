@@ -18,6 +18,7 @@ fi
 recipe_help() {
   sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
   cat <<EOF
+
 Options [default]:
   --stage N --stop-stage M   run stages N..M [$stage..$stop_stage]
 $1
