@@ -36,6 +36,8 @@ Target = Literal["fused", "audio"]  # distill.target: which teacher embedding th
 Optimizer = Literal["adamw", "adam", "sgd"]
 Scheduler = Literal["cosine", "step", "none"]
 Amp = Literal["auto", "on", "off"]
+AmpDtype = Literal["auto", "bf16", "fp16"]  # train.amp_dtype
+Compile = Literal["auto", "on", "off"]  # train.compile
 Select = Literal["auto", "eer", "accuracy", "uar", "loss"]  # train.select: the val metric of the best checkpoint
 ScoreNorm = Literal["none", "asnorm"]  # eval.score_norm
 SeqSpan = Literal["window", "utterance"]  # data.seq_span: fixed windows | the whole utterance
@@ -76,6 +78,13 @@ class DataConfig:
     fold_column: str | None = None  # e.g. session (IEMOCAP) or speaker (CREMA-D, RAVDESS)
     n_folds: int = 0  # 0: one fold per value of fold_column; k >= 3: values dealt into k folds seeded by split_seed
     fold: int = 0  # the test fold (0-based)
+    # The transfer set (docs/method.md, "Few labels, many unlabelled clips"): items with an empty label
+    # or split `unlabeled` train a distilling student's label-free terms only; a teacher never trains on
+    # them (it embeds them). labels_per_class k hides the labels of all but k training items per class
+    # (drawn with labels_seed; the rest join the transfer set), so one cache serves a label-scarcity
+    # curve. None: every training label is used. A student inherits both from its teacher.
+    labels_per_class: int | None = None
+    labels_seed: int = 0  # seed of the k labelled items per class (draws are nested: k=1's item is in k=5's)
     # Non-sequential grid: crops of `crop` fbank frames every `crop_hop` frames.
     crop: int = 100
     crop_hop: int = 50
@@ -118,16 +127,22 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 5
+    # The budget rule (docs/training.md): a run stops when its val score (`select`) has not improved for
+    # `patience` epochs, or at `epochs`, the cap, whichever comes first; stopping.json says which.
+    epochs: int = 40  # the cap; large enough that the cap rarely ends a run (measured: docs/training.md)
     lr: float = 2e-3
     weight_decay: float = 1e-4
     optimizer: Optimizer = "adamw"
     scheduler: Scheduler = "cosine"  # stepped once per epoch
     seed: int = 0
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
-    amp: Amp = "auto"  # auto: on for CUDA
+    amp: Amp = "auto"  # autocast; auto: on for CUDA
+    # autocast dtype when amp is on. auto: bf16 where the device supports it (CPU, CUDA from Ampere),
+    # fp16 with a gradient scaler on CUDA without bf16; losses are float32 either way
+    amp_dtype: AmpDtype = "auto"
+    compile: Compile = "auto"  # torch.compile the training step (network + loss); auto: on for CUDA
     grad_clip: float = 5.0  # max grad norm; 0 disables
-    patience: int = 0  # epochs without val improvement before stopping; 0 = train all epochs
+    patience: int = 5  # epochs without val improvement before stopping; 0: no early stopping (always the cap)
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
     tensorboard: bool = True  # TensorBoard event files in the run dir, next to train_log.csv
     # Val metric of the best checkpoint. auto: emotion -> uar; speaker -> accuracy when every val
@@ -249,6 +264,9 @@ class RunConfig:
         for name in ("crop", "crop_hop", "seg_len", "seg_hop", "n_segments", "max_segments", "max_faces", "batch_size"):
             if getattr(self.data, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self.data, name)}")
+        k = self.data.labels_per_class
+        if k is not None and k < 1:
+            raise ConfigError(f"data.labels_per_class must be >= 1 or null (all labels), got {k}")
         if self.train.epochs < 1:
             raise ConfigError(f"train.epochs must be >= 1, got {self.train.epochs}")
         if not 0.0 <= self.distill.alpha <= 1.0 or not 0.0 <= self.distill.imitation <= 1.0:

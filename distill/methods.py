@@ -28,6 +28,12 @@ TEACHER_OUTPUTS = (*EMBEDDING_LEVELS, "logits")
 #: A term's weight, computed from the run's ``DistillConfig`` when the objective is built.
 Weight = Callable[[Any], float]
 
+#: The terms computed from ground-truth labels: on a batch that mixes labelled items with transfer
+#: items (distill.transfer: no label), these see the labelled items only; every other term (the
+#: teacher's embeddings, its soft labels) sees all of them. ``gkd`` is not here: its label part is
+#: the task loss, already over the labelled items, and its imitation part needs only the teacher.
+NEEDS_LABELS = frozenset({"task", "audio_aux"})
+
 
 def const(value: float) -> Weight:
     """A fixed weight."""
@@ -78,6 +84,12 @@ class Method:
     @property
     def reads_logits(self) -> bool:
         return "logits" in self.reads
+
+    @property
+    def learns_without_labels(self) -> bool:
+        """Has a term that needs no label, read from a teacher: a student of this method also trains
+        on the transfer set (items without a label); one that has none (``none``) would learn nothing there."""
+        return self.needs_teacher and any(t.name not in NEEDS_LABELS for t in self.terms)
 
     @property
     def term_names(self) -> tuple[str, ...]:

@@ -53,6 +53,7 @@ class RunDir:
     BEST: ClassVar[str] = "best.pt"  # weights (+ normaliser statistics) of the best val epoch, its meta
     LAST: ClassVar[str] = "last.pt"  # full training state after the last completed epoch (resume)
     TRAIN_LOG: ClassVar[str] = "train_log.csv"  # one row per epoch: train terms, val metrics, lr, seconds
+    STOPPING: ClassVar[str] = "stopping.json"  # how training ended: early (patience) or at the cap; best epoch
     METRICS: ClassVar[str] = "metrics.json"  # test metrics of the best checkpoint; present = finished
     TARGETS: ClassVar[str] = "targets.h5"  # teacher: its outputs on every grid cell (distill.train.targets)
     TRAIN_IDS: ClassVar[str] = "train_ids.txt"  # teacher: its training items, for the students' leakage check
@@ -82,6 +83,7 @@ class RunDir:
     best = _file(BEST)
     last = _file(LAST)
     train_log = _file(TRAIN_LOG)
+    stopping = _file(STOPPING)
     metrics = _file(METRICS)
     targets = _file(TARGETS)
     train_ids = _file(TRAIN_IDS)
@@ -182,15 +184,18 @@ class RunData:
     cache: object
     grid: Grid
     labels: Labels
-    ids: dict[str, np.ndarray]  # split -> cache rows, ascending (cache order); arrays, so workers share them
-    y: dict[str, np.ndarray]  # split -> class ids (-1: class unseen in training)
+    # split -> cache rows, ascending (cache order); arrays, so workers share them. Besides train/val/test,
+    # "transfer": training-side items without a (visible) label (distill.transfer)
+    ids: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]  # split -> class ids (-1: class unseen in training; every transfer item)
     eval_grid: Grid  # val/test evaluation: `grid`, or whole utterances (nonseq, data.eval_span=utterance)
     config: DataConfig  # what the splits, grids, labels and trials were derived from
 
     @classmethod
     def load(cls, cfg: RunConfig, cache) -> RunData:
         from distill.config import ConfigError
-        from distill.data.dataset import Grid, Labels, assign_splits
+        from distill.data.dataset import Grid, Labels
+        from distill.transfer import TRANSFER, assign_roles
 
         index = cache.index
         if len(index) == 0:
@@ -198,25 +203,28 @@ class RunData:
                 f"cache {cache.dir} holds no items: extract into it first (`extract run`; its failures.csv says "
                 "why items failed)"
             )
-        splits = assign_splits(index, cfg.data)
+        splits = assign_roles(index, cfg.data)  # train / val / test / transfer (labels hidden) / "" (no set)
         labels = Labels.from_train(index, splits, cfg.data.label)
-        ids = {s: np.flatnonzero((splits == s).to_numpy()) for s in SPLITS}
+        ids = {s: np.flatnonzero((splits == s).to_numpy()) for s in (*SPLITS, TRANSFER)}
         for split in SPLITS:
             if not len(ids[split]):
                 raise ConfigError(empty_split_message(split, splits, cache.dir, index.columns, cfg.data))
-        y = {s: labels.encode(index[cfg.data.label].iloc[ids[s]]) for s in ids}
+        y = {s: labels.encode(index[cfg.data.label].iloc[ids[s]]) for s in SPLITS}
+        y[TRANSFER] = np.full(len(ids[TRANSFER]), -1, dtype=np.int64)  # no label, whatever the index holds
         return cls(cache, Grid.from_config(cfg.data), labels, ids, y, Grid.for_eval(cfg.data), cfg.data)
 
     def dataset(
-        self, split: str, *, faces: bool, train: bool, seed: int = 0, targets=None, augment=None
+        self, split: str | tuple[str, ...], *, faces: bool, train: bool, seed: int = 0, targets=None, augment=None
     ) -> GridDataset:
+        """The items of ``split`` (or of several, e.g. a distilling student's ``("train", "transfer")``)."""
         from distill.data.dataset import GridDataset
 
         grid = self.grid if train else self.eval_grid
+        splits = (split,) if isinstance(split, str) else tuple(split)
         return GridDataset(
             self.cache,
-            self.ids[split],
-            self.y[split],
+            np.concatenate([self.ids[s] for s in splits]),
+            np.concatenate([self.y[s] for s in splits]),
             grid,
             faces=faces,
             train=train,
@@ -230,11 +238,11 @@ class RunData:
         return [u for split in splits for u in self.cache.utt_ids(self.ids[split])]
 
     def all_items(self, *, faces: bool) -> GridDataset:
-        """Every item of the cache (all splits), for teacher targets."""
+        """Every item of the run's sets (all splits and the transfer set), for teacher targets."""
         from distill.data.dataset import GridDataset
 
-        rows = np.concatenate([self.ids[s] for s in SPLITS])
-        y = np.concatenate([self.y[s] for s in SPLITS])
+        rows = np.concatenate(list(self.ids.values()))
+        y = np.concatenate([self.y[s] for s in self.ids])
         return GridDataset(self.cache, rows, y, self.grid, faces=faces, train=False)
 
     def label_of(self, utt_ids: list[str]) -> np.ndarray:

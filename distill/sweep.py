@@ -20,6 +20,7 @@ SWEEP.yaml::
       - {name: embed-cosine, method: embed, set: {distill.distance: cosine}}
     controls: [audio_teacher]    # optional: the privileged-information control (default: none)
     folds: {column: session}     # optional: cross-validation, one teacher per fold (below)
+    labels_per_class: [1, 5, all]  # optional: a label-scarcity curve, one teacher per value (below)
 
 ``controls: [audio_teacher]`` also trains the same teacher with its faces hidden in training and
 evaluation (``model.face_dropout: 1.0``, same architecture, same seed; ``distill.face_recon: 0``, so
@@ -39,6 +40,13 @@ Each fold has its own teacher (and control), its students distilled from it; the
 into every run's config (``data.fold_column``, ``data.n_folds``, ``data.fold``), so a run directory
 alone says which items it trained and tested on. Layout ``OUT/<task>-<setting>/fold<f>/teacher`` etc.;
 results.md gives per-fold rows and mean ± std over folds.
+
+``labels_per_class: [1, 5, all]`` runs every task x setting (x fold) once per value: the run's
+``data.labels_per_class`` (``all``: null, every label), so only k seeded labelled training items per
+class keep their label and the rest become the transfer set (distill.transfer). Each value has its
+own teacher (and control), trained on those k labelled items, since a teacher must never have
+trained on a label its student is told is hidden; layout ``OUT/<task>-<setting>[/fold<f>]/k<k>/...``
+(``kall``); results.md gives a section per value.
 
 One planner (:func:`plan_sweep`) lists the runs with the teacher each depends on; two executors
 run that plan: in order in this process (``backend="local"``, the default), or as tasks on a
@@ -60,7 +68,7 @@ import yaml
 from tqdm import tqdm
 
 from distill.config import ConfigError, RunConfig, load_config, merge
-from distill.eval.report import AUDIO_TEACHER, CONTROL_SUFFIX, collect_runs, write_results
+from distill.eval.report import ALL_LABELS, AUDIO_TEACHER, CONTROL_SUFFIX, collect_runs, write_results
 from distill.methods import METHODS
 from distill.run import RunDir, student_config
 from distill.train.trainer import run_training
@@ -84,15 +92,26 @@ class SweepLayout:
 
     out: Path
 
-    def combo(self, task: str, setting: str, fold: int | None = None) -> Path:
+    def combo(self, task: str, setting: str, fold: int | None = None, k: int | str | None = None) -> Path:
+        """The folder of one task x setting, of a fold, of a labels_per_class value ``k``."""
         combo = self.out / f"{task}-{setting}"
-        return combo if fold is None else combo / f"fold{fold}"
+        combo = combo if fold is None else combo / f"fold{fold}"
+        return combo if k is None else combo / f"k{k}"
 
-    def teacher(self, task: str, setting: str, control: str | None = None, fold: int | None = None) -> Path:
-        return self.combo(task, setting, fold) / (control or "teacher")
+    def teacher(
+        self,
+        task: str,
+        setting: str,
+        control: str | None = None,
+        fold: int | None = None,
+        k: int | str | None = None,
+    ) -> Path:
+        return self.combo(task, setting, fold, k) / (control or "teacher")
 
-    def student(self, task: str, setting: str, label: str, seed: int, fold: int | None = None) -> Path:
-        return self.combo(task, setting, fold) / label / f"seed{seed}"
+    def student(
+        self, task: str, setting: str, label: str, seed: int, fold: int | None = None, k: int | str | None = None
+    ) -> Path:
+        return self.combo(task, setting, fold, k) / label / f"seed{seed}"
 
     def name(self, run_dir: Path) -> str:
         """A run's name in the sweep's records and task keys: its path below ``out``."""
@@ -129,6 +148,22 @@ class Folds:
         return {"data.fold_column": self.column, "data.n_folds": self.k, "data.fold": fold}
 
 
+def parse_label_counts(raw, where: str) -> list[int | str]:
+    """A sweep's ``labels_per_class:``: distinct integers >= 1, and ``all`` for every label."""
+    values = raw if isinstance(raw, list) else [raw]
+    ok = all(v == ALL_LABELS or (isinstance(v, int) and not isinstance(v, bool) and v >= 1) for v in values)
+    if not values or not ok or len(set(values)) != len(values):
+        raise ConfigError(
+            f"{where}: labels_per_class must be a list of distinct integers >= 1 and/or {ALL_LABELS!r}, got {raw!r}"
+        )
+    return values
+
+
+def label_overrides(k: int | str | None) -> dict:
+    """The data section of the runs of labels_per_class value ``k`` (None: the sweep has no such key)."""
+    return {} if k is None else {"data.labels_per_class": None if k == ALL_LABELS else k}
+
+
 @dataclass
 class SweepSpec:
     cache: str | None
@@ -142,6 +177,7 @@ class SweepSpec:
     teacher_seed: int
     controls: list[str] = field(default_factory=list)
     folds: Folds | None = None
+    labels_per_class: list[int | str] | None = None  # a label-scarcity curve: one teacher per value
     _n_folds: int | None = field(default=None, repr=False)  # counted once from the cache index
 
     @classmethod
@@ -163,6 +199,7 @@ class SweepSpec:
             "teacher_seed",
             "controls",
             "folds",
+            "labels_per_class",
         }
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -208,14 +245,25 @@ class SweepSpec:
             teacher_seed=int(raw.get("teacher_seed", seeds[0])),
             controls=controls,
             folds=Folds.parse(raw["folds"], f"{path}") if raw.get("folds") is not None else None,
+            labels_per_class=(
+                parse_label_counts(raw["labels_per_class"], f"{path}") if "labels_per_class" in raw else None
+            ),
         )
         if not spec.cache:
             raise ConfigError(f"{path}: no cache (give cache: in the file or --cache)")
         return spec
 
-    def teacher_config(self, task: str, setting: str, control: str | None = None, fold: int | None = None) -> RunConfig:
-        """The combo's teacher (of cross-validation fold ``fold``), or with ``control`` the same
-        teacher turned into that control."""
+    def teacher_config(
+        self,
+        task: str,
+        setting: str,
+        control: str | None = None,
+        fold: int | None = None,
+        k: int | str | None = None,
+    ) -> RunConfig:
+        """The combo's teacher (of cross-validation fold ``fold``, of labels_per_class value ``k``), or
+        with ``control`` the same teacher turned into that control. Its students inherit its data
+        section, so they see its split, fold and labelled items."""
         tree = merge(self.base, self.teacher)
         return load_config(
             base=tree,
@@ -227,6 +275,7 @@ class SweepSpec:
                 "train.seed": self.teacher_seed,
                 **self.combo_overrides.get((task, setting), {}),
                 **(self.folds.overrides(fold) if fold is not None else {}),
+                **label_overrides(k),
                 **(CONTROLS[control] if control else {}),
             },
         )
@@ -247,6 +296,10 @@ class SweepSpec:
                 )
         return list(range(self._n_folds))
 
+    def label_counts(self) -> list[int | str | None]:
+        """The sweep's labels_per_class values, ``[None]`` without the key (runs keep their configs' value)."""
+        return list(self.labels_per_class) if self.labels_per_class is not None else [None]
+
     def student_runs(self) -> list[tuple[Variant, str, str | None]]:
         """(variant, method label, control teacher or None) for every student of a combo. A student
         that reads nothing of its teacher (``none``) is not repeated per control: it would be the same run."""
@@ -264,13 +317,14 @@ class SweepSpec:
         teacher_dir: Path,
         control: str | None = None,
         fold: int | None = None,
+        k: int | str | None = None,
     ) -> RunConfig:
         """A student of the combo's teacher (or of its ``control``), derived by the CLI's rule
         (:func:`distill.run.student_config`): the teacher's data and model sections reach it, so a
         ``teacher: {data: ...}`` override cannot give the student another split."""
         overrides = {"train.seed": seed, **self.combo_overrides.get((task, setting), {}), **variant.overrides}
         return student_config(
-            self.teacher_config(task, setting, control, fold),
+            self.teacher_config(task, setting, control, fold, k),
             variant.method,
             overrides,
             teacher_dir=teacher_dir,
@@ -330,20 +384,20 @@ def plan_sweep(spec: SweepSpec, out_dir: Path) -> list[SweepTask]:
     tasks: list[SweepTask] = []
     for task, setting in spec.combos:
         for fold in spec.fold_ids():
-            teacher_task: dict[str | None, str] = {}
-            for control in [None, *spec.controls]:
-                teacher_dir = layout.teacher(task, setting, control, fold)
-                teacher_task[control] = layout.name(teacher_dir)
-                tasks.append(
-                    SweepTask(teacher_task[control], teacher_dir, spec.teacher_config(task, setting, control, fold))
-                )
-            for variant, label, control in spec.student_runs():
-                teacher_dir = layout.teacher(task, setting, control, fold)
-                for seed in spec.seeds:
-                    cfg = spec.student_config(task, setting, variant, seed, teacher_dir, control, fold)
-                    depends_on = teacher_task[control] if METHODS[variant.method].needs_teacher else None
-                    run_dir = layout.student(task, setting, label, seed, fold)
-                    tasks.append(SweepTask(layout.name(run_dir), run_dir, cfg, depends_on))
+            for k in spec.label_counts():
+                teacher_task: dict[str | None, str] = {}
+                for control in [None, *spec.controls]:
+                    teacher_dir = layout.teacher(task, setting, control, fold, k)
+                    teacher_task[control] = layout.name(teacher_dir)
+                    cfg = spec.teacher_config(task, setting, control, fold, k)
+                    tasks.append(SweepTask(teacher_task[control], teacher_dir, cfg))
+                for variant, label, control in spec.student_runs():
+                    teacher_dir = layout.teacher(task, setting, control, fold, k)
+                    for seed in spec.seeds:
+                        cfg = spec.student_config(task, setting, variant, seed, teacher_dir, control, fold, k)
+                        depends_on = teacher_task[control] if METHODS[variant.method].needs_teacher else None
+                        run_dir = layout.student(task, setting, label, seed, fold, k)
+                        tasks.append(SweepTask(layout.name(run_dir), run_dir, cfg, depends_on))
     return tasks
 
 
@@ -457,9 +511,10 @@ def write_sweep_results(spec: SweepSpec, out_dir: Path) -> dict:
     variant_of = {}
     for t, s in spec.combos:
         for fold in spec.fold_ids():
-            for _, label, _ in spec.student_runs():
-                for seed in spec.seeds:
-                    variant_of[str(layout.student(t, s, label, seed, fold))] = label
+            for k in spec.label_counts():
+                for _, label, _ in spec.student_runs():
+                    for seed in spec.seeds:
+                        variant_of[str(layout.student(t, s, label, seed, fold, k))] = label
     is_student = df["run_dir"].isin(variant_of)
     df.loc[is_student, "method"] = df.loc[is_student, "run_dir"].map(variant_of)
     return write_results(df, out_dir)

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from distill.budget import CAP, EARLY, Stopping
 from distill.eval import report
 
 
@@ -267,3 +268,54 @@ def test_folds_give_per_fold_rows_and_mean_and_std_over_folds(fold_runs, tmp_pat
     gains = report.video_shares(df, "uar").set_index("method")
     diffs = np.subtract(FOLDS["embed"], FOLDS["none"]).ravel()
     assert gains.loc["embed", "gain_n"] == 6 and gains.loc["embed", "gain_mean"] == pytest.approx(diffs.mean())
+
+
+# uar of emotion nonseq students per labels_per_class value (None: every label) and seed
+SCARCE = {1: {"none": [0.30, 0.34], "embed": [0.50, 0.56]}, None: {"none": [0.70, 0.72], "embed": [0.71, 0.75]}}
+
+
+@pytest.fixture
+def scarce_runs(tmp_path):
+    """A label-scarcity sweep's runs, with their stopping records: the k=1 embed seed 1 hit the cap."""
+    root = tmp_path / "scarce"
+    for k, methods in SCARCE.items():
+        data = {"task": "emotion", "setting": "nonseq", "labels_per_class": k}
+        for method, per_seed in methods.items():
+            for seed, uar in enumerate(per_seed):
+                config = {**_sectioned("student", "emotion", "nonseq", method, seed), "data": data}
+                run = _run(root, f"k{k or 'all'}/{method}/seed{seed}", config, {"uar": uar})
+                capped = (k, method, seed) == (1, "embed", 1)
+                Stopping(CAP if capped else EARLY, 30 if capped else 12, 9, 30, 5, "uar").write(run / "stopping.json")
+        teacher = {**_sectioned("teacher", "emotion", "nonseq", "none", 0), "data": data}
+        _run(root, f"k{k or 'all'}/teacher", teacher, {"uar": 0.9, "video_missing": {"uar": 0.3}})  # no record
+    return root
+
+
+def test_runs_are_grouped_by_labels_per_class(scarce_runs, tmp_path):
+    df = report.collect_runs(scarce_runs)
+    assert list(df.columns[:6]) == ["run", "task", "setting", "method", "seed", "labels_per_class"]
+    assert df.groupby("labels_per_class")["run_dir"].nunique().to_dict() == {1: 5, "all": 5}
+    written = report.write_results(df, tmp_path / "out")
+    md = written["md"].read_text()
+    scarce, every = md.split("## emotion: every training label")
+    assert "## emotion: 1 labelled training item per class" in scarce
+    for section, k in ((scarce, 1), (every, None)):
+        for method, per_seed in SCARCE[k].items():
+            row = next(line for line in section.splitlines() if f"| {method} |" in line).replace("**", "")
+            assert f"| 2 | {np.mean(per_seed):.3f} ± {np.std(per_seed, ddof=1):.3f}" in row
+        gains = report.video_shares(df[df["labels_per_class"] == (k or "all")], "uar").set_index("method")
+        diff = np.subtract(SCARCE[k]["embed"], SCARCE[k]["none"]).mean()
+        assert gains.loc["embed", "gain_mean"] == pytest.approx(diff)
+        assert f"{diff:+.3f}" in section  # each section's gain is its own k's
+    assert {"bar:emotion_k1", "bar:emotion_kall"} <= set(written)
+
+
+def test_the_report_counts_the_runs_that_hit_the_epoch_cap(scarce_runs, tmp_path):
+    df = report.collect_runs(scarce_runs)
+    runs = df.drop_duplicates("run_dir").set_index("run")
+    assert runs.loc["k1/embed/seed1", "stopped"] == "cap" and runs.loc["k1/embed/seed1", "epochs_trained"] == 30
+    assert runs.loc["kall/none/seed0", "stopped"] == "early" and pd.isna(runs.loc["k1/teacher", "stopped"])
+    md = report.write_results(df, tmp_path / "out")["md"].read_text()
+    assert "Budget: 1 of 8 runs (12 %) hit the epoch cap" in md
+    assert "At the cap: `k1/embed/seed1`." in md and "2 run(s) record no stopping" in md
+    assert report.budget_lines(df.drop(columns=["stopped", "epochs_trained"])) == []  # runs without records

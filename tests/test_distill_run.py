@@ -41,6 +41,7 @@ def test_every_file_of_a_run_is_named_by_the_run_directory(trained):
         run.BEST,
         run.LAST,
         run.TRAIN_LOG,
+        run.STOPPING,
         run.METRICS,
         run.TARGETS,
         run.TRAIN_IDS,

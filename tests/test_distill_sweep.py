@@ -255,3 +255,49 @@ def test_folds_are_checked_when_the_sweep_is_read_and_planned(session_cache, tmp
     spec.folds = Folds("speaker", 3)  # 3 folds of the 3 speakers, counted without reading the cache
     assert spec.fold_ids() == [0, 1, 2]
     assert spec.teacher_config("emotion", "seq", fold=2).data.fold == 2
+
+
+def test_labels_per_class_plans_a_teacher_and_its_students_per_k(tmp_path):
+    """A label-scarcity curve: every k has its own teacher (and control) on the same k labelled items,
+    its students inherit that k, and `all` is every label."""
+    from distill.run import RunDir
+    from distill.sweep import plan_sweep, write_sweep_results
+
+    path = tmp_path / "scarce.yaml"
+    spec = {
+        "cache": "c",
+        "seeds": [0, 1],
+        "combos": [{"task": "speaker", "setting": "nonseq"}],
+        "labels_per_class": [1, 5, "all"],
+        "controls": ["audio_teacher"],
+        "variants": [{"name": "none", "method": "none"}, {"name": "embed", "method": "embed"}],
+    }
+    path.write_text(yaml.safe_dump(spec))
+    tasks = {t.name: t for t in plan_sweep(SweepSpec.load(path), tmp_path / "out")}
+    per_k = ["teacher", "audio_teacher", "none/seed0", "none/seed1", "embed/seed0", "embed/seed1"]
+    per_k += ["embed@audio_teacher/seed0", "embed@audio_teacher/seed1"]
+    assert list(tasks) == [f"speaker-nonseq/k{k}/{run}" for k in (1, 5, "all") for run in per_k]
+    for k, value in ((1, 1), (5, 5), ("all", None)):
+        combo = f"speaker-nonseq/k{k}"
+        for run in per_k:
+            assert tasks[f"{combo}/{run}"].config.data.labels_per_class == value
+        for label, teacher in (("embed", "teacher"), ("embed@audio_teacher", "audio_teacher")):
+            student = tasks[f"{combo}/{label}/seed1"]
+            assert student.depends_on == f"{combo}/{teacher}"
+            assert student.config.distill.teacher == str(tmp_path / "out" / combo / teacher)
+        assert tasks[f"{combo}/none/seed0"].depends_on is None
+    # the tables name students by variant and group them by k (run directories stand in for trained runs)
+    spec["variants"][1]["name"] = "embed-cos"
+    path.write_text(yaml.safe_dump(spec))
+    for task in plan_sweep(SweepSpec.load(path), tmp_path / "out"):
+        RunDir(task.run_dir).path.mkdir(parents=True)
+        RunDir(task.run_dir).write_config(task.config)
+        RunDir(task.run_dir).write_metrics({"accuracy": 0.5})
+    table = pd.read_csv(write_sweep_results(SweepSpec.load(path), tmp_path / "out")["csv"])
+    students = table[table["method"].isin(["embed-cos", "embed-cos@audio_teacher", "none"])]
+    assert len(students) == 3 * 3 * 2 and set(table["method"]) >= {"embed-cos", "embed-cos@audio_teacher"}
+    assert students.groupby("labels_per_class").size().to_dict() == {"1": 6, "5": 6, "all": 6}
+    for bad in ([0], [2, 2], ["most"], []):
+        path.write_text(yaml.safe_dump({**spec, "labels_per_class": bad}))
+        with pytest.raises(ConfigError, match="labels_per_class must be a list of distinct integers >= 1"):
+            SweepSpec.load(path)

@@ -98,7 +98,8 @@ def test_a_killed_workers_run_resumes_on_another_worker(cache, tmp_path):
             names = {addr: info["name"] for addr, info in client.scheduler_info()["workers"].items()}
 
             out = tmp_path / "out"
-            path = _sweep_file(tmp_path, cache, out, teacher={"train": {"epochs": 30}})
+            # a long teacher (30 epochs, no early stopping) to kill mid-run
+            path = _sweep_file(tmp_path, cache, out, teacher={"train": {"epochs": 30, "patience": 0}})
             result: dict = {}
             driver = threading.Thread(
                 target=lambda: result.update(sweep=run_sweep(path, progress=False, backend="dask", scheduler=address))
@@ -124,9 +125,8 @@ def test_a_killed_workers_run_resumes_on_another_worker(cache, tmp_path):
         assert log["epoch"].tolist() == list(range(1, 31))  # every epoch once: resumed, not restarted
         assert by_name["emotion-nonseq/embed-cosine/seed0"].started >= by_name["emotion-nonseq/teacher"].finished
         # Resumed from its checkpoint, the run ends as an uninterrupted sequential sweep does.
-        local = run_sweep(
-            _sweep_file(tmp_path, cache, tmp_path / "local", teacher={"train": {"epochs": 30}}), progress=False
-        )
+        long_teacher = {"train": {"epochs": 30, "patience": 0}}
+        local = run_sweep(_sweep_file(tmp_path, cache, tmp_path / "local", teacher=long_teacher), progress=False)
         assert not local.failed and _metrics(out) == _metrics(tmp_path / "local")
         assert (out / "results.md").read_text() == (tmp_path / "local" / "results.md").read_text()
     finally:

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from distill.config import ConfigError, DataConfig
+from distill.transfer import UNLABELED
 from manifests.splits import assign_split, fold_split
 
 SPLITS = ("train", "val", "test")
@@ -181,11 +182,11 @@ def assign_splits(index: pd.DataFrame, data: DataConfig) -> pd.Series:
             raise ConfigError(f"fold {data.fold} over data.fold_column {data.fold_column!r}: {exc}") from exc
     if data.split_column in index.columns:
         splits = index[data.split_column].astype(str)
-        bad = sorted(set(splits) - set(SPLITS))
+        bad = sorted(set(splits) - set(SPLITS) - {UNLABELED})
         if bad:
             raise ConfigError(
-                f"split column {data.split_column!r} holds {bad}; expected train/val/test: set data.split_column "
-                "to a column that holds them (absent from the cache: a seeded split by data.task)"
+                f"split column {data.split_column!r} holds {bad}; expected train/val/test (or {UNLABELED}: no label): "
+                "set data.split_column to a column that holds them (absent from the cache: a seeded split by data.task)"
             )
         return splits
 
@@ -302,14 +303,22 @@ class GridDataset(Dataset):
         epoch, i = key if isinstance(key, tuple) else (0, key)
         item, cell = self.locate(i, epoch)
         utt = self.cache.utt_id(self.rows[item])
-        arrays = self.cache.read_at(self.rows[item], fields=self.fields, labels=False)
+        n_frames = int(self.n_frames[item])
+        rows = self.grid.frame_index(n_frames, cell)
+        # Only the cell's span of fbank rows is read (a 3 s crop of an 8 s utterance reads 3 s); a
+        # wrapped cell or a whole utterance reads all of it.
+        first, stop = (int(rows.min()), int(rows.max()) + 1) if rows.size else (0, 0)
+        span = (first, stop) if stop - first < n_frames else (0, n_frames)
+        arrays = self.cache.read_at(self.rows[item], fields=self.fields, labels=False, frames=span)
         fbank = np.asarray(arrays["fbank"], dtype=np.float32)
-        if len(fbank) != self.n_frames[item]:
-            raise RuntimeError(f"{utt}: cache holds {len(fbank)} fbank frames, its index says {self.n_frames[item]}")
-        rows = self.grid.frame_index(len(fbank), cell)
-        x = fbank[rows]
+        if len(fbank) != span[1] - span[0]:
+            raise RuntimeError(
+                f"{utt}: cache holds {len(fbank)} fbank frames in [{span[0]}, {span[1]}), its index says "
+                f"{n_frames} in all"
+            )
+        x = fbank[rows - span[0]]
         if self.augment is not None:
-            x = self.augment(x, rows, len(fbank), self.augment_rng(i, epoch))
+            x = self.augment(x, rows, n_frames, self.augment_rng(i, epoch))
         sample = {
             "fbank": torch.from_numpy(x),
             "label": int(self.labels[item]),
@@ -318,7 +327,7 @@ class GridDataset(Dataset):
             "utt_id": utt,
         }
         if self.faces:
-            sample.update(self._faces(arrays, rows, len(fbank)))
+            sample.update(self._faces(arrays, rows, n_frames))
         if self.targets is not None:
             sample.update({f"t_{k}": torch.from_numpy(v) for k, v in self.targets.lookup(utt, cell).items()})
         if self.grid.segmented:

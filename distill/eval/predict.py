@@ -37,6 +37,9 @@ def forward_cells(
 ):
     """Yield ``(batch, NetOutput)`` for every cell of an evaluation dataset, in order, in eval mode.
 
+    ``num_workers`` loader processes read and crop cells while the network runs; on CUDA batches are
+    pinned and copied without blocking. Neither changes a result: cells stay in dataset order.
+
     ``video=False`` drops the faces even for a teacher: the "video missing" evaluation. The
     network's train/eval mode is restored when the iteration ends. Whole utterances of
     ``nonseq`` (``data.eval_span=utterance``) run one per forward pass: padding frames would reach
@@ -47,19 +50,34 @@ def forward_cells(
     if dataset.grid.span == "utterance" and not dataset.grid.segmented:
         batch_size = 1
     device = precision.device
+    cuda = device.type == "cuda"
     was_training = net.training
     net.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=cuda,  # page-locked batches copy to the GPU asynchronously (non_blocking below)
+        worker_init_fn=_one_thread if num_workers else None,
+    )
+
+    def to_device(key: str, wanted: bool = True):
+        return batch[key].to(device, non_blocking=cuda) if wanted and key in batch else None
+
     try:
         for batch in loader:
-            face = batch["face"].to(device) if video and "face" in batch else None
-            mask = batch["face_mask"].to(device) if video and "face_mask" in batch else None
-            seg_mask = batch["seg_mask"].to(device) if "seg_mask" in batch else None
+            face, mask, seg_mask = to_device("face", video), to_device("face_mask", video), to_device("seg_mask")
             with precision.autocast():
-                out = net(batch["fbank"].to(device), face=face, face_mask=mask, seg_mask=seg_mask)
+                out = net(to_device("fbank"), face=face, face_mask=mask, seg_mask=seg_mask)
             yield batch, out
     finally:
         net.train(was_training)
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)  # N loader workers x M threads would oversubscribe the cores
 
 
 def predict(
@@ -92,20 +110,25 @@ def predict(
 
 @dataclass
 class Evaluator:
-    """A network and how evaluation runs it: precision (device, autocast) and batch size."""
+    """A network and how evaluation runs it: precision (device, autocast), batch size and loader workers."""
 
     net: DistillNetwork
     precision: Precision
     batch_size: int = 64
+    num_workers: int = 0
 
     @property
     def device(self) -> torch.device:
         return self.precision.device
 
     def predict(self, dataset: GridDataset, video: bool = True) -> Predictions:
-        return predict(self.net, dataset, self.precision, video=video, batch_size=self.batch_size)
+        return predict(
+            self.net, dataset, self.precision, video=video, batch_size=self.batch_size, num_workers=self.num_workers
+        )
 
 
 def eval_batch_size(cfg: DataConfig) -> int:
-    """Evaluation batches: at least 64 cells (no gradients to hold), more if training used more."""
-    return max(64, cfg.batch_size)
+    """Evaluation batches: 4x the training batch, at least 64 cells. Without gradients a forward
+    pass holds one layer's activations at a time, not every layer's as a training step does, so
+    4x the training batch fits where training fits; in eval mode the batch changes no output."""
+    return max(64, 4 * cfg.batch_size)

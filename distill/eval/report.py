@@ -19,6 +19,14 @@ Cross-validated runs (``data.fold_column`` set: a sweep's ``folds:``) get a ``fo
 table rows are mean ± std *over folds* of each fold's mean over seeds (n = folds), followed by a
 per-fold table (mean ± std over seeds); gains and shares are then paired by (fold, seed).
 
+Runs with hidden labels (``data.labels_per_class``: a point of a label-scarcity curve, a sweep's
+``labels_per_class:``) get a ``labels_per_class`` column (``all`` for runs that used every label),
+and results.md a section per task and value, each with its own table, gains and shares.
+
+The budget rule (distill.budget): a run's ``stopping.json`` says whether early stopping ended it
+or the epoch cap did; results.csv gets ``stopped`` and ``epochs_trained``, and results.md counts
+the runs that hit the cap (a budget too small for the sweep shows there).
+
     python -m distill.eval.report runs/ --out results/
 """
 
@@ -35,6 +43,7 @@ import pandas as pd
 import yaml
 
 from common.files import atomic_output, atomic_write_text
+from distill.budget import CAP, Stopping
 from distill.eval.metrics import LOWER_IS_BETTER, METRIC_KEYS
 from distill.methods import BASELINE, METHODS
 from distill.run import RunDir
@@ -71,6 +80,11 @@ HEADLINE_METRIC = {"speaker": "eer", "emotion": "uar"}
 KEY_COLUMNS = ("task", "setting", "method")
 #: a cross-validated run's fold (from data.fold when data.fold_column is set); a column only when some run has one
 FOLD = "fold"
+#: a run's data.labels_per_class (ALL_LABELS: every label); a column only when some run hides labels
+LABELS = "labels_per_class"
+ALL_LABELS = "all"
+#: from a run's stopping.json: "early" or "cap" (distill.budget), and the epochs it trained
+STOPPED, EPOCHS_TRAINED = "stopped", "epochs_trained"
 _FIELD_SECTIONS = {"task": "data", "setting": "data", "method": "distill", "seed": "train"}
 CONFIG_FILE = RunDir.CONFIG
 METRICS_FILE = RunDir.METRICS
@@ -109,6 +123,11 @@ def _read_run(run_dir: Path, name: str) -> list[dict]:
     data = config.get("data")
     if isinstance(data, dict) and data.get("fold_column"):
         base[FOLD] = int(data.get("fold") or 0)
+    if isinstance(data, dict):
+        base[LABELS] = data.get(LABELS)
+    stopping = Stopping.read(run_dir / RunDir.STOPPING)
+    if stopping is not None:
+        base[STOPPED], base[EPOCHS_TRAINED] = stopping.stopped, stopping.epochs
     for field in KEY_COLUMNS:  # group keys must be values, not NaN, to group and sort on
         base[field] = "unknown" if base[field] is None else str(base[field])
     audio_only = False
@@ -188,10 +207,17 @@ def collect_runs(root_or_run_dirs: str | Path | Iterable[str | Path]) -> pd.Data
     if not rows:
         raise ValueError(f"no finished runs (directories with {METRICS_FILE}) under {', '.join(map(str, paths))}")
     df = pd.DataFrame(rows)
+    if LABELS in df.columns:  # a column only where some run hid labels; the others used all of them
+        if df[LABELS].notna().any():
+            df[LABELS] = [ALL_LABELS if pd.isna(k) else int(k) for k in df[LABELS]]
+        else:
+            df = df.drop(columns=LABELS)
     metrics = [c for c in METRIC_KEYS if c in df.columns]
     folds = [FOLD] if FOLD in df.columns else []
-    extras = [c for c in df.columns if c not in ("run", *KEY_COLUMNS, "seed", *folds, "run_dir", *metrics)]
-    return df[["run", *KEY_COLUMNS, "seed", *folds, *metrics, *extras, "run_dir"]]
+    labels = [LABELS] if LABELS in df.columns else []
+    keys = ("run", *KEY_COLUMNS, "seed", *folds, *labels, "run_dir")
+    extras = [c for c in df.columns if c not in (*keys, *metrics)]
+    return df[["run", *KEY_COLUMNS, "seed", *folds, *labels, *metrics, *extras, "run_dir"]]
 
 
 # ----------------------------------------------------------------------- summarising
@@ -429,12 +455,15 @@ def write_results(df: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] 
             "Cross-validated rows: mean ± std over folds of each fold's mean over seeds; n = folds. "
             "Per-fold tables (mean ± std over seeds) follow each task's table."
         )
-    for task, task_df in df.groupby("task", dropna=False, sort=True):
+    sections += budget_lines(df)
+    for (task, k), task_df in _task_groups(df):
         task_metrics = [m for m in (metrics or default_metrics(task_df)) if m in task_df and task_df[m].notna().any()]
+        name = str(task) if k is None else f"{task}_k{k}"  # the charts' file names
         folded = _folded(task_df)
         cross_validated = folded.any()
         per_unit = fold_means(task_df)  # the table's and the chart's rows: one per fold when cross-validated
-        sections += ["", f"## {task}", "", format_markdown(summarize(per_unit, task_metrics), task_metrics)]
+        heading = task if k is None else f"{task}: {_labels_heading(k)}"
+        sections += ["", f"## {heading}", "", format_markdown(summarize(per_unit, task_metrics), task_metrics)]
         if cross_validated:
             sections += [
                 "",
@@ -445,24 +474,63 @@ def write_results(df: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] 
         headline = HEADLINE_METRIC.get(str(task))
         bar_metric = headline if headline in task_metrics else (task_metrics[0] if task_metrics else None)
         if bar_metric is not None:
-            png = out_dir / f"results_{task}.png"
+            png = out_dir / f"results_{name}.png"
             over = "folds" if cross_validated else "seeds"
             plot_results_bar(
                 per_unit,
                 bar_metric,
                 png,
                 hue_order=METHOD_ORDER,
-                title=f"{task}: {bar_metric}, mean ± std over {over}",
+                title=f"{heading}: {bar_metric}, mean ± std over {over}",
             )
-            written[f"bar:{task}"] = png
-        sections += _share_sections(task_df, str(task), out_dir, written)
+            written[f"bar:{name}"] = png
+        sections += _share_sections(task_df, str(task), out_dir, written, name)
     atomic_write_text(out_dir / "results.md", "\n".join(sections) + "\n")
     written["md"] = out_dir / "results.md"
     return written
 
 
-def _share_sections(task_df: pd.DataFrame, task: str, out_dir: Path, written: dict[str, Path]) -> list[str]:
-    """results.md's gains-and-video's-share tables of one task, and their plot (first metric)."""
+def _task_groups(df: pd.DataFrame):
+    """``((task, k), rows)`` per results.md section: per task, and per labels_per_class value where runs
+    hid labels (k None otherwise); tasks alphabetically, k ascending with ``all`` last."""
+    for task, task_df in df.groupby("task", dropna=False, sort=True):
+        if LABELS not in task_df.columns:
+            yield (task, None), task_df
+            continue
+        values = sorted(set(task_df[LABELS]), key=lambda k: (k == ALL_LABELS, k if k != ALL_LABELS else 0))
+        for k in values:
+            yield (task, k), task_df[task_df[LABELS] == k]
+
+
+def _labels_heading(k) -> str:
+    return "every training label" if k == ALL_LABELS else f"{k} labelled training item{'s' if k != 1 else ''} per class"
+
+
+def budget_lines(df: pd.DataFrame) -> list[str]:
+    """results.md's count of the runs the epoch cap ended (distill.budget), with their names when few."""
+    if STOPPED not in df.columns:
+        return []
+    runs = df.drop_duplicates("run_dir")  # a teacher is two rows (with and without its video)
+    recorded = runs[runs[STOPPED].notna()]
+    capped = recorded[recorded[STOPPED] == CAP]
+    share = len(capped) / len(recorded) if len(recorded) else 0.0
+    line = (
+        f"Budget: {len(capped)} of {len(recorded)} runs ({100 * share:.0f} %) hit the epoch cap (`train.epochs`) "
+        "before early stopping (`train.patience`) ended them; the budget rule wants fewer than 10 %."
+    )
+    if 0 < len(capped) <= 10:
+        line += " At the cap: " + ", ".join(f"`{r}`" for r in capped["run"]) + "."
+    if len(recorded) < len(runs):
+        line += f" {len(runs) - len(recorded)} run(s) record no stopping (trained before it was recorded)."
+    return [line]
+
+
+def _share_sections(
+    task_df: pd.DataFrame, task: str, out_dir: Path, written: dict[str, Path], name: str | None = None
+) -> list[str]:
+    """results.md's gains-and-video's-share tables of one task (one labels_per_class value of it: its
+    file ``name``), and their plot (first metric)."""
+    name = name or task
     from distill.eval.plots import plot_video_share  # matplotlib: only when a chart is drawn
 
     sections: list[str] = []
@@ -484,11 +552,11 @@ def _share_sections(task_df: pd.DataFrame, task: str, out_dir: Path, written: di
                 "",
             ]
         sections.append(format_shares(shares))
-        if f"share:{task}" not in written and shares["share_mean"].notna().any():
-            png = out_dir / f"results_{task}_share.png"
-            plot_video_share(shares, png, title=f"{task}: {metric}, gain over none and the video's share")
-            written[f"share:{task}"] = png
-            sections += ["", f"![{task}: gain over none and the video's share]({png.name})"]
+        if f"share:{name}" not in written and shares["share_mean"].notna().any():
+            png = out_dir / f"results_{name}_share.png"
+            plot_video_share(shares, png, title=f"{name}: {metric}, gain over none and the video's share")
+            written[f"share:{name}"] = png
+            sections += ["", f"![{name}: gain over none and the video's share]({png.name})"]
     return sections
 
 

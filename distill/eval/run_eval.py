@@ -165,5 +165,6 @@ def load_run(run_dir: str | Path, cache: str | None = None, device: str | torch.
             f"{cfg.cache} has {data.labels.names}: its scores would not be comparable; evaluate on the cache "
             "it was trained on (--cache)"
         )
-    evaluator = Evaluator(trained.net, Precision.of(cfg.train.amp, device), eval_batch_size(cfg.data))
+    precision = Precision.of(cfg.train.amp, device, cfg.train.amp_dtype)
+    evaluator = Evaluator(trained.net, precision, eval_batch_size(cfg.data), cfg.data.num_workers)
     return LoadedRun(run, cfg, trained.net, data, evaluator, trained.epoch)

@@ -62,4 +62,6 @@ class AAMHead(nn.Module):
             return self.scale * cosine
         if labels.shape != emb.shape[:1]:
             raise ValueError(f"aam header: labels must have shape ({emb.shape[0]},), got {tuple(labels.shape)}")
-        return self.margin(cosine, F.one_hot(labels, self.n_classes).to(cosine.dtype))
+        # an item without a label (-1: the transfer set) gets no margin: its one-hot row is all zero
+        one_hot = F.one_hot(labels.clamp(min=0), self.n_classes) * (labels >= 0).unsqueeze(-1)
+        return self.margin(cosine, one_hot.to(cosine.dtype))

@@ -221,6 +221,16 @@ def task_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits.float(), labels)
 
 
+def labelled_task_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """:func:`task_loss` over the items that have a label (label >= 0); an item without one (-1: the
+    transfer set, distill.transfer) adds nothing. The mean is over the labelled items, so the task
+    term keeps its weight next to the label-free terms whatever a batch's mix; with none it is 0, still
+    attached to the logits (every parameter keeps a gradient, as DistributedDataParallel expects)."""
+    known = labels >= 0
+    per_item = F.cross_entropy(logits.float(), labels.clamp(min=0), reduction="none")
+    return (per_item * known).sum() / known.sum().clamp(min=1)
+
+
 def _check_logits(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> None:
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(

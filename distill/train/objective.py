@@ -9,19 +9,21 @@ loop is the same for a teacher and for every student.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
 
 from distill.config import DistillConfig
-from distill.methods import TEACHER, Method, get_method
+from distill.methods import NEEDS_LABELS, TEACHER, Method, get_method
 from distill.models import DistillNetwork, NetOutput
+from distill.precision import full_precision
 from distill.train.losses import (
     EmbeddingDistillLoss,
     FaceReconstructionLoss,
     generalized_distillation,
     hinton_kd,
+    labelled_task_loss,
     task_loss,
 )
 
@@ -51,9 +53,32 @@ class StepInputs:
     face_mask: torch.Tensor | None = None
     seg_mask: torch.Tensor | None = None  # (B, S) valid segments of whole-utterance seq: padding enters no term
 
+    def select(self, rows: torch.Tensor) -> StepInputs:
+        """The inputs of the items ``rows`` (a (B,) mask) only, for a term that needs their labels;
+        ``task`` stays the batch's (already over its labelled items)."""
+
+        def pick(value):
+            return None if value is None else value[rows]
+
+        out = replace(self.out, **{f.name: pick(getattr(self.out, f.name)) for f in fields(self.out)})
+        return replace(
+            self,
+            out=out,
+            labels=self.labels[rows],
+            teacher={k: v[rows] for k, v in self.teacher.items()},
+            soft=self.soft[rows],
+            face=pick(self.face),
+            face_mask=pick(self.face_mask),
+            seg_mask=pick(self.seg_mask),
+        )
+
 
 #: A term's value (what its weight multiplies; None: not applicable to this batch) and what it logs.
 TermResult = tuple[torch.Tensor | None, dict[str, torch.Tensor]]
+#: Key of the objective's output, on a batch with transfer items only: logged name -> how many items
+#: that value is a mean over (the labelled ones), so the epoch's mean of ``task`` weighs batches by
+#: their labelled items. The trainer pops it before it logs the terms.
+LOG_COUNTS = "_counts"
 
 
 class TaskTerm(nn.Module):
@@ -88,7 +113,11 @@ class GeneralizedDistillationTerm(nn.Module):
         self.temperature, self.imitation = cfg.temperature, cfg.imitation
 
     def term(self, x: StepInputs) -> TermResult:
-        imitate = generalized_distillation(x.soft, x.teacher["logits"], x.labels, self.temperature, imitation=1.0)
+        # imitation=1: the label part has weight 0 (a transfer item's -1 is clamped to a valid class only
+        # to be multiplied by it); the label part is x.task, over the labelled items
+        imitate = generalized_distillation(
+            x.soft, x.teacher["logits"], x.labels.clamp(min=0), self.temperature, imitation=1.0
+        )
         gkd = (1.0 - self.imitation) * x.task + self.imitation * imitate
         return gkd, {"gkd": gkd}
 
@@ -238,18 +267,37 @@ class Objective(nn.Module):
         so imitating them with margin-shifted student logits would compare unlike things.
         ``face``/``face_mask``: the batch's faces, read by the teacher's face reconstruction term.
         ``seg_mask`` (B, S): the valid segments of whole-utterance seq; padded ones enter no term
-        (their faces are all masked, so the face reconstruction term skips them as well)."""
-        task = task_loss(out.logits, labels)
-        x = StepInputs(
-            out, labels, teacher, task, out.logits if soft_logits is None else soft_logits, face, face_mask, seg_mask
-        )
-        terms = {"task": task}
-        total = None
-        for name, weight in self.weights.items():
-            value, logged = self.get_submodule(name).term(x)
-            terms.update(logged)
-            if value is not None:
-                total = weight * value if total is None else total + weight * value
+        (their faces are all masked, so the face reconstruction term skips them as well).
+
+        The terms run with autocast off (their inputs cast to float32), so a loss is float32 even
+        when the network ran under bf16/fp16 autocast."""
+        soft = out.logits if soft_logits is None else soft_logits
+        labelled = labels >= 0  # -1: a transfer item (distill.transfer), no label
+        # Only a batch with transfer items pays for the masking (a fully labelled batch's loss is computed
+        # exactly as before there were transfer items); terms of NEEDS_LABELS see its labelled items.
+        mixed = not bool(labelled.all())
+        with full_precision(out.logits.device):  # every term in float32, also inside a step's autocast
+            task = labelled_task_loss(out.logits, labels) if mixed else task_loss(out.logits, labels)
+            x = StepInputs(out, labels, teacher, task, soft, face, face_mask, seg_mask)
+            terms = {"task": task}
+            n_labelled = labelled.sum() if mixed else None
+            counts = {"task": n_labelled} if mixed else {}
+            on_labelled = x.select(labelled) if mixed and bool(labelled.any()) else None
+            total = None
+            for name, weight in self.weights.items():
+                needs_labels = mixed and name in NEEDS_LABELS
+                if needs_labels and on_labelled is None:
+                    continue  # no labelled item in this batch
+                value, logged = self.get_submodule(name).term(on_labelled if needs_labels else x)
+                terms.update(logged)
+                if needs_labels:
+                    counts.update(dict.fromkeys(logged, n_labelled))
+                if value is not None:
+                    total = weight * value if total is None else total + weight * value
+            if mixed:
+                # 0 · task keeps the header in the graph when no label term ran (DDP wants every parameter used)
+                total = 0.0 * task if total is None else total + 0.0 * task
+                terms[LOG_COUNTS] = counts
         terms["total"] = total
         return terms
 

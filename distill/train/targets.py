@@ -83,8 +83,9 @@ def write_train_ids(run_dir: str | Path, ids) -> str:
     return ids_digest(ids)
 
 
-def check_heldout(teacher_dir: str | Path, heldout, key: dict | None = None) -> None:
-    """Refuse a teacher that trained on any of the student's ``heldout`` (val + test) items.
+def check_heldout(teacher_dir: str | Path, heldout, key: dict | None = None, unlabelled=()) -> None:
+    """Refuse a teacher that trained on any of the student's ``heldout`` (val + test) items, or on
+    any item whose label the student is not to have (``unlabelled``: its transfer set).
 
     ``key`` (the targets key) when given must name the recorded set's digest, so an edited or
     stale ``train_ids.txt`` is refused too.
@@ -106,6 +107,14 @@ def check_heldout(teacher_dir: str | Path, heldout, key: dict | None = None) -> 
             f"{len(leaked)} of this run's val/test items were in the teacher's training set (e.g. {leaked[0]!r}): "
             f"its targets would leak their labels into held-out scores. Use the teacher's split "
             f"(data.split_column / data.split_seed as in {RunDir(teacher_dir).config_file}) or retrain the teacher"
+        )
+    taught = sorted(set(trained).intersection(map(str, unlabelled)))
+    if taught:
+        raise TargetMismatchError(
+            f"{len(taught)} of this run's unlabelled (transfer) items were in the teacher's training set with "
+            f"their labels (e.g. {taught[0]!r}): its targets would hand the student labels it is not to have. "
+            f"Train the teacher on the student's labelled items or fewer (data.labels_per_class / "
+            f"data.labels_seed as in {RunDir(teacher_dir).config_file})"
         )
 
 
@@ -230,10 +239,12 @@ def open_targets(
     labels: list[str],
     fields: tuple[str, ...] = FIELDS,
     heldout: list[str] | None = None,
+    unlabelled=(),
 ) -> TargetStore:
     """Open a teacher run's targets after checking they were made for these inputs.
 
-    ``heldout`` (the student's val + test ids) is checked against the teacher's training set.
+    ``heldout`` (the student's val + test ids) and ``unlabelled`` (its transfer set) are checked
+    against the teacher's training set (:func:`check_heldout`).
     """
     run = RunDir(teacher_dir)
     path, ckpt = run.targets, run.best
@@ -276,5 +287,5 @@ def open_targets(
     if missing:
         raise TargetMismatchError(f"{path} lacks target field(s) {missing}")
     if heldout is not None:
-        check_heldout(teacher_dir, heldout, found)
+        check_heldout(teacher_dir, heldout, found, unlabelled)
     return store

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from common.files import atomic_output, sha256_file
+from distill.budget import Stopping, patience_spent
 from distill.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from distill.config import ConfigError, RunConfig
 from distill.data.augment import build_augmenter
@@ -41,7 +42,7 @@ from distill.precision import Precision
 from distill.run import RunData, RunDir, require_teacher
 from distill.train.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, init_distributed, shutdown
 from distill.train.input_stats import fit_input_norms
-from distill.train.objective import Objective, StepModule
+from distill.train.objective import LOG_COUNTS, Objective, StepModule
 from distill.train.targets import (
     TARGET_FIELDS,
     TargetStore,
@@ -54,6 +55,7 @@ from distill.train.targets import (
     write_train_ids,
 )
 from distill.train.tensorboard import TensorBoardLog
+from distill.transfer import TRANSFER
 from extract import open_cache
 
 
@@ -136,6 +138,10 @@ class Trainer:
         self.select, self.val_trials = self._selection()
         self.is_teacher = cfg.role == "teacher"
         self.teacher = self._teacher_source(live_teacher)
+        # What it trains on: a teacher, and a student that learns only from labels, the labelled items;
+        # a student with a label-free term (distill.methods) the transfer set as well (distill.transfer).
+        learns_unlabelled = self.teacher is not None and cfg.distill.spec.learns_without_labels
+        self.train_splits = ("train", TRANSFER) if learns_unlabelled and len(self.data.ids[TRANSFER]) else ("train",)
         self.net = build_network(
             cfg.model,
             role=cfg.role,
@@ -161,10 +167,15 @@ class Trainer:
             self.step_module = DistributedDataParallel(
                 self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
+        self.compiled = compiles(cfg.train.compile, self.device)
+        if self.compiled:
+            # In place, after the DDP wrap (so DDP's bucketing splits the graph): the module keeps its
+            # type and every state_dict key; evaluation and targets run ``self.net`` eagerly.
+            self.step_module.compile()
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
-        self.precision = Precision.of(cfg.train.amp, self.device)
-        self.evaluator = Evaluator(self.net, self.precision, eval_batch_size(cfg.data))
+        self.precision = Precision.of(cfg.train.amp, self.device, cfg.train.amp_dtype)
+        self.evaluator = Evaluator(self.net, self.precision, eval_batch_size(cfg.data), cfg.data.num_workers)
         self.scaler = self.precision.grad_scaler()
         self.epoch = 0  # epochs completed
         self.best: dict = {"metric": -math.inf, "epoch": 0}
@@ -210,13 +221,20 @@ class Trainer:
             return None
         require_teacher(d.method, d.teacher)
         heldout = self.data.utt_ids("val", "test")
+        unlabelled = self.data.utt_ids(TRANSFER)  # their labels are hidden from this run: the teacher's too
         if live:
-            check_heldout(d.teacher, heldout)
+            check_heldout(d.teacher, heldout, unlabelled=unlabelled)
             return LiveTeacher(Path(d.teacher), self.device, d.target)
         levels = TARGET_FIELDS[d.target]  # the stored array each embedding level reads
         fields = tuple(levels.get(f, f) for f in TEACHER_OUTPUTS if f in method.reads)
         store = open_targets(
-            d.teacher, cache_identity(self.cache), self.data.grid, self.data.labels.names, fields, heldout=heldout
+            d.teacher,
+            cache_identity(self.cache),
+            self.data.grid,
+            self.data.labels.names,
+            fields,
+            heldout=heldout,
+            unlabelled=unlabelled,
         )
         return CachedTeacher(store, d.target)
 
@@ -246,7 +264,7 @@ class Trainer:
                 "train on the teacher's targets file, or turn augmentation off"
             )
         return self.data.dataset(
-            "train", faces=faces, train=True, seed=self.cfg.train.seed, targets=targets, augment=augment
+            self.train_splits, faces=faces, train=True, seed=self.cfg.train.seed, targets=targets, augment=augment
         )
 
     def train_loader(self, dataset: GridDataset) -> tuple[DataLoader, DistributedSampler]:
@@ -330,11 +348,11 @@ class Trainer:
                 self._warn_without_faces()
             self.tb = TensorBoardLog.open(self.run.tensorboard, self.cfg.train.tensorboard, self.epoch)
         # Input normalisation from the training split, once (a resumed run restored it with the weights).
-        fit_input_norms(self.net, self.cache, self.data.utt_ids("train"), self.env)
+        fit_input_norms(self.net, self.cache, self.data.utt_ids(*self.train_splits), self.env)
         dataset = self.train_dataset()
         loader, sampler = self.train_loader(dataset)
         val = self.data.dataset("val", faces=self.is_teacher, train=False)
-        stop = False
+        stop = patience_spent(self.bad_epochs, self.cfg.train.patience)  # resumed after patience ran out: done
         while self.epoch < self.cfg.train.epochs and not stop:
             epoch = self.epoch + 1
             started = time.perf_counter()
@@ -351,7 +369,20 @@ class Trainer:
         self.leave_process_group()
         if not self.env.is_main:
             return {}
+        self.stopping().write(self.run.stopping)
         return self.finish()
+
+    def stopping(self) -> Stopping:
+        """How training ended, under the budget rule (distill.budget): early, or at the epoch cap."""
+        t = self.cfg.train
+        return Stopping.of(
+            epochs=self.epoch,
+            best_epoch=self.best["epoch"],
+            bad_epochs=self.bad_epochs,
+            max_epochs=t.epochs,
+            patience=t.patience,
+            select=self.select,
+        )
 
     def leave_process_group(self) -> None:
         """End the distributed part of the run: every rank at once, before rank 0 evaluates alone.
@@ -373,7 +404,7 @@ class Trainer:
     def train_epoch(self, loader: DataLoader, epoch: int) -> dict[str, float]:
         self.step_module.train()
         sums: dict[str, float] = {}
-        count = 0
+        weights: dict[str, float] = {}  # per logged term: the items its batch means were over
         clip = self.cfg.train.grad_clip
         bar = tqdm(
             loader,
@@ -403,13 +434,18 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             n = len(batch["utt_id"])
-            count += n
+            counts = terms.pop(LOG_COUNTS, {})  # a batch with transfer items: label terms are over its labelled ones
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+                w = float(counts[k]) if k in counts else n
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * w
+                weights[k] = weights.get(k, 0.0) + w
             bar.set_postfix(loss=f"{float(total.detach()):.3f}")
         keys = sorted(sums)
-        reduced = all_reduce_sum(self.env, torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64))
-        return {k: float(reduced[i] / reduced[-1]) for i, k in enumerate(keys)}
+        reduced = all_reduce_sum(
+            self.env, torch.tensor([sums[k] for k in keys] + [weights[k] for k in keys], dtype=torch.float64)
+        )
+        n = len(keys)  # a term that no labelled item reached this epoch (weight 0) is not logged
+        return {k: float(reduced[i] / reduced[n + i]) for i, k in enumerate(keys) if reduced[n + i] > 0}
 
     def _inputs(self, batch: dict) -> dict:
         keep = ("fbank", "label", "seg_mask") + (("face", "face_mask") if self.is_teacher else ())
@@ -439,8 +475,7 @@ class Trainer:
         write_log(self.history, self.run.train_log)
         if self.tb:
             self.tb.epoch(row)
-        patience = self.cfg.train.patience
-        return bool(patience and self.bad_epochs >= patience)
+        return patience_spent(self.bad_epochs, self.cfg.train.patience)
 
     def predict(self, dataset: GridDataset, video: bool = True) -> Predictions:
         return self.evaluator.predict(dataset, video)
@@ -460,14 +495,26 @@ class Trainer:
 
     def write_targets(self) -> Path:
         items = self.data.all_items(faces=True)
+        # Full precision: targets are every student's regression targets, stored as float32; autocast
+        # would round them to bf16's 8 bits and make them depend on the device (docs/training.md).
         arrays = compute_targets(
-            self.net, items, Precision(self.device), batch_size=eval_batch_size(self.cfg.data), progress=self.progress
+            self.net,
+            items,
+            Precision(self.device),
+            batch_size=eval_batch_size(self.cfg.data),
+            num_workers=self.cfg.data.num_workers,
+            progress=self.progress,
         )
         key = targets_key(
             sha256_file(self.run.best), cache_identity(self.cache), self.data.grid, self.data.labels.names
         )
         key["train_ids_sha256"] = write_train_ids(self.run.path, self.data.utt_ids("train"))
         return write_targets(self.run.targets, arrays, items, key)
+
+
+def compiles(setting: str, device: torch.device) -> bool:
+    """``train.compile``: ``on``, or ``auto`` on CUDA (where the step's many small kernels fuse)."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
 
 
 def _all_finite(env: DistEnv, loss: torch.Tensor) -> bool:

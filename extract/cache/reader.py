@@ -170,7 +170,7 @@ class Cache:
                 raise IndexError(f"{self.utt_id(position)!r} has {n_fb} fbank frames; asked for [{start}, {stop})")
             fb_off, n_fb = fb_off + start, stop - start
         out = self.labels_at(position) if labels else {}
-        h5 = self._file(self.shard_name(position))
+        shard = os.path.join(self.dir, SHARD_DIR, self.shard_name(position))  # a str: no pathlib per read
         for name in fields:
             if name == "fbank":
                 a, n = fb_off, n_fb
@@ -178,7 +178,8 @@ class Cache:
                 a, n = face_off, n_face
             else:
                 raise KeyError(f"unknown field {name!r}; fields are {ARRAY_FIELDS}")
-            data = h5[name][a : a + n] if n else np.zeros((0,) + h5[name].shape[1:], h5[name].dtype)
+            stored = self._handles.dataset(shard, name)  # kept per open file: a lookup costs more than a crop
+            data = stored[a : a + n] if n else np.zeros((0,) + stored.shape[1:], stored.dtype)
             if data.dtype.kind == "f":
                 data = data.astype(np.float32, copy=False)
             out[name] = data
