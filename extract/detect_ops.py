@@ -12,6 +12,7 @@ rounding of the final division (bit for bit where facenet truncates them to uint
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torchvision.ops import nms
 
 
@@ -20,12 +21,10 @@ def integral_image(frames: torch.Tensor) -> torch.Tensor:
 
     int32 holds the sum of a whole frame of 255s up to 2896² pixels; larger frames get int64.
     """
-    b, h, w, c = frames.shape
+    _, h, w, _ = frames.shape
     dtype = torch.int32 if h * w * 255 < 2**31 else torch.int64
-    table = torch.zeros((b, h + 1, w + 1, c), dtype=dtype, device=frames.device)
-    torch.cumsum(frames.to(dtype), dim=1, out=table[:, 1:, 1:])
-    table[:, 1:, 1:] = table[:, 1:, 1:].cumsum(dim=2)
-    return table
+    sums = frames.to(dtype).cumsum(1, dtype=dtype).cumsum(2, dtype=dtype)
+    return F.pad(sums, (0, 0, 1, 0, 1, 0))  # a zero row and column in front
 
 
 def _bin_edges(start: torch.Tensor, length: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -498,13 +498,13 @@ class _Clips:
         return self._to_device(parts, len(index))
 
     def _to_device(self, parts: list[np.ndarray], n: int) -> torch.Tensor:
-        if self.device.type == "cuda":
-            buffer = torch.empty((n, *self.shape), dtype=torch.uint8, pin_memory=True)
-            if parts:
-                np.concatenate(parts, out=buffer.numpy())
-            return buffer.to(self.device, non_blocking=True)
-        # a fresh array: decoded frames are read-only buffers, which torch will not wrap
-        return torch.from_numpy(np.concatenate(parts) if parts else np.zeros((0, *self.shape), np.uint8))
+        # One copy into a fresh buffer (decoded frames are read-only arrays, which torch will not
+        # wrap); page-locked for a GPU, whose copy then runs asynchronously. On CPU it is the batch.
+        pinned = self.device.type == "cuda"
+        buffer = torch.empty((n, *self.shape), dtype=torch.uint8, pin_memory=pinned)
+        if parts:
+            np.concatenate(parts, out=buffer.numpy())
+        return buffer.to(self.device, non_blocking=pinned)
 
 
 def check_face_config(cfg: ExtractConfig, weights: FaceWeights) -> None:
