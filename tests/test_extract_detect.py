@@ -165,7 +165,7 @@ def test_autocast_embedding_on_cpu_keeps_the_embeddings(precision):
     low, found_low = FaceEmbedder(ExtractConfig(face_weights="random", face_precision=precision), weights)(frames)
     assert found.all() and np.array_equal(found, found_low)
     assert (full * low).sum(1).min() > 0.99
-    assert np.abs(full - low).max() > 0  # it did run in 16 bits
+    assert np.abs(full - low).max() > 2e-5  # it did run in 16 bits (float32 rounding alone: ~1e-7)
     np.testing.assert_allclose(np.linalg.norm(low, axis=1), 1.0, atol=1e-5)
 
 
