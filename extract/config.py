@@ -14,8 +14,10 @@ from common.files import sha256_text
 RUNTIME_ONLY = frozenset({"face_batch"})
 #: The embedding network's precisions (``face_precision``): float32, or autocast to a 16-bit type.
 FACE_PRECISIONS = ("float32", "bfloat16", "float16")
-#: What a config.json written before a setting existed was made with (see :meth:`ExtractConfig.from_record`).
-LEGACY_SETTINGS = {"face_detector": "mtcnn-facenet"}
+#: The values caches were made with before these settings existed (facenet-pytorch's own MTCNN,
+#: every frame, float32): a config at these values hashes as it did then, so those caches keep
+#: their directory, and a record without them reads back as them (:meth:`ExtractConfig.from_record`).
+LEGACY_SETTINGS = {"face_detector": "mtcnn-facenet", "face_detect_every": 1, "face_precision": "float32"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ class ExtractConfig:
         """
         payload = self.feature_settings()
         payload["face_weights"] = weights_identity or self.face_weights
+        for name, legacy in LEGACY_SETTINGS.items():
+            if payload[name] == legacy:
+                del payload[name]
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=list)
         return sha256_text(blob)[:16]
 

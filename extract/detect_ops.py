@@ -65,13 +65,39 @@ def area_crops(
     return out.permute(0, 3, 1, 2)
 
 
-def nms_per_frame(boxes: torch.Tensor, scores: torch.Tensor, key: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Indices of the boxes torchvision's greedy IoU NMS keeps, each ``key`` (frame) on its own,
-    in one call: each key's boxes are shifted to a region of their own (float64, so the shift
-    changes no IoU), the trick torchvision's ``batched_nms`` uses for small inputs. Its other path,
-    one NMS per key in a Python loop, is what it picks for large inputs: per-frame Python."""
+#: Most boxes per NMS call, by device type. One call over N boxes costs O(N²) (all pairs on a
+#: GPU, kept × N on a CPU; torchvision's CUDA kernel also holds N²/8 bytes of masks), so large
+#: inputs are cut into groups of whole keys.
+NMS_CHUNK = {"cpu": 4096, "cuda": 65536}
+
+
+def nms_per_frame(
+    boxes: torch.Tensor, scores: torch.Tensor, key: torch.Tensor, threshold: float, limit: int | None = None
+) -> torch.Tensor:
+    """Indices of the boxes torchvision's greedy IoU NMS keeps, each ``key`` (frame) on its own.
+
+    Each key's boxes are shifted to a region of their own (float64, so the shift changes no IoU)
+    and one ``nms`` call takes them all: the trick torchvision's ``batched_nms`` uses for small
+    inputs (for large ones it runs one NMS per key in a Python loop: per-frame Python). Past
+    ``limit`` boxes (default :data:`NMS_CHUNK`) the keys are split into groups, one call each.
+    """
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    limit = limit or NMS_CHUNK.get(boxes.device.type, 16384)
+    if len(boxes) <= limit:
+        return _shifted_nms(boxes, scores, key, threshold)
+    order = torch.argsort(key, stable=True)
+    sorted_key = key[order]
+    marks = sorted_key[::limit].contiguous()  # the key at every limit-th box: a group starts where it does
+    cuts = torch.unique(torch.searchsorted(sorted_key, marks)).tolist() + [len(boxes)]
+    kept = []
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        part = order[lo:hi]
+        kept.append(part[_shifted_nms(boxes[part], scores[part], key[part], threshold)])
+    return torch.cat(kept)
+
+
+def _shifted_nms(boxes: torch.Tensor, scores: torch.Tensor, key: torch.Tensor, threshold: float) -> torch.Tensor:
     coords = boxes.double()
     span = coords.max() - coords.min() + 1
     shifted = coords + (key.double() * span)[:, None]

@@ -96,6 +96,8 @@ def test_nms_ops_equal_the_per_frame_references():
     kept = nms_per_frame(boxes, scores, frame, 0.5)
     assert sorted(kept.tolist()) == sorted(batched_nms(boxes, scores, frame, 0.5).tolist())
     assert 7 < len(kept) < n
+    in_groups = nms_per_frame(boxes, scores, frame, 0.5, limit=50)  # frames split into groups of ~50 boxes
+    assert sorted(in_groups.tolist()) == sorted(kept.tolist())
 
     keep = min_nms_per_frame(boxes, scores, frame, 0.7)  # O-Net's: intersection over the smaller box
     reference = batched_nms_numpy(boxes, scores, frame, 0.7, "Min")
@@ -181,6 +183,11 @@ def test_face_settings_are_validated_recorded_and_hashed():
     assert ExtractConfig.from_record(record) == base
     legacy = {k: v for k, v in record.items() if k not in ("face_detector", "face_detect_every", "face_precision")}
     assert ExtractConfig.from_record(legacy).face_detector == "mtcnn-facenet"  # what made caches before
+    # ... and at those values a config keeps the id caches had before the settings existed
+    # (the two ids were computed by the code that had no face_detector, face_detect_every, face_precision)
+    old = ExtractConfig(face_detector="mtcnn-facenet")
+    assert old.hash("random(seed=0,init=he,rng=own)") == "82022df094680a6a"
+    assert ExtractConfig(face_detector="mtcnn-facenet", face_weights="random", fps=2.5).hash() == "ff67d52dbe428dda"
 
     with pytest.raises(ValueError, match="face_detect_every"):
         ExtractConfig(face_detect_every=0)
