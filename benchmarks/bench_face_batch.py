@@ -9,10 +9,10 @@ crops (the old path) vs the batched MTCNN + batched crops (extract/detect.py), s
     what is left on the CPU: the target is ≤ 0.1 ms per frame, so that it cannot hold a GPU
     below 10,000 frames/s.
 (b) Agreement and speed on the demo corpus (a small one generated with manifests.demo, decoded
-    by extract.decode at the extraction defaults: 5 fps, 256² letterboxed) and on the 100 LFW
-    faces (centred, and re-framed): frames found by one path only, box differences, embedding
-    cosine between the paths; ``face_detect_every`` k = 2, 3, 5 against k = 1; face_precision
-    bfloat16 / float16 against float32 (CPU autocast).
+    by extract.decode at the extraction defaults: 5 fps, 256² letterboxed), on the 100 LFW faces
+    (centred, and re-framed) and on photographs and noise: frames found by one path only, box
+    differences, embedding cosine between the paths; ``face_detect_every`` k = 2, 3, 5 against
+    k = 1; face_precision bfloat16 / float16 against float32 (CPU autocast).
 (c) End to end: ``run_extraction`` of that corpus with ``--face-detector mtcnn-facenet`` vs
     ``mtcnn`` (decode + log-mel + faces, 1 worker in this process, CPU), CPU seconds and ratio.
 
@@ -53,6 +53,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--size", type=int, default=96, help="frame side in (a), pixels")
     p.add_argument("--speakers", type=int, default=4, help="demo corpus for (b) and (c): speakers")
     p.add_argument("--utts", type=int, default=6, help="demo corpus: utterances per speaker")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of each timing in (b), the least CPU time kept")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time is then the work done)")
     p.add_argument("--skip-e2e", action="store_true", help="leave out (c)")
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
@@ -122,6 +123,24 @@ def rendered_faces(n: int, size: int) -> np.ndarray:
             rng = np.random.default_rng([cfg.seed, s, e])
             groups.append(render_frames(cfg, faces[speaker.face], FACE[emotion], per, rng, speaker.tint))
     return np.concatenate(groups)[:n]
+
+
+def natural_and_noise(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Square crops of skimage's sample photographs (a portrait among them) and noise frames: where
+    P-Net proposes many candidates and the two paths could part at the thresholds."""
+    import skimage.data as data
+    from skimage.transform import resize
+
+    rng = np.random.default_rng(seed)
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    frames = []
+    for k in range(n - n // 4):
+        photo = photos[k % len(photos)]
+        side = int(rng.integers(min(photo.shape[:2]) // 2, min(photo.shape[:2]) + 1))
+        y, x = (int(rng.integers(0, d - side + 1)) for d in photo.shape[:2])
+        frames.append((resize(photo[y : y + side, x : x + side], (size, size)) * 255).astype(np.uint8))
+    frames += list(rng.integers(0, 256, (n // 4, size, size, 3), dtype=np.uint8))
+    return np.stack(frames)
 
 
 def demo_clips(work: Path, speakers: int, utts: int, cfg: ExtractConfig) -> tuple[Path, list[np.ndarray]]:
@@ -235,11 +254,24 @@ def compare(ref: list[tuple], new: list[tuple], ref_boxes: list[np.ndarray] | No
     if ref_boxes is not None:
         b0 = np.concatenate([r[2] for r in ref])[both]
         b1 = np.concatenate(ref_boxes)[both]
-        row["box_max_px"] = float(np.abs(b0 - b1).max()) if both.any() else float("nan")
+        gap = np.abs(b0 - b1).max(axis=1)
+        row["box_max_px"] = float(gap.max()) if both.any() else float("nan")
+        row["boxes_over_0.01px"] = int((gap > 0.01).sum())
     return row
 
 
-def agreement(clips: list[np.ndarray], lfw: dict[str, np.ndarray]) -> dict:
+def best_of(rounds: int, fn):
+    """(the result, the least CPU seconds) of ``rounds`` calls: the first pays one-off costs
+    (oneDNN builds kernels for each new shape)."""
+    best = float("inf")
+    for _ in range(rounds):
+        began = cpu_seconds()
+        out = fn()
+        best = min(best, cpu_seconds() - began)
+    return out, best
+
+
+def agreement(clips: list[np.ndarray], lfw: dict[str, np.ndarray], rounds: int) -> dict:
     weights = resolve_face_weights("random")
     base = dict(face_weights="random")
     reference = FaceEmbedder(ExtractConfig(**base, face_detector="mtcnn-facenet"), weights)
@@ -247,44 +279,28 @@ def agreement(clips: list[np.ndarray], lfw: dict[str, np.ndarray]) -> dict:
     out: dict = {}
     sets = {"demo corpus": clips, **{k: [v] for k, v in lfw.items()}}
     for name, frames in sets.items():
-        t0 = cpu_seconds()
-        ref = old_path(reference, frames, reference.batch)
-        t1 = cpu_seconds()
-        new = batched.embed_clips(frames)
-        t2 = cpu_seconds()
+        ref, old_s = best_of(rounds, lambda f=frames: old_path(reference, f, reference.batch))
+        new, new_s = best_of(rounds, lambda f=frames: batched.embed_clips(f))
         boxes = [batched.boxes(f)[0] for f in frames]
-        out[name] = {
-            **compare(ref, new, boxes),
-            "old_s": t1 - t0,
-            "new_s": t2 - t1,
-            "old_over_new": (t1 - t0) / (t2 - t1),
-        }
+        out[name] = {**compare(ref, new, boxes), "old_s": old_s, "new_s": new_s, "old_over_new": old_s / new_s}
     # detect every k-th frame, against k = 1, on the demo corpus
-    t0 = cpu_seconds()
-    every1 = batched.embed_clips(clips)
-    seconds1 = cpu_seconds() - t0
+    every1, seconds1 = best_of(rounds, lambda: batched.embed_clips(clips))
     for k in (2, 3, 5):
         faces = FaceEmbedder(ExtractConfig(**base, face_detect_every=k), weights)
-        t0 = cpu_seconds()
-        got = faces.embed_clips(clips)
-        seconds = cpu_seconds() - t0
+        got, seconds = best_of(rounds, lambda f=faces: f.embed_clips(clips))
         out[f"every {k}"] = {**compare(every1, got), "seconds": seconds, "speed_up": seconds1 / seconds}
+    crops, _ = batched.crops(np.concatenate(clips))
+    fp32, fp32_s = best_of(rounds, lambda: batched.embedder.embed(crops))
     for precision in ("bfloat16", "float16"):
         faces = FaceEmbedder(ExtractConfig(**base, face_precision=precision), weights)
-        crops, _ = batched.crops(np.concatenate(clips))
-        faces.embedder.embed(crops[:8])
-        t0 = cpu_seconds()
-        fp32 = batched.embedder.embed(crops)
-        t1 = cpu_seconds()
-        low = faces.embedder.embed(crops)
-        t2 = cpu_seconds()
+        low, seconds = best_of(rounds, lambda f=faces: f.embedder.embed(crops))
         cos = cosine(fp32, low)
         out[precision] = {
             "cos_min": float(cos.min()),
             "cos_mean": float(cos.mean()),
-            "float32_s": t1 - t0,
-            "seconds": t2 - t1,
-            "speed_up": (t1 - t0) / (t2 - t1),
+            "float32_s": fp32_s,
+            "seconds": seconds,
+            "speed_up": fp32_s / seconds,
         }
     return out
 
@@ -339,15 +355,19 @@ def main() -> int:
         frames = {
             "LFW centred": np.stack([face_frame(f, (128, 128)) for f in lfw]),
             "LFW re-framed": np.stack([face_frame(f, (128, 128), box=(30, 20, 80, 80)) for f in lfw]),
+            "photos + noise": natural_and_noise(80, 128),
         }
         print(f"\n(b) agreement: old path (facenet MTCNN + extract_face) vs batched; demo corpus {len(clips)} clips")
-        results["agreement"] = agree = agreement(clips, frames)
+        results["agreement"] = agree = agreement(clips, frames, args.rounds)
         for name, r in agree.items():
             extra = ""
             if "old_over_new" in r:
-                extra = f"  box max |Δ| {r['box_max_px']:.2e} px; old/new time {r['old_over_new']:.2f}×"
+                extra = (
+                    f"  box max |Δ| {r['box_max_px']:.2e} px (> 0.01 px: {r['boxes_over_0.01px']}); "
+                    f"old/new CPU time {r['old_over_new']:.2f}×"
+                )
             elif "frames" in r:
-                extra = f"  {r['speed_up']:.2f}× faster than k = 1"
+                extra = f"  {r['speed_up']:.2f}× less CPU time than k = 1"
             if "frames" in r:
                 print(
                     f"{name:15} frames {r['frames']:4d} found {r['found_ref']}/{r['found_new']} "
@@ -358,7 +378,7 @@ def main() -> int:
             else:
                 print(
                     f"{name:15} vs float32: cos min {r['cos_min']:.5f} mean {r['cos_mean']:.5f}; "
-                    f"CPU time {r['speed_up']:.2f}× float32's speed"
+                    f"{r['speed_up']:.2f}× less CPU time than float32"
                 )
         if not args.skip_e2e:
             results["end_to_end"] = e2e = end_to_end(manifest, work, args.threads)

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     def row(name: str, count: int, seconds: float, percent: float | None, unit: str = "frames/s", **extra) -> None:
         rows[name] = {"per_s": count / seconds, "seconds": seconds, "gpu_percent": percent, **extra}
         gpu = f"{percent:5.1f} %" if percent is not None else "   n/a"
-        more = "".join(f"  {k} {v:.2f}" for k, v in extra.items() if v is not None)
+        more = "".join(f"  {k} {v:.5f}" for k, v in extra.items() if v is not None)
         print(f"{name:46} {count / seconds:10.1f} {unit:9} GPU {gpu}{more}")
 
     # detection alone, frames already on the device
@@ -221,11 +221,17 @@ def main(argv: list[str] | None = None) -> int:
     faces = models["mtcnn"]
     keep = found.nonzero()[:, 0][: args.batch * 2].to(device)
     crops = faces.embedder.crop_batch(on_device[keep], boxes.to(device)[keep], 0)
+    embedded = {}
     for precision in ("float32", "bfloat16", "float16"):
         faces.embedder.autocast = PRECISIONS[precision]  # what face_precision sets (one network built, not three)
         faces.embedder.embed(crops[:32])
-        seconds, percent = timed(device, util, lambda: faces.embedder.embed(crops))
-        row(f"embed {precision}", len(crops), seconds, percent, unit="crops/s")
+
+        def embed(precision: str = precision) -> None:
+            embedded[precision] = faces.embedder.embed(crops)
+
+        seconds, percent = timed(device, util, embed)
+        cosine = (embedded[precision] * embedded["float32"]).sum(1)
+        row(f"embed {precision}", len(crops), seconds, percent, unit="crops/s", cos_min_vs_fp32=float(cosine.min()))
 
     # end to end, as the shared consumer runs it: clips in host memory
     host = frames[:n]
