@@ -177,6 +177,8 @@ class BatchedMTCNN(FaceDetector):
             found_scores.append(face[f, y, x])
             found_offsets.append(offsets.permute(0, 2, 3, 1)[f, y, x])
             found_keys.append(f * len(scales) + k)
+        if not scales:  # the frame is smaller than the smallest face
+            return images.new_zeros((0, 4)), torch.zeros(0, dtype=torch.long, device=frames.device)
         boxes, scores = torch.cat(found_boxes), torch.cat(found_scores)
         offsets, keys = torch.cat(found_offsets), torch.cat(found_keys)
         keep = nms_per_frame(boxes, scores, keys, 0.5)  # within each (frame, scale)
@@ -196,7 +198,8 @@ class BatchedMTCNN(FaceDetector):
         nms: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """R-Net or O-Net on every candidate's crop: the candidates that pass (boxes with the
-        network's offsets appended, (M, 8)), their scores and frames; with ``nms`` (R-Net) also NMS'd per frame."""
+        network's offsets appended, (M, 8)), their scores and frames; with ``nms`` (R-Net) also
+        NMS'd per frame."""
         empty = (boxes.new_zeros((0, 8)), boxes.new_zeros(0), frame[:0])
         if table is None or len(boxes) == 0:
             return empty
@@ -204,6 +207,8 @@ class BatchedMTCNN(FaceDetector):
         y1, x1, y2, x2, valid = _pixel_window(boxes, width, height)
         if not bool(valid.all()):  # a box wholly outside its frame has no pixels to look at
             boxes, frame, y1, x1, y2, x2 = (t[valid] for t in (boxes, frame, y1, x1, y2, x2))
+            if len(boxes) == 0:
+                return empty
         scores, offsets = [], []
         for lo in range(0, len(boxes), REFINE_CHUNK):
             part = slice(lo, lo + REFINE_CHUNK)

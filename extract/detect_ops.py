@@ -131,7 +131,8 @@ def min_nms_per_frame(boxes: torch.Tensor, scores: torch.Tensor, frame: torch.Te
     w = (torch.minimum(x2[:, :, None], x2[:, None, :]) - torch.maximum(x1[:, :, None], x1[:, None, :]) + 1).clamp(min=0)
     h = (torch.minimum(y2[:, :, None], y2[:, None, :]) - torch.maximum(y1[:, :, None], y1[:, None, :]) + 1).clamp(min=0)
     overlap = w * h / torch.minimum(area[:, :, None], area[:, None, :])  # (G, K, K), NaN where a slot is empty
-    suppresses = (overlap > threshold).triu(diagonal=1)  # rank i over a lower rank j > i
+    ranks = torch.arange(k, device=boxes.device)
+    suppresses = (overlap > threshold) & (ranks[:, None] < ranks[None, :])  # rank i over a lower rank j > i
     alive = torch.zeros((len(frames), k), dtype=torch.bool, device=boxes.device)
     alive[slot, rank] = True
     for r in range(k):  # k ranks, each step batched over every frame

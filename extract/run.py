@@ -428,7 +428,7 @@ def _shared_faces(
 
     if any(d == "cpu" for d in devices):
         torch.set_num_threads(threads)
-    free = [d for d in reversed(devices) for _ in range(CONSUMERS[d.split(":")[0]])]
+    free = [d for d in reversed(devices) for _ in range(CONSUMERS.get(d.split(":")[0], 1))]
     slots = len(free)
     lock = threading.Lock()
 

@@ -47,6 +47,8 @@ def test_batched_mtcnn_finds_what_facenet_finds(cfg):
     assert not boxes[~found].any()
     empty_boxes, empty_found = BatchedMTCNN(cfg, CPU).detect(frames[:0])
     assert empty_boxes.shape == (0, 4) and empty_found.shape == (0,)
+    tiny_boxes, tiny_found = BatchedMTCNN(cfg, CPU).detect(frames[:2, :16, :16])  # smaller than any face
+    assert tiny_boxes.shape == (2, 4) and not tiny_found.any()
 
 
 def test_box_crops_equal_per_box_area_resizes():
