@@ -1,5 +1,5 @@
 # Every target that runs code first makes sure .venv exists and holds the project
-# (fresh machine: ~3 min; afterwards a no-op unless pyproject.toml changed).
+# (fresh machine: docs/performance.md#set-up; afterwards a no-op unless pyproject.toml or the lock changed).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from distill.config import load_config
-from distill.data import collate
+from distill.data.dataset import collate
 from distill.testing import make_lupi_items, make_noise_items
-from distill.train import Trainer, run_training
+from distill.train.trainer import Trainer, run_training
 from extract.cache import build_cache
 from extract.config import ExtractConfig
 from extract.fbank import LogMel

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from distill.config import load_config
 from distill.testing import make_lupi_items
-from distill.train import Trainer, run_training
+from distill.train.trainer import Trainer, run_training
 from extract.cache import build_cache
 
 

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 
 from distill.config import load_config
-from distill.embed import embed_to_h5
-from distill.export import export_run
-from distill.inference import Model, run_items, sources_from
-from distill.tensorboard import TensorBoardLog
+from distill.serve.embed import embed_to_h5
+from distill.serve.export import export_run
+from distill.serve.model import Model, run_items, sources_from
 from distill.testing import make_lupi_items
-from distill.train import run_training
+from distill.train.tensorboard import TensorBoardLog
+from distill.train.trainer import run_training
 from extract.cache import build_cache
 from extract.config import ExtractConfig
 
@@ -133,8 +133,8 @@ def main() -> None:
             f"{epoch:.2f} s = {log / epoch:.4f}x"
         )
 
-        from distill.calibration import write_verification
-        from distill.run import load_run
+        from distill.eval.calibration import write_verification
+        from distill.eval.run_eval import load_run
 
         run = load_run(tmp / "run")
         record = best_of(args.repeat, lambda: write_verification(run.evaluator, run.data, run.dir))

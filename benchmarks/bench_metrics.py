@@ -41,7 +41,7 @@ def _measure(impl: str, n: int, queue) -> None:
     """Child process: time one EER + minDCF evaluation and report its memory."""
     scores, labels = _trials(n)
     if impl == "ours":
-        from distill.metrics import verification_metrics
+        from distill.eval.metrics import verification_metrics
 
         def run():
             out = verification_metrics(scores, labels)

@@ -102,7 +102,7 @@ def legacy_dataset(cache: LegacyCache, utt_ids: list[str], grid, faces: bool):
     """The old GridDataset: a list of utt ids, read through the old cache."""
     import torch
 
-    from distill.data import GridDataset
+    from distill.data.dataset import GridDataset
 
     class LegacyGridDataset(GridDataset):
         def __init__(self):  # the fields GridDataset.__getitem__ needs, filled the old way
@@ -322,7 +322,7 @@ def worker_memory(cache_dir: Path, legacy: bool, epoch_samples: int | None, work
     from torch.utils.data import DataLoader
 
     from distill.config import DataConfig
-    from distill.data import Grid, GridDataset, collate
+    from distill.data.dataset import Grid, GridDataset, collate
 
     torch.set_num_threads(1)
     grid = Grid.from_config(DataConfig(setting="nonseq", crop=200, crop_hop=100, max_faces=8))

@@ -3,11 +3,15 @@
 #   1. a generated corpus (manifests.demo; SPEAKERS x UTTS clips of ~2 s, talking faces);
 #   2. `extract run --device cuda --face-models shared`: CPU workers decode, one consumer per GPU
 #      runs MTCNN + InceptionResnetV1 in batches of FACE_BATCH frames  -> face frames/s, items/s;
-#   3. a teacher and a student (method embed), EPOCHS epochs each on CUDA with AMP (train.amp=on)
-#      -> steps/s of the last epoch (its wall time includes validation).
+#   3. a teacher and a student (method embed), EPOCHS epochs each on CUDA with AMP and torch.compile
+#      (train.amp=on, train.compile=on) -> steps/s of the last epoch's training (the first compiles);
+#      then one training step at the paper's size (benchmarks/bench_train_step.py: ECAPA 1024 ch,
+#      192-d, AAM over 5,994 classes, batch 128 x 300 x 80, bf16, Adam) eager and compiled, median of
+#      STEP_STEPS steps -> ms/step.
 # Prints one summary block; figures also go to $WORK/gpu_check.json. Exits 2 without CUDA.
-# Usage: bash benchmarks/gpu_check.sh   (env: PY WORK SPEAKERS UTTS WORKERS FACE_BATCH EPOCHS DEVICE)
-# DEVICE=cpu runs the same steps on CPU (AMP there is bf16): a smoke test of this script, not a figure.
+# Usage: bash benchmarks/gpu_check.sh   (env: PY WORK SPEAKERS UTTS WORKERS FACE_BATCH EPOCHS STEP_STEPS DEVICE)
+# DEVICE=cpu runs the same steps on CPU (AMP there is bf16; compiled graphs go to torch's eager backend
+# and the step benchmark runs --tiny): a smoke test of this script, not a figure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -18,6 +22,7 @@ UTTS=${UTTS:-24}
 WORKERS=${WORKERS:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}
 FACE_BATCH=${FACE_BATCH:-512}
 EPOCHS=${EPOCHS:-2}
+STEP_STEPS=${STEP_STEPS:-20}
 DEVICE=${DEVICE:-cuda}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -47,10 +52,17 @@ echo "[2/3] extract run on $DEVICE ($WORKERS decode workers, face batch $FACE_BA
     --workers "$WORKERS" --face-batch "$FACE_BATCH" --face-weights random --no-progress --strict | tee "$WORK/extract.log"
 CACHE=$(tail -n 1 "$WORK/extract.log" | awk '{print $NF}')
 
-echo "[3/3] teacher and student, $EPOCHS epochs each, $DEVICE + AMP"
-TRAIN=(--epochs "$EPOCHS" --set train.device="$DEVICE" --set 'train.amp="on"' --set data.num_workers=4 --quiet)
+echo "[3/3] teacher and student, $EPOCHS epochs each, $DEVICE + AMP + compile; then the paper-size step"
+STEP=(--device "$DEVICE" --steps "$STEP_STEPS" --json "$WORK/train_step.json")
+if [ "$DEVICE" = cpu ]; then  # inductor's C++ build takes minutes on CPU: trace only, and a tiny step
+    export TORCH_COMPILE_OVERRIDE_BACKENDS=">=0:eager"
+    STEP+=(--tiny)
+fi
+TRAIN=(--epochs "$EPOCHS" --set train.device="$DEVICE" --set 'train.amp="on"' --set 'train.compile="on"'
+       --set data.num_workers=4 --quiet)
 "$PY" -m distill teacher --cache "$CACHE" --task speaker --setting nonseq --out "$WORK/teacher" "${TRAIN[@]}"
 "$PY" -m distill student --cache "$CACHE" --teacher "$WORK/teacher" --method embed --out "$WORK/student" "${TRAIN[@]}"
+"$PY" benchmarks/bench_train_step.py "${STEP[@]}" | tee "$WORK/train_step.log"
 
 "$PY" - "$WORK" "$CACHE" "$(( $(date +%s) - began ))" <<'EOF'
 import json
@@ -81,6 +93,9 @@ for role in ("teacher", "student"):
     last = float(log["seconds"].iloc[-1])
     out[role] = {"steps_per_epoch": steps, "last_epoch_s": last, "steps_per_s": steps / last,
                  "metrics": json.loads((run / "metrics.json").read_text())}
+bench = json.loads((work / "train_step.json").read_text())
+out["paper_step"] = {r["contender"]: r for r in bench["results"]}
+out["paper_step_tiny"] = bench["args"]["tiny"] == "True"
 out["total_s"] = total
 (work / "gpu_check.json").write_text(json.dumps(out, indent=2) + "\n")
 e = out["extract"]
@@ -89,6 +104,11 @@ print(f"\ngpu_check: extraction {e['face_frames_per_s']:.0f} face frames/s, {e['
 for role in ("teacher", "student"):
     r = out[role]
     print(f"gpu_check: {role} {r['steps_per_s']:.1f} steps/s ({r['steps_per_epoch']} steps in {r['last_epoch_s']:.1f} s, "
-          "last epoch incl. validation)")
+          "training time of the last epoch; amp + compile)")
+step = out["paper_step"]
+print(f"gpu_check: {'tiny (smoke) step' if out['paper_step_tiny'] else 'paper-size step'} " + ", ".join(
+    f"{name} {r['median_ms']:.1f} ms ({r['items_per_s']:,.0f} items/s)" for name, r in step.items())
+    + (f"; compiled/eager {step['compiled']['median_ms'] / step['eager']['median_ms']:.2f}x, "
+       f"compile {step['compiled']['first_step_s']:.0f} s" if {"eager", "compiled"} <= set(step) else ""))
 print(f"gpu_check: done in {total} s -> {work / 'gpu_check.json'}")
 EOF

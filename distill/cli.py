@@ -10,12 +10,31 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
-from distill.config import ConfigError, RunConfig, load_config, option_choices
-from distill.methods import METHODS
-from distill.metrics import METRIC_KEYS
+import numpy as np
+import pandas as pd
+import yaml
+
+from common.cli import HelpFormatter
+from distill.config import ConfigError, RunConfig, load_config, option_choices, parse_override
+from distill.eval.metrics import METRIC_KEYS
+from distill.eval.run_eval import reevaluate
+from distill.run import RunDir, require_teacher, student_config
+from distill.serve.embed import H5_SUFFIXES, embed_to_h5, write_embeddings
+from distill.serve.export import export_run
+from distill.serve.model import Model, Prediction, run_items, softmax, sources_from
+from distill.serve.verification import ensure_threshold, score_pairs, trial_items, trial_metrics
+from distill.sweep import run_sweep
+from distill.train.distributed import shutdown
+from distill.train.targets import TargetMismatchError
+from distill.train.trainer import NonFiniteLossError, run_training
+from manifests.trials import read_trials
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+#: ``distill student``'s method when neither --method, --config nor --set names one.
+STUDENT_METHOD = "embed"
+_ABSENT = object()
 
 EPILOG = """examples:
   distill teacher --cache cache/3f2a --task speaker --setting seq --out runs/t
@@ -24,18 +43,28 @@ EPILOG = """examples:
   torchrun --nproc_per_node 2 -m distill teacher --cache cache/3f2a --task emotion --setting nonseq --out runs/t2
   distill eval runs/s
   distill sweep configs/demo_sweep.yaml --cache cache/3f2a --out results/demo
-  distill sweep configs/demo_sweep.yaml --backend dask --scheduler tcp://head:8786 --out /shared/results/demo
+  distill sweep configs/demo_sweep.yaml --cache /shared/cache/3f2a --out /shared/results/demo \\
+      --backend dask --scheduler tcp://head:8786
   distill embed runs/s clip1.wav clip2.mp4 --out emb.npy
   distill embed runs/s --manifest test.csv --out emb.h5          # resumable
   distill predict runs/s clip1.wav clip2.mp4 --out pred.csv
   distill verify runs/s a.wav b.wav
   distill verify runs/s --trials trials.txt --out scores.csv
+  distill verify runs/s --trials VoxCeleb1/veri_test2.txt --audio-root VoxCeleb1/wav
   distill export runs/s --format onnx --out models/s
 """
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
-    return argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=32)
+    return HelpFormatter(prog, max_help_position=32)
+
+
+def _key(dotted: str) -> str:
+    """How a flag's absence reads in --help: the config key it sets and where its value then comes from."""
+    value = load_config()
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return f"{dotted}; default: --config's, else {value}"
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
@@ -43,8 +72,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", required=True, help="run directory to create (config.yaml, checkpoints, metrics.json, plots)"
     )
-    p.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
-    p.add_argument("--seed", type=int, help="seed of initialisation, sampling and crops (train.seed)")
+    p.add_argument("--epochs", type=int, help=f"training epochs ({_key('train.epochs')})")
+    p.add_argument("--seed", type=int, help=f"seed of initialisation, sampling and crops ({_key('train.seed')})")
     p.add_argument("--config", help="YAML config (sections data/model/train/distill); flags and --set override it")
     p.add_argument(
         "--set",
@@ -91,9 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the audio-visual teacher, evaluate it (also with its video missing) and "
         "write its targets for every grid cell, for the students to read.",
     )
-    p.add_argument("--task", choices=option_choices("data.task"), help="label column to learn (data.task)")
+    p.add_argument("--task", choices=option_choices("data.task"), help=f"label column to learn ({_key('data.task')})")
     p.add_argument(
-        "--setting", choices=option_choices("data.setting"), help="one crop (nonseq) or segments + aggregation (seq)"
+        "--setting",
+        choices=option_choices("data.setting"),
+        help=f"one crop (nonseq) or segments + aggregation (seq) ({_key('data.setting')})",
     )
     p.add_argument(
         "--face-recon",
@@ -113,23 +144,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--method none is the audio-only baseline (a --teacher given then only supplies "
         "those config sections).",
     )
-    p.add_argument("--teacher", help="teacher run directory (needed unless --method none)")
+    p.add_argument(
+        "--teacher", help="teacher run directory (needed unless --method none; default: distill.teacher of --config)"
+    )
     p.add_argument(
         "--method",
         choices=option_choices("distill.method"),
-        default="embed",
-        help="how the student learns from the teacher (docs/method.md; distill.methods declares each)",
+        help="how the student learns from the teacher (docs/method.md; distill.methods declares each); "
+        f"default: distill.method of --config, else {STUDENT_METHOD}",
     )
     p.add_argument(
-        "--distance", choices=option_choices("distill.distance"), help="embedding distance (distill.distance)"
+        "--distance",
+        choices=option_choices("distill.distance"),
+        help=f"embedding distance ({_key('distill.distance')})",
     )
     p.add_argument(
         "--encoder-grad",
         choices=option_choices("distill.encoder_grad"),
-        help="does the task loss reach the student encoder? (distill.encoder_grad)",
+        help=f"does the task loss reach the student encoder? ({_key('distill.encoder_grad')})",
     )
-    p.add_argument("--task", choices=option_choices("data.task"), help="only without --teacher (data.task)")
-    p.add_argument("--setting", choices=option_choices("data.setting"), help="only without --teacher (data.setting)")
+    p.add_argument("--task", choices=option_choices("data.task"), help=f"only without --teacher ({_key('data.task')})")
+    p.add_argument(
+        "--setting", choices=option_choices("data.setting"), help=f"only without --teacher ({_key('data.setting')})"
+    )
     _run_options(p)
 
     p = sub.add_parser(
@@ -209,10 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pair", nargs="*", metavar="FILE", help="two files A B (or use --trials)")
     p.add_argument(
         "--trials",
-        help="trial list 'label enrol test' (VoxCeleb style); entries are utt_ids of "
-        "--manifest, or paths relative to the trial file's folder",
+        help="trial list 'label enrol test' (VoxCeleb style); entries are paths under --audio-root, or "
+        "utt_ids of --manifest",
     )
-    p.add_argument("--manifest", help="CSV/parquet with utt_id,path that the trial entries name")
+    p.add_argument(
+        "--audio-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder the trial entries are paths in, e.g. VoxCeleb1's wav/ (repeatable: the first that holds "
+        "an entry; default: the trial file's folder)",
+    )
+    p.add_argument(
+        "--manifest",
+        help="CSV/parquet with utt_id,path whose utt_ids the trial entries are (matched with or without "
+        "their extension: VoxCeleb's .wav names fit the recipe's ids)",
+    )
     p.add_argument(
         "--norm",
         choices=("auto", "none", "asnorm"),
@@ -254,7 +303,7 @@ def _common_flags(args: argparse.Namespace) -> dict:
     }
 
 
-def teacher_config(args: argparse.Namespace) -> RunConfig:
+def teacher_config_from_args(args: argparse.Namespace) -> RunConfig:
     flags = {
         **_common_flags(args),
         "role": "teacher",
@@ -265,20 +314,37 @@ def teacher_config(args: argparse.Namespace) -> RunConfig:
     return load_config(args.config, _overrides(args, flags))
 
 
-def student_config(args: argparse.Namespace) -> RunConfig:
-    """Teacher's data + model sections <- --config <- flags <- --set (:func:`distill.run.student_config`)."""
-    from distill.run import RunDir
-    from distill.run import student_config as derive
+def _chosen(args: argparse.Namespace, key: str, flag, default):
+    """The value of config key ``key`` by the CLI's precedence: ``default`` <- --config <- the flag
+    (when given) <- --set (the last one naming ``key``)."""
+    value = default
+    if args.config:
+        try:
+            node = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {args.config}: {exc}") from exc
+        for part in key.split("."):
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        value = value if node is _ABSENT else node
+    if flag is not None:
+        value = flag
+    for text in args.overrides:
+        name, given = parse_override(text)
+        if name == key:
+            value = given
+    return value
 
-    teacher = None
-    if args.teacher:
-        teacher = RunDir(args.teacher).config()
-        if teacher.role != "teacher":
-            raise ConfigError(f"--teacher {args.teacher} is a {teacher.role} run, not a teacher")
-        if args.task or args.setting:
-            raise ConfigError("--task/--setting come from the teacher; drop them or drop --teacher")
-    elif METHODS[args.method].needs_teacher:
-        raise ConfigError(f"--method {args.method} needs --teacher RUN_DIR")
+
+def student_config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Teacher's data + model sections <- --config <- flags <- --set (:func:`distill.run.student_config`).
+
+    The method and the teacher follow the same order, so a --config or --set can choose them; without
+    any of the three the method is ``embed`` (:data:`STUDENT_METHOD`)."""
+    method = _chosen(args, "distill.method", args.method, STUDENT_METHOD)
+    teacher_dir = _chosen(args, "distill.teacher", args.teacher, None)
+    teacher = require_teacher(method, teacher_dir)
+    if teacher is not None and (args.task or args.setting):
+        raise ConfigError("--task/--setting come from the teacher; drop them or drop --teacher")
     flags = {
         **_common_flags(args),
         "distill.distance": args.distance,
@@ -286,7 +352,7 @@ def student_config(args: argparse.Namespace) -> RunConfig:
         "data.task": args.task,
         "data.setting": args.setting,
     }
-    return derive(teacher, args.method, _overrides(args, flags), teacher_dir=args.teacher, config_file=args.config)
+    return student_config(teacher, method, _overrides(args, flags), teacher_dir=teacher_dir, config_file=args.config)
 
 
 def _summary(cfg: RunConfig, metrics: dict, seconds: float, out: str) -> str:
@@ -300,8 +366,6 @@ def _summary(cfg: RunConfig, metrics: dict, seconds: float, out: str) -> str:
 
 
 def _train(args: argparse.Namespace, cfg: RunConfig) -> int:
-    from distill.train import run_training
-
     started = time.perf_counter()
     metrics = run_training(cfg, args.out, resume=args.resume, progress=not args.quiet)
     if metrics:  # rank 0
@@ -310,9 +374,6 @@ def _train(args: argparse.Namespace, cfg: RunConfig) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from distill.evaluate_run import reevaluate
-    from distill.run import RunDir
-
     cfg = RunDir(args.run).config()
     started = time.perf_counter()
     metrics = reevaluate(args.run, cache=args.cache)
@@ -321,8 +382,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from distill.sweep import run_sweep
-
     result = run_sweep(
         args.sweep,
         cache=args.cache,
@@ -337,8 +396,6 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _sources(args: argparse.Namespace) -> list:
-    from distill.inference import sources_from
-
     if bool(args.files) == bool(args.manifest):
         raise ConfigError("give FILES or --manifest (one of the two)")
     if args.batch_size < 1:
@@ -353,9 +410,6 @@ def _report_failures(command: str, failures: list) -> int:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from distill.embed import H5_SUFFIXES, embed_to_h5, write_embeddings
-    from distill.inference import Model, run_items
-
     sources = _sources(args)
     model = Model.load(args.run, args.device)
     if args.out.endswith(H5_SUFFIXES):
@@ -375,8 +429,6 @@ def _embed(args: argparse.Namespace) -> int:
         embs += [emb] if chunk_ids else []
         failures += chunk_failures
     if ids:
-        import numpy as np
-
         emb = np.concatenate(embs)
         path = write_embeddings(emb, ids, args.out)
         print(f"embedded {len(ids)} file(s), {len(failures)} failed, {emb.shape[1]}-d, from {args.run} -> {path}")
@@ -386,8 +438,6 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from distill.inference import Model, Prediction, run_items, softmax
-
     sources = _sources(args)
     if args.out and not args.out.endswith((".csv", ".json")):
         raise ConfigError(f"--out {args.out}: use a .csv or .json file name")
@@ -403,15 +453,11 @@ def _predict(args: argparse.Namespace) -> int:
             table.insert(1, "path", [getattr(paths[u], "path", paths[u]) for u in ids])
             tables.append(table)
     if tables:
-        import pandas as pd
-
         table = pd.concat(tables, ignore_index=True)
         if args.out is None:
             for row in table.itertuples(index=False):
                 print(f"{row.utt_id}\t{row.top}\t{row.top_prob:.4f}")
         else:
-            from pathlib import Path
-
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             if args.out.endswith(".csv"):
                 table.to_csv(args.out, index=False)
@@ -429,34 +475,25 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from distill.inference import Model
-    from distill.verify import ensure_threshold, score_pairs, trial_items, trial_metrics
-
     if bool(args.pair) == bool(args.trials) or (args.pair and len(args.pair) != 2):
         raise ConfigError("give two files A B, or --trials T")
-    if args.manifest and not args.trials:
-        raise ConfigError("--manifest names the entries of --trials; with two files drop it")
+    if (args.manifest or args.audio_root) and not args.trials:
+        raise ConfigError("--manifest and --audio-root say where the entries of --trials are; with two files drop them")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    model = Model.load(args.run, args.device)
-    ensure_threshold(model, args.run)
-    if args.trials:
-        from manifests.trials import read_trials
-
+    if args.trials:  # before the model loads: a list that names nothing fails at once
         pairs = read_trials(args.trials)
-        items = trial_items(pairs, args.trials, args.manifest)
+        items = trial_items(pairs, args.trials, args.manifest, args.audio_root)
     else:
         pairs = pd.DataFrame({"enrol": [args.pair[0]], "test": [args.pair[1]]})
         items = {p: p for p in args.pair}
+    model = Model.load(args.run, args.device)
+    ensure_threshold(model, args.run)
     norm = model.resolve_norm(args.norm)
     scored, failures = score_pairs(
         model, pairs, items, norm=norm, batch_size=args.batch_size, progress=not args.quiet and len(items) > 2
     )
     if args.out:
-        from pathlib import Path
-
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         scored.to_csv(args.out, index=False)
     else:
@@ -468,6 +505,8 @@ def _verify(args: argparse.Namespace) -> int:
             )
     point = (model.threshold or {}).get("asnorm") if norm == "asnorm" else model.threshold
     threshold = f"threshold {point['threshold']:.4f} (val EER point)" if point else "no threshold"
+    if model.task != "speaker":
+        threshold += f" ({model.task} runs have none: decisions need a speaker run)"
     scoring = "AS-norm" if norm == "asnorm" else "cosine"
     summary = f"verify: {len(scored)} of {len(pairs)} pair(s) scored ({scoring}), {threshold}"
     found = trial_metrics(scored)
@@ -480,23 +519,31 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from distill.export import export_run
-
     out, diff = export_run(args.run, args.format, args.out, cells=args.cells)
     print(f"exported {args.run} as {args.format} -> {out} (max abs difference to the run: {diff:.1e})")
     return EXIT_OK
 
 
+def _how_to_continue(args: argparse.Namespace) -> str:
+    """What an interrupted command keeps, said after "interrupted" (only commands that keep work)."""
+    if args.command in ("teacher", "student"):
+        return "; rerun the same command with --resume to continue from the last completed epoch"
+    if args.command == "sweep":
+        return "; rerun the same command: finished runs are kept, unfinished ones resume"
+    if args.command == "embed" and args.out.endswith(H5_SUFFIXES):
+        return "; rerun the same command: the chunks already committed are kept"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from distill.distributed import shutdown
 
     try:
         if args.command == "teacher":
-            return _train(args, teacher_config(args))
+            return _train(args, teacher_config_from_args(args))
         if args.command == "student":
-            return _train(args, student_config(args))
+            return _train(args, student_config_from_args(args))
         if args.command == "eval":
             return _eval(args)
         if args.command == "sweep":
@@ -512,12 +559,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distill {args.command}: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"distill {args.command}: interrupted; rerun with --resume to continue", file=sys.stderr)
+        print(f"distill {args.command}: interrupted{_how_to_continue(args)}", file=sys.stderr)
         return 130
     except Exception as exc:  # a failed run: say what and why in one line, no traceback wall
-        from distill.targets import TargetMismatchError
-        from distill.train import NonFiniteLossError
-
         known = (NonFiniteLossError, TargetMismatchError, FileNotFoundError, ValueError, RuntimeError, OSError)
         if not isinstance(exc, known):
             raise

@@ -7,8 +7,13 @@ CPU; docs/method.md says why each open choice of the paper got the default it ha
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
+import inspect
+import io
+import textwrap
+import tokenize
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,10 +23,10 @@ from typing import Any, Literal, get_args
 import yaml
 
 from common.files import atomic_write_text
-from distill.losses import DISTANCES
 from distill.methods import METHODS, Method, get_method
 from distill.models import AGGREGATORS, AUDIO_ENCODERS, FUSIONS, HEADS, VISUAL_ENCODERS, ModelConfig
 from distill.models.network import Role, Setting
+from distill.train.losses import DISTANCES
 
 # The allowed values of every closed option are the Literal of its field: one source for the check
 # when a config is loaded, the CLI's choices (option_choices) and configs/base.yaml.
@@ -31,6 +36,8 @@ Target = Literal["fused", "audio"]  # distill.target: which teacher embedding th
 Optimizer = Literal["adamw", "adam", "sgd"]
 Scheduler = Literal["cosine", "step", "none"]
 Amp = Literal["auto", "on", "off"]
+AmpDtype = Literal["auto", "bf16", "fp16"]  # train.amp_dtype
+Compile = Literal["auto", "on", "off"]  # train.compile
 Select = Literal["auto", "eer", "accuracy", "uar", "loss"]  # train.select: the val metric of the best checkpoint
 ScoreNorm = Literal["none", "asnorm"]  # eval.score_norm
 SeqSpan = Literal["window", "utterance"]  # data.seq_span: fixed windows | the whole utterance
@@ -120,7 +127,11 @@ class TrainConfig:
     scheduler: Scheduler = "cosine"  # stepped once per epoch
     seed: int = 0
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
-    amp: Amp = "auto"  # auto: on for CUDA
+    amp: Amp = "auto"  # autocast; auto: on for CUDA
+    # autocast dtype when amp is on. auto: bf16 where the device supports it (CPU, CUDA from Ampere),
+    # fp16 with a gradient scaler on CUDA without bf16; losses are float32 either way
+    amp_dtype: AmpDtype = "auto"
+    compile: Compile = "auto"  # torch.compile the training step (network + loss); auto: on for CUDA
     grad_clip: float = 5.0  # max grad norm; 0 disables
     patience: int = 0  # epochs without val improvement before stopping; 0 = train all epochs
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
@@ -443,12 +454,6 @@ def _yaml_scalar(value: Any) -> str:
 def _body_entries(cls: type) -> list[tuple[str, str, str]]:
     """A dataclass body in source order: ``("field", name, its comment)`` and ``("comment", "", text)``
     for comment lines of their own (section headings, continued explanations); methods are skipped."""
-    import ast
-    import inspect
-    import io
-    import textwrap
-    import tokenize
-
     source = textwrap.dedent(inspect.getsource(cls))
     klass = next(node for node in ast.parse(source).body if isinstance(node, ast.ClassDef))
     body = klass.body

@@ -11,7 +11,7 @@ A method's loss is a weighted sum of named terms, in the order listed (torchdist
 the loss is built, so ``distill.alpha`` or ``distill.task_weight`` reach the sum without code.
 
 Adding a method: one :class:`Method` entry in :data:`METHODS`, plus, if it needs a loss term no
-method has yet, that term in :data:`distill.objective.TERMS`. Nothing else names methods.
+method has yet, that term in :data:`distill.train.objective.TERMS`. Nothing else names methods.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def one_minus(name: str) -> Weight:
 
 @dataclass(frozen=True)
 class Term:
-    """One named loss term and its weight in the total. ``name`` keys :data:`distill.objective.TERMS`."""
+    """One named loss term and its weight in the total. ``name`` keys :data:`distill.train.objective.TERMS`."""
 
     name: str
     weight: Weight = const(1.0)

@@ -14,6 +14,7 @@ this module imports the training stack only inside the functions that need it.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -27,8 +28,7 @@ if TYPE_CHECKING:
     import torch
 
     from distill.config import DataConfig, RunConfig
-    from distill.data import Grid, GridDataset, Labels
-    from distill.evaluate import Predictions
+    from distill.data.dataset import Grid, GridDataset, Labels
     from distill.models import DistillNetwork
 
 SPLITS = ("train", "val", "test")
@@ -54,7 +54,7 @@ class RunDir:
     LAST: ClassVar[str] = "last.pt"  # full training state after the last completed epoch (resume)
     TRAIN_LOG: ClassVar[str] = "train_log.csv"  # one row per epoch: train terms, val metrics, lr, seconds
     METRICS: ClassVar[str] = "metrics.json"  # test metrics of the best checkpoint; present = finished
-    TARGETS: ClassVar[str] = "targets.h5"  # teacher: its outputs on every grid cell (distill.targets)
+    TARGETS: ClassVar[str] = "targets.h5"  # teacher: its outputs on every grid cell (distill.train.targets)
     TRAIN_IDS: ClassVar[str] = "train_ids.txt"  # teacher: its training items, for the students' leakage check
     VERIFICATION: ClassVar[str] = "verification.json"  # speaker: the val EER operating point
     COHORT: ClassVar[str] = "cohort.npy"  # speaker: the AS-norm cohort of training speakers
@@ -114,7 +114,10 @@ class RunDir:
         from distill.config import ConfigError, load_config
 
         if not self.config_file.is_file():
-            raise ConfigError(f"{self.path} is not a run directory (no {self.CONFIG})")
+            raise ConfigError(
+                f"{self.path} is not a run directory (no {self.CONFIG}): give the --out of a `distill teacher` "
+                "or `distill student` run"
+            )
         return load_config(self.config_file)
 
     def write_config(self, cfg: RunConfig) -> None:
@@ -187,24 +190,27 @@ class RunData:
     @classmethod
     def load(cls, cfg: RunConfig, cache) -> RunData:
         from distill.config import ConfigError
-        from distill.data import Grid, Labels, assign_splits
+        from distill.data.dataset import Grid, Labels, assign_splits
 
         index = cache.index
         if len(index) == 0:
-            raise ConfigError(f"cache {cache.dir} holds no items")
+            raise ConfigError(
+                f"cache {cache.dir} holds no items: extract into it first (`extract run`; its failures.csv says "
+                "why items failed)"
+            )
         splits = assign_splits(index, cfg.data)
         labels = Labels.from_train(index, splits, cfg.data.label)
         ids = {s: np.flatnonzero((splits == s).to_numpy()) for s in SPLITS}
         for split in SPLITS:
             if not len(ids[split]):
-                raise ConfigError(f"the {split} split of cache {cache.dir} is empty")
+                raise ConfigError(empty_split_message(split, splits, cache.dir, index.columns, cfg.data))
         y = {s: labels.encode(index[cfg.data.label].iloc[ids[s]]) for s in ids}
         return cls(cache, Grid.from_config(cfg.data), labels, ids, y, Grid.for_eval(cfg.data), cfg.data)
 
     def dataset(
         self, split: str, *, faces: bool, train: bool, seed: int = 0, targets=None, augment=None
     ) -> GridDataset:
-        from distill.data import GridDataset
+        from distill.data.dataset import GridDataset
 
         grid = self.grid if train else self.eval_grid
         return GridDataset(
@@ -225,7 +231,7 @@ class RunData:
 
     def all_items(self, *, faces: bool) -> GridDataset:
         """Every item of the cache (all splits), for teacher targets."""
-        from distill.data import GridDataset
+        from distill.data.dataset import GridDataset
 
         rows = np.concatenate([self.ids[s] for s in SPLITS])
         y = np.concatenate([self.y[s] for s in SPLITS])
@@ -236,75 +242,28 @@ class RunData:
         return self.cache.index.loc[utt_ids, self.config.label].astype(str).to_numpy()
 
 
-@dataclass
-class Evaluator:
-    """A network and how evaluation runs it: device, autocast dtype, batch size."""
-
-    net: DistillNetwork
-    device: torch.device
-    amp_dtype: torch.dtype | None = None
-    batch_size: int = 64
-
-    def predict(self, dataset: GridDataset, video: bool = True) -> Predictions:
-        from distill.evaluate import predict
-
-        return predict(
-            self.net, dataset, self.device, video=video, batch_size=self.batch_size, amp_dtype=self.amp_dtype
+def empty_split_message(split: str, splits, cache_dir, columns, data: DataConfig) -> str:
+    """Why a split came out empty and what to do: the split is fixed by the cache's labels, so the
+    remedy is another split column, another fold, or a manifest with that split extracted anew."""
+    counts = ", ".join(f"{k} {v}" for k, v in splits.value_counts().sort_index().items()) or "no items"
+    text = f"the {split} split of cache {cache_dir} is empty"
+    if data.fold_column:
+        return (
+            f"{text} (fold {data.fold} over data.fold_column {data.fold_column!r} gives {counts}): choose "
+            "another data.fold_column, or data.n_folds so that every fold holds items"
         )
-
-
-@dataclass
-class LoadedRun:
-    """A finished run ready to evaluate: its directory, config, best network and data."""
-
-    dir: RunDir
-    config: RunConfig
-    net: DistillNetwork
-    data: RunData
-    evaluator: Evaluator
-    epoch: int  # of the best checkpoint
-
-    @property
-    def cache(self):
-        return self.data.cache
-
-    def predict(self, dataset: GridDataset, video: bool = True) -> Predictions:
-        return self.evaluator.predict(dataset, video)
-
-
-def eval_batch_size(cfg: DataConfig) -> int:
-    """Evaluation batches: at least 64 cells (no gradients to hold), more if training used more."""
-    return max(64, cfg.batch_size)
-
-
-def load_run(run_dir: str | Path, cache: str | None = None, device: str | torch.device | None = None) -> LoadedRun:
-    """A finished run's best network next to the data of its cache (or of ``cache``), for evaluation.
-
-    No trainer, optimizer or teacher targets: an ``embed`` student is evaluated like any other.
-    """
-    import torch
-
-    from distill.config import ConfigError
-    from distill.distributed import resolve_device
-    from distill.evaluate import amp_dtype
-    from extract import open_cache
-
-    run = RunDir(run_dir)
-    cfg = run.config()
-    if cache:
-        cfg.cache = str(cache)
-    if cfg.cache is None:
-        raise ConfigError(f"{run} names no cache (give one)")
-    device = resolve_device(cfg.train.device) if device is None else torch.device(device)
-    data = RunData.load(cfg, open_cache(cfg.cache))
-    trained = run.load_network(device)
-    if trained.meta["labels"] != data.labels.names:
-        raise ConfigError(
-            f"{run} was trained on classes {trained.meta['labels']}; the training split of "
-            f"{cfg.cache} has {data.labels.names}: its scores would not be comparable"
+    if data.split_column not in columns:
+        return (
+            f"{text} (the seeded {data.task} split gives {counts}): give the manifest a split column "
+            "(`python -m manifests RECIPE ROOT --split KIND`) and extract it into a new --cache-root"
         )
-    evaluator = Evaluator(trained.net, device, amp_dtype(cfg.train.amp, device), eval_batch_size(cfg.data))
-    return LoadedRun(run, cfg, trained.net, data, evaluator, trained.epoch)
+    return (
+        f"{text}: its {data.split_column!r} column holds {counts}. A cache keeps the labels it was extracted "
+        f"with, so write a manifest with {split} rows and extract it into a new --cache-root (VoxCeleb2: "
+        "`python -m manifests voxceleb2 ROOT --out M --val-speakers 0.02` carves a speaker-disjoint val split; "
+        "other recipes: --split KIND), or set data.split_column to a column of the cache that holds "
+        "train/val/test rows"
+    )
 
 
 # --------------------------------------------------------------------------- students of a teacher
@@ -332,17 +291,11 @@ def student_config(
     ``teacher: {data: ...}``) reaches its students too, so they see the teacher's split and grid.
     Without a teacher (``method`` must then need none) the student starts from the defaults.
     """
-    from distill.config import ConfigError, load_config, merge
+    from distill.config import load_config, merge
 
-    if method not in METHODS:
-        raise ConfigError(f"method {method!r} is not one of {', '.join(METHODS)}")
-    spec = METHODS[method]
-    if teacher is None and spec.needs_teacher:
-        raise ConfigError(f"method {method} needs a teacher run")
+    require_teacher(method, teacher)
     base = dict(shared or {})
     if teacher is not None:
-        if teacher.role != "teacher":
-            raise ConfigError(f"a student's teacher must be a teacher run, got role {teacher.role!r}")
         tree = teacher.to_dict()
         base = merge(base, {**{k: tree[k] for k in INHERITED}, "cache": teacher.cache})
     own = {
@@ -355,3 +308,33 @@ def student_config(
     else:
         pairs = [f"{k}={'null' if v is None else v}" for k, v in own.items()] + list(overrides or [])
     return load_config(config_file, pairs, base=base)
+
+
+def require_teacher(method: str, teacher: RunConfig | str | os.PathLike | None) -> RunConfig | None:
+    """The one check of a student's teacher, for the CLI, a sweep's plan and the trainer: whether
+    ``method`` needs one, that it is a teacher run and, given as a run directory, a finished one
+    (its targets and metrics written). Returns the teacher's config (None without a teacher)."""
+    from distill.config import ConfigError
+
+    if method not in METHODS:
+        raise ConfigError(f"method {method!r} is not one of {', '.join(METHODS)}")
+    if teacher is None:
+        if METHODS[method].needs_teacher:
+            raise ConfigError(f"method {method} needs a teacher run: --teacher RUN_DIR (config: distill.teacher)")
+        return None
+    run = None
+    if isinstance(teacher, (str, os.PathLike)):
+        run = RunDir(teacher)
+        teacher = run.config()
+    if teacher.role != "teacher":
+        where = f" {run}" if run else ""
+        raise ConfigError(
+            f"a student's teacher must be a teacher run; {where or 'this config'} is a {teacher.role} run: "
+            "give --teacher the --out of a `distill teacher` run"
+        )
+    if run is not None and not run.finished:
+        raise ConfigError(
+            f"teacher {run} has not finished (no {RunDir.METRICS}): rerun its `distill teacher ... --resume`, "
+            "or wait for it"
+        )
+    return teacher

@@ -25,11 +25,11 @@ SWEEP.yaml::
 evaluation (``model.face_dropout: 1.0``, same architecture, same seed; ``distill.face_recon: 0``, so
 the faces do not reach it as reconstruction targets either) and distils every variant
 but ``none`` from it too: a gain that the audio-only teacher gives as well is self-distillation,
-not the video's. distill.report then gives each method's gain over ``none`` and the video's share.
+not the video's. distill.eval.report then gives each method's gain over ``none`` and the video's share.
 
 Layout: ``OUT/<task>-<setting>/teacher`` and ``OUT/<task>-<setting>/<variant>/seed<k>``; the control
 ``OUT/<task>-<setting>/audio_teacher`` and ``OUT/<task>-<setting>/<variant>@audio_teacher/seed<k>``;
-then ``OUT/results.csv``, ``OUT/results.md`` and ``OUT/results_<task>[_share].png`` via distill.report.
+then ``OUT/results.csv``, ``OUT/results.md`` and ``OUT/results_<task>[_share].png`` via distill.eval.report.
 
 ``folds: {column: session}`` runs every task x setting once per fold: one fold per value of the
 cache's ``session`` column (IEMOCAP leave-one-session-out), or with ``k: 5`` the column's values
@@ -60,10 +60,12 @@ import yaml
 from tqdm import tqdm
 
 from distill.config import ConfigError, RunConfig, load_config, merge
+from distill.eval.report import AUDIO_TEACHER, CONTROL_SUFFIX, collect_runs, write_results
 from distill.methods import METHODS
-from distill.report import AUDIO_TEACHER, CONTROL_SUFFIX
 from distill.run import RunDir, student_config
-from distill.train import run_training
+from distill.train.trainer import run_training
+from extract.cache import open_cache
+from manifests.splits import count_folds
 
 #: Control teachers by name: the overrides that turn the sweep's teacher into the control's. The
 #: audio-only teacher must not learn from the faces by any route: hidden as input, and not
@@ -234,9 +236,6 @@ class SweepSpec:
         if self.folds is None:
             return [None]
         if self._n_folds is None:
-            from extract.cache import open_cache
-            from manifests.splits import count_folds
-
             try:
                 self._n_folds = count_folds(open_cache(self.cache).index, self.folds.column, self.folds.k)
             except ValueError as exc:  # CacheError is a RuntimeError: a missing cache says so itself
@@ -387,7 +386,7 @@ def _run_dask(tasks: list[SweepTask], client, bar: tqdm) -> list[RunRecord]:
     only once the teacher's run (and its targets) is finished. A worker that dies mid-run has its
     task rescheduled by dask on another worker (``distributed.scheduler.allowed-failures`` times),
     where :func:`_train_or_reuse` resumes it from the run's ``last.pt``."""
-    from dask.distributed import as_completed
+    from dask.distributed import as_completed  # the cluster extra: only dask sweeps need it
 
     tag = uuid.uuid4().hex[:8]  # a rerun from the same client must not get the cached results back
     futures = {}
@@ -424,7 +423,7 @@ def run_sweep(
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     if scheduler and backend != "dask":
-        raise ConfigError("a scheduler address needs backend 'dask'")
+        raise ConfigError("a scheduler address needs backend 'dask' (--backend dask)")
     spec = SweepSpec.load(path, cache=cache, out=out)
     out_dir = Path(spec.out)
     tasks = plan_sweep(spec, out_dir)
@@ -432,7 +431,7 @@ def run_sweep(
         if backend == "local":
             records = _run_local(tasks, bar)
         else:
-            from extract.cluster import dask_client
+            from extract.cluster import dask_client  # imports dask: only dask sweeps need it
 
             with dask_client(scheduler, workers) as client:
                 records = _run_dask(tasks, client, bar)
@@ -449,8 +448,6 @@ def _report(bar: tqdm, record: RunRecord) -> None:
 
 def write_sweep_results(spec: SweepSpec, out_dir: Path) -> dict:
     """results.csv/.md and bar charts over the sweep's finished runs, students named by variant."""
-    from distill.report import collect_runs, write_results
-
     layout = SweepLayout(out_dir)
     dirs = [layout.combo(t, s) for t, s in spec.combos if layout.combo(t, s).is_dir()]
     if not dirs:

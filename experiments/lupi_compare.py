@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.stats import paired_difference
+from distill.eval.stats import paired_difference
 from distill.testing import tiny_config
 from distill.testing.lupi import SCHEDULE, TEACHER, LupiDesign, make_lupi_cache
-from distill.train import run_training
+from distill.train.trainer import run_training
 
 #: Student variants by name: the overrides each adds to the test's schedule.
 VARIANTS = {

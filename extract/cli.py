@@ -7,7 +7,8 @@ import json
 import sys
 from dataclasses import fields
 
-from extract.cache import CacheBusyError, CacheError
+from common.cli import HelpFormatter
+from extract.cache import CacheBusyError, CacheError, open_cache, write_snapshot
 from extract.compact import DEFAULT_TARGET_MB
 from extract.config import FACE_PRECISIONS, ExtractConfig
 from extract.detect import FACE_DETECTORS
@@ -21,7 +22,7 @@ _DEFAULTS = {f.name: f.default for f in fields(ExtractConfig)}
 
 
 def _parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     parser = argparse.ArgumentParser(
         prog="extract",
         description="Decode audio-visual videos into a sharded HDF5 feature cache (log-mel + face embeddings).",
@@ -55,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="torch threads per worker; None: cores // workers, or 1 on a remote dask cluster",
+        help="torch threads per worker (default: cores // workers, or 1 on a remote dask cluster)",
     )
     run.add_argument(
         "--device", default=RunOptions.device, help="face models on auto (CUDA if present) | cpu | cuda[:K]; not hashed"
@@ -117,14 +118,25 @@ def _parser() -> argparse.ArgumentParser:
         "--face-batch", type=int, default=_DEFAULTS["face_batch"], help="frames per face-model batch (speed only)"
     )
 
-    info = sub.add_parser("info", help="summarise a cache", formatter_class=fmt)
-    info.add_argument("cache_dir")
+    info = sub.add_parser(
+        "info",
+        help="summarise a cache",
+        description="Summarise CACHE_DIR: items, hours of audio, shards, bytes per hour, failures by reason, "
+        "face-found rate, and the extraction settings it was made with.",
+        formatter_class=fmt,
+    )
+    info.add_argument("cache_dir", help="a cache directory (the last word `extract run` prints)")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     verify = sub.add_parser(
-        "verify", help="read everything back; exit 0 only if every item is whole and finite", formatter_class=fmt
+        "verify",
+        help="read everything back; exit 0 only if every item is whole and finite",
+        description="Read every item of CACHE_DIR back and check it against the index: HDF5 checksums, "
+        "lengths, missing shards, non-finite values. Names each corrupt item; exit 0 only if there is none "
+        "(`extract run --repair` re-extracts them).",
+        formatter_class=fmt,
     )
-    verify.add_argument("cache_dir")
+    verify.add_argument("cache_dir", help="a cache directory")
 
     index = sub.add_parser(
         "index",
@@ -198,8 +210,6 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from extract.cache import open_cache, write_snapshot
-
     open_cache(args.cache_dir)  # CacheError if it is not a cache
     path = write_snapshot(args.cache_dir)
     n = len(open_cache(args.cache_dir))
@@ -208,7 +218,6 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
-    from extract.cache import open_cache
     from extract.compact import compact_cache
 
     open_cache(args.cache_dir)  # CacheError if it is not a cache

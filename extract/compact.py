@@ -25,18 +25,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from extract.cache import (
-    SHARD_DIR,
-    Cache,
-    ItemFeatures,
-    ShardWriter,
-    _check_item,
-    cache_lock,
-    commit_rows,
-    open_cache,
-    remove_orphan_shards,
-    write_snapshot,
-)
+from extract.cache.commit_log import commit_rows
+from extract.cache.index import remove_orphan_shards, write_snapshot
+from extract.cache.layout import SHARD_DIR
+from extract.cache.lock import cache_lock
+from extract.cache.reader import Cache, open_cache
+from extract.cache.writer import ItemFeatures, ShardWriter, _check_item
 
 #: Default size of a compacted shard. Compaction holds about three times this in memory.
 DEFAULT_TARGET_MB = 128.0

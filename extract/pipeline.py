@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from extract.cache import ItemFeatures
+from extract.cache.writer import ItemFeatures
 from extract.config import ExtractConfig
 from extract.decode import Decoded, DecodeError, MediaInfo, decode
 from extract.faces import FaceEmbedder, FaceWeights

@@ -33,17 +33,11 @@ from tqdm.auto import tqdm
 
 from common.device import resolve_device
 from common.files import atomic_output
-from extract.cache import (
-    CONFIG_FILE,
-    ItemFeatures,
-    ShardWriter,
-    cache_lock,
-    commit_rows,
-    committed_utt_ids,
-    remove_orphan_shards,
-    write_config,
-    write_snapshot,
-)
+from extract.cache.commit_log import commit_rows
+from extract.cache.index import committed_utt_ids, remove_orphan_shards, write_snapshot
+from extract.cache.layout import CONFIG_FILE, write_config
+from extract.cache.lock import cache_lock
+from extract.cache.writer import ItemFeatures, ShardWriter
 from extract.config import ExtractConfig
 from extract.decode import CROPS
 from extract.faces import FaceEmbedder, FaceWeights, check_face_config, resolve_face_weights
@@ -82,7 +76,7 @@ def load_manifest(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
         blank = table[column].isna() | (table[column].astype(str).str.strip() == "")
         if blank.any():
             rows = ", ".join(str(i + 2) for i in table.index[blank][:5])  # +2: header line, 1-based
-            raise ManifestError(f"manifest {path}: empty {column} on line(s) {rows}")
+            raise ManifestError(f"manifest {path}: empty {column} on line(s) {rows}: fill them in or drop those rows")
     if "crop" in table.columns:
         bad = ~table["crop"].isna() & ~table["crop"].astype(str).isin([*CROPS, ""])
         if bad.any():

@@ -12,6 +12,7 @@ import inspect
 import sys
 from pathlib import Path
 
+from common.cli import RawHelpFormatter
 from manifests.io import write_manifest
 from manifests.recipes import RECIPES, NotADatasetError, run_recipe
 from manifests.splits import SPLIT_KINDS
@@ -19,22 +20,18 @@ from manifests.trials import make_trials, write_trials
 
 #: Recipe options on the command line: flag -> (keyword, help). Each applies only to recipes taking it.
 RECIPE_OPTIONS = {
-    "--media": ("media", "voxceleb2: mp4|aac; cremad: video|audio"),
+    "--media": ("media", "voxceleb2: mp4|aac (default mp4); cremad: video|audio (default video)"),
     "--val-speakers": (
         "val_speakers",
         "voxceleb2: fraction of dev speakers carved out as a speaker-disjoint val split (default 0: none)",
     ),
-    "--modality": ("modality", "ravdess: av|audio|video"),
+    "--modality": ("modality", "ravdess: av|audio|video (default av)"),
     "--include-song": ("include_song", "ravdess: keep song clips (vocal channel 02)"),
-    "--classes": ("classes", "iemocap: 4 (neu, hap+exc, ang, sad) | all"),
+    "--classes": ("classes", "iemocap: 4 (neu, hap+exc, ang, sad) | all (default 4)"),
     "--no-crop": ("crop_speaker", "iemocap: write crop=full instead of the speaking actor's half"),
     "--labels": ("labels", "generic: CSV with a 'path' column (relative to ROOT) and label columns"),
     "--pattern": ("pattern", "generic: regex with named groups over the path relative to ROOT"),
 }
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown, and the epilog's recipe list kept as written."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"usual protocol), none, {', '.join(SPLIT_KINDS)}.\n"
         "exit status: 0 written; 1 ROOT is not that dataset or nothing usable was found; 2 bad usage.\n"
         "See docs/datasets.md for each dataset's expected layout.",
-        formatter_class=_Formatter,
+        formatter_class=RawHelpFormatter,  # the epilog's recipe list kept as written
     )
     parser.add_argument("recipe", choices=sorted(RECIPES), help="dataset recipe")
     parser.add_argument("root", type=Path, help="dataset root, as downloaded and unpacked")

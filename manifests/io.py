@@ -25,7 +25,9 @@ def check_manifest(df: pd.DataFrame, where: Path | str) -> None:
     if missing:
         raise ManifestError(
             f"manifest {where} lacks required column(s) {', '.join(missing)} "
-            f"(it has: {', '.join(map(str, df.columns)) or 'none'})"
+            f"(it has: {', '.join(map(str, df.columns)) or 'none'}): add them (utt_id: a unique id per item; "
+            "path: its media file, absolute or relative to the manifest's folder), or make the manifest with "
+            "`python -m manifests`"
         )
     ids = df["utt_id"].astype(str)
     duplicated = ids[ids.duplicated()].unique()

@@ -30,7 +30,7 @@ def trained_runs(tmp_path_factory) -> Runs:
     root = tmp_path_factory.getbasetemp() / "inference_runs"
     done = root / "done"
     if not done.is_file():
-        from distill.train import run_training
+        from distill.train.trainer import run_training
         from extract.cache import build_cache
         from extract.config import ExtractConfig
         from manifests.media import write_video

@@ -72,3 +72,18 @@ def test_handles_are_kept_per_process_bounded_and_never_pickled(tmp_path):
     assert queue.get(timeout=5) == (0, [1, 1])  # the child opened its own handle
     files.close()
     assert len(files) == 0
+
+
+def test_dataset_objects_are_kept_with_their_file_and_dropped_when_it_closes(tmp_path):
+    paths = []
+    for k in range(3):
+        paths.append(tmp_path / f"{k}.h5")
+        with h5py.File(paths[-1], "w") as h5:
+            h5["a"] = np.full(2, k)
+    files = H5Files(max_open=2)
+    kept = files.dataset(paths[0], "a")
+    assert files.dataset(paths[0], "a") is kept
+    files.get(paths[1]), files.get(paths[2])  # paths[0] is closed: its dataset object is invalid now
+    assert files.dataset(paths[0], "a") is not kept and files.dataset(paths[0], "a")[:].tolist() == [0, 0]
+    files.close()
+    assert files.dataset(paths[2], "a")[:].tolist() == [2, 2]

@@ -8,11 +8,20 @@ import pytest
 import torch
 from conftest import tone
 
-from distill.augment import AddNoise, Augmenter, FreqMask, NoiseSource, TimeMask, build_augmenter, mix_at_snr, to_power
 from distill.config import AugmentConfig, ConfigError
-from distill.data import Grid, GridDataset
+from distill.data.augment import (
+    AddNoise,
+    Augmenter,
+    FreqMask,
+    NoiseSource,
+    TimeMask,
+    build_augmenter,
+    mix_at_snr,
+    to_power,
+)
+from distill.data.dataset import Grid, GridDataset
 from distill.testing import make_lupi_cache, make_lupi_items, make_noise_items, tiny_config
-from distill.train import Trainer, run_training
+from distill.train.trainer import Trainer, run_training
 from extract.cache import build_cache, open_cache
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -17,7 +19,7 @@ import pytest
 
 from distill.cli import main
 from distill.testing import TINY, make_lupi_cache, make_lupi_items, tiny_config
-from distill.train import run_training
+from distill.train.trainer import run_training
 from extract.cache import build_cache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,15 +46,18 @@ def test_help_and_usage_errors(capsys, tmp_path):
         main(["teacher", "--task", "singing", "--out", str(tmp_path)])
     assert exc.value.code == 2
     assert main(["student", "--method", "embed", "--out", str(tmp_path / "s")]) == 2
-    assert "needs --teacher" in capsys.readouterr().err
+    assert "needs a teacher run: --teacher RUN_DIR" in capsys.readouterr().err
     assert main(["teacher", "--out", str(tmp_path / "t"), "--cache", "x", "--set", "distill.distance=hamming"]) == 2
     assert "hamming" in capsys.readouterr().err
 
 
-def test_teacher_then_student_through_the_cli(cache, tmp_path, capsys):
-    t, s = tmp_path / "t", tmp_path / "s"
-    assert (
-        main(
+@pytest.fixture(scope="module")
+def teacher(cache, tmp_path_factory) -> tuple[Path, str]:
+    """A finished speaker/seq teacher trained through the CLI, and what it printed."""
+    t = tmp_path_factory.mktemp("teacher") / "t"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(
             [
                 "teacher",
                 "--cache",
@@ -67,9 +72,14 @@ def test_teacher_then_student_through_the_cli(cache, tmp_path, capsys):
                 *SETS,
             ]
         )
-        == 0
-    )
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("teacher speaker/seq: accuracy=")
+    assert code == 0
+    return t, out.getvalue()
+
+
+def test_teacher_then_student_through_the_cli(teacher, tmp_path, capsys):
+    t, printed = teacher
+    s = tmp_path / "s"
+    assert printed.strip().splitlines()[-1].startswith("teacher speaker/seq: accuracy=")
     assert (
         main(["student", "--teacher", str(t), "--method", "embed", "--distance", "l1", "--out", str(s), "--quiet"]) == 0
     )
@@ -213,3 +223,55 @@ def test_embed_decodes_new_audio_with_the_extraction_path(tmp_path, clips, capsy
     np.testing.assert_allclose(table.drop(columns="path").to_numpy()[0], emb[0], rtol=1e-5, atol=1e-6)
     assert main(["embed", str(tmp_path / "run"), str(tmp_path / "missing.wav"), "--out", str(tmp_path / "x.npy")]) == 1
     assert "missing.wav" in capsys.readouterr().err
+
+
+def _student_config(*argv: str):
+    from distill.cli import build_parser, student_config_from_args
+
+    return student_config_from_args(build_parser().parse_args(["student", "--out", "unused", *argv]))
+
+
+def test_student_method_and_teacher_follow_config_then_flag_then_set(cache, teacher, tmp_path):
+    """Defaults < --config < flags < --set, a flag counting only when given (it used to always say embed)."""
+    from distill.config import ConfigError
+
+    none, embed = tmp_path / "none.yaml", tmp_path / "embed.yaml"
+    none.write_text("distill: {method: none}\n")
+    embed.write_text("distill: {method: embed}\n")
+    assert _student_config("--config", str(none), "--cache", str(cache)).distill.method == "none"
+    assert _student_config("--config", str(embed), "--method", "none", "--cache", "c").distill.method == "none"
+    assert _student_config("--method", "embed", "--set", "distill.method=none", "--cache", "c").distill.method == "none"
+    for argv in ([], ["--config", str(none), "--method", "embed"]):  # the CLI's default, and a flag over --config
+        with pytest.raises(ConfigError, match="method embed needs a teacher run"):
+            _student_config(*argv, "--cache", "c")
+    # the teacher too: a --config naming it gives the student the teacher's sections, as --teacher does
+    t = teacher[0]
+    chosen = tmp_path / "student.yaml"
+    chosen.write_text(f"distill: {{method: softlabel, teacher: {t}}}\n")
+    cfg = _student_config("--config", str(chosen))
+    assert (cfg.distill.method, cfg.distill.teacher, cfg.data.setting) == ("softlabel", str(t), "seq")
+    assert cfg.model.emb_dim == TINY["model.emb_dim"] and cfg.cache == str(cache)
+
+
+@pytest.mark.parametrize(
+    "argv, patched, advice",
+    [
+        (["teacher", "--cache", "c", "--out", "r"], "run_training", "rerun the same command with --resume"),
+        (["sweep", "s.yaml"], "run_sweep", "rerun the same command: finished runs are kept"),
+        (["embed", "r", "a.wav", "--out", "e.h5"], "_embed", "rerun the same command: the chunks already committed"),
+        (["embed", "r", "a.wav", "--out", "e.npy"], "_embed", None),
+        (["eval", "r"], "_eval", None),
+        (["export", "r", "--out", "m"], "export_run", None),
+    ],
+)
+def test_an_interrupt_says_how_to_continue_only_where_work_is_kept(argv, patched, advice, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(f"distill.cli.{patched}", interrupted)
+    if argv[0] == "teacher":
+        monkeypatch.setattr("distill.cli.load_config", lambda *a, **k: tiny_config("c"))
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"distill {argv[0]}: interrupted")
+    assert (advice in err) if advice else (err == f"distill {argv[0]}: interrupted"), err

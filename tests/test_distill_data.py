@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from distill.config import DataConfig
-from distill.data import Grid, GridDataset, Labels, assign_splits, collate
+from distill.data.dataset import Grid, GridDataset, Labels, assign_splits, collate
 from distill.testing import make_lupi_cache, make_lupi_items
 from extract.cache import build_cache, open_cache
 
@@ -93,6 +93,31 @@ def test_student_samples_hold_fbank_only_and_match_the_cache(cache):
     np.testing.assert_array_equal(sample["fbank"].numpy(), full[grid.frame_index(len(full), cell)])
 
 
+@pytest.mark.parametrize("grid", [nonseq(crop=55, hop=7), seq(seg_len=10, seg_hop=15, n_segments=4, hop=9)])
+def test_a_cell_reads_only_its_span_of_fbank_rows_and_wrapped_cells_the_whole_item(cache, grid, monkeypatch):
+    """Lengths 30-70 frames against cells of 55 frames (crops, or 4 segments of 10 frames 15 apart):
+    a long item reads the cell's span, a shorter one (wrapped) the rows it wraps over; every cell
+    equals the full item's rows."""
+    reads = []
+    read_at = type(cache).read_at
+    monkeypatch.setattr(
+        cache, "read_at", lambda row, *a, **k: reads.append(k.get("frames")) or read_at(cache, row, *a, **k)
+    )
+    utts = list(cache)
+    ds = GridDataset(cache, utts, np.arange(len(utts)), grid, faces=True, train=False)
+    for i in range(len(ds)):
+        item, cell = ds.locate(i)
+        full = cache[utts[item]]
+        rows = grid.frame_index(len(full["fbank"]), cell)
+        sample = ds[i]
+        np.testing.assert_array_equal(sample["fbank"].numpy(), full["fbank"][rows])
+        first, stop = reads[-1]
+        assert (first, stop) == (rows.min(), rows.max() + 1)  # the rows the cell holds, no more
+        if len(full["fbank"]) > grid.cell_len:
+            assert stop - first == grid.cell_len
+    assert {len(cache[u]["fbank"]) > grid.cell_len for u in utts} == {True, False}  # both cases ran
+
+
 def test_teacher_seq_samples_carry_per_segment_faces_with_masks(cache):
     utts = list(cache)
     ds = GridDataset(
@@ -154,7 +179,7 @@ def test_labels_come_from_the_train_split_and_unknowns_are_minus_one(cache):
 def test_persistent_workers_follow_the_epoch_through_tagged_indices(cache):
     from torch.utils.data import DataLoader, DistributedSampler
 
-    from distill.data import EpochTaggedSampler
+    from distill.data.dataset import EpochTaggedSampler
 
     utts = list(cache)
     ds = GridDataset(cache, utts, np.zeros(len(utts), int), nonseq(crop=10, hop=5), faces=False, train=True, seed=3)

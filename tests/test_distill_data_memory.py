@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from distill.testing import make_lupi_items, tiny_config
-from distill.train import Trainer
+from distill.train.trainer import Trainer
 from extract.cache import build_cache
 
 pytestmark = pytest.mark.slow

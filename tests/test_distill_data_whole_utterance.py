@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from distill.config import ConfigError, DataConfig
-from distill.data import Grid, collate
-from distill.losses import EmbeddingDistillLoss
+from distill.data.dataset import Grid, collate
 from distill.models import AGGREGATORS, AUDIO_ENCODERS, ModelConfig, build_network
 from distill.testing import make_lupi_cache, tiny_config
-from distill.train import LiveTeacher, Trainer, run_training
+from distill.train.losses import EmbeddingDistillLoss
+from distill.train.trainer import LiveTeacher, Trainer, run_training
 
 torch.set_num_threads(1)
 
@@ -196,7 +196,7 @@ def test_whole_utterance_seq_teacher_then_embed_student(cache, teacher, tmp_path
 
 
 def test_a_student_on_another_span_is_refused(cache, teacher, tmp_path):
-    from distill.targets import TargetMismatchError
+    from distill.train.targets import TargetMismatchError
 
     window = tiny_config(cache, "student", distill__method="embed", distill__teacher=str(teacher), data__setting="seq")
     with pytest.raises(TargetMismatchError, match="span: teacher utterance vs student window"):
@@ -215,9 +215,9 @@ def test_a_student_on_another_span_is_refused(cache, teacher, tmp_path):
 @pytest.mark.slow
 def test_whole_utterance_model_embeds_as_evaluation_does(cache, teacher):
     """distill embed's grouping of equal-shape cells gives the embeddings evaluation scored."""
-    from distill.export import export_run
-    from distill.inference import Model
-    from distill.run import load_run
+    from distill.eval.run_eval import load_run
+    from distill.serve.export import export_run
+    from distill.serve.model import Model
 
     trainer = load_run(teacher)
     test = trainer.data.dataset("test", faces=False, train=False)
@@ -234,7 +234,7 @@ def test_nonseq_whole_utterance_evaluation_writes_metrics(cache, tmp_path):
     run = tmp_path / "t"
     metrics = run_training(tiny_config(cache, "teacher", data__eval_span="utterance"), run, progress=False)
     assert json.loads((run / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
-    from distill.run import load_run
+    from distill.eval.run_eval import load_run
 
     trainer = load_run(run)
     test = trainer.data.dataset("test", faces=False, train=False)

@@ -1,4 +1,10 @@
-"""DDP under torchrun with 2 CPU processes (gloo): it runs, rank 0 writes, metrics close to 1 process."""
+"""DDP under torchrun with 2 CPU processes (gloo): it runs, rank 0 writes, metrics close to 1 process.
+
+The two processes also compile their step (``train.compile=on``, what CUDA runs get by default), so
+the wrap order (DDP first, then compile) is exercised. torch's backend override sends the captured
+graphs to its ``eager`` backend: dynamo traces the step through DDP's forward as it would for
+inductor, without code generation (inductor's C++ build costs minutes on this CPU; AOTAutograd's
+backward graphs are tested in test_distill_compile.py)."""
 
 from __future__ import annotations
 
@@ -57,13 +63,15 @@ def test_two_process_training_matches_one_process(tmp_path):
             *common,
             "--set",
             "data.batch_size=4",
+            "--set",
+            "train.compile=on",
             "--out",
             str(tmp_path / "two"),
         ],
         capture_output=True,
         text=True,
-        env=env,
-        timeout=120,
+        env={**env, "TORCH_COMPILE_OVERRIDE_BACKENDS": ">=0:eager"},
+        timeout=240,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert ddp.stdout.count("teacher speaker/nonseq:") == 1  # only rank 0 reports

@@ -1,4 +1,4 @@
-"""distill.embed and `distill embed`: .npy/.csv, and .h5 files that resume after a kill."""
+"""distill.serve.embed and `distill embed`: .npy/.csv, and .h5 files that resume after a kill."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from inference_runs import assert_close, trained_runs
 
 from distill.cli import main
-from distill.embed import read_h5
-from distill.inference import Model
+from distill.serve.embed import read_h5
+from distill.serve.model import Model
 
 REPO = Path(__file__).resolve().parents[1]
 

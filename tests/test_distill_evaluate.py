@@ -7,10 +7,10 @@ import json
 import pandas as pd
 import pytest
 
-from distill import evaluate
-from distill.evaluate import TRIAL_SEED, build_trials, trials_record
+from distill.eval import evaluate
+from distill.eval.evaluate import TRIAL_SEED, build_trials, trials_record
 from distill.testing import make_lupi_cache, tiny_config
-from distill.train import run_training
+from distill.train.trainer import run_training
 
 
 def _index(n_speakers: int = 6, per_speaker: int = 10) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""distill.export: self-contained TorchScript / ONNX folders that equal the run they came from."""
+"""distill.serve.export: self-contained TorchScript / ONNX folders that equal the run they came from."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from inference_runs import assert_close, trained_runs
 
 from distill.cli import main
-from distill.export import export_run
-from distill.inference import Model
+from distill.serve.export import export_run
+from distill.serve.model import Model
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_export_loads_without_run_or_cache_and_equals_the_run(runs, tmp_path, mo
         raise AssertionError("an exported model must not open a cache")
 
     monkeypatch.setattr("extract.open_cache", no_cache)
-    monkeypatch.setattr("distill.train.open_cache", no_cache)
+    monkeypatch.setattr("distill.train.trainer.open_cache", no_cache)
     exported, original = Model.load(out), Model.from_run(getattr(runs, which))
     files = [str(p) for p in runs.wavs]
     # 4 files -> more cells than the graph's 4 per call, so chunks and a padded last chunk are exercised

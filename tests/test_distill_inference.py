@@ -1,4 +1,4 @@
-"""distill.inference: the Model API (embed, predict, score), batching, and `distill predict`."""
+"""distill.serve.model: the Model API (embed, predict, score), batching, and `distill predict`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from inference_runs import assert_close, trained_runs
 
 from distill.cli import main
-from distill.inference import Model, Segment, run_items, sources_from
+from distill.serve.model import Model, Segment, run_items, sources_from
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def speaker(runs):
 
 
 def _split_fbanks(runs, run_dir, split: str):
-    from distill.run import load_run
+    from distill.eval.run_eval import load_run
 
     trainer = load_run(run_dir)
     ids = trainer.cache.utt_ids(trainer.data.ids[split])
@@ -84,8 +84,8 @@ def test_prediction_table(speaker, runs):
 
 
 def test_score_and_the_recorded_val_threshold(runs, speaker):
-    from distill import metrics as M
-    from distill.evaluate import build_trials
+    from distill.eval import metrics as M
+    from distill.eval.evaluate import build_trials
 
     a, b = [str(p) for p in runs.wavs[:2]], [str(p) for p in runs.wavs[2:]]
     scores = speaker.score(a, b)
@@ -203,7 +203,7 @@ def test_docs_example_runs(runs, tmp_path, monkeypatch):
 
 def test_a_run_on_a_synthetic_cache_embeds_logmels_but_not_files(runs, tmp_path, capsys):
     from distill.testing import make_lupi_cache, tiny_config
-    from distill.train import run_training
+    from distill.train.trainer import run_training
 
     cache = make_lupi_cache(tmp_path / "cache", n_classes=3, per_class=8, n_frames=90, n_mels=20)
     run_training(tiny_config(cache, "student", train__tensorboard=False), tmp_path / "run", progress=False)

@@ -1,4 +1,4 @@
-"""distill.losses against hand-computed values and known limits."""
+"""distill.train.losses against hand-computed values and known limits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.losses import (
+from distill.train.losses import (
     DISTANCES,
     EmbeddingDistillLoss,
     FaceReconstructionLoss,
@@ -168,7 +168,7 @@ def test_face_reconstruction_per_segment_and_shape_errors():
 
 
 def test_similarity_preserving_hand_computed_and_width_free():
-    from distill.losses import similarity_preserving
+    from distill.train.losses import similarity_preserving
 
     student = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # orthogonal: S_s = I
     teacher = torch.tensor([[2.0, 0.0], [1.0, 0.0]])  # parallel: S_t = all ones
@@ -183,7 +183,7 @@ def test_similarity_preserving_hand_computed_and_width_free():
 
 
 def test_info_nce_hand_computed():
-    from distill.losses import info_nce
+    from distill.train.losses import info_nce
 
     s = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     # logits = I / τ; each row's CE = log(1 + e^{-1/τ})
@@ -207,7 +207,7 @@ def test_embedding_loss_adds_relational_and_contrastive_terms_by_weight():
         contrastive_temperature=0.2,
     )
     terms = loss(student, teacher)
-    from distill.losses import info_nce, similarity_preserving
+    from distill.train.losses import info_nce, similarity_preserving
 
     projected = loss.projections["enc"](student["enc"])
     assert terms["rel_enc"].item() == pytest.approx(

@@ -13,9 +13,9 @@ from torch import nn
 from distill.config import DistillConfig, load_config
 from distill.methods import METHODS, TEACHER, Method, Term, option
 from distill.models import NetOutput
-from distill.objective import TERMS, Objective, StepInputs
 from distill.run import RunDir, student_config
-from distill.train import Trainer, run_training
+from distill.train.objective import TERMS, Objective, StepInputs
+from distill.train.trainer import Trainer, run_training
 
 ALPHA, TASK_WEIGHT, IMITATION = 0.3, 0.6, 0.4
 #: What docs/method.md says of each method: its weighted terms and the teacher outputs it reads.

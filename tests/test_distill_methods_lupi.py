@@ -32,10 +32,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distill.probe import probe
+from distill.eval.probe import probe
 from distill.testing import tiny_config
 from distill.testing.lupi import SCHEDULE, TEACHER, LupiDesign, make_lupi_cache
-from distill.train import run_training
+from distill.train.trainer import run_training
 
 pytestmark = pytest.mark.slow
 

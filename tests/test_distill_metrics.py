@@ -1,10 +1,10 @@
-"""distill.metrics against hand-computed cases, invariants, and speechbrain."""
+"""distill.eval.metrics against hand-computed cases, invariants, and speechbrain."""
 
 import numpy as np
 import pytest
 import torch
 
-from distill import metrics as M
+from distill.eval import metrics as M
 
 torch.set_num_threads(1)
 

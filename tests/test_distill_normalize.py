@@ -9,10 +9,10 @@ import torch
 from distill.checkpoint import load_checkpoint, save_checkpoint
 from distill.config import ConfigError
 from distill.models.normalize import FaceNorm, FbankNorm, unfitted_norms, zca_whitener
-from distill.normalize import input_statistics
 from distill.run import RunDir
 from distill.testing import make_lupi_items, tiny_config
-from distill.train import Trainer, run_training
+from distill.train.input_stats import input_statistics
+from distill.train.trainer import Trainer, run_training
 from extract import open_cache
 from extract.cache import build_cache
 
@@ -169,7 +169,7 @@ def test_a_run_from_before_normalisation_is_a_clear_error(cache, tmp_path):
 
 
 def test_statistics_sample_is_all_items_when_small_and_a_fixed_subset_when_large():
-    from distill.normalize import stats_sample
+    from distill.train.input_stats import stats_sample
 
     ids = [f"u{i:05d}" for i in range(50)]
     assert stats_sample(ids, max_items=50) == ids

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from distill.config import DistillConfig
-from distill.losses import generalized_distillation, hinton_kd
 from distill.models import ModelConfig, build_network
-from distill.objective import Objective, StepModule
+from distill.train.losses import generalized_distillation, hinton_kd
+from distill.train.objective import Objective, StepModule
 
 N_CLASSES, N_MELS = 4, 20
 

@@ -1,11 +1,11 @@
-"""distill.plots writes real, non-blank PNGs and refuses input it cannot draw honestly."""
+"""distill.eval.plots writes real, non-blank PNGs and refuses input it cannot draw honestly."""
 
 import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
 
-from distill import plots
+from distill.eval import plots
 
 
 def _image(path):

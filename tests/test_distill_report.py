@@ -1,4 +1,4 @@
-"""distill.report over run directories written here as real config.yaml / metrics.json files."""
+"""distill.eval.report over run directories written here as real config.yaml / metrics.json files."""
 
 import json
 import math
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from distill import report
+from distill.eval import report
 
 
 def _run(root, name, config, metrics):

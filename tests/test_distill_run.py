@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from distill.config import ConfigError, load_config
-from distill.run import RunDir, load_run, student_config
+from distill.eval.run_eval import load_run
+from distill.run import RunDir, student_config
 from distill.testing import make_lupi_cache, tiny_config
-from distill.train import Trainer
+from distill.train.trainer import Trainer
 
 TENSORBOARD = ("events.out.tfevents.", "projector_config.pbtxt")  # written by TensorBoard into RunDir.tensorboard
 
@@ -84,7 +85,7 @@ def test_a_run_on_another_class_list_is_refused(trained, tmp_path):
 
 def test_the_cli_and_the_sweep_derive_students_by_student_config(trained, tmp_path):
     from distill.cli import build_parser
-    from distill.cli import student_config as cli_student
+    from distill.cli import student_config_from_args as cli_student
     from distill.sweep import SweepSpec
 
     _, run, _ = trained
@@ -149,3 +150,21 @@ def test_metrics_are_written_whole(tmp_path):
     run.write_metrics({"accuracy": 0.5})
     assert json.loads(run.metrics.read_text()) == {"accuracy": 0.5}
     assert [p.name for p in tmp_path.iterdir()] == [run.METRICS]  # no temp file left behind
+
+
+def test_an_empty_split_names_its_counts_and_the_remedy(tmp_path):
+    """A VoxCeleb2 manifest built without --val-speakers has train and test rows only: the message says
+    what the split column holds and which flag makes a val split (it used to say only "is empty")."""
+    from distill.run import RunData
+    from distill.testing import make_lupi_items
+    from extract.cache import build_cache, open_cache
+
+    items = make_lupi_items(3, 8, n_frames=60)
+    for item in items:
+        item["split"] = "test" if item["split"] == "test" else "train"
+    cache = open_cache(build_cache(tmp_path / "cache", items))
+    with pytest.raises(ConfigError) as err:
+        RunData.load(tiny_config(cache.dir), cache)
+    text = str(err.value)
+    assert "the val split of cache" in text and "'split' column holds test 6, train 18" in text
+    assert "--val-speakers 0.02" in text and "extract it into a new --cache-root" in text

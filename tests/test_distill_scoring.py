@@ -1,4 +1,4 @@
-"""distill.scoring (AS-norm) and the cohort that distill.calibration records in a speaker run."""
+"""distill.eval.scoring (AS-norm) and the cohort that distill.eval.calibration records in a speaker run."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from inference_runs import assert_close, trained_runs
 
-from distill.scoring import as_norm, speaker_cohort, top_k_stats
+from distill.eval.scoring import as_norm, speaker_cohort, top_k_stats
 
 
 def _unit(x):
@@ -39,9 +39,9 @@ def test_speaker_cohort_is_the_mean_unit_embedding_per_speaker():
 
 
 def test_the_recorded_cohort_is_made_of_the_training_speakers(tmp_path_factory):
-    from distill.calibration import COHORT_PER_SPEAKER
-    from distill.inference import Model
-    from distill.run import load_run
+    from distill.eval.calibration import COHORT_PER_SPEAKER
+    from distill.eval.run_eval import load_run
+    from distill.serve.model import Model
 
     runs = trained_runs(tmp_path_factory)
     model = Model.from_run(runs.speaker)

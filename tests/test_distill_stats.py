@@ -1,4 +1,4 @@
-"""distill.stats against scipy.stats: paired t-interval, paired t-test, sign-flip permutation test."""
+"""distill.eval.stats against scipy.stats: paired t-interval, paired t-test, sign-flip permutation test."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from distill.stats import improvement, paired_difference, sign_flip_p_value
+from distill.eval.stats import improvement, paired_difference, sign_flip_p_value
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 12])

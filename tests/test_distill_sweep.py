@@ -183,10 +183,10 @@ def session_cache(tmp_path):
 @pytest.mark.slow
 def test_fold_sweep_trains_a_teacher_per_fold_and_reports_per_fold_and_mean_rows(session_cache, tmp_path):
     from distill.config import load_config
-    from distill.data import assign_splits
+    from distill.data.dataset import assign_splits
     from distill.run import RunDir
-    from distill.targets import TargetMismatchError
-    from distill.train import run_training
+    from distill.train.targets import TargetMismatchError
+    from distill.train.trainer import run_training
     from extract.cache import open_cache
 
     path = tmp_path / "cv.yaml"

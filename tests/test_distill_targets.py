@@ -9,11 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from distill.data import Grid
+from distill.data.dataset import Grid
 from distill.run import RunData, RunDir
-from distill.targets import TARGETS_FILE, TRAIN_IDS, TargetMismatchError, TargetStore, cache_identity, open_targets
 from distill.testing import make_lupi_cache, tiny_config
-from distill.train import Trainer, run_training
+from distill.train.targets import (
+    TARGETS_FILE,
+    TRAIN_IDS,
+    TargetMismatchError,
+    TargetStore,
+    cache_identity,
+    open_targets,
+)
+from distill.train.trainer import Trainer, run_training
 from extract.cache import open_cache
 
 

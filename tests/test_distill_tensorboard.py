@@ -1,4 +1,4 @@
-"""distill.tensorboard: event files next to train_log.csv, with every logged column, on by default."""
+"""distill.train.tensorboard: event files next to train_log.csv, with every logged column, on by default."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from inference_runs import trained_runs
 
-from distill.cli import build_parser, teacher_config
-from distill.tensorboard import tag_of
+from distill.cli import build_parser, teacher_config_from_args
+from distill.train.tensorboard import tag_of
 
 
 def _scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
@@ -47,12 +47,12 @@ def test_tags():
 
 def test_off_by_flag_or_config(tmp_path):
     from distill.testing import make_lupi_cache, tiny_config
-    from distill.train import run_training
+    from distill.train.trainer import run_training
 
     args = build_parser().parse_args(["teacher", "--cache", "c", "--out", "o", "--no-tensorboard"])
-    assert teacher_config(args).train.tensorboard is False
+    assert teacher_config_from_args(args).train.tensorboard is False
     args = build_parser().parse_args(["teacher", "--cache", "c", "--out", "o"])
-    assert teacher_config(args).train.tensorboard is True  # on by default
+    assert teacher_config_from_args(args).train.tensorboard is True  # on by default
     cache = make_lupi_cache(tmp_path / "cache", n_classes=3, per_class=8, n_frames=90)
     run_training(tiny_config(cache, "student", train__tensorboard=False), tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "train_log.csv").is_file()
@@ -61,7 +61,7 @@ def test_off_by_flag_or_config(tmp_path):
 
 def test_a_resumed_run_continues_its_curves(tmp_path):
     from distill.testing import make_lupi_cache, tiny_config
-    from distill.train import run_training
+    from distill.train.trainer import run_training
 
     cache = make_lupi_cache(tmp_path / "cache", n_classes=3, per_class=8, n_frames=90)
     run_training(tiny_config(cache, "student", train__epochs=1), tmp_path / "run", progress=False)
@@ -74,7 +74,7 @@ def test_a_resumed_run_continues_its_curves(tmp_path):
 
 def test_projector_holds_the_test_embeddings(tmp_path_factory):
     runs = trained_runs(tmp_path_factory)
-    from distill.run import load_run
+    from distill.eval.run_eval import load_run
 
     trainer = load_run(runs.speaker)
     ids = trainer.cache.utt_ids(trainer.data.ids["test"])

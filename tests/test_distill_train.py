@@ -13,7 +13,7 @@ import torch
 from distill.methods import METHODS
 from distill.run import RunDir
 from distill.testing import make_lupi_cache, make_lupi_items, tiny_config
-from distill.train import LiveTeacher, NonFiniteLossError, Trainer, run_training
+from distill.train.trainer import LiveTeacher, NonFiniteLossError, Trainer, run_training
 from extract.cache import build_cache
 
 TASK_KEYS = {
@@ -216,7 +216,7 @@ def test_cached_targets_equal_the_live_teachers_outputs(cache, teachers, tmp_pat
     cached = Trainer(cfg, tmp_path / "a", progress=False)
     live = LiveTeacher(teacher_dir, device=torch.device("cpu"), target=target)
     dataset = cached.data.dataset("train", faces=True, train=True, seed=0, targets=cached.teacher.store)
-    from distill.data import collate
+    from distill.data.dataset import collate
 
     batch = collate([dataset[i] for i in range(6)])
     from_cache, from_net = cached.teacher(batch), live(batch)
@@ -270,7 +270,7 @@ def test_autocast_path_runs_on_cpu_in_bfloat16(cache, teachers, tmp_path):
         distill__teacher=str(teachers["speaker", "seq"]),
     )
     trainer = Trainer(cfg, tmp_path / "s", progress=False)
-    assert trainer.amp_dtype == torch.bfloat16
+    assert trainer.precision.dtype == torch.bfloat16
     metrics = trainer.fit()
     assert all(0.0 <= metrics[k] <= 1.0 for k in TASK_KEYS["speaker"])
     assert all(math.isfinite(float(v)) for v in read_log(tmp_path / "s")[0].values())
@@ -279,7 +279,7 @@ def test_autocast_path_runs_on_cpu_in_bfloat16(cache, teachers, tmp_path):
 @pytest.mark.parametrize("encoder", ["xvector", "resnet"])
 def test_alternative_audio_encoders_train_a_student_from_the_config(cache, teachers, tmp_path, encoder):
     """The registry name and its options travel through config.yaml, and `distill eval` rebuilds the net."""
-    from distill.evaluate_run import reevaluate
+    from distill.eval.run_eval import reevaluate
 
     overrides = {"model__audio_encoder": encoder, "model__resnet_blocks": [1, 1, 1, 1]}
     cfg = tiny_config(

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from distill.testing import make_shared_direction_items, tiny_config
-from distill.train import run_training
+from distill.train.trainer import run_training
 from extract.cache import build_cache
 
 #: a small budget: 6 epochs of 16 steps (128 training items, batch 8)

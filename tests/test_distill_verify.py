@@ -1,4 +1,4 @@
-"""distill.verify and `distill verify`: pair scores, decisions at the val EER threshold, trial lists."""
+"""distill.serve.verification and `distill verify`: pair scores, decisions at the val EER threshold, trial lists."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import yaml
 from inference_runs import assert_close, trained_runs
 
-from distill import metrics as M
 from distill.cli import main
-from distill.inference import Model
+from distill.eval import metrics as M
+from distill.serve.model import Model
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +120,58 @@ def test_threshold_is_recorded_on_first_use_for_an_older_run(runs, tmp_path, cap
     line = capsys.readouterr().out.splitlines()[0]
     assert line.split()[-1] not in ("same", "different")
     assert not (run / "verification.json").exists()
+
+
+def _voxceleb1(tmp_path, runs) -> tuple:
+    """VoxCeleb1 as published: the audio under wav/idXXXXX/<video>/<nnnnn>.wav, the official list at the
+    root naming those paths with their .wav; and the recipe's manifest, whose utt_ids drop the .wav."""
+    root = tmp_path / "VoxCeleb1"
+    names = [f"id1027{i // 2}/vid{i}/0000{i}.wav" for i in range(len(runs.wavs))]
+    for src, name in zip(runs.wavs, names):
+        (root / "wav" / name).parent.mkdir(parents=True)
+        shutil.copy(src, root / "wav" / name)
+    pairs = [(1, 0, 1), (0, 0, 2), (1, 2, 3), (0, 1, 3)]
+    (root / "veri_test2.txt").write_text("".join(f"{lab} {names[i]} {names[j]}\n" for lab, i, j in pairs))
+    ids = [n.removesuffix(".wav") for n in names]
+    pd.DataFrame({"utt_id": ids, "path": [str(root / "wav" / n) for n in names]}).to_csv(root / "m.csv", index=False)
+    return root, names, len(pairs)
+
+
+def test_official_voxceleb1_list_with_audio_root_or_the_recipes_manifest(runs, tmp_path, capsys):
+    root, names, n_pairs = _voxceleb1(tmp_path, runs)
+    base = ["verify", str(runs.speaker), "--trials", str(root / "veri_test2.txt"), "--quiet", "--norm", "none"]
+    # as docs/inference.md once had it: entries looked up beside the list, where none is
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert f"the first, {names[0]!r}, would be {root / names[0]}" in err and "give --audio-root DIR" in err
+    scores = {}
+    for how in (["--audio-root", str(root / "wav")], ["--manifest", str(root / "m.csv")]):
+        assert main([*base, *how, "--out", str(tmp_path / "s.csv")]) == 0, capsys.readouterr().err
+        assert capsys.readouterr().out.strip().startswith(f"verify: {n_pairs} of {n_pairs} pair(s) scored")
+        scores[how[0]] = pd.read_csv(tmp_path / "s.csv")
+    assert scores["--manifest"]["enrol"].tolist() == scores["--audio-root"]["enrol"].tolist()  # the list's names
+    assert_close(scores["--manifest"]["score"].to_numpy(), scores["--audio-root"]["score"].to_numpy())
+    # several roots: the first that holds an entry; an absent root before it changes nothing
+    assert main([*base, "--audio-root", str(tmp_path / "nowhere"), "--audio-root", str(root / "wav")]) == 0
+    capsys.readouterr()
+
+
+def test_trial_entries_that_match_nothing_are_named_with_the_remedy(runs, tmp_path, capsys):
+    root, names, _ = _voxceleb1(tmp_path, runs)
+    table = pd.read_csv(root / "m.csv")
+    table.iloc[1:].to_csv(root / "short.csv", index=False)  # the manifest lacks the first entry
+    base = ["verify", str(runs.speaker), "--trials", str(root / "veri_test2.txt"), "--quiet"]
+    assert main([*base, "--manifest", str(root / "short.csv")]) == 2
+    err = capsys.readouterr().err
+    missing = names[0].removesuffix(".wav")
+    assert f"names 1 of {len(names)} entries that are no utt_id of" in err and f"{names[0]!r} or {missing!r}" in err
+    assert "--audio-root DIR" in err
+    assert main([*base, "--manifest", str(root / "m.csv"), "--audio-root", str(root / "wav")]) == 2
+    assert "give one of them" in capsys.readouterr().err
+
+
+def test_verify_on_an_emotion_run_says_it_decides_nothing(runs, capsys):
+    assert main(["verify", str(runs.emotion), str(runs.wavs[0]), str(runs.wavs[1]), "--quiet"]) == 0
+    line, summary = capsys.readouterr().out.strip().splitlines()
+    assert len(line.split()) == 3  # a, b, score: no decision
+    assert summary.startswith("verify: 1 of 1 pair(s) scored (cosine), no threshold (emotion runs have none")

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 from common.ffmpeg import ffmpeg_exe
-from distill import metrics as M
 from distill.cli import main as distill
 from distill.config import ConfigError
-from distill.evaluate import Predictions, selection_metric, verification
+from distill.eval import metrics as M
+from distill.eval.evaluate import Predictions, selection_metric, verification
 from distill.testing import TINY, make_lupi_items, tiny_config
-from distill.train import Trainer, run_training
+from distill.train.trainer import Trainer, run_training
 from extract.cache import build_cache
 from extract.cli import main as extract
 from manifests.cli import main as manifests
@@ -105,10 +105,10 @@ def test_open_set_val_selects_the_epoch_of_lowest_val_eer(tmp_path):
 
 
 def test_score_norm_asnorm_puts_as_norm_metrics_next_to_the_raw_ones(tmp_path):
-    from distill.calibration import training_cohort
-    from distill.evaluate import build_trials, verification_asnorm
-    from distill.inference import COHORT
-    from distill.run import load_run
+    from distill.eval.calibration import training_cohort
+    from distill.eval.evaluate import build_trials, verification_asnorm
+    from distill.eval.run_eval import load_run
+    from distill.serve.model import COHORT
 
     cache = _open_set_cache(tmp_path / "cache")
     run = tmp_path / "run"

@@ -92,7 +92,7 @@ def test_dlib_missing_names_the_extra(monkeypatch):
 def test_extract_with_dlib_writes_a_128_d_cache_a_teacher_trains_on(tmp_path):
     from distill.run import RunDir
     from distill.testing import tiny_config
-    from distill.train import run_training
+    from distill.train.trainer import run_training
     from extract import open_cache
     from extract.cli import main
     from extract.info import cache_info

@@ -4,6 +4,9 @@ The mask is the whole point: an element whose mask is False gets a weight of exa
 its value is replaced by zero before anything reads it, so it can never act as evidence (nor
 leak NaN/inf into the output or the gradients). A row with no valid element pools to zeros and
 is reported in ``present`` so the caller can substitute a learned embedding.
+
+Under autocast the scores are in the lower dtype whatever the input's: the masked fill is the
+scores' own smallest value, never a limit of another dtype.
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ class MaskedAttentivePooling(nn.Module):
         if mask.shape != x.shape[:2]:
             raise ValueError(f"mask shape {tuple(mask.shape)} does not match elements {tuple(x.shape[:2])}")
         x = x.masked_fill(~mask.unsqueeze(-1), 0.0)
-        scores = self.score(x).squeeze(-1).masked_fill(~mask, torch.finfo(x.dtype).min)
+        scores = self.score(x).squeeze(-1)
+        # The fill must fit the scores' own dtype: under autocast they are bf16/fp16 while ``x`` may be
+        # float32 (CUDA runs layer_norm in float32), and float32's extremes overflow bf16.
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         # An all-masked row softmaxes to uniform over finite scores; the mask product zeroes it.
         weights = scores.softmax(dim=-1) * mask
         return torch.einsum("nl,nld->nd", weights, x), mask.any(dim=-1)

@@ -49,7 +49,8 @@ class _FaceEncoder(nn.Module):
         keep = face_mask.unsqueeze(-1)
         frames = self.frame(self.norm(face).masked_fill(~keep, 0.0)).masked_fill(~keep, 0.0)
         pooled, present = self.pool(self.context(frames, face_mask), face_mask)
-        return torch.where(present.unsqueeze(-1), self.out(pooled), self.no_face.to(pooled.dtype))
+        emb = self.out(pooled)
+        return torch.where(present.unsqueeze(-1), emb, self.no_face.to(emb.dtype))
 
 
 @VISUAL_ENCODERS.register("attentive")

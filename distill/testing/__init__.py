@@ -115,7 +115,7 @@ TINY = {
 
 def tiny_config(cache: str | Path, role: str = "teacher", **overrides):
     """A RunConfig of :data:`TINY` size on `cache`; keyword overrides use __ for dots (data__task)."""
-    from distill.config import load_config
+    from distill.config import load_config  # torch: the synthetic caches themselves need none
 
     dotted = {k.replace("__", "."): v for k, v in overrides.items()}
     return load_config(overrides={**TINY, "cache": str(cache), "role": role, **dotted})

@@ -64,7 +64,10 @@ class NoiseSource:
 
     def __init__(self, cache, reference: dict | None = None):
         if len(cache) == 0:
-            raise ConfigError(f"augment.noise: the noise cache {cache.dir} holds no items")
+            raise ConfigError(
+                f"augment.noise: the noise cache {cache.dir} holds no items: extract the noise files into it "
+                "(`python -m manifests generic NOISE_DIR --out noise.csv`, then `extract run`)"
+            )
         if reference is not None:
             check_compatible(cache.config, reference, cache.dir)
         self.cache = cache

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from distill.config import ConfigError, DataConfig
+from manifests.splits import assign_split, fold_split
 
 SPLITS = ("train", "val", "test")
 AUGMENT_STREAM = 1  # the augmentation's draws: another random stream of (seed, epoch, item) than the cell's
@@ -174,8 +175,6 @@ def assign_splits(index: pd.DataFrame, data: DataConfig) -> pd.Series:
     """The train/val/test split per item: a cross-validation fold (``data.fold_column``), else the
     cache's split column, else a seeded split."""
     if data.fold_column:
-        from manifests.splits import fold_split
-
         try:
             return fold_split(index, data.fold_column, data.fold, data.n_folds, seed=data.split_seed).astype(str)
         except ValueError as exc:
@@ -184,9 +183,11 @@ def assign_splits(index: pd.DataFrame, data: DataConfig) -> pd.Series:
         splits = index[data.split_column].astype(str)
         bad = sorted(set(splits) - set(SPLITS))
         if bad:
-            raise ConfigError(f"split column {data.split_column!r} holds {bad}; expected train/val/test")
+            raise ConfigError(
+                f"split column {data.split_column!r} holds {bad}; expected train/val/test: set data.split_column "
+                "to a column that holds them (absent from the cache: a seeded split by data.task)"
+            )
         return splits
-    from manifests.splits import assign_split
 
     # Speakers: closed-set identification needs every speaker in every split. Emotion: the
     # standard speaker-independent protocol (test speakers never heard in training).
@@ -194,7 +195,10 @@ def assign_splits(index: pd.DataFrame, data: DataConfig) -> pd.Series:
     try:
         return assign_split(index, kind, seed=data.split_seed).astype(str)
     except ValueError as exc:
-        raise ConfigError(f"the cache has no {data.split_column!r} column and a {kind} split failed: {exc}") from exc
+        raise ConfigError(
+            f"the cache has no {data.split_column!r} column and a {kind} split failed: {exc}; set data.split_column "
+            "to the cache's split column, or give the manifest one (`python -m manifests RECIPE ROOT --split KIND`)"
+        ) from exc
 
 
 @dataclass
@@ -210,10 +214,16 @@ class Labels:
     @classmethod
     def from_train(cls, index: pd.DataFrame, splits: pd.Series, column: str) -> Labels:
         if column not in index.columns:
-            raise ConfigError(f"the cache index has no {column!r} column; columns: {', '.join(index.columns)}")
+            raise ConfigError(
+                f"the cache index has no {column!r} column; columns: {', '.join(index.columns)}: set "
+                "data.label_column to the one holding the labels (or data.task to the task the cache has labels for)"
+            )
         names = sorted(index.loc[splits == "train", column].dropna().astype(str).unique())
         if len(names) < 2:
-            raise ConfigError(f"the train split has {len(names)} {column!r} class(es); need at least 2")
+            raise ConfigError(
+                f"the train split has {len(names)} {column!r} class(es); need at least 2: check the split "
+                "(data.split_column) and the label column (data.label_column)"
+            )
         return cls(names)
 
 
@@ -292,14 +302,22 @@ class GridDataset(Dataset):
         epoch, i = key if isinstance(key, tuple) else (0, key)
         item, cell = self.locate(i, epoch)
         utt = self.cache.utt_id(self.rows[item])
-        arrays = self.cache.read_at(self.rows[item], fields=self.fields, labels=False)
+        n_frames = int(self.n_frames[item])
+        rows = self.grid.frame_index(n_frames, cell)
+        # Only the cell's span of fbank rows is read (a 3 s crop of an 8 s utterance reads 3 s); a
+        # wrapped cell or a whole utterance reads all of it.
+        first, stop = (int(rows.min()), int(rows.max()) + 1) if rows.size else (0, 0)
+        span = (first, stop) if stop - first < n_frames else (0, n_frames)
+        arrays = self.cache.read_at(self.rows[item], fields=self.fields, labels=False, frames=span)
         fbank = np.asarray(arrays["fbank"], dtype=np.float32)
-        if len(fbank) != self.n_frames[item]:
-            raise RuntimeError(f"{utt}: cache holds {len(fbank)} fbank frames, its index says {self.n_frames[item]}")
-        rows = self.grid.frame_index(len(fbank), cell)
-        x = fbank[rows]
+        if len(fbank) != span[1] - span[0]:
+            raise RuntimeError(
+                f"{utt}: cache holds {len(fbank)} fbank frames in [{span[0]}, {span[1]}), its index says "
+                f"{n_frames} in all"
+            )
+        x = fbank[rows - span[0]]
         if self.augment is not None:
-            x = self.augment(x, rows, len(fbank), self.augment_rng(i, epoch))
+            x = self.augment(x, rows, n_frames, self.augment_rng(i, epoch))
         sample = {
             "fbank": torch.from_numpy(x),
             "label": int(self.labels[item]),
@@ -308,7 +326,7 @@ class GridDataset(Dataset):
             "utt_id": utt,
         }
         if self.faces:
-            sample.update(self._faces(arrays, rows, len(fbank)))
+            sample.update(self._faces(arrays, rows, n_frames))
         if self.targets is not None:
             sample.update({f"t_{k}": torch.from_numpy(v) for k, v in self.targets.lookup(utt, cell).items()})
         if self.grid.segmented:

@@ -28,19 +28,21 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from common.files import atomic_output, sha256_file
-from distill.augment import build_augmenter
 from distill.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from distill.config import ConfigError, RunConfig
-from distill.data import EpochTaggedSampler, GridDataset, collate
-from distill.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, init_distributed, shutdown
-from distill.evaluate import LOWER_IS_BETTER, Predictions, amp_dtype, build_trials, selection_metric, validation_scores
-from distill.evaluate_run import evaluate_run
+from distill.data.augment import build_augmenter
+from distill.data.dataset import EpochTaggedSampler, GridDataset, collate
+from distill.eval.evaluate import LOWER_IS_BETTER, build_trials, selection_metric, validation_scores
+from distill.eval.predict import Evaluator, Predictions, eval_batch_size
+from distill.eval.run_eval import evaluate_run
 from distill.methods import TEACHER_OUTPUTS
 from distill.models import build_network
-from distill.normalize import fit_input_norms
-from distill.objective import Objective, StepModule
-from distill.run import Evaluator, RunData, RunDir, eval_batch_size
-from distill.targets import (
+from distill.precision import Precision
+from distill.run import RunData, RunDir, require_teacher
+from distill.train.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, init_distributed, shutdown
+from distill.train.input_stats import fit_input_norms
+from distill.train.objective import Objective, StepModule
+from distill.train.targets import (
     TARGET_FIELDS,
     TargetStore,
     cache_identity,
@@ -51,7 +53,7 @@ from distill.targets import (
     write_targets,
     write_train_ids,
 )
-from distill.tensorboard import TensorBoardLog
+from distill.train.tensorboard import TensorBoardLog
 from extract import open_cache
 
 
@@ -109,7 +111,7 @@ def seed_everything(seed: int) -> None:
 
 class Trainer:
     """Trains one run into ``out_dir``; rank 0 writes everything. Evaluation of the best weights at
-    the end is :func:`distill.evaluate_run.evaluate_run`'s, which needs no trainer."""
+    the end is :func:`distill.eval.run_eval.evaluate_run`'s, which needs no trainer."""
 
     def __init__(
         self,
@@ -159,11 +161,16 @@ class Trainer:
             self.step_module = DistributedDataParallel(
                 self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
+        self.compiled = compiles(cfg.train.compile, self.device)
+        if self.compiled:
+            # In place, after the DDP wrap (so DDP's bucketing splits the graph): the module keeps its
+            # type and every state_dict key; evaluation and targets run ``self.net`` eagerly.
+            self.step_module.compile()
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
-        self.amp_dtype = amp_dtype(cfg.train.amp, self.device)
-        self.evaluator = Evaluator(self.net, self.device, self.amp_dtype, eval_batch_size(cfg.data))
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.precision = Precision.of(cfg.train.amp, self.device, cfg.train.amp_dtype)
+        self.evaluator = Evaluator(self.net, self.precision, eval_batch_size(cfg.data), cfg.data.num_workers)
+        self.scaler = self.precision.grad_scaler()
         self.epoch = 0  # epochs completed
         self.best: dict = {"metric": -math.inf, "epoch": 0}
         self.bad_epochs = 0
@@ -196,7 +203,8 @@ class Trainer:
         if trials is not None and trials["label"].nunique() < 2:
             raise ConfigError(
                 "model selection by eer needs target and non-target val trials: at least two val "
-                "speakers, one of them with two utterances"
+                "speakers, one of them with two utterances (VoxCeleb2: a larger --val-speakers in "
+                "`python -m manifests voxceleb2`), or set train.select=loss"
             )
         return select, trials
 
@@ -205,8 +213,7 @@ class Trainer:
         method = d.spec
         if self.is_teacher or not method.needs_teacher:
             return None
-        if not d.teacher:
-            raise ConfigError(f"--method {d.method} needs --teacher RUN_DIR")
+        require_teacher(d.method, d.teacher)
         heldout = self.data.utt_ids("val", "test")
         if live:
             check_heldout(d.teacher, heldout)
@@ -239,7 +246,10 @@ class Trainer:
         targets = self.teacher.store if isinstance(self.teacher, CachedTeacher) else None
         augment = build_augmenter(self.cfg.augment, self.cache)
         if augment is not None and self.teacher and self.teacher.live:  # its targets would be of the augmented cell
-            raise ConfigError("augmentation needs cached teacher targets (computed on clean cells), not a live teacher")
+            raise ConfigError(
+                "augmentation needs cached teacher targets (computed on clean cells), not a live teacher: "
+                "train on the teacher's targets file, or turn augmentation off"
+            )
         return self.data.dataset(
             "train", faces=faces, train=True, seed=self.cfg.train.seed, targets=targets, augment=augment
         )
@@ -296,7 +306,8 @@ class Trainer:
         if state["meta"]["cache_id"] != cache_identity(self.cache):
             raise ConfigError(
                 f"cannot resume: the checkpoint was trained on cache {state['meta']['cache_id']}, "
-                f"this run points at cache {cache_identity(self.cache)}"
+                f"this run points at cache {cache_identity(self.cache)}: give --cache the run's own cache, or "
+                "train into a new --out"
             )
         self.net.load_state_dict(state["model"])
         self.objective.load_state_dict(state["objective"])
@@ -380,7 +391,7 @@ class Trainer:
                 k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
             }
             teacher = self.teacher(batch) if self.teacher else {}
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            with self.precision.autocast():
                 terms = self.step_module(self._inputs(batch), teacher)
             total = terms["total"]
             if not _all_finite(self.env, total):
@@ -443,15 +454,7 @@ class Trainer:
     def finish(self) -> dict:
         """Test metrics of the best checkpoint (+ video missing and targets for a teacher), plots."""
         self.net.load_state_dict(load_checkpoint(self.run.best, map_location=self.device)["model"])
-        result = evaluate_run(
-            self.net,
-            self.data,
-            self.run,
-            best_epoch=self.best["epoch"],
-            device=self.device,
-            amp_dtype=self.amp_dtype,
-            scoring=self.cfg.eval,
-        )
+        result = evaluate_run(self.evaluator, self.data, self.run, best_epoch=self.best["epoch"], scoring=self.cfg.eval)
         if self.tb:
             self.tb.projector(result.test.emb, self.data.label_of(result.test.utt_ids), self.epoch)
             self.tb.test(result.metrics, self.epoch)
@@ -462,14 +465,26 @@ class Trainer:
 
     def write_targets(self) -> Path:
         items = self.data.all_items(faces=True)
+        # Full precision: targets are every student's regression targets, stored as float32; autocast
+        # would round them to bf16's 8 bits and make them depend on the device (docs/training.md).
         arrays = compute_targets(
-            self.net, items, self.device, batch_size=eval_batch_size(self.cfg.data), progress=self.progress
+            self.net,
+            items,
+            Precision(self.device),
+            batch_size=eval_batch_size(self.cfg.data),
+            num_workers=self.cfg.data.num_workers,
+            progress=self.progress,
         )
         key = targets_key(
             sha256_file(self.run.best), cache_identity(self.cache), self.data.grid, self.data.labels.names
         )
         key["train_ids_sha256"] = write_train_ids(self.run.path, self.data.utt_ids("train"))
         return write_targets(self.run.targets, arrays, items, key)
+
+
+def compiles(setting: str, device: torch.device) -> bool:
+    """``train.compile``: ``on``, or ``auto`` on CUDA (where the step's many small kernels fuse)."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
 
 
 def _all_finite(env: DistEnv, loss: torch.Tensor) -> bool:

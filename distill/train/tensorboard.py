@@ -31,7 +31,7 @@ class TensorBoardLog:
     """Writes a run's per-epoch rows and final metrics as TensorBoard scalars (rank 0 only)."""
 
     def __init__(self, out_dir: str | Path, resume_after_epoch: int = 0):
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # tensorboard's import costs ~1 s: only runs that log pay
 
         purge = resume_after_epoch + 1 if resume_after_epoch else None
         self.writer = SummaryWriter(log_dir=str(out_dir), purge_step=purge)

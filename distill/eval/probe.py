@@ -9,7 +9,7 @@ learn from than its labels; the faces themselves probe at 0.98-1.00 on the LUPI 
 (distill/testing/lupi.py; tests/test_distill_methods_lupi.py asserts on it).
 Also prints each level's within-class share of variance (low: the teacher collapsed its classes).
 
-    python -m distill.probe CACHE_DIR TEACHER_RUN_DIR
+    python -m distill.eval.probe CACHE_DIR TEACHER_RUN_DIR
 
 Nonseq teachers only. Crops are the run's ``crop`` frames every ``crop_hop`` frames, whole crops only
 (unlike the training grid: no extra crop aligned with the end, and an utterance shorter than a crop
@@ -89,7 +89,7 @@ def probe(cache_dir: str | Path, teacher_dir: str | Path, label_column: str = "s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m distill.probe",
+        prog="python -m distill.eval.probe",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,18 +34,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
+from common.files import sha256_file
 from distill.config import ConfigError
-from distill.data import Grid
+from distill.data.dataset import Grid
+from distill.eval.metrics import cosine_scores
+from distill.eval.scoring import as_norm
 from distill.run import RunDir
+from distill.serve.backend import EXPORT_INFO, Backend, cell_shape, load_backend, torch_backend
+from extract.config import ExtractConfig
+from extract.decode import DecodeError, decode_audio
+from extract.fbank import LogMel
+from manifests.io import read_manifest
 
-EXPORT_INFO = "model.json"
-COHORT = RunDir.COHORT  # the AS-norm cohort of a speaker run (distill.calibration writes it); an export copies it
+COHORT = RunDir.COHORT  # the AS-norm cohort of a speaker run (distill.eval.calibration writes it); an export copies it
 VERIFICATION = RunDir.VERIFICATION  # the val EER operating point; an export records it in model.json
 NORMS = ("auto", "none", "asnorm")
-
-#: A callable from stacked cells (B, *cell, n_mels) float32 to (emb (B, D), logits (B, C)) numpy arrays.
-Backend = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -89,27 +94,12 @@ class Prediction:
 
 def extraction_config(cache_config: dict):
     """The ExtractConfig a cache was built with, from its config.json record."""
-    from extract.config import ExtractConfig
-
     if not cache_config or cache_config.get("synthetic"):
         raise ConfigError(
             "this model was trained on a synthetic cache: there is no extraction config to decode "
             "new audio with (log-mels can still be given directly)"
         )
     return ExtractConfig.from_record(cache_config)
-
-
-def torch_backend(net: torch.nn.Module, device: torch.device) -> Backend:
-    """A DistillNetwork (or a traced module returning (emb, logits)) as a backend. A teacher runs
-    with its video missing: it is given no faces."""
-
-    @torch.no_grad()
-    def run(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = net(torch.from_numpy(cells).to(device))
-        emb, logits = (out.emb, out.logits) if hasattr(out, "emb") else out
-        return emb.float().cpu().numpy(), logits.float().cpu().numpy()
-
-    return run
 
 
 class Model:
@@ -143,8 +133,6 @@ class Model:
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Model:
         """A run's best checkpoint (run directory with config.yaml and best.pt); no cache needed."""
-        from common.files import sha256_file
-
         run = RunDir(run_dir)
         trained = run.load_network(device)
         cfg, meta = trained.config, trained.meta
@@ -165,12 +153,12 @@ class Model:
     @classmethod
     def from_export(cls, export_dir: str | Path, device: str = "cpu") -> Model:
         """A folder written by ``distill export`` (TorchScript or ONNX); needs neither run nor cache."""
-        from distill.export import load_backend
-
         export_dir = Path(export_dir)
         info_file = export_dir / EXPORT_INFO
         if not info_file.is_file():
-            raise ConfigError(f"{export_dir} is not an exported model (no {EXPORT_INFO})")
+            raise ConfigError(
+                f"{export_dir} is not an exported model (no {EXPORT_INFO}): give a folder written by `distill export`"
+            )
         info = json.loads(info_file.read_text())
         return cls(
             load_backend(export_dir, info, device),
@@ -194,13 +182,14 @@ class Model:
             return cls.from_export(path, device)
         if RunDir(path).config_file.is_file():
             return cls.from_run(path, device)
-        raise ConfigError(f"{path} is neither a run directory ({RunDir.CONFIG}) nor an exported model ({EXPORT_INFO})")
+        raise ConfigError(
+            f"{path} is neither a run directory ({RunDir.CONFIG}) nor an exported model ({EXPORT_INFO}): give the "
+            "--out of a `distill teacher`/`student` run or of `distill export`"
+        )
 
     # ------------------------------------------------------------------ features
     @functools.cached_property
     def _frontend(self):
-        from extract.fbank import LogMel
-
         ecfg = extraction_config(self.feature_record)
         return ecfg, LogMel(ecfg)
 
@@ -212,8 +201,6 @@ class Model:
     def fbank(self, item: Item) -> np.ndarray:
         """One item's log-mels (T, n_mels), decoded, computed and rounded to the cache's storage
         dtype as the extraction did: the numbers a cached item of the same file holds."""
-        from extract.decode import decode_audio
-
         ecfg, logmel = self._frontend
         if isinstance(item, (str, Path, Segment)):
             seg = item if isinstance(item, Segment) else Segment(str(item))
@@ -313,9 +300,6 @@ class Model:
 
     def score_embeddings(self, enrol: np.ndarray, test: np.ndarray, norm: str = "none") -> np.ndarray:
         """Like :meth:`score`, for embeddings already computed."""
-        from distill.metrics import cosine_scores
-        from distill.scoring import as_norm
-
         norm = self.resolve_norm(norm)
         if norm == "none":
             return cosine_scores(enrol, test)
@@ -330,7 +314,8 @@ class Model:
             return "asnorm" if self.cohort is not None else "none"
         if norm == "asnorm" and self.cohort is None:
             raise ConfigError(
-                f"{self.source} has no AS-norm cohort (a speaker run's cohort.npy, written by evaluation)"
+                f"{self.source} has no AS-norm cohort (a speaker run's cohort.npy, written by evaluation): "
+                "score with --norm none, or write it with `distill eval RUN`"
             )
         return norm
 
@@ -341,7 +326,7 @@ class Model:
         if not point:
             raise ConfigError(
                 f"{self.source} has no recorded verification threshold for {norm} scores (a speaker "
-                f"run's {VERIFICATION}, written by evaluation)"
+                f"run's {VERIFICATION}, written by evaluation): write it with `distill eval RUN`"
             )
         return np.asarray(scores) >= point["threshold"]
 
@@ -363,14 +348,6 @@ def _read_json(path: Path) -> dict | None:
 
 def _read_cohort(folder: Path) -> np.ndarray | None:
     return np.load(folder / COHORT) if (folder / COHORT).is_file() else None
-
-
-def cell_shape(grid: Grid) -> tuple[int, ...]:
-    """Frames of one cell: (crop,) for nonseq, (n_segments, seg_len) for seq. A whole-utterance
-    grid has no one shape; this is then that of a crop (nonseq) or of one segment (seq)."""
-    if grid.setting == "seq":
-        return (grid.n_segments if grid.span == "window" else 1, grid.seg_len)
-    return (grid.crop,)
 
 
 def as_items(items: Item | Sequence[Item], lengths: Sequence[int] | None = None) -> list[Item]:
@@ -412,8 +389,6 @@ class Failure:
 def iter_fbanks(model: Model, sources: Iterable[tuple[str, Item]]) -> Iterator[tuple[str, np.ndarray | Failure]]:
     """(id, log-mels) per source, or (id, Failure) for one that cannot be decoded: one bad file never
     stops the others."""
-    from extract.decode import DecodeError
-
     for item_id, item in sources:
         try:
             yield item_id, model.fbank(item)
@@ -433,8 +408,6 @@ def run_items(
     desc: str = "embed",
 ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray, list[Failure]]]:
     """Decode and run ``chunk`` sources at a time: yields (ids, emb, logits, failures) per chunk."""
-    from tqdm import tqdm
-
     bar = tqdm(total=len(sources), desc=desc, unit="file", disable=not progress)
     try:
         for lo in range(0, len(sources), chunk):
@@ -458,8 +431,6 @@ def run_items(
 def sources_from(files: Sequence[str] = (), manifest: str | None = None) -> list[tuple[str, Item]]:
     """(id, item) pairs from file arguments (id = the path as given) or a manifest (utt_id; start/end honoured)."""
     if manifest:
-        from manifests.io import read_manifest
-
         df = read_manifest(manifest)
         starts = df["start"] if "start" in df.columns else [None] * len(df)
         ends = df["end"] if "end" in df.columns else [None] * len(df)

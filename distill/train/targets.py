@@ -37,8 +37,9 @@ from tqdm import tqdm
 
 from common.files import atomic_output, atomic_write_text, sha256_file, sha256_text
 from common.hdf5 import H5Files
-from distill.data import Grid, GridDataset
-from distill.evaluate import forward_cells
+from distill.data.dataset import Grid, GridDataset
+from distill.eval.predict import forward_cells
+from distill.precision import Precision
 from distill.run import RunDir
 
 TARGETS_FILE = RunDir.TARGETS
@@ -111,7 +112,7 @@ def check_heldout(teacher_dir: str | Path, heldout, key: dict | None = None) -> 
 def compute_targets(
     net: torch.nn.Module,
     dataset: GridDataset,
-    device: torch.device,
+    precision: Precision,
     batch_size: int = 64,
     num_workers: int = 0,
     progress: bool = True,
@@ -122,7 +123,7 @@ def compute_targets(
     segments, cell after cell, and ``n_segs`` says how many each cell has.
     """
     chunks: dict[str, list[np.ndarray]] = {k: [] for k in (*FIELDS, "n_segs")}
-    cells = forward_cells(net, dataset, device, batch_size=batch_size, num_workers=num_workers)
+    cells = forward_cells(net, dataset, precision, batch_size=batch_size, num_workers=num_workers)
     total = -(-len(dataset) // batch_size)
     for batch, out in tqdm(cells, total=total, desc="teacher targets", disable=not progress, leave=False):
         seg_mask = batch.get("seg_mask")

@@ -2,7 +2,7 @@
 
 Which terms a method has, their weights and what each reads of the teacher are declared once in
 :mod:`distill.methods`; this module holds the loss of each term name (:data:`TERMS`) and sums
-them. Kept apart from the loop (distill.train) because this is where the methods differ; the
+them. Kept apart from the loop (distill.train.trainer) because this is where the methods differ; the
 loop is the same for a teacher and for every student.
 """
 
@@ -15,9 +15,16 @@ import torch
 from torch import nn
 
 from distill.config import DistillConfig
-from distill.losses import EmbeddingDistillLoss, FaceReconstructionLoss, generalized_distillation, hinton_kd, task_loss
 from distill.methods import TEACHER, Method, get_method
 from distill.models import DistillNetwork, NetOutput
+from distill.precision import full_precision
+from distill.train.losses import (
+    EmbeddingDistillLoss,
+    FaceReconstructionLoss,
+    generalized_distillation,
+    hinton_kd,
+    task_loss,
+)
 
 
 @dataclass(frozen=True)
@@ -204,7 +211,7 @@ class Objective(nn.Module):
             if t.optional and not weight:
                 continue
             if t.name not in TERMS:
-                raise ValueError(f"method {self.method.name}: no loss for term {t.name!r} in distill.objective.TERMS")
+                raise ValueError(f"method {self.method.name}: no loss for term {t.name!r} in objective.TERMS")
             self.weights[t.name] = weight
             self.add_module(t.name, TERMS[t.name](distill, shapes))
 
@@ -232,18 +239,21 @@ class Objective(nn.Module):
         so imitating them with margin-shifted student logits would compare unlike things.
         ``face``/``face_mask``: the batch's faces, read by the teacher's face reconstruction term.
         ``seg_mask`` (B, S): the valid segments of whole-utterance seq; padded ones enter no term
-        (their faces are all masked, so the face reconstruction term skips them as well)."""
-        task = task_loss(out.logits, labels)
-        x = StepInputs(
-            out, labels, teacher, task, out.logits if soft_logits is None else soft_logits, face, face_mask, seg_mask
-        )
-        terms = {"task": task}
-        total = None
-        for name, weight in self.weights.items():
-            value, logged = self.get_submodule(name).term(x)
-            terms.update(logged)
-            if value is not None:
-                total = weight * value if total is None else total + weight * value
+        (their faces are all masked, so the face reconstruction term skips them as well).
+
+        The terms run with autocast off (their inputs cast to float32), so a loss is float32 even
+        when the network ran under bf16/fp16 autocast."""
+        soft = out.logits if soft_logits is None else soft_logits
+        with full_precision(out.logits.device):  # every term in float32, also inside a step's autocast
+            task = task_loss(out.logits, labels)
+            x = StepInputs(out, labels, teacher, task, soft, face, face_mask, seg_mask)
+            terms = {"task": task}
+            total = None
+            for name, weight in self.weights.items():
+                value, logged = self.get_submodule(name).term(x)
+                terms.update(logged)
+                if value is not None:
+                    total = weight * value if total is None else total + weight * value
         terms["total"] = total
         return terms
 

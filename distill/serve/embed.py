@@ -1,6 +1,6 @@
 """Embeddings of many files written for use outside the toolkit: .npy / .csv, or a resumable .h5.
 
-The audio path and the network are :class:`distill.inference.Model`'s. A ``.h5`` output is built
+The audio path and the network are :class:`distill.serve.model.Model`'s. A ``.h5`` output is built
 for whole test sets: files are embedded ``chunk`` at a time and each finished chunk is committed
 as its own small file (written under a temporary name, fsynced, renamed) in ``OUT.parts/``; a run
 killed at any moment keeps every committed chunk, and rerunning the same command skips the ids
@@ -25,7 +25,7 @@ import pandas as pd
 
 from common.files import atomic_output
 from distill.config import ConfigError
-from distill.inference import Failure, Item, Model, Segment, run_items
+from distill.serve.model import Failure, Item, Model, Segment, run_items
 
 H5_SUFFIXES = (".h5", ".hdf5")
 

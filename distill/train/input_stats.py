@@ -17,8 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from distill.distributed import DistEnv
 from distill.models.normalize import FaceNorm, FbankNorm, unfitted_norms
+from distill.train.distributed import DistEnv
 from extract.cache import SHARD_DIR
 
 #: Per-dimension means and deviations settle long before this many utterances; a VoxCeleb2-size

@@ -15,11 +15,18 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from distill.calibration import TrainingCohorts, score_norm_metrics, write_verification
-from distill.config import EvalConfig
-from distill.evaluate import Predictions, build_trials, classification, trials_record, verification
+from common.device import resolve_device
+from distill.config import ConfigError, EvalConfig, RunConfig
+from distill.data.dataset import GridDataset
+from distill.eval import metrics as M
+from distill.eval import plots
+from distill.eval.calibration import TrainingCohorts, score_norm_metrics, write_verification
+from distill.eval.evaluate import build_trials, classification, trials_record, verification
+from distill.eval.predict import Evaluator, Predictions, eval_batch_size
 from distill.models import DistillNetwork
-from distill.run import Evaluator, RunData, RunDir, eval_batch_size, load_run
+from distill.precision import Precision
+from distill.run import RunData, RunDir
+from extract import open_cache
 
 
 @dataclass
@@ -32,22 +39,20 @@ class RunEvaluation:
 
 
 def evaluate_run(
-    network: DistillNetwork,
+    evaluator: Evaluator,
     data: RunData,
     run_dir: str | Path | RunDir,
     *,
     best_epoch: int,
-    device: torch.device | str = "cpu",
-    amp_dtype: torch.dtype | None = None,
     scoring: EvalConfig | None = None,
 ) -> RunEvaluation:
-    """Test metrics of ``network`` (+ ``video_missing`` for a teacher) into ``metrics.json``, the
-    verification threshold and cohort of a speaker run, and the plots; ``best_epoch`` is recorded.
-    ``scoring``: the run's ``eval`` section (score normalisation of the test metrics; default none)."""
+    """Test metrics of the evaluator's network (+ ``video_missing`` for a teacher) into
+    ``metrics.json``, the verification threshold and cohort of a speaker run, and the plots;
+    ``best_epoch`` is recorded. ``scoring``: the run's ``eval`` section (score normalisation of the
+    test metrics; default none)."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    evaluator = Evaluator(network, torch.device(device), amp_dtype, eval_batch_size(data.config))
     scoring = scoring or EvalConfig()
-    teacher = network.role == "teacher"
+    teacher = evaluator.net.role == "teacher"
     test = data.dataset("test", faces=teacher, train=False)
     pred = evaluator.predict(test)
     cohorts = TrainingCohorts(evaluator, data)  # shared by the AS-norm metrics and the verification threshold
@@ -102,9 +107,6 @@ def test_metrics(
 
 def write_plots(pred: Predictions, extras: dict, data: RunData, run: RunDir) -> None:
     """Training curves, DET (speaker) or confusion matrix, and the test embeddings."""
-    from distill import metrics as M
-    from distill import plots
-
     plots.plot_training_curves(run.train_log, run.curves)
     known = pred.labels >= 0
     names = data.labels.names
@@ -121,12 +123,48 @@ def write_plots(pred: Predictions, extras: dict, data: RunData, run: RunDir) -> 
 def reevaluate(run_dir: str | Path, cache: str | None = None) -> dict:
     """``distill eval``: recompute metrics.json, verification and plots from a run's config and best checkpoint."""
     run = load_run(run_dir, cache)
-    return evaluate_run(
-        run.net,
-        run.data,
-        run.dir,
-        best_epoch=run.epoch,
-        device=run.evaluator.device,
-        amp_dtype=run.evaluator.amp_dtype,
-        scoring=run.config.eval,
-    ).metrics
+    return evaluate_run(run.evaluator, run.data, run.dir, best_epoch=run.epoch, scoring=run.config.eval).metrics
+
+
+@dataclass
+class LoadedRun:
+    """A finished run ready to evaluate: its directory, config, best network and data."""
+
+    dir: RunDir
+    config: RunConfig
+    net: DistillNetwork
+    data: RunData
+    evaluator: Evaluator
+    epoch: int  # of the best checkpoint
+
+    @property
+    def cache(self):
+        return self.data.cache
+
+    def predict(self, dataset: GridDataset, video: bool = True) -> Predictions:
+        return self.evaluator.predict(dataset, video)
+
+
+def load_run(run_dir: str | Path, cache: str | None = None, device: str | torch.device | None = None) -> LoadedRun:
+    """A finished run's best network next to the data of its cache (or of ``cache``), for evaluation.
+
+    No trainer, optimizer or teacher targets: an ``embed`` student is evaluated like any other.
+    """
+    run = RunDir(run_dir)
+    cfg = run.config()
+    if cache:
+        cfg.cache = str(cache)
+    if cfg.cache is None:
+        raise ConfigError(f"{run} names no cache: give one (`distill eval RUN --cache DIR`)")
+    device = resolve_device(cfg.train.device) if device is None else torch.device(device)
+    data = RunData.load(cfg, open_cache(cfg.cache))
+    trained = run.load_network(device)
+    if trained.meta["labels"] != data.labels.names:
+        raise ConfigError(
+            f"{run} was trained on classes {trained.meta['labels']}; the training split of "
+            f"{cfg.cache} has {data.labels.names}: its scores would not be comparable; evaluate on the cache "
+            "it was trained on (--cache)"
+        )
+    precision = Precision.of(cfg.train.amp, device, cfg.train.amp_dtype)
+    evaluator = Evaluator(trained.net, precision, eval_batch_size(cfg.data), cfg.data.num_workers)
+    return LoadedRun(run, cfg, trained.net, data, evaluator, trained.epoch)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from distill.metrics import cosine_scores
+from distill.eval.metrics import cosine_scores
 
 DEFAULT_TOP_K = 300
 

@@ -2,7 +2,7 @@
 threshold (``verification.json``) and the AS-norm cohort (``cohort.npy``).
 
 Both come from the audio-only embeddings (a teacher with its video missing), because that is
-the model ``distill verify`` and ``distill.inference.Model`` use. The cohort is one embedding per
+the model ``distill verify`` and ``distill.serve.model.Model`` use. The cohort is one embedding per
 training speaker, the mean of at most ``COHORT_PER_SPEAKER`` of its training utterances (the first
 in cache order: deterministic, and one pass over at most that many items per speaker). The
 thresholds are the EER points of every pair of the validation split, for raw cosine and for
@@ -18,10 +18,11 @@ import numpy as np
 
 from common.files import atomic_write_text
 from distill.config import EvalConfig
-from distill.data import GridDataset
-from distill.evaluate import Predictions, build_trials, operating_point, verification_asnorm
-from distill.run import Evaluator, RunData, RunDir
-from distill.scoring import DEFAULT_TOP_K, speaker_cohort
+from distill.data.dataset import GridDataset
+from distill.eval.evaluate import build_trials, operating_point, verification_asnorm
+from distill.eval.predict import Evaluator, Predictions
+from distill.eval.scoring import DEFAULT_TOP_K, speaker_cohort
+from distill.run import RunData, RunDir
 
 COHORT_PER_SPEAKER = 10
 

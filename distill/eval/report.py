@@ -19,7 +19,7 @@ Cross-validated runs (``data.fold_column`` set: a sweep's ``folds:``) get a ``fo
 table rows are mean ± std *over folds* of each fold's mean over seeds (n = folds), followed by a
 per-fold table (mean ± std over seeds); gains and shares are then paired by (fold, seed).
 
-    python -m distill.report runs/ --out results/
+    python -m distill.eval.report runs/ --out results/
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ import pandas as pd
 import yaml
 
 from common.files import atomic_output, atomic_write_text
+from distill.eval.metrics import LOWER_IS_BETTER, METRIC_KEYS
 from distill.methods import BASELINE, METHODS
-from distill.metrics import LOWER_IS_BETTER, METRIC_KEYS
 from distill.run import RunDir
 
 __all__ = [
@@ -272,7 +272,7 @@ def video_shares(df: pd.DataFrame, metric: str, confidence: float = 0.95) -> pd.
     Positive is better for every metric (for EER: lower than the reference). Each has ``_n`` pairs,
     ``_mean``, ``_low``/``_high`` (t-interval) and ``_p`` (paired t-test).
     """
-    from distill.stats import improvement
+    from distill.eval.stats import improvement  # scipy: only a report with pairs pays for it
 
     lower = metric in LOWER_IS_BETTER
     rows = []
@@ -409,7 +409,7 @@ def write_results(df: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] 
 
     Returns the written paths keyed ``csv``, ``md`` and ``bar:<task>``.
     """
-    from distill.plots import plot_results_bar
+    from distill.eval.plots import plot_results_bar  # matplotlib: only when a chart is drawn
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -463,7 +463,7 @@ def write_results(df: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] 
 
 def _share_sections(task_df: pd.DataFrame, task: str, out_dir: Path, written: dict[str, Path]) -> list[str]:
     """results.md's gains-and-video's-share tables of one task, and their plot (first metric)."""
-    from distill.plots import plot_video_share
+    from distill.eval.plots import plot_video_share  # matplotlib: only when a chart is drawn
 
     sections: list[str] = []
     for metric in SHARE_METRICS.get(task, ()):
@@ -497,7 +497,7 @@ def _share_sections(task_df: pd.DataFrame, task: str, out_dir: Path, written: di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m distill.report",
+        prog="python -m distill.eval.report",
         description="Collect finished runs (config.yaml + metrics.json) into results.csv, results.md "
         "(mean ± std over seeds per task/setting/method) and a bar chart per task.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -1,7 +1,7 @@
 """Speaker verification with a trained model: cosine scores of pairs, decisions, EER/minDCF of trial lists.
 
 Each distinct file of a trial list is decoded and embedded once (batched); a pair is scored by
-the cosine of its two embeddings (``distill.metrics.cosine_scores``, as evaluation scores) and
+the cosine of its two embeddings (``distill.eval.metrics.cosine_scores``, as evaluation scores) and
 decided "same" at or above the run's validation EER threshold (``verification.json``). A run
 evaluated before that file existed gets it on first use, computed from its cache as evaluation
 does; without the cache there is a score but no decision.
@@ -10,14 +10,18 @@ does; without the cache there is a score but no decision.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
-from distill import metrics as M
-from distill.inference import Failure, Item, Model, run_items
+from distill.config import ConfigError
+from distill.eval import metrics as M
+from distill.eval.calibration import write_verification
+from distill.eval.run_eval import load_run
 from distill.run import RunDir
+from distill.serve.model import Failure, Item, Model, run_items, sources_from
 
 
 def ensure_threshold(model: Model, run_dir: str | Path) -> dict | None:
@@ -25,8 +29,6 @@ def ensure_threshold(model: Model, run_dir: str | Path) -> dict | None:
     run = RunDir(run_dir)
     if model.threshold or model.task != "speaker" or not run.best.is_file():
         return model.threshold  # known, not a speaker model, or an export folder (it carries what the run had)
-    from distill.calibration import write_verification
-    from distill.run import load_run
 
     try:
         loaded = load_run(run)
@@ -41,21 +43,63 @@ def ensure_threshold(model: Model, run_dir: str | Path) -> dict | None:
     return model.threshold
 
 
-def trial_items(trials: pd.DataFrame, trials_path: str | Path, manifest: str | None = None) -> dict[str, Item]:
-    """Trial entries -> items: utt_ids of ``manifest``, else paths relative to the trial file's folder."""
-    names = list(dict.fromkeys([*trials["enrol"], *trials["test"]]))
-    if manifest:
-        from distill.inference import sources_from
+def trial_items(
+    trials: pd.DataFrame,
+    trials_path: str | Path,
+    manifest: str | None = None,
+    audio_roots: Sequence[str | Path] = (),
+) -> dict[str, Item]:
+    """Trial entries -> items: utt_ids of ``manifest``, else paths under ``audio_roots``.
 
+    With a manifest an entry matches a utt_id as written or without its extension: the official
+    VoxCeleb lists name ``id10270/5r0dWxy17C8/00001.wav``, the recipe's utt_id is that path without
+    ``.wav``. Without one, a relative entry is looked up under each of ``audio_roots`` in turn (the
+    first folder that holds it), by default the trial file's own folder. An entry that matches
+    nothing is a configuration error naming it and what to give instead; a list whose files are
+    partly missing is scored, each missing file a per-file failure.
+    """
+    names = list(dict.fromkeys([*trials["enrol"], *trials["test"]]))
+    if manifest and audio_roots:
+        raise ConfigError("--manifest and --audio-root both say where trial entries are: give one of them")
+    if manifest:
         known = dict(sources_from(manifest=manifest))
-        missing = [n for n in names if n not in known]
+        found: dict[str, Item] = {}
+        missing = []
+        for name in names:
+            key = name if name in known else _without_extension(name)
+            if key in known:
+                found[name] = known[key]
+            else:
+                missing.append(name)
         if missing:
-            raise ValueError(
-                f"trial list {trials_path} names {len(missing)} id(s) not in {manifest}, e.g. {missing[0]!r}"
+            first = missing[0]
+            tried = f"{first!r}" + (f" or {_without_extension(first)!r}" if _without_extension(first) != first else "")
+            raise ConfigError(
+                f"trial list {trials_path} names {len(missing)} of {len(names)} entries that are no utt_id of "
+                f"{manifest}, the first {tried}: give the manifest of the audio the list was made for "
+                "(`python -m manifests voxceleb1 ROOT --out M` writes the official lists next to M), or "
+                "drop --manifest and give --audio-root DIR, the folder the entries are paths in"
             )
-        return {n: known[n] for n in names}
-    base = Path(trials_path).resolve().parent
-    return {n: n if Path(n).is_absolute() else str(base / n) for n in names}
+        return found
+    roots = [Path(r) for r in audio_roots] or [Path(trials_path).resolve().parent]
+    items: dict[str, Item] = {}
+    for name in names:
+        candidates = [Path(name)] if Path(name).is_absolute() else [root / name for root in roots]
+        items[name] = str(next((c for c in candidates if c.exists()), candidates[0]))
+    if names and not any(Path(p).exists() for p in items.values()):
+        where = "the trial file's folder" if not audio_roots else "--audio-root " + " ".join(map(str, roots))
+        raise ConfigError(
+            f"none of the {len(names)} files that trial list {trials_path} names exists under {where}; the "
+            f"first, {names[0]!r}, would be {items[names[0]]}: give --audio-root DIR, the folder the entries "
+            "are paths in (VoxCeleb1: its wav/ folder), or --manifest M whose utt_ids they are"
+        )
+    return items
+
+
+def _without_extension(name: str) -> str:
+    """``id10270/5r0dWxy17C8/00001.wav`` -> ``id10270/5r0dWxy17C8/00001``, as the recipes make utt_ids."""
+    path = PurePosixPath(name)
+    return str(path.with_suffix("")) if path.suffix else name
 
 
 def score_pairs(

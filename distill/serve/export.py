@@ -47,9 +47,9 @@ from torch import nn
 
 from common.files import sha256_file
 from distill.config import ConfigError
-from distill.data import Grid
-from distill.inference import EXPORT_INFO, Backend, cell_shape, torch_backend
+from distill.data.dataset import Grid
 from distill.run import RunDir
+from distill.serve.backend import EXPORT_INFO, cell_shape, load_backend, require, torch_backend
 
 FORMATS = {"torchscript": "network.pt", "onnx": "network.onnx"}
 TOLERANCE = 1e-5
@@ -120,16 +120,9 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, cells: int = 
     return out_dir, diff
 
 
-def _require(module: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"ONNX models need the {module} package: pip install 'avpi[export]'")
-
-
 def _write_network(cell: nn.Module, example: torch.Tensor, fmt: str, path: Path) -> None:
     if fmt == "onnx":
-        _require("onnx")
+        require("onnx")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer / deprecation chatter; the output check below is the test
         if fmt == "torchscript":
@@ -152,7 +145,7 @@ def _info(run: RunDir, cfg, meta: dict, grid: Grid, fmt: str, emb_dim: int, cell
         "format": fmt,
         "file": FORMATS[fmt],
         "exported": "network: log-mel cells -> (emb, logits); the log-mel front-end and the grid's cutting and "
-        "averaging run in Python (distill.inference)",
+        "averaging run in Python (distill.serve.model)",
         "input": {"name": "fbank", "shape": [cells, *cell_shape(grid), meta["n_mels"]], "dtype": "float32"},
         "cells": cells,
         "outputs": ["emb", "logits"],
@@ -173,51 +166,6 @@ def _info(run: RunDir, cfg, meta: dict, grid: Grid, fmt: str, emb_dim: int, cell
     }
 
 
-def load_backend(export_dir: Path, info: dict, device: str = "cpu") -> Backend:
-    """The network file of an export folder as an inference backend (any number of cells)."""
-    path = Path(export_dir) / info["file"]
-    if not path.is_file():
-        raise FileNotFoundError(f"exported model {export_dir} lacks its network file {info['file']}")
-    if info["format"] == "torchscript":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated in torch 2.11, still loads
-            module = torch.jit.load(str(path), map_location=device).eval()
-        return fixed_batch(torch_backend(module, torch.device(device)), info["cells"])
-    if info["format"] == "onnx":
-        _require("onnxruntime")
-        import onnxruntime as ort
-
-        providers = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        session = ort.InferenceSession(str(path), providers=providers)
-
-        def run(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            emb, logits = session.run(["emb", "logits"], {"fbank": np.ascontiguousarray(cells, dtype=np.float32)})
-            return emb, logits
-
-        return fixed_batch(run, info["cells"])
-    raise ConfigError(f"{export_dir}: unknown export format {info['format']!r}")
-
-
-def fixed_batch(run: Backend, cells: int) -> Backend:
-    """A backend for graphs traced with exactly ``cells`` cells: chunks, the last one zero-padded."""
-
-    def call(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        embs, logits = [], []
-        for lo in range(0, len(x), cells):
-            chunk = x[lo : lo + cells]
-            n = len(chunk)
-            if n < cells:
-                chunk = np.concatenate([chunk, np.zeros((cells - n, *chunk.shape[1:]), chunk.dtype)])
-            e, lg = run(chunk)
-            embs.append(e[:n])
-            logits.append(lg[:n])
-        return np.concatenate(embs), np.concatenate(logits)
-
-    return call
-
-
 def model_card(info: dict, metrics: dict | None, config_yaml: str) -> str:
     """README.md of an export: what the model is, how to load it, what it scored, how it was trained."""
     who = info["role"] if info["role"] == "teacher" else f"student ({info['method']})"
@@ -233,7 +181,7 @@ def model_card(info: dict, metrics: dict | None, config_yaml: str) -> str:
         "## Use",
         "",
         "```python",
-        "from distill.inference import Model",
+        "from distill.serve.model import Model",
         'model = Model.load("path/to/this/folder")',
         'emb = model.embed(["a.wav", "b.mp4"])        # (2, D)',
         'pred = model.predict(["a.wav"])               # pred.top, pred.probs',

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy.stats import norm
 
-from distill.metrics import LOWER_IS_BETTER, METRIC_KEYS, det_curve, verification_metrics
+from distill.eval.metrics import LOWER_IS_BETTER, METRIC_KEYS, det_curve, verification_metrics
 
 __all__ = [
     "group_log_columns",
@@ -286,7 +286,7 @@ def plot_results_bar(
 ) -> Path:
     """Mean ± std (over seeds) of ``metric``: one cluster of bars per ``group``, one bar per ``hue``.
 
-    ``df`` has one row per run (``distill.report.collect_runs``); the error bar is the
+    ``df`` has one row per run (``distill.eval.report.collect_runs``); the error bar is the
     sample standard deviation across runs (none for a single run), and the run count is in
     the title, or on each bar when bars rest on different numbers of runs.
     """
@@ -339,7 +339,7 @@ def plot_results_bar(
 def plot_video_share(shares: pd.DataFrame, out_png, title: str | None = None) -> Path:
     """Per method: its gain over ``none`` and the video's share, each with its 95 % interval.
 
-    ``shares`` is :func:`distill.report.video_shares` for one metric (columns ``setting``,
+    ``shares`` is :func:`distill.eval.report.video_shares` for one metric (columns ``setting``,
     ``method``, ``gain_mean/low/high``, ``share_mean/low/high``; positive = better). A share whose
     interval crosses zero is not shown to come from the video; the dashed zero line makes that visible.
     """

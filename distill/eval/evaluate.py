@@ -1,4 +1,4 @@
-"""Utterance-level evaluation: every grid cell, averaged per utterance, scored by distill.metrics.
+"""Utterance-level evaluation: every grid cell, averaged per utterance, scored by distill.eval.metrics.
 
 The same function serves model selection (val) and the reported numbers (test), for teachers
 (with and without their video) and students alike, so every run in a results table is measured
@@ -7,18 +7,15 @@ by the same code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import DataLoader
 
 from common.files import sha256_text
-from distill import metrics as M
 from distill.config import SELECTS
-from distill.data import GridDataset, collate
-from distill.scoring import DEFAULT_TOP_K, as_norm
+from distill.eval import metrics as M
+from distill.eval.predict import Predictions
+from distill.eval.scoring import DEFAULT_TOP_K, as_norm
+from manifests.trials import make_trials, read_trials
 
 #: The val metric that picks the best checkpoint, per task, when val holds training classes
 #: (``train.select: auto``; an open-set speaker val split selects by ``eer``).
@@ -30,92 +27,6 @@ BALANCED_TRIALS_PER_CLASS = 50_000
 #: Seed of that sample. Fixed, not the run's ``train.seed``: a teacher and its students (of any
 #: seed) are scored on the same trials whenever they share a test split.
 TRIAL_SEED = 0
-
-
-@dataclass
-class Predictions:
-    """Per-utterance outputs: mean embedding and mean logits over the utterance's grid cells."""
-
-    utt_ids: list[str]
-    labels: np.ndarray  # class ids, -1 where the class was not seen in training
-    emb: np.ndarray  # (N, D)
-    logits: np.ndarray  # (N, C)
-
-
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``train.amp`` on ``device`` (None: full precision), for training and evaluation."""
-    on = amp == "on" or (amp == "auto" and device.type == "cuda")
-    if not on:
-        return None
-    if device.type != "cuda":
-        return torch.bfloat16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-@torch.no_grad()
-def forward_cells(
-    net: torch.nn.Module,
-    dataset: GridDataset,
-    device: torch.device,
-    *,
-    video: bool = True,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    amp_dtype: torch.dtype | None = None,
-):
-    """Yield ``(batch, NetOutput)`` for every cell of an evaluation dataset, in order, in eval mode.
-
-    ``video=False`` drops the faces even for a teacher: the "video missing" evaluation. The
-    network's train/eval mode is restored when the iteration ends. Whole utterances of
-    ``nonseq`` (``data.eval_span=utterance``) run one per forward pass: padding frames would reach
-    the encoder's convolutions and pooling, so an utterance is only ever seen at its own length.
-    """
-    if dataset.train:
-        raise ValueError("needs an evaluation dataset (train=False): every cell of every item")
-    if dataset.grid.span == "utterance" and not dataset.grid.segmented:
-        batch_size = 1
-    was_training = net.training
-    net.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
-    try:
-        for batch in loader:
-            face = batch["face"].to(device) if video and "face" in batch else None
-            mask = batch["face_mask"].to(device) if video and "face_mask" in batch else None
-            seg_mask = batch["seg_mask"].to(device) if "seg_mask" in batch else None
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                out = net(batch["fbank"].to(device), face=face, face_mask=mask, seg_mask=seg_mask)
-            yield batch, out
-    finally:
-        net.train(was_training)
-
-
-def predict(
-    net: torch.nn.Module,
-    dataset: GridDataset,
-    device: torch.device,
-    *,
-    video: bool = True,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    amp_dtype: torch.dtype | None = None,
-) -> Predictions:
-    """Run `net` over every cell of an evaluation dataset and average per utterance."""
-    n = len(dataset.utt_ids)
-    emb_sum = logit_sum = None
-    counts = np.zeros(n)
-    for batch, out in forward_cells(
-        net, dataset, device, video=video, batch_size=batch_size, num_workers=num_workers, amp_dtype=amp_dtype
-    ):
-        emb, logits = out.emb.float().cpu().numpy(), out.logits.float().cpu().numpy()
-        if emb_sum is None:
-            emb_sum, logit_sum = np.zeros((n, emb.shape[1])), np.zeros((n, logits.shape[1]))
-        items = batch["item"].numpy()
-        np.add.at(emb_sum, items, emb)
-        np.add.at(logit_sum, items, logits)
-        np.add.at(counts, items, 1)
-    if emb_sum is None:
-        raise ValueError("nothing to evaluate: the dataset is empty")
-    return Predictions(dataset.utt_ids, dataset.labels, emb_sum / counts[:, None], logit_sum / counts[:, None])
 
 
 def classification(pred: Predictions, task: str) -> dict[str, float]:
@@ -185,8 +96,6 @@ def build_trials(
     (``1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav``): an id not in the cache
     that is one once its audio extension is dropped is taken as that utterance.
     """
-    from manifests.trials import make_trials, read_trials
-
     if trials_path:
         trials = read_trials(trials_path)
         known = set(index["utt_id"])
@@ -258,7 +167,7 @@ def verification_asnorm(
     c_miss: float = 1.0,
     c_fa: float = 1.0,
 ) -> dict[str, float]:
-    """EER / minDCF of AS-norm scores (``distill.scoring.as_norm`` against ``cohort``) of the trials,
+    """EER / minDCF of AS-norm scores (``distill.eval.scoring.as_norm`` against ``cohort``) of the trials,
     as ``eer_asnorm`` / ``min_dcf_asnorm``."""
     scores = as_norm(*_trial_embeddings(pred, trials), cohort, top_k)
     out = M.verification_metrics(
