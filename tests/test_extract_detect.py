@@ -14,7 +14,7 @@ from extract.config import ExtractConfig
 from extract.detect import FACE_DETECTORS, BatchedMTCNN, FacenetMTCNN, carry, keyframes
 from extract.detect_ops import area_crops, integral_image, largest_per_frame, min_nms_per_frame, nms_per_frame
 from extract.faces import FaceEmbedder, FaceWeights, check_face_config, resolve_face_weights
-from manifests.demo import FACE, DemoConfig, render_frames
+from manifests.demo import EMOTIONS, FACE, DemoConfig, make_speakers, render_frames
 from manifests.media import face_frame, lfw_faces
 
 CPU = torch.device("cpu")
@@ -49,6 +49,24 @@ def test_batched_mtcnn_finds_what_facenet_finds(cfg):
     assert empty_boxes.shape == (0, 4) and empty_found.shape == (0,)
     tiny_boxes, tiny_found = BatchedMTCNN(cfg, CPU).detect(frames[:2, :16, :16])  # smaller than any face
     assert tiny_boxes.shape == (2, 4) and not tiny_found.any()
+
+
+def test_new_path_embeds_demo_faces_as_the_old_one_did():
+    """Old path: facenet's detect_face, one extract_face per face, stacked; new: FaceEmbedder's default."""
+    cfg = DemoConfig(frame_size=128)
+    cast = make_speakers(cfg)[:4]
+    frames = np.concatenate(
+        [render_frames(cfg, lfw_faces()[s.face], FACE[e], 2, np.random.default_rng(i), s.tint)
+         for i, (s, e) in enumerate(zip(cast, EMOTIONS))]
+    )  # fmt: skip
+    weights = resolve_face_weights("random")
+    new, found = FaceEmbedder(ExtractConfig(face_weights="random"), weights)(frames)
+    model = weights.build(0)
+    boxes, old_found = FacenetMTCNN(ExtractConfig(), CPU).detect(torch.tensor(frames))
+    crops = [model.crop(torch.tensor(frames[i]), boxes[i].double().numpy(), 0) for i in np.flatnonzero(old_found)]
+    old = model.embed(model.stack(crops))
+    assert found.all() and np.array_equal(found, old_found.numpy())
+    assert (old * new[found]).sum(1).min() > 0.9999
 
 
 def test_box_crops_equal_per_box_area_resizes():
