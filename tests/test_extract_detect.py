@@ -59,9 +59,9 @@ def test_new_path_embeds_demo_faces_as_the_old_one_did():
         [render_frames(cfg, lfw_faces()[s.face], FACE[e], 2, np.random.default_rng(i), s.tint)
          for i, (s, e) in enumerate(zip(cast, EMOTIONS))]
     )  # fmt: skip
-    weights = resolve_face_weights("random")
-    new, found = FaceEmbedder(ExtractConfig(face_weights="random"), weights)(frames)
-    model = weights.build(0)
+    faces = FaceEmbedder(ExtractConfig(face_weights="random"), resolve_face_weights("random"))
+    new, found = faces(frames)
+    model = faces.embedder
     boxes, old_found = FacenetMTCNN(ExtractConfig(), CPU).detect(torch.tensor(frames))
     crops = [model.crop(torch.tensor(frames[i]), boxes[i].double().numpy(), 0) for i in np.flatnonzero(old_found)]
     old = model.embed(model.stack(crops))
