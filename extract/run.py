@@ -40,7 +40,7 @@ from extract.cache.lock import cache_lock
 from extract.cache.writer import ItemFeatures, ShardWriter
 from extract.config import ExtractConfig
 from extract.decode import CROPS
-from extract.faces import FaceEmbedder, FaceWeights, resolve_face_weights
+from extract.faces import FaceEmbedder, FaceWeights, check_face_config, resolve_face_weights
 from extract.fbank import LogMel
 from extract.pipeline import Failure, ItemExtractor, Loaded, ManifestItem, embed_many, load_items, manifest_items
 from extract.schedule import cost_tasks
@@ -49,6 +49,8 @@ from manifests.io import REQUIRED, ManifestError, read_manifest
 FAILURES_FILE = "failures.csv"
 BACKENDS = ("loky", "dask")
 FACE_MODELS = ("auto", "worker", "shared")
+#: Consumer threads of the shared face path per device, by device type.
+CONSUMERS = {"cuda": 2, "cpu": 1}
 SCHEDULES = ("cost", "count")
 
 
@@ -409,16 +411,19 @@ def _shared_faces(
     threads: int,
     prefetch: bool,
 ) -> Iterator[tuple[list[dict], list[Failure]]]:
-    """Workers decode; one consumer thread per device runs the faces and writes the shard.
+    """Workers decode; consumer threads (:data:`CONSUMERS` per device) run the faces and write the shard.
 
-    At most two decoded chunks per device wait for a consumer, so a slow device holds back the
-    main thread rather than filling memory with frames.
+    Two consumers share a GPU's one model: while one writes its shard or waits for a result, the
+    other's batches keep the device busy. At most two decoded chunks per consumer are in flight
+    (one being embedded, one waiting), so a slow device holds back the main thread rather than
+    filling memory with frames.
     """
     import torch
 
     if any(d == "cpu" for d in devices):
         torch.set_num_threads(threads)
-    free = list(reversed(devices))
+    free = [d for d in reversed(devices) for _ in range(CONSUMERS.get(d.split(":")[0], 1))]
+    slots = len(free)
     lock = threading.Lock()
 
     def consume(loaded: list[Loaded | Failure]) -> tuple[list[dict], list[Failure]]:
@@ -432,9 +437,9 @@ def _shared_faces(
 
     decoded = _parallel(n_jobs)(joblib.delayed(decode_chunk)(chunk, cfg, prefetch) for chunk in chunks)
     pending: set[Future] = set()
-    with ThreadPoolExecutor(len(devices), thread_name_prefix="faces") as pool:
+    with ThreadPoolExecutor(slots, thread_name_prefix="faces") as pool:
         for loaded in decoded:
-            while len(pending) >= 2 * len(devices):
+            while len(pending) >= 2 * slots:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 yield from (f.result() for f in done)
             pending.add(pool.submit(consume, loaded))
@@ -455,6 +460,7 @@ def run_extraction(
     table, root = load_manifest(manifest)
     items = manifest_items(table, root)
     weights = resolve_face_weights(cfg.face_weights, cfg.face_seed)  # fails here, before any work
+    check_face_config(cfg, weights)
     devices = _consumer_devices(options, weights.model.runs_on_device)  # fails here (bad device) before any work
     cache_dir = Path(cache_root).resolve() / cfg.hash(weights.identity)
     summary = RunSummary(cache_dir, total=len(items))
