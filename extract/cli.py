@@ -68,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         help="worker: every worker runs its own face models; shared: workers only decode, one consumer "
         "per device runs the faces in large batches (the GPU path); auto: shared on CUDA, else worker",
     )
+    run.add_argument(
+        "--no-frame-spool",
+        dest="frame_spool",
+        action="store_false",
+        help="shared path: send decoded frames to the consumer through the result pipe instead of files "
+        "in /dev/shm (slower; for comparison)",
+    )
     run.add_argument("--strict", action="store_true", help="exit non-zero if any item failed")
     run.add_argument("--repair", action="store_true", help="re-extract the items `extract verify` finds corrupt")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -179,6 +186,7 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         face_models=args.face_models,
         schedule=args.schedule,
+        frame_spool=args.frame_spool,
         repair=args.repair,
         progress=not args.no_progress,
     )

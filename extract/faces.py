@@ -11,7 +11,9 @@ aligned 160×160 crops (:meth:`FacenetEmbedding.stack` for per-face crops,
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -390,7 +392,17 @@ class FaceEmbedder(nn.Module):
         self.embedder = weights.build(cfg.face_seed, self.device, cfg.face_batch)
         self.embedder.autocast = PRECISIONS[cfg.face_precision]
         self.face_dim = self.embedder.face_dim
+        self._streams = threading.local()  # each consumer thread's own stream (_own_stream)
         self.eval()
+
+    def _own_stream(self) -> contextlib.AbstractContextManager:
+        """This thread's own stream of the device: two consumer threads sharing the model overlap on
+        the GPU, and one's synchronisations (box counts, results to the host) wait only for its own
+        work, not for the other's queued batch. On CPU a stream is a no-op, and the same code runs."""
+        streams = torch.get_device_module(self.device)
+        if not hasattr(self._streams, "stream"):
+            self._streams.stream = streams.Stream(self.device) if self.device.type == "cuda" else streams.Stream()
+        return streams.stream(self._streams.stream)
 
     @torch.inference_mode()
     def boxes(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -423,6 +435,10 @@ class FaceEmbedder(nn.Module):
     def embed_clips(self, clips: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """(embedding (F_i, face_dim), found (F_i,)) for each clip, computed in ``face_batch``
         batches that span clips: what the shared GPU consumer feeds a device with."""
+        with self._own_stream():
+            return self._embed_clips(clips)
+
+    def _embed_clips(self, clips: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         video = _Clips(clips, self.device)
         emb = np.zeros((video.total, self.face_dim), dtype=np.float32)
         found = np.zeros(video.total, dtype=bool)

@@ -44,6 +44,7 @@ from extract.faces import FaceEmbedder, FaceWeights, check_face_config, resolve_
 from extract.fbank import LogMel
 from extract.pipeline import Failure, ItemExtractor, Loaded, ManifestItem, embed_many, load_items, manifest_items
 from extract.schedule import cost_tasks
+from extract.spool import frame_spool, stash, unstashed
 from manifests.io import REQUIRED, ManifestError, read_manifest
 
 FAILURES_FILE = "failures.csv"
@@ -160,12 +161,16 @@ def extract_chunk(
     return _write_shard(extractor.extract(items, prefetch), cfg, cache_dir, weights.face_dim)
 
 
-def decode_chunk(items: Sequence[ManifestItem], cfg: ExtractConfig, prefetch: bool = True) -> list[Loaded | Failure]:
-    """The shared path's worker half: decode + log-mel, faces left to the device's consumer."""
+def decode_chunk(
+    items: Sequence[ManifestItem], cfg: ExtractConfig, prefetch: bool = True, spool: str | None = None
+) -> list[Loaded | Failure]:
+    """The shared path's worker half: decode + log-mel, faces left to the device's consumer; with
+    ``spool`` the frames travel through a file there (extract.spool), not the result pipe."""
     import torch
 
     torch.set_num_threads(1)  # the log-mel is light; the cores are for ffmpeg and the consumer
-    return list(load_items(items, cfg, _logmel(cfg), prefetch))
+    loaded = list(load_items(items, cfg, _logmel(cfg), prefetch))
+    return stash(loaded, spool) if spool else loaded
 
 
 def consume_chunk(
@@ -173,8 +178,9 @@ def consume_chunk(
 ) -> tuple[list[dict], list[Failure]]:
     """The shared path's device half: faces of a whole decoded chunk in large batches, then its shard."""
     faces = _embedder(cfg, weights, device)
-    ready = [x for x in loaded if isinstance(x, Loaded)]
-    results = [*embed_many(faces, ready), *(x for x in loaded if isinstance(x, Failure))]
+    with unstashed(loaded) as loaded:
+        ready = [x for x in loaded if isinstance(x, Loaded)]
+        results = [*embed_many(faces, ready), *(x for x in loaded if isinstance(x, Failure))]
     return _write_shard(results, cfg, cache_dir, weights.face_dim)
 
 
@@ -224,6 +230,9 @@ class RunOptions:
     face_models: str = "auto"
     schedule: str = "cost"  # cost: tasks of near-equal estimated cost | count: shard_size items a task, in order
     prefetch: bool = True  # decode the next item while the face models run on this one
+    # shared path, local workers: decoded frames reach the consumer through files (in /dev/shm where
+    # it has room) instead of pickled through the result pipe; off: through the pipe (for comparison)
+    frame_spool: bool = True
     repair: bool = False
     progress: bool = True
 
@@ -410,6 +419,7 @@ def _shared_faces(
     n_jobs: int,
     threads: int,
     prefetch: bool,
+    spool: str | None = None,
 ) -> Iterator[tuple[list[dict], list[Failure]]]:
     """Workers decode; consumer threads (:data:`CONSUMERS` per device) run the faces and write the shard.
 
@@ -435,7 +445,7 @@ def _shared_faces(
             with lock:
                 free.append(device)
 
-    decoded = _parallel(n_jobs)(joblib.delayed(decode_chunk)(chunk, cfg, prefetch) for chunk in chunks)
+    decoded = _parallel(n_jobs)(joblib.delayed(decode_chunk)(chunk, cfg, prefetch, spool) for chunk in chunks)
     pending: set[Future] = set()
     with ThreadPoolExecutor(slots, thread_name_prefix="faces") as pool:
         for loaded in decoded:
@@ -482,6 +492,7 @@ def run_extraction(
 
         if todo:
             with (
+                contextlib.ExitStack() as stack,
                 _backend(options) as n_jobs,
                 tqdm(total=len(todo), unit="item", desc="extract", disable=not options.progress, smoothing=0.1) as bar,
             ):
@@ -497,8 +508,10 @@ def run_extraction(
                     prefetch=options.prefetch,
                 )
                 if devices:
+                    local = options.backend == "loky" or not options.scheduler  # workers see this machine's files
+                    spool = stack.enter_context(frame_spool(cache_dir)) if options.frame_spool and local else None
                     results = _shared_faces(
-                        chunks, cfg, weights, str(cache_dir), devices, n_jobs, threads, options.prefetch
+                        chunks, cfg, weights, str(cache_dir), devices, n_jobs, threads, options.prefetch, spool
                     )
                 elif options.backend == "loky" and n_jobs > 1 and weights.model.releases_gil:
                     results = _driver_helps(chunks, n_jobs, run_chunk)

@@ -51,3 +51,21 @@ def test_two_consumers_per_device_store_what_the_face_models_give(clips, tmp_pat
         assert np.array_equal(item["face_found"], found)
         assert found.any() == clips[name].faces
         np.testing.assert_allclose(item["face"], face, atol=2e-3)  # float16 storage
+
+
+def test_each_consumer_thread_runs_the_shared_model_on_a_stream_of_its_own():
+    faces = FaceEmbedder(CFG, resolve_face_weights("random"))
+    seen: dict[str, list[object]] = {}
+
+    def consumer(name: str) -> None:
+        for _ in range(2):  # one stream per thread, kept from one chunk to the next
+            with faces._own_stream():
+                seen.setdefault(name, []).append(faces._streams.stream)
+
+    workers = [threading.Thread(target=consumer, args=(f"t{i}",)) for i in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert all(first is again for first, again in seen.values())
+    assert seen["t0"][0] is not seen["t1"][0]
