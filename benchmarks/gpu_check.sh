@@ -96,6 +96,8 @@ from extract.info import cache_info
 work, cache_dir, total = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 line = (work / "extract.log").read_text().strip().splitlines()[-1]
 extracted, seconds = int(re.search(r"(\d+) extracted", line)[1]), float(re.search(r" in ([\d.]+) s", line)[1])
+first = re.search(r"first (\d+) after ([\d.]+) s", line)
+first_items, first_s = (int(first[1]), float(first[2])) if first else (0, 0.0)
 info = cache_info(cache_dir)
 index = open_cache(cache_dir).index
 util_file = work / "extract_util.csv"
@@ -103,7 +105,11 @@ util = [float(v) for v in util_file.read_text().split() if v.strip()] if util_fi
 out = {"extract": {"items": extracted, "seconds": seconds, "items_per_s": extracted / seconds,
                    "face_frames": info["face_frames"], "face_frames_per_s": info["face_frames"] / seconds,
                    "face_found_rate": info["face_found_rate"],
-                   "gpu_util_mean": sum(util) / len(util) if util else None, "gpu_util_samples": len(util)}}
+                   "gpu_util_mean": sum(util) / len(util) if util else None, "gpu_util_samples": len(util),
+                   # after the first chunk (start-up: workers spawned, models built): frames in proportion to items
+                   "after_start_s": seconds - first_s,
+                   "after_start_face_frames_per_s": info["face_frames"] * (extracted - first_items) / extracted
+                   / max(seconds - first_s, 1e-9)}}
 out["face_batches"] = json.loads((work / "face_gpu.json").read_text())
 for role in ("teacher", "student"):
     run = work / role
@@ -123,7 +129,8 @@ e = out["extract"]
 util = "unmeasured" if e["gpu_util_mean"] is None else f"{e['gpu_util_mean']:.0f} % ({e['gpu_util_samples']} samples)"
 print(f"\ngpu_check: extraction {e['face_frames_per_s']:.0f} face frames/s, {e['items_per_s']:.1f} items/s "
       f"({e['items']} items, {e['face_frames']} face frames, {e['seconds']:.1f} s incl. start-up; "
-      f"target >= 5000 frames/s); GPU utilisation {util} (target >= 50 %)")
+      f"target >= 5000 frames/s); after start-up ({e['seconds'] - e['after_start_s']:.1f} s) "
+      f"{e['after_start_face_frames_per_s']:.0f} face frames/s; GPU utilisation {util} (target >= 50 %)")
 for role in ("teacher", "student"):
     r = out[role]
     print(f"gpu_check: {role} {r['steps_per_s']:.1f} steps/s ({r['steps_per_epoch']} steps in {r['last_epoch_s']:.1f} s, "

@@ -246,6 +246,10 @@ class RunSummary:
     repaired: int = 0
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
+    # the first committed chunk: its items and when (start-up included), so that the rate after
+    # start-up (models built, workers spawned) can be told from the whole run's
+    first_items: int = 0
+    first_seconds: float | None = None
 
     def line(self) -> str:
         rate = self.extracted / self.seconds if self.seconds > 0 else 0.0
@@ -253,7 +257,9 @@ class RunSummary:
         if self.repaired:
             parts.append(f"{self.repaired} repaired")
         failed = f" (reasons in {FAILURES_FILE})" if self.failures else ""
-        return f"extract: {', '.join(parts)}{failed} in {self.seconds:.1f} s ({rate:.2f} items/s) → {self.cache_dir}"
+        first = f"; first {self.first_items} after {self.first_seconds:.1f} s" if self.first_seconds is not None else ""
+        timing = f"{self.seconds:.1f} s ({rate:.2f} items/s{first})"
+        return f"extract: {', '.join(parts)}{failed} in {timing} → {self.cache_dir}"
 
     def exit_code(self, strict: bool = False) -> int:
         """0 when the cache holds something of this manifest; 1 when every item failed, or any did with strict."""
@@ -521,6 +527,8 @@ def run_extraction(
                     results = _parallel(n_jobs)(joblib.delayed(run_chunk)(chunk) for chunk in chunks)
                 for rows, failures in results:
                     commit_rows(cache_dir, rows)
+                    if summary.first_seconds is None:
+                        summary.first_items, summary.first_seconds = len(rows), time.perf_counter() - began
                     summary.extracted += len(rows)
                     summary.repaired += sum(row["utt_id"] in redo for row in rows)
                     summary.failures.extend(failures)
