@@ -25,8 +25,8 @@ import yaml
 from common.files import atomic_write_text
 from distill.methods import METHODS, Method, get_method
 from distill.models import AGGREGATORS, AUDIO_ENCODERS, FUSIONS, HEADS, VISUAL_ENCODERS, ModelConfig
+from distill.models.distances import DISTANCES
 from distill.models.network import Role, Setting
-from distill.train.losses import DISTANCES
 
 # The allowed values of every closed option are the Literal of its field: one source for the check
 # when a config is loaded, the CLI's choices (option_choices) and configs/base.yaml.

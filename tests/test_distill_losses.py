@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from distill.models.distances import DISTANCES
 from distill.train.losses import (
-    DISTANCES,
     EmbeddingDistillLoss,
     FaceReconstructionLoss,
     generalized_distillation,
