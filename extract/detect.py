@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.registry import by_names
 from extract.config import ExtractConfig
 from extract.detect_ops import area_crops, integral_image, largest_per_frame, min_nms_per_frame, nms_per_frame
 
@@ -61,13 +62,8 @@ class FaceDetector(ABC):
 FACE_DETECTORS: dict[str, type[FaceDetector]] = {}
 
 
-def register_face_detector(cls: type[FaceDetector]) -> type[FaceDetector]:
-    """Class decorator: make a :class:`FaceDetector` selectable by each of its ``names``."""
-    for name in cls.names:
-        if name in FACE_DETECTORS:
-            raise ValueError(f"face_detector name {name!r} is taken by {FACE_DETECTORS[name].__name__}")
-        FACE_DETECTORS[name] = cls
-    return cls
+#: Class decorator: make a :class:`FaceDetector` selectable by each of its ``names``.
+register_face_detector = by_names(FACE_DETECTORS, "face_detector")
 
 
 def build_detector(cfg: ExtractConfig, device: torch.device) -> FaceDetector:

@@ -30,6 +30,7 @@ from torch import nn
 
 from common.device import resolve_device
 from common.files import sha256_file
+from common.registry import by_names
 from extract.config import FACE_PRECISIONS, ExtractConfig
 from extract.detect import FACE_DETECTORS, build_detector, carry, keyframes
 from extract.detect_ops import area_crops, integral_image
@@ -201,13 +202,8 @@ class FaceModel(ABC):
 FACE_EMBEDDERS: dict[str, type[FaceModel]] = {}
 
 
-def register_face_embedder(cls: type[FaceModel]) -> type[FaceModel]:
-    """Class decorator: make a :class:`FaceModel` selectable by each of its ``names``."""
-    for name in cls.names:
-        if name in FACE_EMBEDDERS:
-            raise ValueError(f"face_weights name {name!r} is taken by {FACE_EMBEDDERS[name].__name__}")
-        FACE_EMBEDDERS[name] = cls
-    return cls
+#: Class decorator: make a :class:`FaceModel` selectable by each of its ``names``.
+register_face_embedder = by_names(FACE_EMBEDDERS, "face_weights")
 
 
 @register_face_embedder

@@ -87,3 +87,21 @@ def test_dataset_objects_are_kept_with_their_file_and_dropped_when_it_closes(tmp
     assert files.dataset(paths[0], "a") is not kept and files.dataset(paths[0], "a")[:].tolist() == [0, 0]
     files.close()
     assert files.dataset(paths[2], "a")[:].tolist() == [2, 2]
+
+
+def test_a_registry_by_names_takes_each_name_once():
+    from common.registry import by_names
+
+    registry: dict[str, type] = {}
+    register = by_names(registry, "face_weights")
+
+    @register
+    class Two:
+        names = ("a", "b")
+
+    assert registry == {"a": Two, "b": Two}
+    with pytest.raises(ValueError, match="face_weights name 'b' is taken by Two"):
+
+        @register
+        class Clash:
+            names = ("b",)
