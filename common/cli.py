@@ -1,8 +1,9 @@
 """Help text shared by the ``manifests``, ``extract`` and ``distill`` command lines.
 
 argparse's ``ArgumentDefaultsHelpFormatter`` appends ``(default: X)`` to every option, also where
-X says nothing: ``None`` for an option that is simply absent unless given, ``False`` for a switch,
-``[]`` for a repeatable one, and a second default after a help text that already names it.
+X says nothing: ``None`` for an option that is simply absent unless given, ``False`` (or, for a
+``--no-...`` switch, ``True``) for a switch, ``[]`` for a repeatable one, and a second default after a
+help text that already names it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         text = action.help or ""
         default = action.default
         says_nothing = default is None or default is False or default is argparse.SUPPRESS or default == []
-        if says_nothing or "default" in text:
+        switch = action.nargs == 0  # --flag / --no-flag: being given is the whole of it
+        if says_nothing or switch or "default" in text:
             return text
         return super()._get_help_string(action)
 
