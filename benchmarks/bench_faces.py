@@ -73,10 +73,16 @@ class PlainDlib:
         return chip.permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).contiguous()
 
 
+def largest_boxes(faces: FaceEmbedder, frames: np.ndarray) -> list[np.ndarray | None]:
+    """The detector's box per frame (float64, as the per-face crops take it), None where no face."""
+    boxes, found = faces.boxes(frames)
+    return [box.astype(np.float64) if hit else None for box, hit in zip(boxes, found)]
+
+
 def embed(faces: FaceEmbedder, frames: np.ndarray, cropper=None) -> np.ndarray:
     """Embeddings of frames whose every face is found (the demo's and LFW's faces all are)."""
     with torch.inference_mode():
-        boxes = faces._largest_boxes(torch.tensor(frames))
+        boxes = largest_boxes(faces, frames)
     assert all(b is not None for b in boxes), "a face was not found"
     video = torch.tensor(frames)
     crop = (cropper or faces.embedder).crop
@@ -97,7 +103,7 @@ def cpu_ms(fn, rounds: int, n: int) -> float:
 def timings(models: dict[str, FaceEmbedder], frames: np.ndarray, rounds: int) -> dict[str, dict[str, float]]:
     video = torch.tensor(frames)
     with torch.inference_mode():
-        boxes = models["facenet"]._largest_boxes(video)
+        boxes = largest_boxes(models["facenet"], frames)
     out = {}
     for name, faces in models.items():
         model = faces.embedder
@@ -108,7 +114,7 @@ def timings(models: dict[str, FaceEmbedder], frames: np.ndarray, rounds: int) ->
             "embed_ms": cpu_ms(lambda m=model, c=crops: m.embed(c), rounds, len(boxes)),
         }
     with torch.inference_mode():
-        mtcnn = cpu_ms(lambda: models["facenet"]._largest_boxes(video), rounds, len(frames))
+        mtcnn = cpu_ms(lambda: largest_boxes(models["facenet"], frames), rounds, len(frames))
     for row in out.values():
         row["mtcnn_ms"] = mtcnn
         row["total_ms"] = row["crop_ms"] + row["embed_ms"] + mtcnn

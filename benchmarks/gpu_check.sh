@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# GPU check (issue 14): one short run (~5 min on one H200) of what a GPU changes, end to end:
+# GPU check: one short run of what a GPU changes, end to end:
 #   1. a generated corpus (manifests.demo; SPEAKERS x UTTS clips of ~2 s, talking faces);
-#   2. `extract run --device cuda --face-models shared`: CPU workers decode, one consumer per GPU
-#      runs MTCNN + InceptionResnetV1 in batches of FACE_BATCH frames  -> face frames/s, items/s;
+#   2. face batches on the GPU (benchmarks/bench_face_gpu.py: the batched MTCNN vs facenet's, the
+#      embedder in float32/bf16/fp16, end to end as the shared consumer runs them); then
+#      `extract run --device cuda --face-models shared` at FPS frames/s of video: CPU workers decode,
+#      two consumer threads per GPU share one face model, batches of FACE_BATCH frames
+#      -> face frames/s, items/s, and the GPU's mean utilisation over the run (nvidia-smi);
 #   3. a teacher and a student (method embed), EPOCHS epochs each on CUDA with AMP and torch.compile
 #      (train.amp=on, train.compile=on) -> steps/s of the last epoch's training (the first compiles);
 #      then one training step at the paper's size (benchmarks/bench_train_step.py: ECAPA 1024 ch,
 #      192-d, AAM over 5,994 classes, batch 128 x 300 x 80, bf16, Adam) eager and compiled, median of
 #      STEP_STEPS steps -> ms/step.
 # Prints one summary block; figures also go to $WORK/gpu_check.json. Exits 2 without CUDA.
-# Usage: bash benchmarks/gpu_check.sh   (env: PY WORK SPEAKERS UTTS WORKERS FACE_BATCH EPOCHS STEP_STEPS DEVICE)
+# Usage: bash benchmarks/gpu_check.sh
+#   (env: PY WORK SPEAKERS UTTS WORKERS FPS FACE_BATCH FACE_ARGS EPOCHS STEP_STEPS DEVICE)
 # DEVICE=cpu runs the same steps on CPU (AMP there is bf16; compiled graphs go to torch's eager backend
 # and the step benchmark runs --tiny): a smoke test of this script, not a figure.
 set -euo pipefail
@@ -20,7 +24,9 @@ WORK=${WORK:-.bench/gpu}
 SPEAKERS=${SPEAKERS:-20}
 UTTS=${UTTS:-24}
 WORKERS=${WORKERS:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}
+FPS=${FPS:-5}
 FACE_BATCH=${FACE_BATCH:-512}
+FACE_ARGS=${FACE_ARGS:-}  # e.g. "--face-precision bfloat16 --face-detect-every 2"
 EPOCHS=${EPOCHS:-2}
 STEP_STEPS=${STEP_STEPS:-20}
 DEVICE=${DEVICE:-cuda}
@@ -47,9 +53,20 @@ MANIFEST=$("$PY" -c "
 from manifests.demo import make_demo_corpus
 print(make_demo_corpus('$WORK/data', speakers=$SPEAKERS, utts_per_speaker=$UTTS, progress=False))")
 
-echo "[2/3] extract run on $DEVICE ($WORKERS decode workers, face batch $FACE_BATCH)"
+echo "[2/3] face batches on $DEVICE, then extract run ($WORKERS decode workers, $FPS fps, face batch $FACE_BATCH)"
+FACE_BENCH=(--device "$DEVICE" --out "$WORK/face_gpu.json")
+[ "$DEVICE" = cpu ] && FACE_BENCH+=(--batch 16 --batches 1 --ref-batches 1 --size 96)
+"$PY" benchmarks/bench_face_gpu.py "${FACE_BENCH[@]}" | tee "$WORK/face_gpu.log"
+# The GPU's utilisation over the extraction, sampled every 200 ms (nothing on a machine without nvidia-smi).
+if [ "$DEVICE" != cpu ] && command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 200 > "$WORK/extract_util.csv" &
+    SAMPLER=$!
+fi
+# shellcheck disable=SC2086  # FACE_ARGS is a list of flags
 "$PY" -m extract run --manifest "$MANIFEST" --cache-root "$WORK/cache" --device "$DEVICE" --face-models shared \
-    --workers "$WORKERS" --face-batch "$FACE_BATCH" --face-weights random --no-progress --strict | tee "$WORK/extract.log"
+    --workers "$WORKERS" --fps "$FPS" --face-batch "$FACE_BATCH" --face-weights random $FACE_ARGS --no-progress \
+    --strict | tee "$WORK/extract.log"
+[ -n "${SAMPLER:-}" ] && kill "$SAMPLER" 2>/dev/null || true
 CACHE=$(tail -n 1 "$WORK/extract.log" | awk '{print $NF}')
 
 echo "[3/3] teacher and student, $EPOCHS epochs each, $DEVICE + AMP + compile; then the paper-size step"
@@ -79,11 +96,21 @@ from extract.info import cache_info
 work, cache_dir, total = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 line = (work / "extract.log").read_text().strip().splitlines()[-1]
 extracted, seconds = int(re.search(r"(\d+) extracted", line)[1]), float(re.search(r" in ([\d.]+) s", line)[1])
+first = re.search(r"first (\d+) after ([\d.]+) s", line)
+first_items, first_s = (int(first[1]), float(first[2])) if first else (0, 0.0)
 info = cache_info(cache_dir)
 index = open_cache(cache_dir).index
+util_file = work / "extract_util.csv"
+util = [float(v) for v in util_file.read_text().split() if v.strip()] if util_file.is_file() else []
 out = {"extract": {"items": extracted, "seconds": seconds, "items_per_s": extracted / seconds,
                    "face_frames": info["face_frames"], "face_frames_per_s": info["face_frames"] / seconds,
-                   "face_found_rate": info["face_found_rate"]}}
+                   "face_found_rate": info["face_found_rate"],
+                   "gpu_util_mean": sum(util) / len(util) if util else None, "gpu_util_samples": len(util),
+                   # after the first chunk (start-up: workers spawned, models built): frames in proportion to items
+                   "after_start_s": seconds - first_s,
+                   "after_start_face_frames_per_s": info["face_frames"] * (extracted - first_items) / extracted
+                   / max(seconds - first_s, 1e-9)}}
+out["face_batches"] = json.loads((work / "face_gpu.json").read_text())
 for role in ("teacher", "student"):
     run = work / role
     cfg = yaml.safe_load((run / "config.yaml").read_text())
@@ -99,8 +126,11 @@ out["paper_step_tiny"] = bench["args"]["tiny"] == "True"
 out["total_s"] = total
 (work / "gpu_check.json").write_text(json.dumps(out, indent=2) + "\n")
 e = out["extract"]
+util = "unmeasured" if e["gpu_util_mean"] is None else f"{e['gpu_util_mean']:.0f} % ({e['gpu_util_samples']} samples)"
 print(f"\ngpu_check: extraction {e['face_frames_per_s']:.0f} face frames/s, {e['items_per_s']:.1f} items/s "
-      f"({e['items']} items, {e['face_frames']} face frames, {e['seconds']:.1f} s incl. start-up; target >= 1000 frames/s)")
+      f"({e['items']} items, {e['face_frames']} face frames, {e['seconds']:.1f} s incl. start-up; "
+      f"target >= 5000 frames/s); after start-up ({e['seconds'] - e['after_start_s']:.1f} s) "
+      f"{e['after_start_face_frames_per_s']:.0f} face frames/s; GPU utilisation {util} (target >= 50 %)")
 for role in ("teacher", "student"):
     r = out[role]
     print(f"gpu_check: {role} {r['steps_per_s']:.1f} steps/s ({r['steps_per_epoch']} steps in {r['last_epoch_s']:.1f} s, "

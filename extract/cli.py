@@ -10,7 +10,8 @@ from dataclasses import fields
 from common.cli import HelpFormatter
 from extract.cache import CacheBusyError, CacheError, open_cache, write_snapshot
 from extract.compact import DEFAULT_TARGET_MB
-from extract.config import ExtractConfig
+from extract.config import FACE_PRECISIONS, ExtractConfig
+from extract.detect import FACE_DETECTORS
 from extract.faces import FaceWeightsError
 from extract.run import BACKENDS, FACE_MODELS, SCHEDULES, ManifestError, RunOptions, StorageError, run_extraction
 
@@ -67,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         help="worker: every worker runs its own face models; shared: workers only decode, one consumer "
         "per device runs the faces in large batches (the GPU path); auto: shared on CUDA, else worker",
     )
+    run.add_argument(
+        "--no-frame-spool",
+        dest="frame_spool",
+        action="store_false",
+        help="shared path: send decoded frames to the consumer through the result pipe instead of files "
+        "in /dev/shm (slower; for comparison)",
+    )
     run.add_argument("--strict", action="store_true", help="exit non-zero if any item failed")
     run.add_argument("--repair", action="store_true", help="re-extract the items `extract verify` finds corrupt")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -87,6 +95,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     features.add_argument(
         "--face-seed", type=int, default=_DEFAULTS["face_seed"], help="seed for --face-weights random"
+    )
+    features.add_argument(
+        "--face-detector",
+        choices=sorted(FACE_DETECTORS),
+        default=_DEFAULTS["face_detector"],
+        help="mtcnn: MTCNN batched over frames on the device; mtcnn-facenet: facenet-pytorch's own MTCNN "
+        "(the reference; box-by-box crops in Python)",
+    )
+    features.add_argument(
+        "--face-detect-every",
+        type=int,
+        default=_DEFAULTS["face_detect_every"],
+        help="detect faces on every k-th frame of a clip (and its last) and carry the boxes to the frames between",
+    )
+    features.add_argument(
+        "--face-precision",
+        choices=FACE_PRECISIONS,
+        default=_DEFAULTS["face_precision"],
+        help="the face embedding network's precision (bfloat16/float16: autocast; torch embedders only)",
     )
     features.add_argument(
         "--min-face-size", type=int, default=_DEFAULTS["min_face_size"], help="MTCNN smallest face (px)"
@@ -159,6 +186,7 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         face_models=args.face_models,
         schedule=args.schedule,
+        frame_spool=args.frame_spool,
         repair=args.repair,
         progress=not args.no_progress,
     )

@@ -12,6 +12,12 @@ from common.files import sha256_text
 #: Settings that change no stored number; they stay out of the hash so tuning them never
 #: orphans a cache.
 RUNTIME_ONLY = frozenset({"face_batch"})
+#: The embedding network's precisions (``face_precision``): float32, or autocast to a 16-bit type.
+FACE_PRECISIONS = ("float32", "bfloat16", "float16")
+#: The values caches were made with before these settings existed (facenet-pytorch's own MTCNN,
+#: every frame, float32): a config at these values hashes as it did then, so those caches keep
+#: their directory, and a record without them reads back as them (:meth:`ExtractConfig.from_record`).
+LEGACY_SETTINGS = {"face_detector": "mtcnn-facenet", "face_detect_every": 1, "face_precision": "float32"}
 
 
 @dataclass(frozen=True)
@@ -29,11 +35,14 @@ class ExtractConfig:
     fps: float = 5.0  # frames sampled per second of video, inside ffmpeg
     frame_size: int = 256  # frames are letterboxed to frame_size² inside ffmpeg: full-res never reaches Python
     # faces
+    face_detector: str = "mtcnn"  # mtcnn (batched, on the device) | mtcnn-facenet (facenet-pytorch's reference)
+    face_detect_every: int = 1  # detect on every k-th frame of a clip (and its last); boxes carried between
     face_weights: str = "vggface2"  # vggface2 | casia-webface | random | PATH to a state dict (512-d) | dlib (128-d)
     face_seed: int = 0  # initialises the `random` face embedder reproducibly
     min_face_size: int = 20  # MTCNN's smallest face, in pixels of the letterboxed frame
     face_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)  # MTCNN P/R/O-net thresholds
     face_margin: int = 0  # pixels added around the detected box before the 160×160 crop
+    face_precision: str = "float32"  # the embedding network's autocast dtype: float32 | bfloat16 | float16
     face_batch: int = 32  # frames per MTCNN / embedding batch (speed only)
     # storage
     dtype: str = "float16"  # fbank and face embeddings on disk; see docs/extract.md for the error
@@ -46,6 +55,10 @@ class ExtractConfig:
             problems.append(f"need 0 < hop_ms ≤ win_ms (got hop {self.hop_ms}, win {self.win_ms})")
         if self.dtype not in ("float16", "float32"):
             problems.append(f"dtype must be float16 or float32, got {self.dtype!r}")
+        if self.face_detect_every < 1:
+            problems.append(f"face_detect_every must be ≥ 1, got {self.face_detect_every}")
+        if self.face_precision not in FACE_PRECISIONS:
+            problems.append(f"face_precision must be one of {', '.join(FACE_PRECISIONS)}, got {self.face_precision!r}")
         if problems:
             raise ValueError("invalid extraction config: " + "; ".join(problems))
 
@@ -65,6 +78,9 @@ class ExtractConfig:
         """
         payload = self.feature_settings()
         payload["face_weights"] = weights_identity or self.face_weights
+        for name, legacy in LEGACY_SETTINGS.items():
+            if payload[name] == legacy:
+                del payload[name]
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=list)
         return sha256_text(blob)[:16]
 
@@ -88,8 +104,13 @@ class ExtractConfig:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> ExtractConfig:
-        """The settings back from a config.json record (the inverse of :meth:`to_record`)."""
+        """The settings back from a config.json record (the inverse of :meth:`to_record`).
+
+        A record from before a setting existed gets the value its cache was made with
+        (:data:`LEGACY_SETTINGS`: facenet-pytorch's own MTCNN), else the setting's default.
+        """
         values = {f.name: record[f.name] for f in fields(cls) if f.name in record}
+        values = {**LEGACY_SETTINGS, **values}
         if "face_thresholds" in values:
             values["face_thresholds"] = tuple(values["face_thresholds"])  # JSON has no tuples
         return cls(**values)

@@ -1,17 +1,21 @@
-"""Face detection (MTCNN) and embedding, batched over a clip's frames.
+"""Face embedding, batched over frames: per-frame embeddings and a found mask for whole clips.
 
-MTCNN finds the largest face per frame; a face embedder from :data:`FACE_EMBEDDERS`, chosen by the
-``face_weights`` name, crops and embeds it. Two families are registered: facenet-pytorch's
-InceptionResnetV1 (``vggface2``, ``casia-webface``, ``random`` or a state-dict PATH; 512-d) and
-dlib's ResNet (``dlib``, the ``faces-dlib`` extra; 128-d). ``fixed_image_standardization`` is
-applied exactly once, in :meth:`FacenetEmbedding.stack`, to the aligned 160×160 crops; the network
-takes those crops as they are.
+A detector from :data:`extract.detect.FACE_DETECTORS` (``face_detector``) finds the largest face
+per frame; a face embedder from :data:`FACE_EMBEDDERS`, chosen by the ``face_weights`` name, crops
+and embeds it. Two families are registered: facenet-pytorch's InceptionResnetV1 (``vggface2``,
+``casia-webface``, ``random`` or a state-dict PATH; 512-d) and dlib's ResNet (``dlib``, the
+``faces-dlib`` extra; 128-d). ``fixed_image_standardization`` is applied exactly once, to the
+aligned 160×160 crops (:meth:`FacenetEmbedding.stack` for per-face crops,
+:meth:`FacenetEmbedding.crop_batch` for a batch's); the network takes those crops as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -19,16 +23,20 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from facenet_pytorch import MTCNN, InceptionResnetV1
+from facenet_pytorch import InceptionResnetV1
 from facenet_pytorch.models.mtcnn import fixed_image_standardization
-from facenet_pytorch.models.utils.detect_face import detect_face, extract_face
+from facenet_pytorch.models.utils.detect_face import extract_face
 from torch import nn
 
 from common.device import resolve_device
 from common.files import sha256_file
-from extract.config import ExtractConfig
+from extract.config import FACE_PRECISIONS, ExtractConfig
+from extract.detect import FACE_DETECTORS, build_detector, carry, keyframes
+from extract.detect_ops import area_crops, integral_image
 
 CROP_SIZE = 160
+#: ``face_precision`` → the autocast dtype of the embedding network (None: float32, no autocast).
+PRECISIONS: dict[str, torch.dtype | None] = {p: None if p == "float32" else getattr(torch, p) for p in FACE_PRECISIONS}
 
 #: Pretrained facenet-pytorch weights, by the name configs and the CLI use.
 PRETRAINED_FILES = {
@@ -139,8 +147,8 @@ def resolve_face_weights(spec: str, seed: int = 0) -> FaceWeights:
 
 
 class FaceModel(ABC):
-    """A face embedder as the extractor sees it: one crop per face MTCNN found, then a batch of
-    crops → (N, face_dim) L2-normalised embeddings.
+    """A face embedder as the extractor sees it: one crop per face the detector found, then a batch
+    of crops → (N, face_dim) L2-normalised embeddings.
 
     Families register under the ``face_weights`` names they serve (:func:`register_face_embedder`);
     ``resolve`` runs once in the driver (finds or downloads the weights, fixes their identity, fails
@@ -151,10 +159,12 @@ class FaceModel(ABC):
     face_dim: ClassVar[int]  # embedding width, recorded in the cache's config.json
     runs_on_device: ClassVar[bool] = True  # False: CPU whatever --device says (--face-models auto → worker)
     releases_gil: ClassVar[bool] = True  # False: threads of one process take turns (workers → processes only)
+    autocasts: ClassVar[bool] = True  # False: not a torch network; face_precision must stay float32
 
     def __init__(self, weights: FaceWeights, seed: int, device: torch.device, batch: int) -> None:
         self.device = device
         self.batch_size = batch  # faces per network call
+        self.autocast: torch.dtype | None = None  # the network's autocast dtype (face_precision); None: float32
 
     @classmethod
     @abstractmethod
@@ -168,6 +178,13 @@ class FaceModel(ABC):
     @abstractmethod
     def stack(self, crops: list[torch.Tensor]) -> torch.Tensor:
         """The crops as one network input (also when there are none)."""
+
+    def crop_batch(self, frames: torch.Tensor, boxes: torch.Tensor, margin: int) -> torch.Tensor:
+        """The network input for the face in ``boxes[i]`` of ``frames[i]``, for all i at once
+        (uint8 (N, H, W, 3) frames and (N, 4) boxes, on any device). This default crops face by
+        face on the host; a family whose crop is a tensor op overrides it with a batched one."""
+        frames, boxes = frames.cpu(), boxes.double().cpu().numpy()
+        return self.stack([self.crop(frame, box, margin) for frame, box in zip(frames, boxes)])
 
     @abstractmethod
     def embed(self, crops: torch.Tensor) -> np.ndarray:
@@ -225,13 +242,39 @@ class FacenetEmbedding(FaceModel):
             return torch.zeros(0, 3, CROP_SIZE, CROP_SIZE)
         return fixed_image_standardization(torch.stack(crops))  # the one and only time
 
+    def crop_batch(self, frames: torch.Tensor, boxes: torch.Tensor, margin: int) -> torch.Tensor:
+        """facenet-pytorch's ``extract_face`` for every face at once, on the frames' device, then
+        standardised (the one and only time). Equal to :meth:`crop` + :meth:`stack` bit for bit:
+        the same integer box, the same area resize (:func:`extract.detect_ops.area_crops`), the
+        same truncation to uint8."""
+        if len(frames) == 0:
+            return torch.zeros(0, 3, CROP_SIZE, CROP_SIZE, device=frames.device)
+        height, width = frames.shape[1:3]
+        box = boxes.double()  # extract_face computes the margin on float64 numpy boxes
+        pad_x = margin * (box[:, 2] - box[:, 0]) / (CROP_SIZE - margin) / 2
+        pad_y = margin * (box[:, 3] - box[:, 1]) / (CROP_SIZE - margin) / 2
+        x0 = (box[:, 0] - pad_x).clamp(min=0).trunc().long().clamp(max=width - 1)
+        y0 = (box[:, 1] - pad_y).clamp(min=0).trunc().long().clamp(max=height - 1)
+        x1 = torch.maximum((box[:, 2] + pad_x).clamp(max=width).trunc().long(), x0 + 1)
+        y1 = torch.maximum((box[:, 3] + pad_y).clamp(max=height).trunc().long(), y0 + 1)
+        index = torch.arange(len(frames), device=frames.device)
+        crops = area_crops(integral_image(frames), index, y0, x0, y1, x1, CROP_SIZE)
+        return fixed_image_standardization(crops.trunc())  # extract_face's .byte() truncates to uint8
+
     @torch.inference_mode()
     def embed(self, crops: torch.Tensor) -> np.ndarray:
-        batches = (
-            crops[lo : lo + self.batch_size].to(self.device, memory_format=torch.channels_last)
-            for lo in range(0, len(crops), self.batch_size)
-        )
-        return torch.cat([self.net(b).cpu() for b in batches]).numpy()
+        out = []
+        for lo in range(0, len(crops), self.batch_size):
+            batch = crops[lo : lo + self.batch_size].to(self.device, memory_format=torch.channels_last)
+            if self.autocast is None:
+                out.append(self.net(batch))
+                continue
+            with torch.autocast(self.device.type, dtype=self.autocast):
+                emb = self.net(batch)
+            out.append(nn.functional.normalize(emb.float(), dim=1))  # unit norm in float32, like the float32 path
+        if not out:
+            return np.zeros((0, self.face_dim), dtype=np.float32)
+        return torch.cat(out).cpu().numpy()
 
 
 DLIB_RESNET = "dlib_face_recognition_resnet_model_v1.dat"
@@ -276,6 +319,7 @@ class DlibEmbedding(FaceModel):
     face_dim = 128
     runs_on_device = False  # the dlib-bin wheel is built without CUDA
     releases_gil = False  # compute_face_descriptor holds it (a Python thread beside it stalls)
+    autocasts = False  # dlib's own network, not torch's
     chip_size = 150  # what the network takes
     chip_padding = 0.25  # dlib's default, the one it was trained with
 
@@ -324,72 +368,168 @@ class DlibEmbedding(FaceModel):
 class FaceEmbedder(nn.Module):
     """uint8 RGB frames (F, H, W, 3) → per-frame embedding (F, face_dim) and a found mask.
 
-    Frames where MTCNN finds no face get a zero row and ``found=False``; they are never given a
-    crop or an embedding that could pass for a face. When a frame holds several faces the largest
-    is kept (the speaker is usually the face nearest the camera). The embedder is the
-    :class:`FaceModel` the weights name (``face_dim`` 512 for facenet, 128 for dlib).
+    Frames where the detector finds no face get a zero row and ``found=False``; they are never
+    given a crop or an embedding that could pass for a face. When a frame holds several faces the
+    largest is kept (the speaker is usually the face nearest the camera). The detector is the one
+    ``face_detector`` names (:mod:`extract.detect`), the embedder the :class:`FaceModel` the
+    weights name (``face_dim`` 512 for facenet, 128 for dlib).
 
-    Detection calls facenet-pytorch's batched ``detect_face`` directly rather than ``MTCNN.forward``:
-    the latter fails on a batch that mixes frames with and without faces under numpy ≥ 2, and doing
-    the selection here makes the one standardisation step explicit.
+    Frames go to the device ``face_batch`` at a time (through pinned memory on CUDA); detection,
+    crops and the embedding network run there on the whole batch. :meth:`embed_clips` takes
+    several clips at once, so batches span clips; ``face_detect_every`` (k > 1) detects on every
+    k-th frame of each clip (and its last) and carries the boxes to the frames between
+    (:func:`extract.detect.carry`), never across clips.
     """
 
     def __init__(self, cfg: ExtractConfig, weights: FaceWeights, device: str = "cpu") -> None:
         super().__init__()
+        check_face_config(cfg, weights)
         self.batch = cfg.face_batch
         self.margin = cfg.face_margin
+        self.every = cfg.face_detect_every
         self.device = resolve_device(device)
-        self.detector = MTCNN(
-            image_size=CROP_SIZE,
-            margin=cfg.face_margin,
-            min_face_size=cfg.min_face_size,
-            thresholds=list(cfg.face_thresholds),
-            device=self.device,
-        )
+        self.detector = build_detector(cfg, self.device)
         self.embedder = weights.build(cfg.face_seed, self.device, cfg.face_batch)
+        self.embedder.autocast = PRECISIONS[cfg.face_precision]
         self.face_dim = self.embedder.face_dim
+        self._streams = threading.local()  # each consumer thread's own stream (_own_stream)
         self.eval()
 
-    def _largest_boxes(self, frames: torch.Tensor) -> list[np.ndarray | None]:
-        d = self.detector  # detect_face moves the frames to the device itself
-        boxes, _ = detect_face(frames, d.min_face_size, d.pnet, d.rnet, d.onet, d.thresholds, d.factor, self.device)
-        picked: list[np.ndarray | None] = []
-        for found in boxes:
-            found = np.asarray(found, dtype=np.float64).reshape(-1, 5)  # x1, y1, x2, y2, probability
-            if len(found) == 0:
-                picked.append(None)
-                continue
-            area = (found[:, 2] - found[:, 0]) * (found[:, 3] - found[:, 1])
-            picked.append(found[np.argmax(area), :4])
-        return picked
+    def _own_stream(self) -> contextlib.AbstractContextManager:
+        """This thread's own stream of the device: two consumer threads sharing the model overlap on
+        the GPU, and one's synchronisations (box counts, results to the host) wait only for its own
+        work, not for the other's queued batch. On CPU a stream is a no-op, and the same code runs."""
+        streams = torch.get_device_module(self.device)
+        if not hasattr(self._streams, "stream"):
+            self._streams.stream = streams.Stream(self.device) if self.device.type == "cuda" else streams.Stream()
+        return streams.stream(self._streams.stream)
+
+    @torch.inference_mode()
+    def boxes(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The largest face's box (x1, y1, x2, y2) of every frame of one clip (F, 4), and found (F,)."""
+        clips = _Clips([frames], self.device)
+        boxes, found = self._locate(clips)
+        return boxes.cpu().numpy(), found.cpu().numpy()
 
     @torch.inference_mode()
     def crops(self, frames: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        """The embedder's input for every found face, and the found mask (F,).
+        """The embedder's input for every found face of one clip (on the host), and the found mask (F,).
 
         facenet: standardised aligned crops (N_found, 3, 160, 160); dlib: aligned uint8 chips
         (N_found, 150, 150, 3).
         """
-        _check_frames(frames)
-        found = np.zeros(len(frames), dtype=bool)
-        crops: list[torch.Tensor] = []
-        # A uint8 tensor keeps facenet-pytorch on its torch resize path (its numpy path needs cv2).
-        video = torch.tensor(frames)  # a copy: decoded frames are a read-only buffer
-        for lo in range(0, len(frames), self.batch):
-            batch = video[lo : lo + self.batch]
-            for i, box in enumerate(self._largest_boxes(batch)):
-                if box is not None:
-                    found[lo + i] = True
-                    crops.append(self.embedder.crop(batch[i], box, self.margin))
-        return self.embedder.stack(crops), found
+        clips = _Clips([frames], self.device)
+        boxes, found = self._locate(clips)
+        parts = []
+        for lo, hi in clips.batches(self.batch):
+            keep = found[lo:hi].nonzero()[:, 0]
+            parts.append(self.embedder.crop_batch(clips.take(lo, hi)[keep], boxes[lo:hi][keep], self.margin).cpu())
+        crops = torch.cat(parts) if parts else self.embedder.stack([])
+        return crops, found.cpu().numpy()
 
     @torch.inference_mode()
     def forward(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        crops, found = self.crops(frames)
-        emb = np.zeros((len(frames), self.face_dim), dtype=np.float32)
-        if len(crops):
-            emb[found] = self.embedder.embed(crops)
-        return emb, found
+        return self.embed_clips([frames])[0]
+
+    @torch.inference_mode()
+    def embed_clips(self, clips: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(embedding (F_i, face_dim), found (F_i,)) for each clip, computed in ``face_batch``
+        batches that span clips: what the shared GPU consumer feeds a device with."""
+        with self._own_stream():
+            return self._embed_clips(clips)
+
+    def _embed_clips(self, clips: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        video = _Clips(clips, self.device)
+        emb = np.zeros((video.total, self.face_dim), dtype=np.float32)
+        found = np.zeros(video.total, dtype=bool)
+        boxes = located = None
+        if self.every > 1:
+            boxes, located = self._locate(video)
+        for lo, hi in video.batches(self.batch):
+            frames = video.take(lo, hi)
+            if boxes is None:
+                batch_boxes, batch_found = self.detector.detect(frames)
+            else:
+                batch_boxes, batch_found = boxes[lo:hi], located[lo:hi]
+            keep = batch_found.nonzero()[:, 0]
+            if len(keep):
+                crops = self.embedder.crop_batch(frames[keep], batch_boxes[keep], self.margin)
+                emb[lo + keep.cpu().numpy()] = self.embedder.embed(crops)
+            found[lo:hi] = batch_found.cpu().numpy()
+        return [(emb[a:b], found[a:b]) for a, b in zip(video.starts[:-1], video.starts[1:])]
+
+    def _locate(self, video: _Clips) -> tuple[torch.Tensor, torch.Tensor]:
+        """Boxes (F, 4) and found (F,) of every frame, on the device; with ``face_detect_every``
+        k > 1 detected on the key frames only and carried to the others."""
+        keys = keyframes(video.lengths, self.every) if self.every > 1 else np.arange(video.total)
+        boxes = torch.zeros((len(keys), 4), device=self.device)
+        found = torch.zeros(len(keys), dtype=torch.bool, device=self.device)
+        for lo in range(0, len(keys), self.batch):
+            part = keys[lo : lo + self.batch]
+            boxes[lo : lo + len(part)], found[lo : lo + len(part)] = self.detector.detect(video.take_indices(part))
+        if self.every > 1:
+            return carry(boxes, found, keys, video.total)
+        return boxes, found
+
+
+class _Clips:
+    """Several clips' frames laid end to end, handed to the device a batch at a time.
+
+    Nothing is concatenated up front: a batch is copied straight from the clips' arrays into one
+    buffer (pinned on CUDA, so the copy to the device is asynchronous), one slice per clip.
+    """
+
+    def __init__(self, clips: Sequence[np.ndarray], device: torch.device) -> None:
+        for frames in clips:
+            _check_frames(frames)
+        shapes = {frames.shape[1:] for frames in clips if len(frames)}
+        if len(shapes) > 1:
+            raise ValueError(f"clips of one face batch must have frames of one size, got {sorted(shapes)}")
+        self.clips = list(clips)
+        self.lengths = np.array([len(frames) for frames in clips], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.lengths)])
+        self.total = int(self.starts[-1])
+        self.shape = next(iter(shapes)) if shapes else (0, 0, 3)
+        self.device = device
+
+    def batches(self, size: int) -> list[tuple[int, int]]:
+        return [(lo, min(lo + size, self.total)) for lo in range(0, self.total, size)]
+
+    def take(self, lo: int, hi: int) -> torch.Tensor:
+        """Frames [lo, hi) on the device, uint8 (hi - lo, H, W, 3)."""
+        first = int(np.searchsorted(self.starts, lo, side="right")) - 1
+        parts = []
+        for c in range(first, len(self.clips)):
+            start = int(self.starts[c])
+            if start >= hi:
+                break
+            parts.append(self.clips[c][max(lo - start, 0) : hi - start])
+        return self._to_device(parts, hi - lo)
+
+    def take_indices(self, index: np.ndarray) -> torch.Tensor:
+        """Frames at the sorted global indices ``index`` on the device."""
+        clip = np.searchsorted(self.starts, index, side="right") - 1
+        cuts = np.flatnonzero(np.diff(clip)) + 1
+        parts = [self.clips[c[0]][i - self.starts[c[0]]] for i, c in zip(np.split(index, cuts), np.split(clip, cuts))]
+        return self._to_device(parts, len(index))
+
+    def _to_device(self, parts: list[np.ndarray], n: int) -> torch.Tensor:
+        # One copy into a fresh buffer (decoded frames are read-only arrays, which torch will not
+        # wrap); page-locked for a GPU, whose copy then runs asynchronously. On CPU it is the batch.
+        pinned = self.device.type == "cuda"
+        buffer = torch.empty((n, *self.shape), dtype=torch.uint8, pin_memory=pinned)
+        if parts:
+            np.concatenate(parts, out=buffer.numpy())
+        return buffer.to(self.device, non_blocking=pinned)
+
+
+def check_face_config(cfg: ExtractConfig, weights: FaceWeights) -> None:
+    """ValueError unless ``cfg``'s face settings can run with these weights (the driver calls it
+    before any work; every FaceEmbedder again)."""
+    if cfg.face_detector not in FACE_DETECTORS:
+        raise ValueError(f"face_detector {cfg.face_detector!r} is not one of {', '.join(FACE_DETECTORS)}")
+    if cfg.face_precision != "float32" and not weights.model.autocasts:
+        raise ValueError(f"face_precision {cfg.face_precision} needs a torch embedder; {weights.spec} runs in float32")
 
 
 def _check_frames(frames: np.ndarray) -> None:

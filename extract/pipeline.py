@@ -104,7 +104,8 @@ def finish(loaded: Loaded, face: np.ndarray, found: np.ndarray) -> ItemFeatures:
 
 
 def embed_many(faces: FaceEmbedder, batch: list[Loaded]) -> list[ItemFeatures | Failure]:
-    """Faces of several loaded items in one pass (large batches for a GPU), split back per item.
+    """Faces of several loaded items in one pass (``face_batch`` batches that span items, for a
+    GPU; :meth:`FaceEmbedder.embed_clips`), split back per item.
 
     A model error fails every item of the pass: the items are retried one by one so only the
     one that breaks the models is lost.
@@ -112,13 +113,12 @@ def embed_many(faces: FaceEmbedder, batch: list[Loaded]) -> list[ItemFeatures | 
     if not batch:
         return []
     try:
-        face, found = faces(np.concatenate([x.media.frames for x in batch]))
+        faces_found = faces.embed_clips([x.media.frames for x in batch])
     except Exception as err:  # a model error on one item must not end a million-item run
         if len(batch) == 1:
             return [Failure(batch[0].item.utt_id, batch[0].item.path, "faces", f"{type(err).__name__}: {err}")]
         return [out for x in batch for out in embed_many(faces, [x])]
-    bounds = np.cumsum([0, *(len(x.media.frames) for x in batch)])
-    return [finish(x, face[lo:hi], found[lo:hi]) for x, lo, hi in zip(batch, bounds[:-1], bounds[1:])]
+    return [finish(x, face, found) for x, (face, found) in zip(batch, faces_found)]
 
 
 class ItemExtractor:

@@ -40,15 +40,18 @@ from extract.cache.lock import cache_lock
 from extract.cache.writer import ItemFeatures, ShardWriter
 from extract.config import ExtractConfig
 from extract.decode import CROPS
-from extract.faces import FaceEmbedder, FaceWeights, resolve_face_weights
+from extract.faces import FaceEmbedder, FaceWeights, check_face_config, resolve_face_weights
 from extract.fbank import LogMel
 from extract.pipeline import Failure, ItemExtractor, Loaded, ManifestItem, embed_many, load_items, manifest_items
 from extract.schedule import cost_tasks
+from extract.spool import frame_spool, stash, unstashed
 from manifests.io import REQUIRED, ManifestError, read_manifest
 
 FAILURES_FILE = "failures.csv"
 BACKENDS = ("loky", "dask")
 FACE_MODELS = ("auto", "worker", "shared")
+#: Consumer threads of the shared face path per device, by device type.
+CONSUMERS = {"cuda": 2, "cpu": 1}
 SCHEDULES = ("cost", "count")
 
 
@@ -158,12 +161,16 @@ def extract_chunk(
     return _write_shard(extractor.extract(items, prefetch), cfg, cache_dir, weights.face_dim)
 
 
-def decode_chunk(items: Sequence[ManifestItem], cfg: ExtractConfig, prefetch: bool = True) -> list[Loaded | Failure]:
-    """The shared path's worker half: decode + log-mel, faces left to the device's consumer."""
+def decode_chunk(
+    items: Sequence[ManifestItem], cfg: ExtractConfig, prefetch: bool = True, spool: str | None = None
+) -> list[Loaded | Failure]:
+    """The shared path's worker half: decode + log-mel, faces left to the device's consumer; with
+    ``spool`` the frames travel through a file there (extract.spool), not the result pipe."""
     import torch
 
     torch.set_num_threads(1)  # the log-mel is light; the cores are for ffmpeg and the consumer
-    return list(load_items(items, cfg, _logmel(cfg), prefetch))
+    loaded = list(load_items(items, cfg, _logmel(cfg), prefetch))
+    return stash(loaded, spool) if spool else loaded
 
 
 def consume_chunk(
@@ -171,8 +178,9 @@ def consume_chunk(
 ) -> tuple[list[dict], list[Failure]]:
     """The shared path's device half: faces of a whole decoded chunk in large batches, then its shard."""
     faces = _embedder(cfg, weights, device)
-    ready = [x for x in loaded if isinstance(x, Loaded)]
-    results = [*embed_many(faces, ready), *(x for x in loaded if isinstance(x, Failure))]
+    with unstashed(loaded) as loaded:
+        ready = [x for x in loaded if isinstance(x, Loaded)]
+        results = [*embed_many(faces, ready), *(x for x in loaded if isinstance(x, Failure))]
     return _write_shard(results, cfg, cache_dir, weights.face_dim)
 
 
@@ -222,6 +230,9 @@ class RunOptions:
     face_models: str = "auto"
     schedule: str = "cost"  # cost: tasks of near-equal estimated cost | count: shard_size items a task, in order
     prefetch: bool = True  # decode the next item while the face models run on this one
+    # shared path, local workers: decoded frames reach the consumer through files (in /dev/shm where
+    # it has room) instead of pickled through the result pipe; off: through the pipe (for comparison)
+    frame_spool: bool = True
     repair: bool = False
     progress: bool = True
 
@@ -235,6 +246,10 @@ class RunSummary:
     repaired: int = 0
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
+    # the first committed chunk: its items and when (start-up included), so that the rate after
+    # start-up (models built, workers spawned) can be told from the whole run's
+    first_items: int = 0
+    first_seconds: float | None = None
 
     def line(self) -> str:
         rate = self.extracted / self.seconds if self.seconds > 0 else 0.0
@@ -242,7 +257,9 @@ class RunSummary:
         if self.repaired:
             parts.append(f"{self.repaired} repaired")
         failed = f" (reasons in {FAILURES_FILE})" if self.failures else ""
-        return f"extract: {', '.join(parts)}{failed} in {self.seconds:.1f} s ({rate:.2f} items/s) → {self.cache_dir}"
+        first = f"; first {self.first_items} after {self.first_seconds:.1f} s" if self.first_seconds is not None else ""
+        timing = f"{self.seconds:.1f} s ({rate:.2f} items/s{first})"
+        return f"extract: {', '.join(parts)}{failed} in {timing} → {self.cache_dir}"
 
     def exit_code(self, strict: bool = False) -> int:
         """0 when the cache holds something of this manifest; 1 when every item failed, or any did with strict."""
@@ -408,17 +425,21 @@ def _shared_faces(
     n_jobs: int,
     threads: int,
     prefetch: bool,
+    spool: str | None = None,
 ) -> Iterator[tuple[list[dict], list[Failure]]]:
-    """Workers decode; one consumer thread per device runs the faces and writes the shard.
+    """Workers decode; consumer threads (:data:`CONSUMERS` per device) run the faces and write the shard.
 
-    At most two decoded chunks per device wait for a consumer, so a slow device holds back the
-    main thread rather than filling memory with frames.
+    Two consumers share a GPU's one model: while one writes its shard or waits for a result, the
+    other's batches keep the device busy. At most two decoded chunks per consumer are in flight
+    (one being embedded, one waiting), so a slow device holds back the main thread rather than
+    filling memory with frames.
     """
     import torch
 
     if any(d == "cpu" for d in devices):
         torch.set_num_threads(threads)
-    free = list(reversed(devices))
+    free = [d for d in reversed(devices) for _ in range(CONSUMERS.get(d.split(":")[0], 1))]
+    slots = len(free)
     lock = threading.Lock()
 
     def consume(loaded: list[Loaded | Failure]) -> tuple[list[dict], list[Failure]]:
@@ -430,11 +451,11 @@ def _shared_faces(
             with lock:
                 free.append(device)
 
-    decoded = _parallel(n_jobs)(joblib.delayed(decode_chunk)(chunk, cfg, prefetch) for chunk in chunks)
+    decoded = _parallel(n_jobs)(joblib.delayed(decode_chunk)(chunk, cfg, prefetch, spool) for chunk in chunks)
     pending: set[Future] = set()
-    with ThreadPoolExecutor(len(devices), thread_name_prefix="faces") as pool:
+    with ThreadPoolExecutor(slots, thread_name_prefix="faces") as pool:
         for loaded in decoded:
-            while len(pending) >= 2 * len(devices):
+            while len(pending) >= 2 * slots:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 yield from (f.result() for f in done)
             pending.add(pool.submit(consume, loaded))
@@ -455,6 +476,7 @@ def run_extraction(
     table, root = load_manifest(manifest)
     items = manifest_items(table, root)
     weights = resolve_face_weights(cfg.face_weights, cfg.face_seed)  # fails here, before any work
+    check_face_config(cfg, weights)
     devices = _consumer_devices(options, weights.model.runs_on_device)  # fails here (bad device) before any work
     cache_dir = Path(cache_root).resolve() / cfg.hash(weights.identity)
     summary = RunSummary(cache_dir, total=len(items))
@@ -476,6 +498,7 @@ def run_extraction(
 
         if todo:
             with (
+                contextlib.ExitStack() as stack,
                 _backend(options) as n_jobs,
                 tqdm(total=len(todo), unit="item", desc="extract", disable=not options.progress, smoothing=0.1) as bar,
             ):
@@ -491,8 +514,10 @@ def run_extraction(
                     prefetch=options.prefetch,
                 )
                 if devices:
+                    local = options.backend == "loky" or not options.scheduler  # workers see this machine's files
+                    spool = stack.enter_context(frame_spool(cache_dir)) if options.frame_spool and local else None
                     results = _shared_faces(
-                        chunks, cfg, weights, str(cache_dir), devices, n_jobs, threads, options.prefetch
+                        chunks, cfg, weights, str(cache_dir), devices, n_jobs, threads, options.prefetch, spool
                     )
                 elif options.backend == "loky" and n_jobs > 1 and weights.model.releases_gil:
                     results = _driver_helps(chunks, n_jobs, run_chunk)
@@ -502,6 +527,8 @@ def run_extraction(
                     results = _parallel(n_jobs)(joblib.delayed(run_chunk)(chunk) for chunk in chunks)
                 for rows, failures in results:
                     commit_rows(cache_dir, rows)
+                    if summary.first_seconds is None:
+                        summary.first_items, summary.first_seconds = len(rows), time.perf_counter() - began
                     summary.extracted += len(rows)
                     summary.repaired += sum(row["utt_id"] in redo for row in rows)
                     summary.failures.extend(failures)

@@ -1,10 +1,11 @@
 """Small copies of the published datasets' directory layouts, holding real media, for tests that run
 the documented commands (``python -m manifests RECIPE ROOT``, then ``extract run`` on some of them).
 
-Every media file is one of a few generated talking-face clips (:func:`manifests.demo.make_demo_corpus`:
-a voice and a real LFW face per speaker, an emotion per clip), copied or remuxed by ffmpeg into the
-container the dataset ships (CREMA-D ``.flv`` + ``.wav``, IEMOCAP ``.avi``, VoxCeleb1 ``.wav``), and
-named and foldered as the dataset publishes it (docs/datasets.md). The labels are the clips' own, so
+Every media file is made of a few generated talking-face clips (:func:`manifests.demo.make_demo_corpus`:
+a voice and a real LFW face per speaker, an emotion per clip): one clip copied or remuxed by ffmpeg
+into the container the dataset ships (CREMA-D ``.flv`` + ``.wav``, VoxCeleb1 ``.wav``), or, for an
+IEMOCAP dialog, two speakers' clips side by side and in turns; named and foldered as the dataset
+publishes it (docs/datasets.md). The labels are the clips' own, so
 a speaker or emotion run on a tree has classes to learn; nothing measured on it says anything about
 the real corpora. ``make_fake_tree(dataset, root, clips)`` writes one tree and returns its root.
 """
@@ -16,6 +17,8 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from common.ffmpeg import ffmpeg_exe
 from manifests.demo import make_demo_corpus
@@ -122,20 +125,45 @@ def fake_ravdess(root: Path, clips: list[Clip], media: _Media) -> Path:
 
 
 IEMOCAP_CODES = {"angry": "ang", "happy": "hap", "neutral": "neu", "sad": "sad"}
+DIALOG_FPS, DIALOG_SIZE, DIALOG_RATE = 10.0, 96, 16000
 
 
 def fake_iemocap(root: Path, clips: list[Clip], media: _Media, sessions: int = 5) -> Path:
     """``IEMOCAP_full_release/SessionN/dialog/avi/DivX/SesNNF_impro01.avi`` and its
-    ``EmoEvaluation/SesNNF_impro01.txt``: a dialog per session, two turns inside the clip's second."""
+    ``EmoEvaluation/SesNNF_impro01.txt``: a dialog per session between two speakers of ``clips``, side
+    by side as in the release (the first, the marked ``F`` actor, on the left). They take turns, each
+    turn one of the speaker's clips (its voice, and its face in the speaker's half; the other half
+    shows the listener's clip of the same index), so every session holds every emotion of the clips.
+    Written here, not by :class:`_Media`: a dialog is many clips laid out in space and time."""
+    from extract.decode import decode_audio, decode_frames
+    from manifests.media import write_video
+
     base = root / "IEMOCAP_full_release"
+    speakers = by_speaker(clips)
+    decoded: dict[Path, tuple] = {}
+
+    def load(clip: Clip) -> tuple:
+        if clip.path not in decoded:
+            frames, _ = decode_frames(clip.path, DIALOG_FPS, DIALOG_SIZE)
+            decoded[clip.path] = (frames, decode_audio(clip.path, DIALOG_RATE))
+        return decoded[clip.path]
+
     for s in range(1, sessions + 1):
-        clip = clips[(s - 1) % len(clips)]
+        marked, other = speakers[(2 * s - 2) % len(speakers)], speakers[(2 * s - 1) % len(speakers)]
         dialog = f"Ses{s:02d}F_impro01"
-        media.add(clip, base / f"Session{s}" / "dialog" / "avi" / "DivX" / f"{dialog}.avi", "avi")
-        code = IEMOCAP_CODES[clip.emotion]
-        lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
-        for k, (start, end, who) in enumerate(((0.0, 0.5, "F"), (0.5, 0.95, "M"))):
-            lines += [f"[{start:.4f} - {end:.4f}]\t{dialog}_{who}00{k}\t{code}\t[2.5000, 3.0000, 3.0000]", ""]
+        video, audio, lines, t = [], [], ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""], 0.0
+        for k in range(min(len(marked), len(other))):
+            for who, talker, listener in (("F", marked, other), ("M", other, marked)):
+                (frames, wave), (still, _) = load(talker[k]), load(listener[k])
+                halves = (frames, still[np.arange(len(frames)) % len(still)])
+                video.append(np.concatenate(halves if who == "F" else halves[::-1], axis=2))
+                seconds = len(frames) / DIALOG_FPS
+                audio.append(np.resize(wave, int(round(seconds * DIALOG_RATE))))  # the turn lasts its frames
+                code = IEMOCAP_CODES[talker[k].emotion]
+                lines += [f"[{t:.4f} - {t + seconds:.4f}]\t{dialog}_{who}{k:03d}\t{code}\t[2.5000, 3.0000, 3.0000]", ""]
+                t += seconds
+        avi = base / f"Session{s}" / "dialog" / "avi" / "DivX" / f"{dialog}.avi"
+        write_video(avi, np.concatenate(video), DIALOG_FPS, np.concatenate(audio), DIALOG_RATE)
         evaluation = base / f"Session{s}" / "dialog" / "EmoEvaluation" / f"{dialog}.txt"
         evaluation.parent.mkdir(parents=True, exist_ok=True)
         evaluation.write_text("\n".join(lines) + "\n")
@@ -190,10 +218,11 @@ FAKE_TREES: dict[str, Callable[..., Path]] = {
 }
 
 
-def make_fake_tree(dataset: str, root: str | Path, clips: list[Clip]) -> Path:
+def make_fake_tree(dataset: str, root: str | Path, clips: list[Clip], **options) -> Path:
     """Write ``dataset``'s published layout (a :data:`FAKE_TREES` name) under ``root``; returns the
-    dataset's root folder (``root/CREMA-D``, ``root/VoxCeleb1``, ...)."""
+    dataset's root folder (``root/CREMA-D``, ``root/VoxCeleb1``, ...). ``options`` go to the tree's
+    function (``sessions=3`` for iemocap, ...)."""
     media = _Media()
-    base = FAKE_TREES[dataset](Path(root), clips, media)
+    base = FAKE_TREES[dataset](Path(root), clips, media, **options)
     media.write()
     return base

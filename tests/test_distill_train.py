@@ -312,3 +312,17 @@ def test_face_width_comes_from_the_cache(tmp_path):
         tmp_path / "student",
         progress=False,
     )
+
+
+def test_a_teacher_killed_while_writing_its_targets_is_not_finished(cache, tmp_path, monkeypatch):
+    """metrics.json is written last: a teacher whose targets never reached the disk must be resumed,
+    not taken for finished by the sweep and its students."""
+
+    def killed(self):
+        raise KeyboardInterrupt("killed while writing targets")
+
+    monkeypatch.setattr(Trainer, "write_targets", killed)
+    run = RunDir(tmp_path / "t")
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tiny_config(cache, "teacher"), run.path, progress=False)
+    assert run.started and not run.finished and not run.targets.exists()

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from extract.config import ExtractConfig
 from extract.faces import FACE_EMBEDDERS, DlibEmbedding, FaceEmbedder, FaceWeightsError, resolve_face_weights
@@ -54,8 +53,7 @@ def test_dlib_embeds_what_dlibs_own_pipeline_embeds(embedder):
 
     model = embedder.embedder
     for k in (0, 2):
-        with torch.inference_mode():
-            box = embedder._largest_boxes(torch.tensor(frames[k : k + 1]))[0]
+        box = embedder.boxes(frames[k : k + 1])[0][0]
         landmarks = model.shape(frames[k], dlib.rectangle(*(int(round(v)) for v in box)))
         reference = np.asarray(model.net.compute_face_descriptor(frames[k], landmarks))
         np.testing.assert_allclose(emb[k], reference / np.linalg.norm(reference), atol=1e-5)

@@ -74,6 +74,9 @@ def test_good_items_are_stored_with_their_labels(extracted, clips):
     summary, _ = extracted
     cache = open_cache(summary.cache_dir)
     assert sorted(cache) == sorted(GOOD) and summary.extracted == len(GOOD)
+    # the first committed chunk (shard_size 4, some of its items may have failed) and when: start-up's share
+    assert 1 <= summary.first_items <= 4 and 0 < summary.first_seconds < summary.seconds
+    assert f"first {summary.first_items} after {summary.first_seconds:.1f} s" in summary.line()
     for utt in GOOD:
         item, clip = cache[utt], clips[utt]
         assert item["fbank"].dtype == np.float32 and item["fbank"].shape[1] == 80

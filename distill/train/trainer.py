@@ -482,15 +482,17 @@ class Trainer:
 
     # -- after training
     def finish(self) -> dict:
-        """Test metrics of the best checkpoint (+ video missing and targets for a teacher), plots."""
+        """Targets of a teacher, then test metrics of the best checkpoint (+ video missing for a
+        teacher) and plots. ``metrics.json`` is written last: a run holding it is finished, so a
+        teacher killed while writing its targets is resumed, never taken for done by its students."""
         self.net.load_state_dict(load_checkpoint(self.run.best, map_location=self.device)["model"])
+        if self.is_teacher:
+            self.write_targets()
         result = evaluate_run(self.evaluator, self.data, self.run, best_epoch=self.best["epoch"], scoring=self.cfg.eval)
         if self.tb:
             self.tb.projector(result.test.emb, self.data.label_of(result.test.utt_ids), self.epoch)
             self.tb.test(result.metrics, self.epoch)
             self.tb.close()
-        if self.is_teacher:
-            self.write_targets()
         return result.metrics
 
     def write_targets(self) -> Path:
