@@ -145,8 +145,9 @@ def annotate_results(md: Path, faces: str, why: str, cache_dir: Path, extra: lis
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m distill.demo",
-        description="Generate the synthetic audio-visual demo corpus, extract it, train one teacher per "
-        "task x setting and every student method over several seeds, and print the comparison table.",
+        description="Generate the synthetic audio-visual demo corpus, extract it, train one teacher (and its "
+        "audio-only control) per point of the label-scarcity curve and every student method over several seeds, "
+        "and print the comparison table.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--data", type=Path, default=Path("demo_data"), help="where the corpus is generated")

@@ -166,7 +166,8 @@ def test_results_table_curve_and_charts(demo):
     assert sweep["seeds"] == list(SEEDS) and sweep["labels_per_class"] == list(K) and Path(sweep["cache"]).is_dir()
 
 
-def test_the_teachers_are_scored_on_their_transfer_set(demo):
+def test_the_teachers_are_scored_on_their_transfer_set(demo, capsys):
+    from distill.eval.teacher_labels import main as teacher_labels_main
     from distill.eval.teacher_labels import teacher_labels
     from distill.train.targets import TargetStore
     from extract.cache import open_cache
@@ -197,6 +198,10 @@ def test_the_teachers_are_scored_on_their_transfer_set(demo):
             correct += classes[int(logits.argmax())] == train.loc[utt, "speaker"]
         assert (score.items, score.correct) == (len(hidden), correct)
     assert len(trained) == train["speaker"].nunique()
+    assert teacher_labels_main([str(combo(demo, 1) / "teacher")]) == 0  # the command line prints the same
+    assert f"accuracy {teacher_labels(combo(demo, 1) / 'teacher').accuracy:.3f}" in capsys.readouterr().out
+    assert teacher_labels_main([str(combo(demo, 1) / "none" / "seed0")]) == 1  # a student: refused, named
+    assert "not a finished teacher run" in capsys.readouterr().err
 
 
 def test_cache_inspection_and_second_demo_reuses_everything(demo):

@@ -423,7 +423,7 @@ def plot_label_curve(
             return "--"
         return ":" if "teacher" in method else "-"
 
-    fig = Figure(figsize=(15.0, 4.2))
+    fig = Figure(figsize=(15.0, 4.6), layout="constrained")  # keeps each panel's y label off its neighbour
     axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
     lines = [(s, m) for s in settings for m in methods]
     spread = 0.25 / max(len(lines), 1)
@@ -470,13 +470,13 @@ def plot_label_curve(
             drawn = True
         ax.axhline(0.0, color="black", linewidth=0.8, linestyle="--")
         ax.set_title(f"{text}, 95 % interval", fontsize="medium")
-        ax.set_ylabel(f"{metric}: improvement (positive = better)")
+        ax.set_ylabel(f"{metric} improvement (+ = better)")
         if drawn:
             ax.legend(fontsize="small")
     better = "lower" if metric in LOWER_IS_BETTER else "higher"
     axes[0].set_ylabel(f"{metric} ({better} is better)")
     axes[0].set_title("mean ± std over seeds", fontsize="medium")
-    axes[0].legend(fontsize="small", ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize="small", ncols=4, loc="outside lower center")
     for ax in axes:
         ax.set_xticks(list(xs.values()), labels=[str(k) for k in xs])
         ax.set_xlabel("labelled training items per class")
