@@ -158,3 +158,39 @@ def test_video_share_png_and_refuses_an_empty_table(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="empty"):
         plots.plot_video_share(shares.iloc[:0], tmp_path / "none.png")
+
+
+def test_label_curve_png_orders_k_numerically_with_all_last_and_refuses_bad_tables(tmp_path):
+    assert plots._label_positions([4, "all", 1, 10, 2, 1]) == {1: 0, 2: 1, 4: 2, 10: 3, "all": 4}
+    runs = pd.DataFrame(
+        [
+            {"setting": "nonseq", "method": m, "seed": s, "labels_per_class": k, "accuracy": 0.2 + 0.1 * i + 0.01 * s}
+            for k in (1, 10, "all")
+            for i, m in enumerate(("none", "embed", "embed@audio_teacher"))
+            for s in range(3)
+        ]
+        + [
+            {"setting": "nonseq", "method": "teacher", "seed": 0, "labels_per_class": k, "accuracy": 0.9}
+            for k in (1, "all")
+        ]
+    )
+    curve = pd.DataFrame(
+        {
+            "setting": "nonseq",
+            "method": "embed",
+            "labels_per_class": [1, 10, "all"],
+            "gain_mean": [0.3, 0.1, 0.0],
+            "gain_low": [0.2, 0.0, -0.05],
+            "gain_high": [0.4, 0.2, 0.05],
+            "share_mean": [0.25, float("nan"), 0.01],
+            "share_low": [0.1, float("nan"), -0.04],
+            "share_high": [0.4, float("nan"), 0.06],
+        }
+    )
+    png = plots.plot_label_curve(runs, curve, "accuracy", tmp_path / "curve.png", method_order=["teacher", "none"])
+    pixels = _image(png)
+    assert pixels.shape[1] > 2 * pixels.shape[0]  # three panels side by side
+    with pytest.raises(ValueError, match="lacks column\\(s\\) labels_per_class"):
+        plots.plot_label_curve(runs.drop(columns="labels_per_class"), curve, "accuracy", tmp_path / "x.png")
+    with pytest.raises(ValueError, match="no gains to plot"):
+        plots.plot_label_curve(runs, curve.iloc[:0], "accuracy", tmp_path / "x.png")

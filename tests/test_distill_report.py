@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 from distill.budget import CAP, EARLY, Stopping
 from distill.eval import report
@@ -297,8 +298,9 @@ def test_runs_are_grouped_by_labels_per_class(scarce_runs, tmp_path):
     assert df.groupby("labels_per_class")["run_dir"].nunique().to_dict() == {1: 5, "all": 5}
     written = report.write_results(df, tmp_path / "out")
     md = written["md"].read_text()
-    scarce, every = md.split("## emotion: every training label")
-    assert "## emotion: 1 labelled training item per class" in scarce
+    curve, scarce = md.split("## emotion: 1 labelled training item per class")  # the curve comes first
+    scarce, every = scarce.split("## emotion: every training label")
+    assert "## emotion: the label-scarcity curve" in curve
     for section, k in ((scarce, 1), (every, None)):
         for method, per_seed in SCARCE[k].items():
             row = next(line for line in section.splitlines() if f"| {method} |" in line).replace("**", "")
@@ -319,3 +321,66 @@ def test_the_report_counts_the_runs_that_hit_the_epoch_cap(scarce_runs, tmp_path
     assert "Budget: 1 of 8 runs (12 %) hit the epoch cap" in md
     assert "At the cap: `k1/embed/seed1`." in md and "2 run(s) record no stopping" in md
     assert report.budget_lines(df.drop(columns=["stopped", "epochs_trained"])) == []  # runs without records
+
+
+# accuracy of speaker nonseq students per labels_per_class value (None: every label), method and seed,
+# with the privileged-information control at every value
+CURVE = {
+    1: {"none": [0.20, 0.24, 0.22], "embed": [0.50, 0.58, 0.52], "embed@audio_teacher": [0.21, 0.27, 0.20]},
+    2: {"none": [0.30, 0.33, 0.35], "embed": [0.55, 0.57, 0.60], "embed@audio_teacher": [0.36, 0.30, 0.33]},
+    None: {"none": [0.60, 0.62, 0.61], "embed": [0.61, 0.60, 0.64], "embed@audio_teacher": [0.60, 0.63, 0.61]},
+}
+
+
+@pytest.fixture
+def curve_runs(tmp_path):
+    """A label-scarcity sweep with its control, in the sweep's layout (k2 after kall on disk: order is the report's)."""
+    root = tmp_path / "curve"
+    for k in (None, 2, 1):
+        data = {"task": "speaker", "setting": "nonseq", "labels_per_class": k}
+        folder = root / f"k{k or 'all'}"
+        teacher = {**_sectioned("teacher", "speaker", "nonseq", "none", 0), "data": data}
+        _run(folder, "teacher", teacher, {"accuracy": 0.9, "video_missing": {"accuracy": 0.2}})
+        audio = {**teacher, "model": {"audio_encoder": "ecapa", "face_dropout": 1.0}}
+        _run(folder, "audio_teacher", audio, {"accuracy": 0.3})
+        for label, accs in CURVE[k].items():
+            method, _, control = label.partition("@")
+            for seed, acc in enumerate(accs):
+                config = {**_sectioned("student", "speaker", "nonseq", method, seed), "data": data}
+                config["distill"]["teacher"] = str(folder / (control or "teacher")) if method != "none" else None
+                _run(folder, f"{label}/seed{seed}", config, {"accuracy": acc, "eer": 1 - acc})
+    return root
+
+
+def test_the_label_curve_gives_every_values_gain_and_share_in_order(curve_runs, tmp_path):
+    df = report.collect_runs(curve_runs)
+    curve = report.label_curve(df, "accuracy")
+    assert curve[["method", "labels_per_class"]].values.tolist() == [["embed", 1], ["embed", 2], ["embed", "all"]]
+    for _, row in curve.iterrows():
+        per = CURVE[None if row["labels_per_class"] == "all" else row["labels_per_class"]]
+        assert row["gain_mean"] == pytest.approx(np.mean(np.subtract(per["embed"], per["none"])))
+        assert row["share_mean"] == pytest.approx(np.mean(np.subtract(per["embed"], per["embed@audio_teacher"])))
+        assert row["gain_n"] == row["share_n"] == 3
+    table = report.format_curve(curve).splitlines()
+    assert [line.split(" | ")[2] for line in table[2:]] == ["1", "2", "all"]
+    with pytest.raises(ValueError, match="no run hides labels"):
+        report.label_curve(df.drop(columns="labels_per_class"), "accuracy")
+
+
+def test_results_md_opens_a_label_sweep_with_its_curve_and_plots_it(curve_runs, tmp_path):
+    written = report.write_results(report.collect_runs(curve_runs), tmp_path / "out")
+    md = written["md"].read_text()
+    head, rest = md.split("## speaker: 1 labelled training item per class")
+    assert "## speaker: the label-scarcity curve" in head and "## speaker: every training label" in rest
+    means = next(line for line in head.splitlines() if line.startswith("| nonseq | embed |"))
+    cells = [c.strip() for c in means.strip("|").split("|")][2:]
+    expected = [CURVE[k]["embed"] for k in (1, 2, None)]
+    assert cells == [f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" for v in expected]
+    teacher = next(line for line in head.splitlines() if line.startswith("| nonseq | teacher |"))
+    assert teacher.count("0.900") == 3
+    assert "along the curve: accuracy ↑" in head and "along the curve: eer ↓" in head
+    with Image.open(written["curve:speaker"]) as img:
+        assert img.size[0] > 1000 and np.asarray(img.convert("L")).std() > 0
+    # one value of k: no curve
+    one = report.collect_runs(curve_runs / "k1")
+    assert "label-scarcity curve" not in report.write_results(one, tmp_path / "one")["md"].read_text()

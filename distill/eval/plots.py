@@ -29,6 +29,7 @@ __all__ = [
     "plot_embeddings",
     "plot_results_bar",
     "plot_video_share",
+    "plot_label_curve",
 ]
 
 #: train-log columns that index rows rather than measure anything.
@@ -365,4 +366,121 @@ def plot_video_share(shares: pd.DataFrame, out_png, title: str | None = None) ->
     ax.set_title(title or f"{metric}: mean and 95 % interval over seeds, paired by seed", fontsize="medium")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=2)
+    return _save(fig, out_png)
+
+
+#: the column of a label-scarcity sweep's runs (distill.eval.report.LABELS) and its "every label" value
+_LABELS, _ALL_LABELS, _CONTROL = "labels_per_class", "all", "@"
+
+
+def _label_positions(values) -> dict:
+    """x position per labels_per_class value: ascending, ``all`` last, evenly spaced (a category axis)."""
+    ordered = sorted(set(values), key=lambda k: (k == _ALL_LABELS, k if k != _ALL_LABELS else 0))
+    return {k: i for i, k in enumerate(ordered)}
+
+
+def plot_label_curve(
+    runs: pd.DataFrame,
+    curve: pd.DataFrame,
+    metric: str,
+    out_png,
+    title: str | None = None,
+    method_order: Sequence[str] = (),
+) -> Path:
+    """A label-scarcity curve in one figure, labelled items per class on the x axis of every panel.
+
+    Left: ``metric``'s mean ± std over seeds per method (``runs``: one row per run with a
+    ``labels_per_class`` column, as distill.eval.report.collect_runs gives). Middle and right: each
+    method's gain over ``none`` and its video's share with their 95 % intervals (``curve``:
+    distill.eval.report.label_curve for ``metric``; positive = better). A student of the
+    audio-only teacher is dashed, a teacher dotted; the dashed zero line marks "no gain". Methods
+    are drawn in ``method_order`` (a control student right after its method), unknown ones last.
+    """
+    for frame, needed in ((runs, (_LABELS, "method", metric)), (curve, (_LABELS, "method", "gain_mean"))):
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise ValueError(f"label curve: a table lacks column(s) {', '.join(missing)}")
+    data = runs.dropna(subset=[metric])
+    if data.empty or curve.empty:
+        raise ValueError(f"label curve: no run with {metric!r}, or no gains to plot")
+    xs = _label_positions(data[_LABELS])
+    settings = sorted(data["setting"].unique(), key=str) if "setting" in data else [None]
+    many = len(settings) > 1
+
+    def label(setting, method) -> str:
+        return f"{setting} {method}" if many else str(method)
+
+    rank = {m: i for i, m in enumerate(method_order)}
+    methods = sorted(
+        dict.fromkeys(data["method"]),
+        key=lambda m: (rank.get(m.split(_CONTROL)[0], len(rank)), m.split(_CONTROL)[0], _CONTROL in m),
+    )
+    base_of = {m: m.split(_CONTROL)[0] for m in methods}
+    colours = {b: f"C{i % 10}" for i, b in enumerate(dict.fromkeys(base_of.values()))}
+
+    def style(method: str) -> str:
+        if _CONTROL in method:
+            return "--"
+        return ":" if "teacher" in method else "-"
+
+    fig = Figure(figsize=(15.0, 4.6), layout="constrained")  # keeps each panel's y label off its neighbour
+    axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
+    lines = [(s, m) for s in settings for m in methods]
+    spread = 0.25 / max(len(lines), 1)
+    for j, (setting, method) in enumerate(lines):
+        rows = data[(data["method"] == method) & ((data["setting"] == setting) if many else True)]
+        if rows.empty:
+            continue
+        stats = rows.groupby(_LABELS)[metric].agg(["mean", "std"])
+        ks = sorted(stats.index, key=xs.get)
+        x = [xs[k] + (j - len(lines) / 2) * spread for k in ks]
+        axes[0].errorbar(
+            x,
+            stats.loc[ks, "mean"],
+            yerr=stats.loc[ks, "std"].fillna(0.0),
+            fmt=style(method),
+            marker="o",
+            markersize=4,
+            capsize=2,
+            color=colours[base_of[method]],
+            label=label(setting, method),
+        )
+    panels = ((axes[1], "gain", "gain over none"), (axes[2], "share", "video's share (vs audio-only teacher)"))
+    for ax, name, text in panels:
+        drawn = False
+        for j, ((setting, method), rows) in enumerate(curve.groupby(["setting", "method"], sort=False)):
+            rows = rows.dropna(subset=[f"{name}_mean"])
+            if rows.empty:
+                continue
+            x = np.array([xs.get(k, np.nan) for k in rows[_LABELS]]) + (j - 1) * 0.06
+            mean = rows[f"{name}_mean"].to_numpy(float)
+            low = np.nan_to_num(mean - rows[f"{name}_low"].to_numpy(float), nan=0.0)
+            high = np.nan_to_num(rows[f"{name}_high"].to_numpy(float) - mean, nan=0.0)
+            ax.errorbar(
+                x,
+                mean,
+                yerr=np.vstack([low, high]),
+                fmt="-",
+                marker="o",
+                markersize=4,
+                capsize=3,
+                color=colours.get(method, f"C{j}"),
+                label=label(setting, method),
+            )
+            drawn = True
+        ax.axhline(0.0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_title(f"{text}, 95 % interval", fontsize="medium")
+        ax.set_ylabel(f"{metric} improvement (+ = better)")
+        if drawn:
+            ax.legend(fontsize="small")
+    better = "lower" if metric in LOWER_IS_BETTER else "higher"
+    axes[0].set_ylabel(f"{metric} ({better} is better)")
+    axes[0].set_title("mean ± std over seeds", fontsize="medium")
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize="small", ncols=4, loc="outside lower center")
+    for ax in axes:
+        ax.set_xticks(list(xs.values()), labels=[str(k) for k in xs])
+        ax.set_xlabel("labelled training items per class")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
     return _save(fig, out_png)

@@ -21,7 +21,10 @@ per-fold table (mean ± std over seeds); gains and shares are then paired by (fo
 
 Runs with hidden labels (``data.labels_per_class``: a point of a label-scarcity curve, a sweep's
 ``labels_per_class:``) get a ``labels_per_class`` column (``all`` for runs that used every label),
-and results.md a section per task and value, each with its own table, gains and shares.
+and results.md a section per task and value, each with its own table, gains and shares. With two
+or more values, the task's section opens with the curve itself (:func:`label_curve`): the mean
+score per method and value, and the gains and shares of every value in one table, plotted with the
+value on the x axis (``results_<task>_curve.png``).
 
 The budget rule (distill.budget): a run's ``stopping.json`` says whether early stopping ended it
 or the epoch cap did; results.csv gets ``stopped`` and ``epochs_trained``, and results.md counts
@@ -59,6 +62,8 @@ __all__ = [
     "write_results",
     "video_shares",
     "format_shares",
+    "label_curve",
+    "format_curve",
     "main",
 ]
 
@@ -392,6 +397,81 @@ def format_shares(shares: pd.DataFrame, alpha: float = 0.05) -> str:
     return "\n".join(lines)
 
 
+def label_order(values) -> list:
+    """labels_per_class values in curve order: ascending, ``all`` last."""
+    return sorted(set(values), key=lambda k: (k == ALL_LABELS, k if k != ALL_LABELS else 0))
+
+
+def label_curve(df: pd.DataFrame, metric: str, confidence: float = 0.95) -> pd.DataFrame:
+    """:func:`video_shares` at every labels_per_class value, one frame with a ``labels_per_class``
+    column: per (task, setting, method), its gain over ``none`` and its video's share along the
+    label-scarcity curve (each value's pairs are its own runs, by seed)."""
+    if LABELS not in df.columns:
+        raise ValueError("no run hides labels (no labels_per_class column): there is no curve")
+    parts = []
+    for k in label_order(df[LABELS]):
+        shares = video_shares(df[df[LABELS] == k], metric, confidence)
+        if not shares.empty:
+            parts.append(shares.assign(**{LABELS: k}))
+    if not parts:
+        return pd.DataFrame(columns=[*video_shares(df.iloc[:0], metric).columns, LABELS])
+    return _sort_groups(pd.concat(parts, ignore_index=True))  # stable: k stays ascending per method
+
+
+def _label_text(k) -> str:
+    return "all" if k == ALL_LABELS else str(k)
+
+
+def format_curve(curve: pd.DataFrame, alpha: float = 0.05) -> str:
+    """The markdown table of :func:`label_curve` for one metric: a row per method and value."""
+    header = [
+        "setting",
+        "method",
+        "labels / class",
+        "n",
+        "gain over `none` [95 % CI]",
+        "p",
+        "video's share [95 % CI]",
+        "p",
+        "reading",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in curve.iterrows():
+        n = int(max(row["gain_n"], row["share_n"]))
+        cells = [
+            str(row["setting"]),
+            str(row["method"]),
+            _label_text(row[LABELS]),
+            str(n),
+            _interval(row, "gain"),
+            _p(row.get("gain_p")),
+            _interval(row, "share"),
+            _p(row.get("share_p")),
+            _verdict(row, alpha),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_curve_means(df: pd.DataFrame, metric: str) -> str:
+    """Mean ± std over seeds of ``metric`` per (setting, method), one column per labels_per_class value."""
+    ks = label_order(df[LABELS])
+    cells: dict[tuple[str, str], dict] = {}
+    for k in ks:
+        rows = summarize(df[df[LABELS] == k], [metric])
+        for _, row in rows.iterrows():
+            cell = _cell(row[f"{metric}_mean"], row[f"{metric}_std"])
+            cells.setdefault((row["setting"], row["method"]), {})[k] = cell
+    order = _sort_groups(pd.DataFrame([{"task": "", "setting": s, "method": m} for s, m in cells]))
+    arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
+    header = ["setting", "method", *(f"{metric} {arrow}, {_label_text(k)} / class" for k in ks)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in order.iterrows():
+        per_k = cells[(row["setting"], row["method"])]
+        lines.append("| " + " | ".join([row["setting"], row["method"], *(per_k.get(k, "–") for k in ks)]) + " |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- writing
 
 
@@ -456,7 +536,11 @@ def write_results(df: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] 
             "Per-fold tables (mean ± std over seeds) follow each task's table."
         )
     sections += budget_lines(df)
+    curves_done: set = set()
     for (task, k), task_df in _task_groups(df):
+        if k is not None and task not in curves_done:
+            curves_done.add(task)
+            sections += _curve_sections(df[df["task"] == task], str(task), out_dir, written)
         task_metrics = [m for m in (metrics or default_metrics(task_df)) if m in task_df and task_df[m].notna().any()]
         name = str(task) if k is None else f"{task}_k{k}"  # the charts' file names
         folded = _folded(task_df)
@@ -497,8 +581,7 @@ def _task_groups(df: pd.DataFrame):
         if LABELS not in task_df.columns:
             yield (task, None), task_df
             continue
-        values = sorted(set(task_df[LABELS]), key=lambda k: (k == ALL_LABELS, k if k != ALL_LABELS else 0))
-        for k in values:
+        for k in label_order(task_df[LABELS]):
             yield (task, k), task_df[task_df[LABELS] == k]
 
 
@@ -523,6 +606,48 @@ def budget_lines(df: pd.DataFrame) -> list[str]:
     if len(recorded) < len(runs):
         line += f" {len(runs) - len(recorded)} run(s) record no stopping (trained before it was recorded)."
     return [line]
+
+
+def _curve_sections(task_df: pd.DataFrame, task: str, out_dir: Path, written: dict[str, Path]) -> list[str]:
+    """results.md's label-scarcity curve of one task (two or more labels_per_class values): the mean
+    score per method and value, then per metric every value's gains and shares, and one figure."""
+    from distill.eval.plots import plot_label_curve  # matplotlib: only when a chart is drawn
+
+    if task_df[LABELS].nunique() < 2:
+        return []
+    metrics = [m for m in SHARE_METRICS.get(task, ()) if m in task_df and task_df[m].notna().any()]
+    if not metrics:
+        return []
+    sections = [
+        "",
+        f"## {task}: the label-scarcity curve",
+        "",
+        "Each column one point of the curve: that many labelled training items per class, the other "
+        "training items the transfer set (a distilling student learns the teacher's targets on them; "
+        "`none` and the teachers never see them). Mean ± std over seeds; a section per value follows.",
+        "",
+        format_curve_means(task_df, metrics[0]),
+    ]
+    for metric in metrics:
+        curve = label_curve(task_df, metric)
+        if curve.empty:
+            continue
+        arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
+        sections += ["", f"### Gain over `none` and the video's share along the curve: {metric} {arrow}", ""]
+        sections.append(format_curve(curve))
+        if f"curve:{task}" not in written:
+            png = out_dir / f"results_{task}_curve.png"
+            plot_label_curve(
+                task_df,
+                curve,
+                metric,
+                png,
+                title=f"{task}: {metric} by labelled items per class",
+                method_order=METHOD_ORDER,
+            )
+            written[f"curve:{task}"] = png
+            sections += ["", f"![{task}: the label-scarcity curve]({png.name})"]
+    return sections
 
 
 def _share_sections(
