@@ -217,12 +217,15 @@ class AugmentConfig:
 
 @dataclass
 class EvalConfig:
-    """How test metrics are scored (speaker runs)."""
+    """How test metrics are scored (speaker runs), and whether the run's figures are drawn."""
 
     # asnorm: metrics.json also gets eer_asnorm / min_dcf_asnorm, AS-norm scores with a cohort of the
     # run's training speakers (the cohort.npy of distill verify); docs/metrics.md.
     score_norm: ScoreNorm = "none"
     top_k: int = 300  # AS-norm: each side's top_k highest cohort scores standardise it
+    # curves.png, det.png (speaker) or confusion.png, embeddings.png next to metrics.json; false skips
+    # them (most of a tiny test run's time); metrics.json and confusion_matrix.csv are the same either way.
+    plots: bool = True
 
 
 @dataclass
@@ -234,7 +237,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training cells only; all off by default
-    eval: EvalConfig = field(default_factory=EvalConfig)  # how speaker test metrics are scored
+    eval: EvalConfig = field(default_factory=EvalConfig)  # how test metrics are scored; the run's figures
 
     def validate(self) -> RunConfig:
         # the Literal options are also checked on load; this catches values set in code

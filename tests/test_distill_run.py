@@ -23,7 +23,7 @@ def trained(tmp_path_factory):
     """A speaker teacher trained in this process: the Trainer (its best weights loaded by fit) and its dir."""
     root = tmp_path_factory.mktemp("run")
     cache = make_lupi_cache(root / "cache", n_classes=3, per_class=8, n_frames=90)
-    trainer = Trainer(tiny_config(cache, "teacher"), root / "teacher", progress=False)
+    trainer = Trainer(tiny_config(cache, "teacher", eval__plots=True), root / "teacher", progress=False)
     metrics = trainer.fit()
     return trainer, RunDir(root / "teacher"), metrics
 

@@ -35,7 +35,8 @@ def teachers(cache, tmp_path_factory):
     for task in ("speaker", "emotion"):
         for setting in ("nonseq", "seq"):
             run = root / f"{task}-{setting}"
-            run_training(tiny_config(cache, "teacher", data__task=task, data__setting=setting), run, progress=False)
+            cfg = tiny_config(cache, "teacher", data__task=task, data__setting=setting, eval__plots=True)
+            run_training(cfg, run, progress=False)
             out[task, setting] = run
     return out
 
@@ -58,6 +59,17 @@ def test_teacher_run_directory(teachers, task, setting):
     assert (run / ("det.png" if task == "speaker" else "confusion.png")).is_file()
     assert set(read_log(run)[0]) >= {"epoch", "train_task", "train_total", "lr", "seconds"}
     assert "train_face_recon" not in read_log(run)[0]  # the paper's teacher: cross-entropy only
+
+
+@pytest.mark.parametrize("task", ["speaker", "emotion"])
+def test_without_plots_a_run_draws_no_figure_and_scores_the_same(cache, teachers, task, tmp_path):
+    """``eval.plots: false`` (what TINY sets) leaves out the PNGs only: the same metrics, confusion matrix
+    and verification record as the run that drew them."""
+    drawn = teachers[task, "nonseq"]
+    run_training(tiny_config(cache, "teacher", data__task=task), tmp_path / "t", progress=False)
+    assert not list((tmp_path / "t").glob("*.png")) and len(list(drawn.glob("*.png"))) == 3
+    for name in (RunDir.METRICS, RunDir.CONFUSION_CSV if task == "emotion" else RunDir.VERIFICATION):
+        assert (tmp_path / "t" / name).read_text() == (drawn / name).read_text(), name
 
 
 @pytest.mark.parametrize("setting", ["nonseq", "seq"])

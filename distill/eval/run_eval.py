@@ -19,7 +19,6 @@ from common.device import resolve_device
 from distill.config import ConfigError, EvalConfig, RunConfig
 from distill.data.dataset import GridDataset
 from distill.eval import metrics as M
-from distill.eval import plots
 from distill.eval.calibration import TrainingCohorts, score_norm_metrics, write_verification
 from distill.eval.evaluate import build_trials, classification, trials_record, verification
 from distill.eval.predict import Evaluator, Predictions, eval_batch_size
@@ -49,7 +48,7 @@ def evaluate_run(
     """Test metrics of the evaluator's network (+ ``video_missing`` for a teacher) into
     ``metrics.json``, the verification threshold and cohort of a speaker run, and the plots;
     ``best_epoch`` is recorded. ``scoring``: the run's ``eval`` section (score normalisation of the
-    test metrics; default none)."""
+    test metrics, default none; ``plots: false`` draws no figures)."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     scoring = scoring or EvalConfig()
     teacher = evaluator.net.role == "teacher"
@@ -67,7 +66,7 @@ def evaluate_run(
     run.write_metrics(metrics)
     if data.config.task == "speaker":
         write_verification(evaluator, data, run, cohorts)
-    write_plots(pred, extras, data, run)
+    write_plots(pred, extras, data, run, figures=scoring.plots)
     return RunEvaluation(metrics, pred, extras)
 
 
@@ -105,16 +104,22 @@ def test_metrics(
     return metrics, extras
 
 
-def write_plots(pred: Predictions, extras: dict, data: RunData, run: RunDir) -> None:
-    """Training curves, DET (speaker) or confusion matrix, and the test embeddings."""
-    plots.plot_training_curves(run.train_log, run.curves)
+def write_plots(pred: Predictions, extras: dict, data: RunData, run: RunDir, figures: bool = True) -> None:
+    """The confusion matrix as CSV (a run without verification scores); with ``figures`` (``eval.plots``)
+    also the training curves, DET (speaker) or confusion matrix, and the test embeddings as PNG."""
     known = pred.labels >= 0
     names = data.labels.names
+    if "scores" not in extras:
+        cm = M.confusion_matrix(pred.labels[known], pred.logits[known].argmax(1), n_classes=len(names))
+        pd.DataFrame(cm, index=names, columns=names).to_csv(run.confusion_csv)
+    if not figures:
+        return
+    from distill.eval import plots  # matplotlib: imported only by a run that draws
+
+    plots.plot_training_curves(run.train_log, run.curves)
     if "scores" in extras:
         plots.plot_det_curve(extras["scores"], extras["trial_labels"], run.det)
     else:
-        cm = M.confusion_matrix(pred.labels[known], pred.logits[known].argmax(1), n_classes=len(names))
-        pd.DataFrame(cm, index=names, columns=names).to_csv(run.confusion_csv)
         plots.plot_confusion_matrix(cm, names, run.confusion)
     # Coloured by the items' own labels, so test speakers unseen in training are shown too.
     plots.plot_embeddings(pred.emb, data.label_of(pred.utt_ids), run.embeddings)

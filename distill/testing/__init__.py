@@ -95,7 +95,8 @@ def make_lupi_cache(cache_dir: str | Path, n_classes: int = 4, per_class: int = 
     return build_cache(cache_dir, make_lupi_items(n_classes, per_class, **kwargs), shard_size=32)
 
 
-#: Overrides that make a run take about a second on one CPU thread (tests only).
+#: Overrides that make a run take about a second on one CPU thread (tests only). No figures: drawing
+#: them is most of such a run's time; a test that looks at them asks for them (``eval__plots=True``).
 TINY = {
     "model.audio_channels": 16,
     "model.emb_dim": 16,
@@ -110,6 +111,7 @@ TINY = {
     "data.n_segments": 3,
     "train.epochs": 1,
     "train.threads": 1,
+    "eval.plots": False,
 }
 
 
