@@ -12,6 +12,12 @@ gain over `none`. One thread, about 10 s a run.
     python experiments/lupi_compare.py --control                                    # + the audio-only teacher
     python experiments/lupi_compare.py --audio-aux 1 --variants embed embed-audio   # the teacher's audio branch
 
+The study tests/test_distill_methods_lupi.py asserts on one draw (draw 0), over three draws, with the
+test's raw inputs: ``--probe`` adds the cross-entropy-only teacher and the linear probes it compares.
+
+    python experiments/lupi_compare.py --draws 0 1 2 --probe --set model.fbank_norm=none model.face_norm=none
+    python experiments/lupi_compare.py --draws 0 1 2 --setting seq --set model.fbank_norm=none model.face_norm=none
+
 ``--control`` also trains the same teacher with its faces hidden (``model.face_dropout: 1.0``, and
 ``distill.face_recon: 0``: no faces as reconstruction targets either) and
 distils every variant from it: the video's share of a gain is the gain over that control, given
@@ -28,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.eval.probe import probe
 from distill.eval.stats import paired_difference
 from distill.testing import tiny_config
 from distill.testing.lupi import SCHEDULE, TEACHER, LupiDesign, make_lupi_cache
@@ -93,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-per-class", type=int, default=LupiDesign.train_per_class)
     p.add_argument("--control", action="store_true", help="also distil every variant from an audio-only teacher")
     p.add_argument(
+        "--probe",
+        action="store_true",
+        help="also train a cross-entropy-only teacher (face_recon 0) and print the linear probes of both (nonseq)",
+    )
+    p.add_argument(
         "--set",
         nargs="*",
         default=[],
@@ -101,11 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", help="keep the runs here (default: a temporary directory)")
     args = p.parse_args(argv)
+    if args.probe and args.setting != "nonseq":
+        p.error("--probe: the linear probe reads nonseq teachers only")
     design = dataclasses.replace(LupiDesign(), label_noise=args.label_noise, train_per_class=args.train_per_class)
     root = Path(args.out or tempfile.mkdtemp(prefix="lupi-"))
     names = ["none", *args.variants]
     controls = [f"{v}@audio_teacher" for v in args.variants] if args.control else []
     acc = {n: [] for n in names + controls}
+    eer = {n: [] for n in names + controls}
     extra_set = {k.replace(".", "__"): v for k, v in (_parse(o) for o in args.set)}
     print(
         f"design {design}\n{args.setting}; teacher face_recon={args.face_recon} audio_aux={args.audio_aux} "
@@ -118,11 +133,11 @@ def main(argv: list[str] | None = None) -> int:
             if (run / "cache" / "config.json").is_file()
             else make_lupi_cache(run / "cache", design, seed=draw)
         )
-        teachers = (
-            {"teacher": {}, "audio_teacher": {"model__face_dropout": 1.0, "distill__face_recon": 0.0}}
-            if args.control
-            else {"teacher": {}}
-        )
+        teachers = {"teacher": {}}
+        if args.control:
+            teachers["audio_teacher"] = {"model__face_dropout": 1.0, "distill__face_recon": 0.0}
+        if args.probe:
+            teachers["ce_teacher"] = {"distill__face_recon": 0.0}  # the paper's teacher: labels only
         cells = [f"draw {draw}:"]
         for tname, hide in teachers.items():
             overrides = {
@@ -135,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
             }
             t = train_or_read(tiny_config(cache, "teacher", data__setting=args.setting, **overrides), run / tname)
             cells.append(f"{tname} {t['accuracy']:.2f} (video missing {t['video_missing']['accuracy']:.2f})")
+            if args.probe and tname in ("teacher", "ce_teacher"):
+                found = probe(cache, run / tname)
+                cells.append(
+                    f"{tname} probe: targets {found['probe_fused']:.2f}, faces {found['probe_faces']:.2f}, "
+                    f"one-hot {found['probe_onehot']:.2f}"
+                )
         for name in names + controls:
             method, _, control = name.partition("@")
             extra = {"distill__method": "none"} if name == "none" else VARIANTS[method]
@@ -148,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             m = train_or_read(cfg, run / name)
             acc[name].append(m["accuracy"])
+            eer[name].append(m["eer"])
             cells.append(f"{name} {m['accuracy']:.3f} / EER {m['eer']:.3f}")
         print(" | ".join(cells), flush=True)
     for name in args.variants:
@@ -158,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name}: {what} per draw {np.subtract(acc[name], acc[reference]).round(3).tolist()}, "
                 f"mean {d.mean:+.3f} [95 % CI {d.ci_low:+.3f}, {d.ci_high:+.3f}], paired t-test p {d.p_value:.3f}"
             )
+        print(f"{name}: EER change over none per draw {np.subtract(eer[name], eer['none']).round(3).tolist()}")
     return 0
 
 

@@ -3,9 +3,11 @@
 The corpus (distill/testing/lupi.py): 6 classes, 8 labelled training items each of which 30% carry a
 wrong label, clean val/test splits (10 and 20 per class). The audio holds the latent ``z`` the
 class comes from, through a fixed random map under unit frame noise and a 12-dimensional drifting
-nuisance 3x louder than the signal; the faces show ``z`` almost noise-free. Each draw is a fresh
-corpus (data seed) with its own teachers: a property of the method must hold on every draw, not
-on one lucky corpus.
+nuisance 3x louder than the signal; the faces show ``z`` almost noise-free. The test asserts on one
+corpus draw (data seed 0, with its own teachers). That the same holds on other draws, not on one
+lucky corpus only, is a study, not a test: experiments/lupi_compare.py runs it on any draws (its
+docstring has the commands for draws 0-2, the draws this test once asserted on; docs/method.md the
+figures).
 
 The runs are the method as the paper states it: the student's encoder learns from the teacher's
 embeddings and its header from the labels (``encoder_grad: distill-only``). The teacher adds
@@ -14,9 +16,9 @@ on labels alone collapses each class to a point (neural collapse) and, on noisy 
 wrong ones through the faces too; its targets then tell a student little more than the labels do.
 
 Measured (test accuracy, none -> embed, student seed 0, six draws; nonseq unless said):
-  face_recon 10 (asserted on draws 0-2): 0.55->0.72, 0.64->0.90, 0.53->0.84, 0.92->0.99,
+  face_recon 10 (asserted on draw 0): 0.55->0.72, 0.64->0.90, 0.53->0.84, 0.92->0.99,
     0.57->0.78, 0.67->0.94; mean gain +0.22, smallest +0.075 (draw 3, where `none` is at 0.92).
-  seq (asserted on draws 0-2, both levels distilled): +0.31, +0.38, +0.14 (`joint`: +0.20 mean).
+  seq (asserted on draw 0, both levels distilled): +0.31, +0.38, +0.14 (`joint`: +0.20 mean).
   face_recon 3: mean gain +0.19 (+0.01 on draw 3).  Cross-entropy-only teacher: +0.08 (+0.025 to +0.175).
   Same face_recon-10 teacher, draws 0-2: embed with ``encoder_grad: joint`` (the toolkit's default)
     +0.09 mean, softlabel +0.07, gkd +0.07: the noisy labels reach the encoder in all three.
@@ -29,7 +31,6 @@ variants tried on the clean-label design, with the linear probe (distill/probe.p
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from distill.eval.probe import probe
@@ -39,7 +40,7 @@ from distill.train.trainer import run_training
 
 pytestmark = pytest.mark.slow
 
-DRAWS = (0, 1, 2)  # data seeds: corpus, mixing and teachers differ per draw
+DRAW = 0  # data seed: corpus, mixing and teachers (experiments/lupi_compare.py --draws runs others)
 FACE_RECON = 10.0
 MARGIN = 0.10
 #: Input normalisation off, as when these margins were measured. With the defaults (log-mels and
@@ -51,108 +52,97 @@ MARGIN = 0.10
 RAW_INPUTS = {"model__fbank_norm": "none", "model__face_norm": "none"}
 
 
+def student_config(cache, teacher, method: str, **overrides):
+    """The paper's student: its encoder from the teacher's embeddings, its header from the labels."""
+    return tiny_config(
+        cache,
+        "student",
+        distill__method=method,
+        distill__encoder_grad="distill-only",
+        distill__teacher=str(teacher),
+        **SCHEDULE,
+        **RAW_INPUTS,
+        **overrides,
+    )
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Per draw: test metrics of the face_recon teacher, of a `none` and an `embed` student distilled
-    from it, and the linear probes of its targets and of a cross-entropy-only teacher's."""
-    out = {}
-    for draw in DRAWS:
-        root = tmp_path_factory.mktemp(f"lupi{draw}")
-        cache = make_lupi_cache(root / "cache", LupiDesign(), seed=draw)
-        metrics = {}
-        for name, recon in (("ce_teacher", 0.0), ("teacher", FACE_RECON)):
-            metrics[name] = run_training(
-                tiny_config(cache, "teacher", distill__face_recon=recon, **TEACHER, **RAW_INPUTS),
-                root / name,
-                progress=False,
-            )
-            metrics[f"{name}_probe"] = probe(cache, root / name)
-        for method in ("none", "embed"):
-            cfg = tiny_config(
-                cache,
-                "student",
-                distill__method=method,
-                distill__encoder_grad="distill-only",
-                distill__teacher=str(root / "teacher"),
-                **SCHEDULE,
-                **RAW_INPUTS,
-            )
-            metrics[method] = run_training(cfg, root / method, progress=False)
-        out[draw] = metrics
-    return out
+def corpus(tmp_path_factory):
+    """The corpus of draw :data:`DRAW`, for both settings."""
+    return make_lupi_cache(tmp_path_factory.mktemp("lupi") / "cache", LupiDesign(), seed=DRAW)
 
 
-@pytest.mark.parametrize("draw", DRAWS)
-def test_the_teacher_needs_its_video(runs, draw):
+@pytest.fixture(scope="module")
+def runs(corpus, tmp_path_factory):
+    """Test metrics of the face_recon teacher, of a `none` and an `embed` student distilled from it,
+    and the linear probes of its targets and of a cross-entropy-only teacher's."""
+    root = tmp_path_factory.mktemp("lupi-nonseq")
+    metrics = {}
+    for name, recon in (("ce_teacher", 0.0), ("teacher", FACE_RECON)):
+        metrics[name] = run_training(
+            tiny_config(corpus, "teacher", distill__face_recon=recon, **TEACHER, **RAW_INPUTS),
+            root / name,
+            progress=False,
+        )
+        metrics[f"{name}_probe"] = probe(corpus, root / name)
+    for method in ("none", "embed"):
+        metrics[method] = run_training(student_config(corpus, root / "teacher", method), root / method, progress=False)
+    return metrics
+
+
+def test_the_teacher_needs_its_video(runs):
     """The privileged channel carries the label: without faces the same teacher falls far behind."""
-    teacher = runs[draw]["teacher"]
+    teacher = runs["teacher"]
     assert teacher["accuracy"] >= 0.8, teacher
     assert teacher["accuracy"] - teacher["video_missing"]["accuracy"] >= 0.4, teacher
 
 
-@pytest.mark.parametrize("draw", DRAWS)
-def test_what_the_faces_hold_is_learnable_from_the_audio(runs, draw):
+def test_what_the_faces_hold_is_learnable_from_the_audio(runs):
     """The premise: regressing the faces from the audio classifies better than regressing the
     (noisy) labels, so a teacher that passes the faces on teaches more than the labels do."""
-    found = runs[draw]["teacher_probe"]
+    found = runs["teacher_probe"]
     assert found["probe_faces"] > found["probe_onehot"] + 0.1, found
 
 
-@pytest.mark.parametrize("draw", DRAWS)
-def test_face_recon_keeps_the_faces_in_the_targets(runs, draw):
+def test_face_recon_keeps_the_faces_in_the_targets(runs):
     """What `face_recon` is for: the teacher's targets, regressed from the audio, classify better
-    than one-hot labels and than a cross-entropy-only teacher's targets (measured: 0.89 vs 0.59-0.78)."""
-    recon, ce = runs[draw]["teacher_probe"], runs[draw]["ce_teacher_probe"]
+    than one-hot labels and than a cross-entropy-only teacher's targets."""
+    recon, ce = runs["teacher_probe"], runs["ce_teacher_probe"]
     assert recon["probe_fused"] > recon["probe_onehot"] + 0.1, recon
     assert recon["probe_fused"] > ce["probe_fused"] + 0.05, (recon, ce)
 
 
 @pytest.fixture(scope="module")
-def seq_runs(tmp_path_factory):
-    """The sequential setting on the same corpora: segments -> encoder -> aggregator -> header, with
+def seq_runs(corpus, tmp_path_factory):
+    """The sequential setting on the same corpus: segments -> encoder -> aggregator -> header, with
     `embed` distilling both levels (per-segment encoder embeddings and the aggregated one)."""
-    out = {}
-    for draw in DRAWS:
-        root = tmp_path_factory.mktemp(f"lupi-seq{draw}")
-        cache = make_lupi_cache(root / "cache", LupiDesign(), seed=draw)
-        run_training(
-            tiny_config(cache, "teacher", data__setting="seq", distill__face_recon=FACE_RECON, **TEACHER, **RAW_INPUTS),
-            root / "teacher",
-            progress=False,
+    root = tmp_path_factory.mktemp("lupi-seq")
+    run_training(
+        tiny_config(corpus, "teacher", data__setting="seq", distill__face_recon=FACE_RECON, **TEACHER, **RAW_INPUTS),
+        root / "teacher",
+        progress=False,
+    )
+    return {
+        method: run_training(
+            student_config(corpus, root / "teacher", method, data__setting="seq"), root / method, progress=False
         )
-        out[draw] = {
-            method: run_training(
-                tiny_config(
-                    cache,
-                    "student",
-                    data__setting="seq",
-                    distill__method=method,
-                    distill__encoder_grad="distill-only",
-                    distill__teacher=str(root / "teacher"),
-                    **SCHEDULE,
-                    **RAW_INPUTS,
-                ),
-                root / method,
-                progress=False,
-            )
-            for method in ("none", "embed")
-        }
-    return out
+        for method in ("none", "embed")
+    }
 
 
 def assert_clear_margin(runs):
-    gain = np.array([runs[d]["embed"]["accuracy"] - runs[d]["none"]["accuracy"] for d in DRAWS])
-    assert gain.mean() >= MARGIN and (gain > 0).all(), f"accuracy gain per draw {gain.round(3)}"
+    gain = runs["embed"]["accuracy"] - runs["none"]["accuracy"]
+    assert gain >= MARGIN, f"accuracy gain {gain:.3f}"
     # its embeddings verify better too (EER over all test pairs)
-    eer = np.array([runs[d]["embed"]["eer"] - runs[d]["none"]["eer"] for d in DRAWS])
-    assert (eer < 0).all(), f"EER change per draw {eer.round(3)}"
+    eer = runs["embed"]["eer"] - runs["none"]["eer"]
+    assert eer < 0, f"EER change {eer:.3f}"
 
 
 def test_embed_beats_audio_only_by_a_clear_margin(runs):
-    """Measured: accuracy 0.55->0.72, 0.64->0.90, 0.53->0.84; EER 0.28->0.13, 0.26->0.10, 0.29->0.07."""
+    """Measured: accuracy 0.55->0.72; EER 0.28->0.13."""
     assert_clear_margin(runs)
 
 
 def test_embed_beats_audio_only_by_a_clear_margin_in_the_sequential_setting(seq_runs):
-    """Measured: accuracy 0.53->0.84, 0.54->0.93, 0.63->0.78; EER 0.30->0.10, 0.30->0.09, 0.23->0.07."""
+    """Measured: accuracy 0.53->0.84; EER 0.30->0.10."""
     assert_clear_margin(seq_runs)
