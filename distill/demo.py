@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from common.cli import HelpFormatter
 from common.ffmpeg import FFMPEG_ENV, ffmpeg_exe, ffmpeg_version
 from common.files import atomic_write_text
 from distill.config import ConfigError
@@ -142,13 +143,13 @@ def annotate_results(md: Path, faces: str, why: str, cache_dir: Path, extra: lis
     atomic_write_text(md, "\n".join([*lines[:1], "", note, *lines[1:at], *extra, *lines[at:]]) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m distill.demo",
         description="Generate the synthetic audio-visual demo corpus, extract it, train one teacher (and its "
         "audio-only control) per point of the label-scarcity curve and every student method over several seeds, "
         "and print the comparison table.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--data", type=Path, default=Path("demo_data"), help="where the corpus is generated")
     parser.add_argument("--cache-root", type=Path, default=Path("cache"), help="extract's cache root")
@@ -186,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         help="ffmpeg that writes the corpus and decodes it: bundled (imageio-ffmpeg's build, pinned "
         "by requirements.lock; docs/results.md's numbers come from it), system, auto or a path",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.labels_per_class is not None:
         try:

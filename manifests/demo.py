@@ -33,6 +33,7 @@ import pandas as pd
 from skimage.transform import rotate
 from tqdm import tqdm
 
+from common.cli import HelpFormatter
 from common.ffmpeg import ffmpeg_version
 from manifests.io import write_manifest
 from manifests.media import face_frame, lfw_faces, write_video
@@ -304,12 +305,12 @@ def make_demo_corpus(
     return manifest
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m manifests.demo",
         description="Generate the synthetic audio-visual demo corpus (real LFW faces, synthetic voices, "
         "four emotions) and its manifest. See docs/demo-corpus.md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("out", type=Path, help="output folder (videos/, manifest.csv, corpus.json)")
     parser.add_argument(
@@ -330,6 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DemoConfig.seed, help="seed for every random choice")
     parser.add_argument("--frame-size", type=int, default=DemoConfig.frame_size, help="square frame side in pixels")
     parser.add_argument("--overwrite", action="store_true", help="regenerate even if a matching corpus exists")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         DemoConfig(

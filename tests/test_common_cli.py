@@ -1,4 +1,5 @@
-"""common.cli: the help of every command and subcommand of `distill`, `extract` and `python -m manifests`."""
+"""common.cli: the help of every command and subcommand of `distill`, `extract` and `python -m manifests`,
+and of the `python -m` tools beside them (the demo, the report, the probe, the teachers' transfer-set score)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ import pytest
 
 from common.cli import HelpFormatter
 from distill.cli import build_parser as distill_parser
+from distill.demo import build_parser as demo_parser
+from distill.eval.probe import build_parser as probe_parser
+from distill.eval.report import build_parser as report_parser
+from distill.eval.teacher_labels import build_parser as teacher_labels_parser
 from extract.cli import _parser as extract_parser
 from manifests.cli import build_parser as manifests_parser
+from manifests.demo import build_parser as demo_corpus_parser
 
 
 def commands(parser: argparse.ArgumentParser, name: str) -> list[tuple[str, argparse.ArgumentParser]]:
@@ -26,13 +32,19 @@ ALL = [
     *commands(distill_parser(), "distill"),
     *commands(extract_parser(), "extract"),
     *commands(manifests_parser(), "manifests"),
+    # `python -m` tools, named without spaces (they have no subcommands)
+    ("distill.demo", demo_parser()),
+    ("distill.eval.report", report_parser()),
+    ("distill.eval.probe", probe_parser()),
+    ("distill.eval.teacher_labels", teacher_labels_parser()),
+    ("manifests.demo", demo_corpus_parser()),
 ]
 
 
 def test_every_cli_is_walked():
     names = {name for name, _ in ALL}
     assert {"distill teacher", "distill verify", "extract info", "extract verify", "manifests"} <= names
-    assert len(names) == len(ALL) == 16  # distill and its 8 commands, extract and its 5, manifests
+    assert len(names) == len(ALL) == 21  # distill and its 8 commands, extract and its 5, manifests, 5 tools
 
 
 @pytest.mark.parametrize("name, parser", ALL, ids=[name for name, _ in ALL])

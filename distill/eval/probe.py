@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.cli import HelpFormatter
 from distill.run import RunDir
 from extract.cache import open_cache
 
@@ -87,15 +88,20 @@ def probe(cache_dir: str | Path, teacher_dir: str | Path, label_column: str = "s
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m distill.eval.probe",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("cache", help="feature cache the teacher was trained on")
     parser.add_argument("teacher", help="nonseq teacher run directory")
     parser.add_argument("--label-column", default="speaker", help="label column of the cache")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     for key, value in probe(args.cache, args.teacher, args.label_column).items():
         print(f"{key:16s} {value:.3f}")

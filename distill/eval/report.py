@@ -45,6 +45,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from common.cli import HelpFormatter
 from common.files import atomic_output, atomic_write_text
 from distill.budget import CAP, Stopping
 from distill.eval.metrics import LOWER_IS_BETTER, METRIC_KEYS
@@ -688,12 +689,12 @@ def _share_sections(
 # --------------------------------------------------------------------------------- CLI
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m distill.eval.report",
         description="Collect finished runs (config.yaml + metrics.json) into results.csv, results.md "
         "(mean ± std over seeds per task/setting/method) and a bar chart per task.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run directories, or folders searched recursively for them")
     parser.add_argument(
@@ -707,6 +708,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="METRIC",
         help="metrics in the markdown table; each task shows those its runs report",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         df = collect_runs(args.runs)

@@ -23,6 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from common.cli import HelpFormatter
 from distill.config import ConfigError
 from distill.data.transfer import TRANSFER, blank_labels
 from distill.run import RunData, RunDir
@@ -72,10 +73,19 @@ def teacher_labels(run_dir: str | Path, role: str = TRANSFER) -> TeacherLabels:
     return TeacherLabels(len(scored), int(correct))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m distill.eval.teacher_labels", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m distill.eval.teacher_labels",
+        description=__doc__.split("\n")[0],
+        formatter_class=HelpFormatter,
+    )
     parser.add_argument("runs", nargs="+", type=Path, help="finished teacher run directories")
     parser.add_argument("--role", default=TRANSFER, help="the items to score: transfer, train, val or test")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     for run_dir in args.runs:
         try:
