@@ -9,6 +9,10 @@ export PYTHONUNBUFFERED := 1
 DEMO_DIR   ?= demo_data
 CACHE_ROOT ?= cache
 RESULTS    ?= results/demo
+# The suite's worker processes (pytest-xdist): one per core. Each test module runs whole in one worker,
+# so its shared runs are made once; TEST_WORKERS=0 runs everything in this process (--pdb, -x, -s).
+TEST_WORKERS ?= auto
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: help setup lock check-deps lint test test-fast demo bench bench-extract bench-distill clean
 
@@ -48,10 +52,10 @@ lint: $(STAMP)  ## ruff: lint and format check (configured in pyproject.toml)
 	$(VENV)/bin/ruff format --check .
 
 test: lint  ## set up, lint (ruff check + format --check), then the whole suite (slow end-to-end tests included)
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-fast: $(STAMP)  ## the suite without tests marked slow
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 demo: $(STAMP)  ## set up, then the whole pipeline on the generated demo corpus
 	$(PY) -m distill.demo --data $(DEMO_DIR) --cache-root $(CACHE_ROOT) --out $(RESULTS)
