@@ -22,7 +22,11 @@ import torch
 import yaml
 from PIL import Image
 
+from common.ffmpeg import FFMPEG_ENV
+from distill.cli import main as distill_main
 from distill.demo import choose_face_weights
+from distill.demo import main as demo_main
+from extract.cli import main as extract_main
 
 pytestmark = pytest.mark.slow
 
@@ -210,28 +214,34 @@ def test_the_teachers_are_scored_on_their_transfer_set(demo, capsys):
     assert "not a finished teacher run" in capsys.readouterr().err
 
 
-def test_cache_inspection_and_second_demo_reuses_everything(demo):
+def test_cache_inspection_and_second_demo_reuses_everything(demo, capsys, monkeypatch):
+    """What a user runs next, in this process (the first run above went through the real entry point)."""
+    monkeypatch.chdir(demo)
+    monkeypatch.setenv(FFMPEG_ENV, "bundled")  # the demo sets it for its workers; restored after the test
     cache_dir = next((demo / "cache").iterdir())
-    info = json.loads(run("extract", "info", str(cache_dir), "--json", cwd=demo).stdout)
-    assert info["items"] == SPEAKERS * UTTS
-    run("extract", "verify", str(cache_dir), cwd=demo)
+    capsys.readouterr()
+    assert extract_main(["info", str(cache_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["items"] == SPEAKERS * UTTS
+    assert extract_main(["verify", str(cache_dir)]) == 0
     before = {p: p.stat().st_mtime_ns for p in (demo / "results").rglob("metrics.json")}
-    again = run(
-        *DEMO,
-        cwd=demo,
-    )
-    assert f"{SPEAKERS * UTTS} already cached" in again.stdout and "0 run(s) trained" in again.stdout
+    capsys.readouterr()
+    assert demo_main(list(DEMO[1:])) == 0
+    again = capsys.readouterr().out
+    assert f"{SPEAKERS * UTTS} already cached" in again and "0 run(s) trained" in again
     assert {p: p.stat().st_mtime_ns for p in (demo / "results").rglob("metrics.json")} == before
 
 
-def test_eval_and_embed_on_a_student(demo):
+# The shrunk corpus's val split holds one clip per speaker: no target trial to set a threshold on.
+@pytest.mark.filterwarnings("ignore:.*no verification threshold:UserWarning")
+def test_eval_and_embed_on_a_student(demo, monkeypatch):
+    monkeypatch.chdir(demo)
     student = combo(demo, 1) / "embed" / "seed0"
     recorded = json.loads((student / "metrics.json").read_text())
-    run("distill", "eval", str(student), cwd=demo)
+    assert distill_main(["eval", str(student)]) == 0
     again = json.loads((student / "metrics.json").read_text())
     assert again["accuracy"] == pytest.approx(recorded["accuracy"])
     videos = sorted((demo / "data" / "videos").glob("*.mp4"))[:3]
-    run("distill", "embed", str(student), *map(str, videos), "--out", "emb.npy", cwd=demo)
+    assert distill_main(["embed", str(student), *map(str, videos), "--out", "emb.npy"]) == 0
     emb = np.load(demo / "emb.npy")
     assert emb.shape[0] == 3 and np.isfinite(emb).all() and emb.std(0).mean() > 0
 
