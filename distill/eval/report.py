@@ -378,24 +378,17 @@ def format_shares(shares: pd.DataFrame, alpha: float = 0.05) -> str:
     header = ["setting", "method", "n", "gain over `none` [95 % CI]", "p", "video's share [95 % CI]", "p", "reading"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in shares.iterrows():
-        n = int(max(row["gain_n"], row["share_n"]))
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    str(row["setting"]),
-                    str(row["method"]),
-                    str(n),
-                    _interval(row, "gain"),
-                    _p(row.get("gain_p")),
-                    _interval(row, "share"),
-                    _p(row.get("share_p")),
-                    _verdict(row, alpha),
-                ]
-            )
-            + " |"
-        )
+        cells = [str(row["setting"]), str(row["method"]), *_share_cells(row, alpha)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _share_cells(row: pd.Series, alpha: float) -> list[str]:
+    """n, the gain over `none` and the video's share (interval and p each), and the reading."""
+    n = int(max(row["gain_n"], row["share_n"]))
+    gain = [_interval(row, "gain"), _p(row.get("gain_p"))]
+    share = [_interval(row, "share"), _p(row.get("share_p"))]
+    return [str(n), *gain, *share, _verdict(row, alpha)]
 
 
 def label_order(values) -> list:
@@ -438,18 +431,7 @@ def format_curve(curve: pd.DataFrame, alpha: float = 0.05) -> str:
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in curve.iterrows():
-        n = int(max(row["gain_n"], row["share_n"]))
-        cells = [
-            str(row["setting"]),
-            str(row["method"]),
-            _label_text(row[LABELS]),
-            str(n),
-            _interval(row, "gain"),
-            _p(row.get("gain_p")),
-            _interval(row, "share"),
-            _p(row.get("share_p")),
-            _verdict(row, alpha),
-        ]
+        cells = [str(row["setting"]), str(row["method"]), _label_text(row[LABELS]), *_share_cells(row, alpha)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
