@@ -115,3 +115,17 @@ def test_separate_scheduler_and_workers_survive_a_killed_worker(manifest, loky_c
     finally:
         for proc in reversed(procs):
             stop_group(proc)
+
+
+def test_local_cluster_workers_keep_glibc_malloc_defaults():
+    """dask's nannies set MALLOC_TRIM_THRESHOLD_ (a training run then takes 1.5x the time, page-faulting
+    every large tensor in); the toolkit's LocalCluster leaves it out and keeps dask's other settings."""
+    import dask
+
+    from extract.cluster import PRE_SPAWN_ENVIRON, dask_client
+
+    assert "MALLOC_TRIM_THRESHOLD_" in dask.config.get(PRE_SPAWN_ENVIRON)  # dask's default, which we undo
+    with dask_client(None, 1) as client:
+        env = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")})
+    assert list(env.values()) == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}]
+    assert "MALLOC_TRIM_THRESHOLD_" in dask.config.get(PRE_SPAWN_ENVIRON)  # the global config untouched
