@@ -163,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", help="override the sweep's student seeds (quick runs)")
     parser.add_argument("--epochs", type=int, help="override every run's epoch cap (quick runs)")
     parser.add_argument(
+        "--fps",
+        type=float,
+        default=ExtractConfig.fps,
+        help="face frames extracted per second of video (quick runs: fewer frames to embed)",
+    )
+    parser.add_argument(
         "--labels-per-class",
         nargs="+",
         type=_label_count,
@@ -198,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             parse_label_counts(args.labels_per_class, "--labels-per-class")
         except ConfigError as exc:
             parser.error(str(exc))
+    if args.fps <= 0:
+        parser.error(f"--fps must be > 0, got {args.fps}")
     if args.sweep_workers < 1:
         parser.error(f"--sweep-workers must be >= 1, got {args.sweep_workers}")
     began = time.perf_counter()
@@ -211,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"manifest: {manifest}")
 
     _stage(2, f"extract run → {args.cache_root}/<config hash>")
-    extract_cfg = ExtractConfig(**DEMO_EXTRACT, face_weights=faces)
+    extract_cfg = ExtractConfig(**DEMO_EXTRACT, fps=args.fps, face_weights=faces)
     summary = run_extraction(manifest, args.cache_root, extract_cfg, RunOptions(workers=args.workers))
     print(summary.line())
     if summary.failures:

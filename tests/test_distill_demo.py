@@ -52,10 +52,10 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-SPEAKERS, UTTS = 4, 12
-#: The demo, shrunk: 4 speakers x 12 clips, 2 seeds, a cap of 1 epoch, k = 1 and all; the default face
-#: embedder (dlib, installed by the lock) and two runs at once, as `make demo`. Run twice (the second
-#: reuses everything).
+SPEAKERS, UTTS, FPS = 4, 12, 2  # 2 face frames a second, not 5: dlib embeds each
+#: The demo, shrunk: 4 speakers x 12 clips, 2 face frames a second, 2 seeds, a cap of 1 epoch, k = 1
+#: and all; the default face embedder (dlib, installed by the lock) and two runs at once, as `make demo`.
+#: Run twice (the second reuses everything).
 DEMO = (
     "distill.demo",
     "--data",
@@ -73,6 +73,8 @@ DEMO = (
     "1",
     "--epochs",
     "1",
+    "--fps",
+    str(FPS),
     "--labels-per-class",
     *map(str, K),
     "--workers",
@@ -221,7 +223,9 @@ def test_cache_inspection_and_second_demo_reuses_everything(demo, capsys, monkey
     cache_dir = next((demo / "cache").iterdir())
     capsys.readouterr()
     assert extract_main(["info", str(cache_dir), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["items"] == SPEAKERS * UTTS
+    info = json.loads(capsys.readouterr().out)
+    assert info["items"] == SPEAKERS * UTTS and info["settings"]["fps"] == FPS
+    assert info["settings"]["face_dim"] == 128  # dlib's faces
     assert extract_main(["verify", str(cache_dir)]) == 0
     before = {p: p.stat().st_mtime_ns for p in (demo / "results").rglob("metrics.json")}
     capsys.readouterr()
