@@ -9,12 +9,18 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: docs/cluster.md's setting for dask workers one starts oneself: large blocks stay on the heap.
+WORKER_MALLOC = {
+    "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": repr(
+        {"MALLOC_TRIM_THRESHOLD_": 1073741824, "MALLOC_MMAP_THRESHOLD_": 33554432, "MALLOC_TOP_PAD_": 268435456}
+    )
+}
 
 
 def spawn_module(*args: str, log: Path) -> subprocess.Popen:
     """``python -m ARGS`` in its own session (killpg takes a dask worker's nanny and its process
     down together), output to ``log``, this checkout first on the path."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **WORKER_MALLOC}
     return subprocess.Popen(
         [sys.executable, "-m", *args],
         cwd=REPO,
