@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from distill.eval import plots
+from distill.eval.report import label_order
 
 
 def _image(path):
@@ -161,7 +162,7 @@ def test_video_share_png_and_refuses_an_empty_table(tmp_path):
 
 
 def test_label_curve_png_orders_k_numerically_with_all_last_and_refuses_bad_tables(tmp_path):
-    assert plots._label_positions([4, "all", 1, 10, 2, 1]) == {1: 0, 2: 1, 4: 2, 10: 3, "all": 4}
+    assert label_order([4, "all", 1, 10, 2, 1]) == [1, 2, 4, 10, "all"]  # the order the report passes
     runs = pd.DataFrame(
         [
             {"setting": "nonseq", "method": m, "seed": s, "labels_per_class": k, "accuracy": 0.2 + 0.1 * i + 0.01 * s}
@@ -187,10 +188,15 @@ def test_label_curve_png_orders_k_numerically_with_all_last_and_refuses_bad_tabl
             "share_high": [0.4, float("nan"), 0.06],
         }
     )
-    png = plots.plot_label_curve(runs, curve, "accuracy", tmp_path / "curve.png", method_order=["teacher", "none"])
+    order = [1, 10, "all"]
+    png = plots.plot_label_curve(
+        runs, curve, "accuracy", tmp_path / "curve.png", order=order, method_order=["teacher", "none"]
+    )
     pixels = _image(png)
     assert pixels.shape[1] > 2 * pixels.shape[0]  # three panels side by side
     with pytest.raises(ValueError, match="lacks column\\(s\\) labels_per_class"):
-        plots.plot_label_curve(runs.drop(columns="labels_per_class"), curve, "accuracy", tmp_path / "x.png")
+        plots.plot_label_curve(runs.drop(columns="labels_per_class"), curve, "accuracy", tmp_path / "x.png", order)
     with pytest.raises(ValueError, match="no gains to plot"):
-        plots.plot_label_curve(runs, curve.iloc[:0], "accuracy", tmp_path / "x.png")
+        plots.plot_label_curve(runs, curve.iloc[:0], "accuracy", tmp_path / "x.png", order)
+    with pytest.raises(ValueError, match="not in the order given"):  # a value the caller's order misses
+        plots.plot_label_curve(runs, curve, "accuracy", tmp_path / "x.png", [1, "all"])

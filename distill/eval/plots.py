@@ -369,14 +369,8 @@ def plot_video_share(shares: pd.DataFrame, out_png, title: str | None = None) ->
     return _save(fig, out_png)
 
 
-#: the column of a label-scarcity sweep's runs (distill.eval.report.LABELS) and its "every label" value
-_LABELS, _ALL_LABELS, _CONTROL = "labels_per_class", "all", "@"
-
-
-def _label_positions(values) -> dict:
-    """x position per labels_per_class value: ascending, ``all`` last, evenly spaced (a category axis)."""
-    ordered = sorted(set(values), key=lambda k: (k == _ALL_LABELS, k if k != _ALL_LABELS else 0))
-    return {k: i for i, k in enumerate(ordered)}
+#: the column of a label-scarcity sweep's runs (distill.eval.report.LABELS), and a control's marker
+_LABELS, _CONTROL = "labels_per_class", "@"
 
 
 def plot_label_curve(
@@ -384,10 +378,12 @@ def plot_label_curve(
     curve: pd.DataFrame,
     metric: str,
     out_png,
+    order: Sequence,
     title: str | None = None,
     method_order: Sequence[str] = (),
 ) -> Path:
-    """A label-scarcity curve in one figure, labelled items per class on the x axis of every panel.
+    """A label-scarcity curve in one figure, labelled items per class on the x axis of every panel,
+    evenly spaced in ``order`` (distill.eval.report.label_order: ascending, ``all`` last).
 
     Left: ``metric``'s mean ± std over seeds per method (``runs``: one row per run with a
     ``labels_per_class`` column, as distill.eval.report.collect_runs gives). Middle and right: each
@@ -403,7 +399,10 @@ def plot_label_curve(
     data = runs.dropna(subset=[metric])
     if data.empty or curve.empty:
         raise ValueError(f"label curve: no run with {metric!r}, or no gains to plot")
-    xs = _label_positions(data[_LABELS])
+    xs = {k: i for i, k in enumerate(order)}
+    unplaced = set(data[_LABELS]) - set(xs)
+    if unplaced:
+        raise ValueError(f"label curve: labels_per_class value(s) {sorted(map(str, unplaced))} not in the order given")
     settings = sorted(data["setting"].unique(), key=str) if "setting" in data else [None]
     many = len(settings) > 1
 

@@ -337,6 +337,11 @@ def video_shares(df: pd.DataFrame, metric: str, confidence: float = 0.95) -> pd.
     return _sort_groups(pd.DataFrame(rows, columns=columns)) if rows else pd.DataFrame(columns=columns)
 
 
+def _arrow(metric: str) -> str:
+    """↓ for a metric where lower is better (EER, minDCF), else ↑: the tables' column marks."""
+    return "↓" if metric in LOWER_IS_BETTER else "↑"
+
+
 def _interval(row: pd.Series, name: str) -> str:
     mean = row.get(f"{name}_mean")
     if mean is None or pd.isna(mean):
@@ -412,10 +417,6 @@ def label_curve(df: pd.DataFrame, metric: str, confidence: float = 0.95) -> pd.D
     return _sort_groups(pd.concat(parts, ignore_index=True))  # stable: k stays ascending per method
 
 
-def _label_text(k) -> str:
-    return "all" if k == ALL_LABELS else str(k)
-
-
 def format_curve(curve: pd.DataFrame, alpha: float = 0.05) -> str:
     """The markdown table of :func:`label_curve` for one metric: a row per method and value."""
     header = [
@@ -431,7 +432,7 @@ def format_curve(curve: pd.DataFrame, alpha: float = 0.05) -> str:
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in curve.iterrows():
-        cells = [str(row["setting"]), str(row["method"]), _label_text(row[LABELS]), *_share_cells(row, alpha)]
+        cells = [str(row["setting"]), str(row["method"]), str(row[LABELS]), *_share_cells(row, alpha)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -446,8 +447,7 @@ def format_curve_means(df: pd.DataFrame, metric: str) -> str:
             cell = _cell(row[f"{metric}_mean"], row[f"{metric}_std"])
             cells.setdefault((row["setting"], row["method"]), {})[k] = cell
     order = _sort_groups(pd.DataFrame([{"task": "", "setting": s, "method": m} for s, m in cells]))
-    arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
-    header = ["setting", "method", *(f"{metric} {arrow}, {_label_text(k)} / class" for k in ks)]
+    header = ["setting", "method", *(f"{metric} {_arrow(metric)}, {k} / class" for k in ks)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in order.iterrows():
         per_k = cells[(row["setting"], row["method"])]
@@ -472,7 +472,7 @@ def format_markdown(summary: pd.DataFrame, metrics: Sequence[str]) -> str:
     per-fold summary (``summarize(..., by_fold=True)``) gets a fold column and a best per fold.
     """
     fold = [FOLD] if FOLD in summary.columns else []
-    header = ["setting", *fold, "method", "n", *(f"{m} {'↓' if m in LOWER_IS_BETTER else '↑'}" for m in metrics)]
+    header = ["setting", *fold, "method", "n", *(f"{m} {_arrow(m)}" for m in metrics)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     best: dict[tuple, float] = {}
     audio_only = summary[summary["method"] != "teacher"]
@@ -615,8 +615,7 @@ def _curve_sections(task_df: pd.DataFrame, task: str, out_dir: Path, written: di
         curve = label_curve(task_df, metric)
         if curve.empty:
             continue
-        arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
-        sections += ["", f"### Gain over `none` and the video's share along the curve: {metric} {arrow}", ""]
+        sections += ["", f"### Gain over `none` and the video's share along the curve: {metric} {_arrow(metric)}", ""]
         sections.append(format_curve(curve))
         if f"curve:{task}" not in written:
             png = out_dir / f"results_{task}_curve.png"
@@ -625,6 +624,7 @@ def _curve_sections(task_df: pd.DataFrame, task: str, out_dir: Path, written: di
                 curve,
                 metric,
                 png,
+                order=label_order(task_df[LABELS]),
                 title=f"{task}: {metric} by labelled items per class",
                 method_order=METHOD_ORDER,
             )
@@ -648,8 +648,7 @@ def _share_sections(
         shares = video_shares(task_df, metric)
         if shares.empty:
             continue
-        arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
-        sections += ["", f"### Gain over `none` and the video's share: {metric} {arrow}", ""]
+        sections += ["", f"### Gain over `none` and the video's share: {metric} {_arrow(metric)}", ""]
         if len(sections) == 3:  # the explanation once per task
             sections += [
                 "Per seed (per fold and seed when cross-validated), paired (same seed, same "
