@@ -204,14 +204,16 @@ def main(argv: list[str] | None = None) -> int:
             parse_label_counts(args.labels_per_class, "--labels-per-class")
         except ConfigError as exc:
             parser.error(str(exc))
-    if args.fps <= 0:
-        parser.error(f"--fps must be > 0, got {args.fps}")
     if args.sweep_workers < 1:
         parser.error(f"--sweep-workers must be >= 1, got {args.sweep_workers}")
+    faces, why = choose_face_weights(args.face_weights)
+    try:  # the extraction config checks its own values (here: --fps), before any work
+        extract_cfg = ExtractConfig(**DEMO_EXTRACT, fps=args.fps, face_weights=faces)
+    except ValueError as exc:
+        parser.error(f"--fps {args.fps}: {exc}")
     began = time.perf_counter()
     os.environ[FFMPEG_ENV] = args.ffmpeg  # extraction workers inherit it
     print(f"ffmpeg: {ffmpeg_exe()} ({ffmpeg_version()})")
-    faces, why = choose_face_weights(args.face_weights)
     print(f"faces: {faces} ({why})")
 
     _stage(1, f"demo corpus → {args.data}")
@@ -219,7 +221,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"manifest: {manifest}")
 
     _stage(2, f"extract run → {args.cache_root}/<config hash>")
-    extract_cfg = ExtractConfig(**DEMO_EXTRACT, fps=args.fps, face_weights=faces)
     summary = run_extraction(manifest, args.cache_root, extract_cfg, RunOptions(workers=args.workers))
     print(summary.line())
     if summary.failures:

@@ -250,6 +250,13 @@ def test_eval_and_embed_on_a_student(demo, monkeypatch):
     assert emb.shape[0] == 3 and np.isfinite(emb).all() and emb.std(0).mean() > 0
 
 
+def test_a_bad_fps_is_refused_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        demo_main(["--fps", "0", "--data", str(tmp_path / "data"), "--face-weights", "random"])
+    assert exc.value.code == 2 and "--fps 0.0: invalid extraction config" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()  # no corpus was generated
+
+
 def test_the_demo_falls_back_to_random_faces_without_dlib(monkeypatch):
     """`--face-weights auto` takes dlib here (the lock installs it); where dlib cannot be imported, random."""
     assert choose_face_weights("auto")[0] == "dlib"
