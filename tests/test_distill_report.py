@@ -384,3 +384,22 @@ def test_results_md_opens_a_label_sweep_with_its_curve_and_plots_it(curve_runs, 
     # one value of k: no curve
     one = report.collect_runs(curve_runs / "k1")
     assert "label-scarcity curve" not in report.write_results(one, tmp_path / "one")["md"].read_text()
+
+
+def test_a_comparison_with_no_spread_over_seeds_is_reported_untestable_not_certain():
+    # every seed's gain is 0.2 (to float rounding), the share control differs by seed: the gain has
+    # no interval and no t-test, and the table says why instead of printing p < 0.001
+    accs = {"none": [0.1, 0.5], "embed": [0.3, 0.7], "embed@audio_teacher": [0.25, 0.5]}
+    df = pd.DataFrame(
+        [
+            {"task": "speaker", "setting": "nonseq", "method": m, "seed": s, "accuracy": a}
+            for m, values in accs.items()
+            for s, a in enumerate(values)
+        ]
+    )
+    row = report.video_shares(df, "accuracy").set_index("method").loc["embed"]
+    assert row["gain_mean"] == pytest.approx(0.2) and np.isnan(row["gain_p"]) and np.isnan(row["gain_low"])
+    assert not np.isnan(row["share_p"])
+    line = next(x for x in report.format_shares(report.video_shares(df, "accuracy")).splitlines() if "| embed |" in x)
+    assert "+0.200 (the same on all 2 seeds: no interval)" in line
+    assert "gain over none untested (the same on all 2 seeds)" in line and "< 0.001" not in line

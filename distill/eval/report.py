@@ -348,8 +348,14 @@ def _interval(row: pd.Series, name: str) -> str:
         return "–"
     low, high = row[f"{name}_low"], row[f"{name}_high"]
     if pd.isna(low):
-        return f"{mean:+.3f} (one seed: no interval)"
+        return f"{mean:+.3f} ({_untestable(row, name)}: no interval)"
     return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def _untestable(row: pd.Series, name: str) -> str:
+    """Why a comparison has no interval or t-test: one pair, or pairs that all differ alike."""
+    n = int(row.get(f"{name}_n", 0) or 0)
+    return "one seed" if n < 2 else f"the same on all {n} seeds"
 
 
 def _p(value) -> str:
@@ -362,7 +368,7 @@ def _verdict(row: pd.Series, alpha: float = 0.05) -> str:
     if pd.isna(row.get("share_mean")):
         share = "no audio-only-teacher control run: the video's share is unknown"
     elif pd.isna(share_p):
-        share = "one seed: the video's share cannot be tested"
+        share = f"{_untestable(row, 'share')}: the video's share cannot be tested"
     elif share_p < alpha and row["share_mean"] > 0:
         share = "the video's share is significant"
     elif share_p < alpha:
@@ -370,7 +376,11 @@ def _verdict(row: pd.Series, alpha: float = 0.05) -> str:
     else:
         share = "the video's share is **not significant**: this gain is not shown to come from the video"
     if pd.isna(gain_p):
-        gain = "gain over none untested"
+        gain = (
+            f"gain over none untested ({_untestable(row, 'gain')})"
+            if pd.notna(row.get("gain_mean"))
+            else "gain over none untested"
+        )
     elif gain_p < alpha:
         gain = "gain over none significant" if row["gain_mean"] > 0 else "significantly worse than none"
     else:

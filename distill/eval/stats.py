@@ -17,6 +17,9 @@ from scipy.stats import t as student_t
 
 #: above this many pairs the sign-flip test samples flips instead of enumerating all 2^n
 EXACT_SIGN_FLIPS = 16
+#: a standard deviation of the differences at or below this (relative to their mean) is no spread:
+#: float rounding of equal differences, not variation between seeds
+NO_SPREAD = 1e-12
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,11 @@ class PairedDifference:
 def paired_difference(a, b, confidence: float = 0.95) -> PairedDifference:
     """Compare paired samples ``a`` and ``b`` (same length, pair i = seed i).
 
-    With one pair there is no spread: the interval and p-values are NaN. With identical
-    differences (zero spread) the interval is the point and p is 0 (or 1 when they are all 0).
+    With one pair there is no spread: the interval and p-values are NaN. So too, for the t-test, when
+    every pair differs by the same amount (to float rounding): its statistic is mean / 0, and calling
+    that p = 0 would report certainty that two or three seeds with no spread cannot give (the
+    sign-flip p, which needs no spread, is still computed). A finite interval therefore always means
+    that the seeds varied.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
@@ -57,9 +63,8 @@ def paired_difference(a, b, confidence: float = 0.95) -> PairedDifference:
     if n < 2:
         return PairedDifference(n, mean, math.nan, math.nan, math.nan, math.nan, confidence)
     sd = float(d.std(ddof=1))
-    if sd == 0.0:
-        p = 1.0 if mean == 0.0 else 0.0
-        return PairedDifference(n, mean, mean, mean, p, sign_flip_p_value(d), confidence)
+    if sd <= NO_SPREAD * max(1.0, abs(mean)):
+        return PairedDifference(n, mean, math.nan, math.nan, math.nan, sign_flip_p_value(d), confidence)
     se = sd / math.sqrt(n)
     half = float(student_t.ppf(0.5 + confidence / 2, n - 1)) * se
     p = float(2 * student_t.sf(abs(mean) / se, n - 1))
