@@ -4,8 +4,9 @@ MTCNN (extract/detect.py, ``mtcnn``) vs facenet-pytorch's (``mtcnn-facenet``) on
 Prints frames/s of detection alone (frames already on the device), of the embedding network alone
 (float32, bfloat16, float16 autocast; crops/s), and end to end as the shared consumer runs it
 (``FaceEmbedder.embed_clips`` on clips in host memory: pinned copies, detection, batched crops,
-embedding, results back), with one consumer thread and with two sharing the model (the layout
-``extract run --face-models shared`` uses per GPU), and with ``face_detect_every`` 2 and 5. GPU
+embedding, results back), with one consumer thread, with two sharing the model (the layout
+``extract run --face-models shared`` uses per GPU) and with three and four (``--face-consumers``),
+and with ``face_detect_every`` 2 and 5. GPU
 utilisation comes from NVML (``torch.cuda.utilization``, needs pynvml) or else by sampling
 ``nvidia-smi``; and, for the end-to-end rows, the time kernels ran over the wall time (torch
 profiler), when it is available. Also prints how far the two detectors agree on these frames.
@@ -242,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         ("mtcnn", "float32", 1, 1),
         ("mtcnn", "bfloat16", 1, 1),
         ("mtcnn", "float32", 1, 2),
+        ("mtcnn", "float32", 1, 3),  # --face-consumers 3 and 4: does a third thread fill the GPU's gaps?
+        ("mtcnn", "float32", 1, 4),
         ("mtcnn", "bfloat16", 1, 2),
         ("mtcnn", "bfloat16", 2, 2),
         ("mtcnn", "bfloat16", 5, 2),
@@ -251,10 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         model.embedder.autocast, model.every = PRECISIONS[precision], every  # face_precision, face_detect_every
         todo = ref_clips if detector == "mtcnn-facenet" else clips
         model.embed_clips(todo[:2])  # warm-up
-        halves = [todo[0::2], todo[1::2]] if threads == 2 else [todo]
+        shares = [todo[k::threads] for k in range(threads)]  # one consumer thread's chunks each
 
-        def run(model=model, halves=halves) -> None:
-            workers = [threading.Thread(target=model.embed_clips, args=(h,)) for h in halves]
+        def run(model=model, shares=shares) -> None:
+            workers = [threading.Thread(target=model.embed_clips, args=(h,)) for h in shares]
             for w in workers:
                 w.start()
             for w in workers:

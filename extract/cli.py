@@ -69,6 +69,14 @@ def _parser() -> argparse.ArgumentParser:
         "per device runs the faces in large batches (the GPU path); auto: shared on CUDA, else worker",
     )
     run.add_argument(
+        "--face-consumers",
+        type=int,
+        default=RunOptions.consumers,
+        metavar="N",
+        help="shared path: consumer threads per device sharing its face models (default: 2 on CUDA, 1 on CPU); "
+        "speed only, not hashed",
+    )
+    run.add_argument(
         "--no-frame-spool",
         dest="frame_spool",
         action="store_false",
@@ -173,8 +181,9 @@ def _config(args: argparse.Namespace) -> ExtractConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.workers < 1 or args.shard_size < 1 or (args.threads is not None and args.threads < 1):
-        raise ValueError("--workers, --shard-size and --threads must be ≥ 1")
+    counts = (args.workers, args.shard_size, args.threads, args.face_consumers)
+    if any(n is not None and n < 1 for n in counts):
+        raise ValueError("--workers, --shard-size, --threads and --face-consumers must be ≥ 1")
     if args.scheduler and args.backend != "dask":
         raise ValueError("--scheduler needs --backend dask")
     options = RunOptions(
@@ -185,6 +194,7 @@ def _run(args: argparse.Namespace) -> int:
         threads=args.threads,
         device=args.device,
         face_models=args.face_models,
+        consumers=args.face_consumers,
         schedule=args.schedule,
         frame_spool=args.frame_spool,
         repair=args.repair,

@@ -228,6 +228,9 @@ class RunOptions:
     device: str = "auto"  # face models on: auto (cuda if the worker has it) | cpu | cuda[:k]; not hashed
     # face models: worker: each worker runs its own | shared: one consumer per device | auto: shared on CUDA
     face_models: str = "auto"
+    # shared path: consumer threads per device, sharing its one copy of the face models; None: CONSUMERS
+    # by device type (2 on CUDA: while one waits on the GPU or writes its shard, the other's batch runs)
+    consumers: int | None = None
     schedule: str = "cost"  # cost: tasks of near-equal estimated cost | count: shard_size items a task, in order
     prefetch: bool = True  # decode the next item while the face models run on this one
     # shared path, local workers: decoded frames reach the consumer through files (in /dev/shm where
@@ -426,8 +429,10 @@ def _shared_faces(
     threads: int,
     prefetch: bool,
     spool: str | None = None,
+    consumers: int | None = None,
 ) -> Iterator[tuple[list[dict], list[Failure]]]:
-    """Workers decode; consumer threads (:data:`CONSUMERS` per device) run the faces and write the shard.
+    """Workers decode; consumer threads (``consumers`` per device, else :data:`CONSUMERS` by device
+    type) run the faces and write the shard.
 
     Two consumers share a GPU's one model: while one writes its shard or waits for a result, the
     other's batches keep the device busy. At most two decoded chunks per consumer are in flight
@@ -438,7 +443,7 @@ def _shared_faces(
 
     if any(d == "cpu" for d in devices):
         torch.set_num_threads(threads)
-    free = [d for d in reversed(devices) for _ in range(CONSUMERS.get(d.split(":")[0], 1))]
+    free = [d for d in reversed(devices) for _ in range(consumers or CONSUMERS.get(d.split(":")[0], 1))]
     slots = len(free)
     lock = threading.Lock()
 
@@ -517,7 +522,16 @@ def run_extraction(
                     local = options.backend == "loky" or not options.scheduler  # workers see this machine's files
                     spool = stack.enter_context(frame_spool(cache_dir)) if options.frame_spool and local else None
                     results = _shared_faces(
-                        chunks, cfg, weights, str(cache_dir), devices, n_jobs, threads, options.prefetch, spool
+                        chunks,
+                        cfg,
+                        weights,
+                        str(cache_dir),
+                        devices,
+                        n_jobs,
+                        threads,
+                        options.prefetch,
+                        spool,
+                        options.consumers,
                     )
                 elif options.backend == "loky" and n_jobs > 1 and weights.model.releases_gil:
                     results = _driver_helps(chunks, n_jobs, run_chunk)

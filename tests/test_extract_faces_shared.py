@@ -21,7 +21,7 @@ CFG = ExtractConfig(face_weights="random", frame_size=96, face_batch=4, face_det
 
 
 def test_two_consumers_per_device_store_what_the_face_models_give(clips, tmp_path, monkeypatch):
-    monkeypatch.setitem(run.CONSUMERS, "cpu", 2)  # the CUDA layout, on CPU
+    assert run.CONSUMERS["cpu"] == 1  # --face-consumers 2 asks for the CUDA layout on CPU
     threads: list[str] = []
     both_in = threading.Barrier(2, timeout=30)
     consume = run.consume_chunk
@@ -35,7 +35,14 @@ def test_two_consumers_per_device_store_what_the_face_models_give(clips, tmp_pat
     monkeypatch.setattr(run, "consume_chunk", consume_together)
     manifest = write_manifest(tmp_path / "m.csv", [{"utt_id": n, "path": str(clips[n].path)} for n in NAMES])
     options = RunOptions(
-        workers=1, face_models="shared", device="cpu", schedule="count", shard_size=2, threads=1, progress=False
+        workers=1,
+        face_models="shared",
+        consumers=2,
+        device="cpu",
+        schedule="count",
+        shard_size=2,
+        threads=1,
+        progress=False,
     )
     summary = run_extraction(manifest, tmp_path / "cache", CFG, options)
     assert (summary.extracted, summary.failures) == (len(NAMES), [])
@@ -69,3 +76,10 @@ def test_each_consumer_thread_runs_the_shared_model_on_a_stream_of_its_own():
         worker.join()
     assert all(first is again for first, again in seen.values())
     assert seen["t0"][0] is not seen["t1"][0]
+
+
+def test_the_cli_refuses_no_consumers_before_any_work(tmp_path, capsys):
+    from extract.cli import main
+
+    assert main(["run", "--manifest", str(tmp_path / "none.csv"), "--face-consumers", "0"]) == 2
+    assert "--face-consumers must be ≥ 1" in capsys.readouterr().err
