@@ -4,7 +4,7 @@
 #   2. face batches on the GPU (benchmarks/bench_face_gpu.py: the batched MTCNN vs facenet's, the
 #      embedder in float32/bf16/fp16, end to end as the shared consumer runs them); then
 #      `extract run --device cuda --face-models shared` at FPS frames/s of video: CPU workers decode,
-#      two consumer threads per GPU share one face model, batches of FACE_BATCH frames
+#      two consumer threads per GPU (FACE_ARGS="--face-consumers N": N) share one face model, batches of FACE_BATCH frames
 #      -> face frames/s, items/s, and the GPU's mean utilisation over the run (nvidia-smi);
 #   3. a teacher and a student (method embed), EPOCHS epochs each on CUDA with AMP and torch.compile
 #      (train.amp=on, train.compile=on) -> steps/s of the last epoch's training (the first compiles);
@@ -26,7 +26,7 @@ UTTS=${UTTS:-24}
 WORKERS=${WORKERS:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}
 FPS=${FPS:-5}
 FACE_BATCH=${FACE_BATCH:-512}
-FACE_ARGS=${FACE_ARGS:-}  # e.g. "--face-precision bfloat16 --face-detect-every 2"
+FACE_ARGS=${FACE_ARGS:-}  # e.g. "--face-consumers 3" or "--face-precision bfloat16 --face-detect-every 2"
 EPOCHS=${EPOCHS:-2}
 STEP_STEPS=${STEP_STEPS:-20}
 DEVICE=${DEVICE:-cuda}
