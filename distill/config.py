@@ -143,6 +143,9 @@ class TrainConfig:
     compile: Compile = "auto"  # torch.compile the training step (network + loss); auto: on for CUDA
     grad_clip: float = 5.0  # max grad norm; 0 disables
     patience: int = 5  # epochs without val improvement before stopping; 0: no early stopping (always the cap)
+    # optimiser steps before patience may stop a run (0: no floor); for few-label runs, whose epochs are
+    # a step or two: patience counted in epochs would judge them on a dozen steps
+    min_steps: int = 0
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
     tensorboard: bool = True  # TensorBoard event files in the run dir, next to train_log.csv
     # Val metric of the best checkpoint. auto: emotion -> uar; speaker -> accuracy when every val
@@ -272,6 +275,9 @@ class RunConfig:
             raise ConfigError(f"data.labels_per_class must be >= 1 or null (all labels), got {k}")
         if self.train.epochs < 1:
             raise ConfigError(f"train.epochs must be >= 1, got {self.train.epochs}")
+        for name in ("patience", "min_steps"):
+            if getattr(self.train, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self.train, name)}")
         if not 0.0 <= self.distill.alpha <= 1.0 or not 0.0 <= self.distill.imitation <= 1.0:
             raise ConfigError("distill.alpha and distill.imitation must lie in [0, 1]")
         if self.distill.temperature <= 0:

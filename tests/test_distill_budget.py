@@ -4,6 +4,7 @@ how a run ended, and a resume that stops where the uninterrupted run would have.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -52,10 +53,15 @@ def epochs_logged(run) -> list[int]:
         return [int(row["epoch"]) for row in csv.DictReader(fh)]
 
 
+def ended(run) -> Stopping:
+    """The run's stopping record without its step count (which the batch size sets)."""
+    return dataclasses.replace(Stopping.read(RunDir(run).stopping), steps=0)
+
+
 def test_patience_stops_the_run_and_records_how(cache, tmp_path, scripted):
     run_training(config(cache, epochs=8, patience=2), tmp_path / "r", progress=False)
     assert epochs_logged(tmp_path / "r") == [1, 2, 3, 4]
-    assert Stopping.read(RunDir(tmp_path / "r").stopping) == Stopping(EARLY, 4, 2, 8, 2, "accuracy")
+    assert ended(tmp_path / "r") == Stopping(EARLY, 4, 2, 8, 2, "accuracy")
     assert json.loads(RunDir(tmp_path / "r").metrics.read_text())["best_epoch"] == 2
 
 
@@ -75,7 +81,8 @@ def test_a_resumed_run_keeps_its_patience_count(cache, tmp_path, untested):
     run_training(config(cache, epochs=8, patience=2), tmp_path / "r", resume=True, progress=False)
     # one more epoch without improvement spends the patience: epoch 4, as without the kill
     assert epochs_logged(tmp_path / "r") == [1, 2, 3, 4]
-    assert Stopping.read(RunDir(tmp_path / "r").stopping).stopped == EARLY
+    record = Stopping.read(RunDir(tmp_path / "r").stopping)
+    assert record.stopped == EARLY and record.steps == 4  # one step an epoch, the 3 before the kill kept
 
 
 def test_a_run_killed_after_its_patience_ran_out_trains_no_further(cache, tmp_path, scripted):
@@ -89,19 +96,50 @@ def test_a_run_killed_after_its_patience_ran_out_trains_no_further(cache, tmp_pa
     scripted.setattr(Trainer, "finish", original)
     metrics = run_training(config(cache, epochs=8, patience=2), tmp_path / "r", resume=True, progress=False)
     assert epochs_logged(tmp_path / "r") == [1, 2, 3, 4] and metrics["best_epoch"] == 2
-    assert Stopping.read(RunDir(tmp_path / "r").stopping) == Stopping(EARLY, 4, 2, 8, 2, "accuracy")
+    assert ended(tmp_path / "r") == Stopping(EARLY, 4, 2, 8, 2, "accuracy")
 
 
 @pytest.mark.parametrize("patience,cap,best", [(3, 3, 2), (0, 4, 2)])
 def test_a_run_the_cap_ends_is_recorded_as_such(cache, tmp_path, untested, patience, cap, best):
     run_training(config(cache, epochs=cap, patience=patience), tmp_path / "r", progress=False)
-    record = Stopping.read(RunDir(tmp_path / "r").stopping)
+    record = ended(tmp_path / "r")
     assert record == Stopping(CAP, cap, best, cap, patience, "accuracy") and record.hit_cap
 
 
 def test_patience_spent_at_the_cap_counts_as_early(cache, tmp_path, untested):
     run_training(config(cache, epochs=4, patience=2), tmp_path / "r", progress=False)
     assert Stopping.read(RunDir(tmp_path / "r").stopping).stopped == EARLY
+
+
+def test_min_steps_keeps_patience_from_ending_a_run_of_short_epochs(cache, tmp_path, monkeypatch):
+    # best at epoch 2, then only worse: patience 2 would stop after epoch 4
+    calls = iter([0.30, 0.50, 0.40, 0.45, 0.44, 0.43, 0.42, 0.41])
+    monkeypatch.setattr(train_module, "validation_scores", lambda *args, **kwargs: {"accuracy": next(calls)})
+    monkeypatch.setattr(Trainer, "predict", lambda self, dataset, video=True: None)
+    monkeypatch.setattr(Trainer, "finish", lambda self: {})
+    original = Trainer.train_epoch
+    per_epoch: list[int] = []
+
+    def counted(self, loader, epoch):
+        before = self.steps
+        losses = original(self, loader, epoch)
+        per_epoch.append(self.steps - before)
+        return losses
+
+    monkeypatch.setattr(Trainer, "train_epoch", counted)
+    # a floor of 5 epochs' steps and one more: patience may stop the run after epoch 6, not 4
+    steps = 1  # this cache and tiny_config's batch size give one step an epoch (checked below)
+    run_training(config(cache, epochs=8, patience=2, min_steps=5 * steps + 1), tmp_path / "r", progress=False)
+    assert set(per_epoch) == {steps}
+    assert epochs_logged(tmp_path / "r") == [1, 2, 3, 4, 5, 6]
+    record = Stopping.read(RunDir(tmp_path / "r").stopping)
+    assert record == Stopping(EARLY, 6, 2, 8, 2, "accuracy", steps=6 * steps, min_steps=5 * steps + 1)
+
+
+def test_a_record_from_before_steps_were_kept_still_reads(tmp_path):
+    old = {"stopped": "cap", "epochs": 30, "best_epoch": 9, "max_epochs": 30, "patience": 5, "select": "uar"}
+    (tmp_path / "stopping.json").write_text(json.dumps(old))
+    assert Stopping.read(tmp_path / "stopping.json") == Stopping(CAP, 30, 9, 30, 5, "uar", steps=0, min_steps=0)
 
 
 def test_a_run_without_a_record_reads_as_none(tmp_path):

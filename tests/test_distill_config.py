@@ -49,6 +49,8 @@ def test_student_config_carries_the_teachers_data_and_model_over_shared_settings
         ({"data.n_folds": 5, "data.fold": 5}, "fold lie in"),
         ({"eval.score_norm": "snorm"}, "eval.score_norm='snorm' is not one of none, asnorm"),
         ({"eval.top_k": 0}, "eval.top_k must be >= 1"),
+        ({"train.min_steps": -1}, "train.min_steps must be >= 0"),
+        ({"train.patience": -2}, "train.patience must be >= 0"),
         ({"augment.p_noise": 2}, "augment.p_noise must lie in"),
         ({"augment.snr": [5]}, "augment.snr must be"),
         ({"augment.time_masks": -1}, "augment.time_masks must be >= 0"),

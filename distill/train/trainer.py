@@ -180,6 +180,7 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.best: dict = {"metric": -math.inf, "epoch": 0}
         self.bad_epochs = 0
+        self.steps = 0  # optimiser steps taken: train.min_steps holds early stopping back until enough
         self.history: list[dict] = []
         self.tb: TensorBoardLog | None = None  # opened by fit() on rank 0
 
@@ -298,6 +299,7 @@ class Trainer:
             "epoch": self.epoch,
             "best": dict(self.best),
             "bad_epochs": self.bad_epochs,
+            "steps": self.steps,
             "history": list(self.history),
             "rng": rng_state(),
             "meta": self.meta(),
@@ -328,6 +330,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.best, self.bad_epochs = state["epoch"], dict(state["best"]), state["bad_epochs"]
+        self.steps = state.get("steps", 0)  # checkpoints from before steps were kept: counted from here
         self.history = list(state["history"])
         set_rng_state(state["rng"])
 
@@ -352,7 +355,7 @@ class Trainer:
         dataset = self.train_dataset()
         loader, sampler = self.train_loader(dataset)
         val = self.data.dataset("val", faces=self.is_teacher, train=False)
-        stop = patience_spent(self.bad_epochs, self.cfg.train.patience)  # resumed after patience ran out: done
+        stop = self.patience_spent()  # resumed after patience ran out: done
         while self.epoch < self.cfg.train.epochs and not stop:
             epoch = self.epoch + 1
             started = time.perf_counter()
@@ -382,7 +385,13 @@ class Trainer:
             max_epochs=t.epochs,
             patience=t.patience,
             select=self.select,
+            steps=self.steps,
+            min_steps=t.min_steps,
         )
+
+    def patience_spent(self) -> bool:
+        t = self.cfg.train
+        return patience_spent(self.bad_epochs, t.patience, self.steps, t.min_steps)
 
     def leave_process_group(self) -> None:
         """End the distributed part of the run: every rank at once, before rank 0 evaluates alone.
@@ -433,6 +442,7 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.step_module.parameters(), clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.steps += 1
             n = len(batch["utt_id"])
             counts = terms.pop(LOG_COUNTS, {})  # a batch with transfer items: label terms are over its labelled ones
             for k, v in terms.items():
@@ -475,7 +485,7 @@ class Trainer:
         write_log(self.history, self.run.train_log)
         if self.tb:
             self.tb.epoch(row)
-        return patience_spent(self.bad_epochs, self.cfg.train.patience)
+        return self.patience_spent()
 
     def predict(self, dataset: GridDataset, video: bool = True) -> Predictions:
         return self.evaluator.predict(dataset, video)
