@@ -27,7 +27,7 @@ import yaml
 from common.cli import HelpFormatter
 from common.ffmpeg import FFMPEG_ENV, ffmpeg_exe, ffmpeg_version
 from common.files import atomic_write_text
-from distill.config import ConfigError
+from distill.config import ConfigError, load_config, parse_override
 from distill.eval.report import ALL_LABELS, AUDIO_TEACHER
 from distill.sweep import BACKENDS, SweepLayout, SweepSpec, parse_label_counts, run_sweep
 from extract.config import ExtractConfig
@@ -69,9 +69,10 @@ def resolved_sweep(
     seeds: list[int] | None,
     epochs: int | None,
     labels_per_class: list[int | str] | None = None,
+    overrides: list[str] = (),
 ) -> dict:
     """The sweep file with this run's cache and output, and any shrinking flags, applied (``epochs``:
-    the budget rule's cap)."""
+    the budget rule's cap); ``overrides`` (``key=value``, as ``distill --set``) go to every run."""
     spec = yaml.safe_load(path.read_text()) or {}
     spec["cache"], spec["out"] = str(cache_dir), str(out)
     if seeds is not None:
@@ -82,6 +83,14 @@ def resolved_sweep(
             spec.setdefault(section, {}).setdefault("train", {})["epochs"] = epochs
     if labels_per_class is not None:
         spec["labels_per_class"] = labels_per_class
+    for text in overrides:
+        key, value = parse_override(text)
+        *parents, leaf = key.split(".")
+        for section in ("base", "teacher"):  # the teacher section is merged over base: set it in both
+            node = spec.setdefault(section, {})
+            for name in parents:
+                node = node.setdefault(name, {})
+            node[leaf] = value
     return spec
 
 
@@ -163,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", help="override the sweep's student seeds (quick runs)")
     parser.add_argument("--epochs", type=int, help="override every run's epoch cap (quick runs)")
     parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted run-config override for every run, repeatable, e.g. --set train.min_steps=150",
+    )
+    parser.add_argument(
         "--fps",
         type=float,
         default=ExtractConfig.fps,
@@ -206,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
     if args.sweep_workers < 1:
         parser.error(f"--sweep-workers must be >= 1, got {args.sweep_workers}")
+    try:  # a wrong key or value fails here, not after the corpus and its extraction
+        load_config(overrides=args.overrides).validate()
+    except ConfigError as exc:
+        parser.error(f"--set: {exc}")
     faces, why = choose_face_weights(args.face_weights)
     try:  # the extraction config checks its own values (here: --fps), before any work
         extract_cfg = ExtractConfig(**DEMO_EXTRACT, fps=args.fps, face_weights=faces)
@@ -230,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
 
     _stage(3, "distill sweep: teachers, cached targets, audio-only students")
     args.out.mkdir(parents=True, exist_ok=True)
-    spec = resolved_sweep(args.sweep, summary.cache_dir, args.out, args.seeds, args.epochs, args.labels_per_class)
+    spec = resolved_sweep(
+        args.sweep, summary.cache_dir, args.out, args.seeds, args.epochs, args.labels_per_class, args.overrides
+    )
     sweep_file = args.out / "sweep.yaml"
     sweep_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     backend = BACKENDS[0] if args.sweep_workers == 1 else "dask"  # dask: a LocalCluster of one-thread processes

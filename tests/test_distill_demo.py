@@ -81,6 +81,8 @@ DEMO = (
     "2",
     "--sweep-workers",
     "2",
+    "--set",
+    "train.min_steps=2",  # reaches every run's config; the cap of one epoch still ends each run
 )
 
 
@@ -130,6 +132,7 @@ def test_every_run_has_its_artefacts(demo):
             assert (config["data"]["task"], config["data"]["setting"]) == (TASK, SETTING)
             assert config["data"]["labels_per_class"] == (None if k == "all" else k)
             assert (config["train"]["patience"], config["train"]["epochs"]) == (10, 1)  # the budget rule, cap shrunk
+            assert config["train"]["min_steps"] == 2  # --set
             stopping = json.loads((run_dir / "stopping.json").read_text())
             assert (stopping["stopped"], stopping["epochs"]) == ("cap", 1)
             log = pd.read_csv(run_dir / "train_log.csv")
@@ -255,6 +258,13 @@ def test_a_bad_fps_is_refused_before_any_work(tmp_path, capsys):
         demo_main(["--fps", "0", "--data", str(tmp_path / "data"), "--face-weights", "random"])
     assert exc.value.code == 2 and "--fps 0.0: invalid extraction config" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()  # no corpus was generated
+
+
+def test_a_bad_override_is_refused_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        demo_main(["--set", "train.min_step=150", "--data", str(tmp_path / "data"), "--face-weights", "random"])
+    assert exc.value.code == 2 and "--set: unknown key(s) train.min_step" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
 
 
 def test_the_demo_falls_back_to_random_faces_without_dlib(monkeypatch):
