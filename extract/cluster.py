@@ -28,9 +28,12 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator:
             # A training run took 1.5x the time (5x the system time) that way; the workers here keep
             # glibc's defaults (docs/cluster.md says how to do the same on a cluster of your own).
             environ = {k: v for k, v in dask.config.get(PRE_SPAWN_ENVIRON, {}).items() if not k.startswith("MALLOC_")}
+            # The scheduler serves HTTP whatever the dashboard setting, by default on 8787: a second run on
+            # the machine (two sweeps, or a sweep and an extraction) then warns that it is taken. ":0"
+            # lets each cluster take a free port.
             with dask.config.set({PRE_SPAWN_ENVIRON: environ}):
                 cluster = stack.enter_context(
-                    LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+                    LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
                 )
             client = stack.enter_context(Client(cluster))
         yield client

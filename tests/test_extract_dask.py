@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +126,12 @@ def test_local_cluster_workers_keep_glibc_malloc_defaults():
     from extract.cluster import PRE_SPAWN_ENVIRON, dask_client
 
     assert "MALLOC_TRIM_THRESHOLD_" in dask.config.get(PRE_SPAWN_ENVIRON)  # dask's default, which we undo
-    with dask_client(None, 1) as client:
-        env = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")})
+    # two at once (two runs on one machine): the second's scheduler takes a free port of its own
+    # instead of warning that dask's fixed 8787 is in use
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with dask_client(None, 1) as client, dask_client(None, 1):
+            env = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")})
     assert list(env.values()) == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}]
+    assert not [w for w in caught if "already in use" in str(w.message)], [str(w.message) for w in caught]
     assert "MALLOC_TRIM_THRESHOLD_" in dask.config.get(PRE_SPAWN_ENVIRON)  # the global config untouched
