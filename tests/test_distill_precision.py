@@ -304,3 +304,31 @@ def test_whole_fp16_runs_go_through_the_gradient_scaler(cache, tmp_path):
         # off from its initial 2^16 after an overflowing (skipped) step
         assert steps > 0 and scaler["_growth_tracker"] <= steps, (role, scaler)
         assert scaler["_growth_tracker"] == steps or scaler["scale"] < 2.0**16, (role, scaler)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_aam_cosine_is_float32_under_autocast(dtype):
+    """Near its class weight an embedding's bf16 cosine rounds to 1 (bf16 steps by 0.004 there): the
+    margin's clamp then passes no gradient, and the logits move in steps of 0.12. The header computes
+    the cosine in float32, so logits and gradients are float32's whatever the network runs in."""
+    torch.manual_seed(0)
+    head = HEADS["aam"].from_config(TINY, in_dim=12, n_classes=N_CLASSES)
+    w = head.weight.detach()
+    direction = torch.randn(2, 12)
+    direction -= (direction * w[:2]).sum(-1, keepdim=True) * w[:2] / w[:2].pow(2).sum(-1, keepdim=True)
+    # cos 0.999 to classes 0 and 1: bf16 rounds it to 1.0
+    unit_w, unit_d = nn.functional.normalize(w[:2], dim=-1), nn.functional.normalize(direction, dim=-1)
+    emb = 0.999 * unit_w + (1 - 0.999**2) ** 0.5 * unit_d
+    labels = torch.tensor([0, 1])
+
+    def run(autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        x = emb.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=DTYPES[dtype], enabled=autocast):
+            logits = head(x, labels)
+        nn.functional.cross_entropy(logits.float(), labels).backward()
+        return logits.detach().float(), x.grad
+
+    (logits, grad), (ref_logits, ref_grad) = run(True), run(False)
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-7)
+    assert ref_grad.abs().sum() > 0

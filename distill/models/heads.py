@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from distill.models.config import ModelConfig
 from distill.models.registry import Registry
+from distill.precision import full_precision
 
 HEADS: Registry[type[nn.Module]] = Registry("header")
 
@@ -57,7 +58,10 @@ class AAMHead(nn.Module):
         return cls(in_dim, n_classes, cfg.aam_margin, cfg.aam_scale)
 
     def forward(self, emb: Tensor, labels: Tensor | None = None) -> Tensor:
-        cosine = F.linear(F.normalize(emb, dim=-1), F.normalize(self.weight, dim=-1))
+        # float32 whatever autocast the network runs in: in bf16 every cosine above 0.996 rounds to 1,
+        # where the margin's clamp passes no gradient, and the logits move in steps of 0.12 (scale 30)
+        with full_precision(emb.device):
+            cosine = F.linear(F.normalize(emb.float(), dim=-1), F.normalize(self.weight.float(), dim=-1))
         if labels is None:
             return self.scale * cosine
         if labels.shape != emb.shape[:1]:
