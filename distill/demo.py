@@ -78,12 +78,9 @@ def resolved_sweep(
     if seeds is not None:
         spec["seeds"] = seeds
         spec["teacher_seed"] = seeds[0]
-    if epochs is not None:
-        for section in ("base", "teacher"):
-            spec.setdefault(section, {}).setdefault("train", {})["epochs"] = epochs
     if labels_per_class is not None:
         spec["labels_per_class"] = labels_per_class
-    for text in overrides:
+    for text in [*overrides, *([f"train.epochs={epochs}"] if epochs is not None else [])]:
         key, value = parse_override(text)
         *parents, leaf = key.split(".")
         for section in ("base", "teacher"):  # the teacher section is merged over base: set it in both
