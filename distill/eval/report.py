@@ -27,7 +27,7 @@ score per method and value, and the gains and shares of every value in one table
 value on the x axis (``results_<task>_curve.png``).
 
 The budget rule (distill.budget): a run's ``stopping.json`` says whether early stopping ended it
-or the epoch cap did; results.csv gets ``stopped`` and ``epochs_trained``, and results.md counts
+or the epoch cap did; results.csv gets ``stopped``, ``epochs_trained`` and ``steps_trained``, and results.md counts
 the runs that hit the cap (a budget too small for the sweep shows there).
 
     python -m distill.eval.report runs/ --out results/
@@ -89,8 +89,9 @@ FOLD = "fold"
 #: a run's data.labels_per_class (ALL_LABELS: every label); a column only when some run hides labels
 LABELS = "labels_per_class"
 ALL_LABELS = "all"
-#: from a run's stopping.json: "early" or "cap" (distill.budget), and the epochs it trained
-STOPPED, EPOCHS_TRAINED = "stopped", "epochs_trained"
+#: from a run's stopping.json: "early" or "cap" (distill.budget), the epochs it trained and its
+#: optimiser steps (a run stopped after a dozen steps, as few labels make it, shows here)
+STOPPED, EPOCHS_TRAINED, STEPS_TRAINED = "stopped", "epochs_trained", "steps_trained"
 _FIELD_SECTIONS = {"task": "data", "setting": "data", "method": "distill", "seed": "train"}
 CONFIG_FILE = RunDir.CONFIG
 METRICS_FILE = RunDir.METRICS
@@ -134,6 +135,7 @@ def _read_run(run_dir: Path, name: str) -> list[dict]:
     stopping = Stopping.read(run_dir / RunDir.STOPPING)
     if stopping is not None:
         base[STOPPED], base[EPOCHS_TRAINED] = stopping.stopped, stopping.epochs
+        base[STEPS_TRAINED] = stopping.steps or None  # 0: a record from before steps were counted
     for field in KEY_COLUMNS:  # group keys must be values, not NaN, to group and sort on
         base[field] = "unknown" if base[field] is None else str(base[field])
     audio_only = False
