@@ -166,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--utts-per-speaker", type=int, default=DemoConfig.utts_per_speaker, help="corpus utterances per speaker"
     )
+    parser.add_argument(
+        "--corpus-seed",
+        type=int,
+        default=DemoConfig.seed,
+        help="draw of the corpus (manifests.demo's seed): another value is another corpus of the same design, "
+        "for a run whose protocol was fixed before its data existed",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", help="override the sweep's student seeds (quick runs)")
     parser.add_argument("--epochs", type=int, help="override every run's epoch cap (quick runs)")
     parser.add_argument(
@@ -235,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"faces: {faces} ({why})")
 
     _stage(1, f"demo corpus → {args.data}")
-    manifest = make_demo_corpus(args.data, speakers=args.speakers, utts_per_speaker=args.utts_per_speaker)
+    manifest = make_demo_corpus(
+        args.data, speakers=args.speakers, utts_per_speaker=args.utts_per_speaker, seed=args.corpus_seed
+    )
     print(f"manifest: {manifest}")
 
     _stage(2, f"extract run → {args.cache_root}/<config hash>")

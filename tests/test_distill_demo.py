@@ -22,6 +22,7 @@ import torch
 import yaml
 from PIL import Image
 
+import distill.demo as demo_module
 from common.ffmpeg import FFMPEG_ENV
 from distill.cli import main as distill_main
 from distill.demo import choose_face_weights
@@ -265,6 +266,25 @@ def test_a_bad_override_is_refused_before_any_work(tmp_path, capsys):
         demo_main(["--set", "train.min_step=150", "--data", str(tmp_path / "data"), "--face-weights", "random"])
     assert exc.value.code == 2 and "--set: unknown key(s) train.min_step" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
+
+
+def test_corpus_seed_draws_another_corpus_of_the_same_design(tmp_path, monkeypatch):
+    class Stop(Exception):
+        """Ends the demo after its corpus: extraction and training are the demo test's."""
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(demo_module, "run_extraction", stop)
+    monkeypatch.setenv(FFMPEG_ENV, "bundled")  # the demo sets it for its workers; restored after the test
+    for seed in (0, 3):
+        data = tmp_path / f"data{seed}"
+        with pytest.raises(Stop):
+            demo_main(["--data", str(data), "--speakers", "2", "--utts-per-speaker", "2", "--corpus-seed", str(seed)])
+        assert json.loads((data / "corpus.json").read_text())["config"]["seed"] == seed
+    first, second = (pd.read_csv(tmp_path / f"data{s}" / "manifest.csv") for s in (0, 3))
+    assert list(first.columns) == list(second.columns) and len(first) == len(second) == 4
+    assert not first["snr_db"].equals(second["snr_db"])  # another draw of the same design
 
 
 def test_the_demo_falls_back_to_random_faces_without_dlib(monkeypatch):
