@@ -15,18 +15,15 @@ all in the cache cannot be scored and is not counted.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import h5py
-import numpy as np
 
 from common.cli import HelpFormatter
 from distill.config import ConfigError
 from distill.data.transfer import TRANSFER, blank_labels
 from distill.run import RunData, RunDir
+from distill.target_index import item_means
 
 
 @dataclass(frozen=True)
@@ -43,13 +40,9 @@ class TeacherLabels:
 
 def item_predictions(targets: str | Path) -> dict[str, str]:
     """Per item of a targets file, the class of its mean logits over its grid cells."""
-    with h5py.File(targets, "r") as h5:
-        classes = json.loads(h5.attrs["key"])["labels"]
-        logits = h5["logits"][:]
-        utts = [u.decode() if isinstance(u, bytes) else str(u) for u in h5["utt_id"][:]]
-        offsets, counts = h5["cell_offset"][:], h5["n_cells"][:]
-    means = np.add.reduceat(logits, offsets, axis=0) / counts[:, None]  # cells are item-major, contiguous
-    return dict(zip(utts, (classes[i] for i in means.argmax(axis=1))))
+    index, means = item_means(targets, "logits")
+    classes = index.key["labels"]
+    return dict(zip(index.utt_ids, (classes[i] for i in means.argmax(axis=1))))
 
 
 def teacher_labels(run_dir: str | Path, role: str = TRANSFER) -> TeacherLabels:

@@ -19,14 +19,13 @@ Layout of ``targets.h5`` (packed, item-major, one row per cell)::
     agg     (N_cells, D2)                                  seq only
     logits  (N_cells, C)
     audio   like enc                                       the teacher's audio branch before fusion
-    utt_id, cell_offset, n_cells                           per item
+    utt_id, cell_offset, n_cells                           per item (distill.target_index)
     seg_offset, n_segs                                     per cell, whole-utterance seq only: its rows of enc/audio
     attrs["key"] = JSON {teacher_sha256, cache_id, grid, labels, train_ids_sha256}
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from distill.data.dataset import Grid, GridDataset
 from distill.eval.predict import forward_cells
 from distill.precision import Precision
 from distill.run import RunDir
+from distill.target_index import TargetIndex
 
 TARGETS_FILE = RunDir.TARGETS
 TRAIN_IDS = RunDir.TRAIN_IDS
@@ -165,10 +165,7 @@ def write_targets(path: str | Path, arrays: dict[str, np.ndarray], dataset: Grid
                 raise ValueError(f"targets: segment counts for {len(n_segs)} cells, the grid has {n_rows}")
             h5.create_dataset("n_segs", data=n_segs.astype(np.int64))
             h5.create_dataset("seg_offset", data=np.concatenate([[0], np.cumsum(n_segs)[:-1]]).astype(np.int64))
-        h5.create_dataset("utt_id", data=np.array(dataset.utt_ids, dtype=h5py.string_dtype()))
-        h5.create_dataset("n_cells", data=dataset.n_cells)
-        h5.create_dataset("cell_offset", data=np.concatenate([[0], np.cumsum(dataset.n_cells)[:-1]]).astype(np.int64))
-        h5.attrs["key"] = json.dumps(key, sort_keys=True)
+        TargetIndex.of(dataset.utt_ids, dataset.n_cells, key).write(h5)
     return path
 
 
@@ -185,9 +182,9 @@ class TargetStore:
     def __init__(self, path: str | Path, fields: tuple[str, ...] = FIELDS):
         self.path = Path(path)
         with h5py.File(self.path, "r") as h5:
-            self.key = json.loads(h5.attrs["key"])
-            utts = [u.decode() if isinstance(u, bytes) else str(u) for u in h5["utt_id"][:]]
-            offsets, counts = h5["cell_offset"][:], h5["n_cells"][:]
+            index = TargetIndex.read(h5)
+            self.key = index.key
+            utts, offsets, counts = index.utt_ids, index.cell_offset, index.n_cells
             self.fields = tuple(f for f in fields if f in h5)
             self.shapes = {f: h5[f].shape[1:] for f in self.fields}
             self.nbytes = sum(h5[f].size * h5[f].dtype.itemsize for f in self.fields)
