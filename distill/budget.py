@@ -10,7 +10,7 @@ that stops at the cap may still have been improving, and the report counts those
 (``results.md``), so a budget too small for a sweep shows.
 
 A run records how it ended in ``stopping.json`` (:class:`Stopping`), written when training ends
-and before evaluation. The state it is derived from (the best epoch, the epochs since an
+and before evaluation. The state it is derived from (the best epoch, the steps taken, the epochs since an
 improvement) is in ``last.pt``, so a run killed and resumed stops where it would have.
 """
 
