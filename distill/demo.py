@@ -20,6 +20,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -69,7 +70,7 @@ def resolved_sweep(
     seeds: list[int] | None,
     epochs: int | None,
     labels_per_class: list[int | str] | None = None,
-    overrides: list[str] = (),
+    overrides: Sequence[str] = (),
 ) -> dict:
     """The sweep file with this run's cache and output, and any shrinking flags, applied (``epochs``:
     the budget rule's cap); ``overrides`` (``key=value``, as ``distill --set``) go to every run."""
