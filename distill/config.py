@@ -408,7 +408,8 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     return value
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    """Write ``value`` at ``dotted`` (``train.min_steps``) into a config tree, making its sections."""
     keys = dotted.split(".")
     node = tree
     for key in keys[:-1]:
@@ -450,7 +451,7 @@ def load_config(
         tree = merge(tree, loaded)
     pairs = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides or [])
     for key, value in pairs:
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     return _from_dict(RunConfig, tree, "").validate()
 
 

@@ -28,9 +28,9 @@ import yaml
 from common.cli import HelpFormatter
 from common.ffmpeg import FFMPEG_ENV, ffmpeg_exe, ffmpeg_version
 from common.files import atomic_write_text
-from distill.config import ConfigError, load_config, parse_override
+from distill.config import ConfigError, load_config
 from distill.eval.report import ALL_LABELS, AUDIO_TEACHER
-from distill.sweep import BACKENDS, SweepLayout, SweepSpec, parse_label_counts, run_sweep
+from distill.sweep import BACKENDS, SweepLayout, SweepSpec, parse_label_counts, run_sweep, set_for_every_run
 from extract.config import ExtractConfig
 from extract.faces import FaceWeightsError, resolve_face_weights
 from extract.run import RunOptions, run_extraction
@@ -81,15 +81,7 @@ def resolved_sweep(
         spec["teacher_seed"] = seeds[0]
     if labels_per_class is not None:
         spec["labels_per_class"] = labels_per_class
-    for text in [*overrides, *([f"train.epochs={epochs}"] if epochs is not None else [])]:
-        key, value = parse_override(text)
-        *parents, leaf = key.split(".")
-        for section in ("base", "teacher"):  # the teacher section is merged over base: set it in both
-            node = spec.setdefault(section, {})
-            for name in parents:
-                node = node.setdefault(name, {})
-            node[leaf] = value
-    return spec
+    return set_for_every_run(spec, [*overrides, *([f"train.epochs={epochs}"] if epochs is not None else [])])
 
 
 def _label_count(text: str) -> int | str:

@@ -56,18 +56,20 @@ a run with the same function into the same directory, so the tables cannot diffe
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import time
 import traceback
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from tqdm import tqdm
 
-from distill.config import ConfigError, RunConfig, load_config, merge
+from distill.config import ConfigError, RunConfig, load_config, merge, parse_override, set_dotted
 from distill.eval.report import ALL_LABELS, AUDIO_TEACHER, CONTROL_SUFFIX, collect_runs, write_results
 from distill.methods import METHODS
 from distill.run import RunDir, student_config
@@ -157,6 +159,23 @@ def parse_label_counts(raw, where: str) -> list[int | str]:
             f"{where}: labels_per_class must be a list of distinct integers >= 1 and/or {ALL_LABELS!r}, got {raw!r}"
         )
     return values
+
+
+def set_for_every_run(tree: dict, overrides: Sequence[str]) -> dict:
+    """A sweep file's tree with ``key=value`` run-config overrides set for every run, in place.
+
+    An override goes into ``base`` (every run) and ``teacher`` (where a sweep's teacher-only
+    settings would otherwise win over it); a combo's or a variant's own ``set:`` still wins, since
+    it is what makes that combo or variant what it is. The sections are copied before they are
+    written, so a tree that shares them (YAML anchors) is not changed elsewhere.
+    """
+    pairs = [parse_override(text) for text in overrides]
+    for section in ("base", "teacher"):
+        if pairs or section in tree:
+            tree[section] = copy.deepcopy(tree.get(section) or {})
+        for key, value in pairs:
+            set_dotted(tree[section], key, value)
+    return tree
 
 
 def label_overrides(k: int | str | None) -> dict:

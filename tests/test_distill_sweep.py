@@ -10,7 +10,7 @@ import yaml
 
 from distill.cli import main
 from distill.config import ConfigError
-from distill.sweep import Folds, SweepSpec, run_sweep
+from distill.sweep import Folds, SweepSpec, run_sweep, set_for_every_run
 from distill.testing import TINY, make_lupi_cache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -301,3 +301,21 @@ def test_labels_per_class_plans_a_teacher_and_its_students_per_k(tmp_path):
         path.write_text(yaml.safe_dump({**spec, "labels_per_class": bad}))
         with pytest.raises(ConfigError, match="labels_per_class must be a list of distinct integers >= 1"):
             SweepSpec.load(path)
+
+
+def test_an_override_for_every_run_wins_over_the_teacher_section_but_not_a_variants_own():
+    tree = yaml.safe_load(
+        """
+        shared: &shared {train: {epochs: 20, lr: 0.01}}
+        base: *shared
+        teacher: {train: {epochs: 30}}
+        variants: [{name: short, method: none, set: {train.epochs: 2}}]
+        """
+    )
+    set_for_every_run(tree, ["train.epochs=3", "train.min_steps=150"])
+    assert tree["base"]["train"] == {"epochs": 3, "lr": 0.01, "min_steps": 150}
+    assert tree["teacher"]["train"] == {"epochs": 3, "min_steps": 150}  # the teacher's own 30 is overridden
+    assert tree["variants"][0]["set"] == {"train.epochs": 2}  # what makes that variant what it is
+    assert tree["shared"] == {"train": {"epochs": 20, "lr": 0.01}}  # the anchor's other users keep theirs
+    with pytest.raises(ConfigError, match="is not a section"):
+        set_for_every_run(tree, ["train.lr.x=1"])

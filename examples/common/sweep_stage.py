@@ -29,31 +29,18 @@ from pathlib import Path
 
 import yaml
 
-from distill.config import ConfigError, dump_config, parse_override
+from distill.config import ConfigError, dump_config
 from distill.run import RunDir
-from distill.sweep import SweepSpec, SweepTask, plan_sweep, write_sweep_results
+from distill.sweep import SweepSpec, SweepTask, plan_sweep, set_for_every_run, write_sweep_results
 
 #: Run states: finished (a teacher: with its targets), evaluated without targets, resumable, not started.
 STATUSES = ("done", "repair", "resume", "new")
 ROLES = ("teacher", "student")
 
 
-def _set_dotted(tree: dict, dotted: str, value) -> None:
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        child = tree.get(key)
-        tree[key] = child = dict(child) if isinstance(child, dict) else {}
-        tree = child
-    tree[leaf] = value
-
-
 def resolve_sweep(source: Path, cache: str, out: str, overrides: list[str]) -> dict:
-    """``source``'s tree with ``cache``, ``out`` and the overrides set for every run.
-
-    An override goes into ``base`` (every run) and ``teacher`` (where a sweep's teacher-only
-    settings would otherwise win over it); a combo's or a variant's own ``set:`` still wins,
-    since it is what makes that combo or variant what it is.
-    """
+    """``source``'s tree with ``cache``, ``out`` and the overrides set for every run
+    (:func:`distill.sweep.set_for_every_run`)."""
     try:
         tree = yaml.safe_load(source.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -61,13 +48,7 @@ def resolve_sweep(source: Path, cache: str, out: str, overrides: list[str]) -> d
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: a sweep file is a mapping (see configs/demo_sweep.yaml)")
     tree["cache"], tree["out"] = cache, out
-    pairs = [parse_override(text) for text in overrides]
-    for section in ("base", "teacher"):
-        if pairs or section in tree:
-            tree[section] = dict(tree.get(section) or {})
-        for key, value in pairs:
-            _set_dotted(tree[section], key, value)
-    return tree
+    return set_for_every_run(tree, overrides)
 
 
 def _write(path: Path, text: str) -> None:
