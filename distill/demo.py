@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep_workers < 1:
         parser.error(f"--sweep-workers must be >= 1, got {args.sweep_workers}")
     try:  # a wrong key or value fails here, not after the corpus and its extraction
-        load_config(overrides=args.overrides).validate()
+        load_config(overrides=args.overrides)  # validated as it is built
     except ConfigError as exc:
         parser.error(f"--set: {exc}")
     faces, why = choose_face_weights(args.face_weights)
